@@ -1,0 +1,26 @@
+# Set-up and everyday commands. Every target creates the virtual environment if it is missing.
+PY := .venv/bin/python
+ARGS ?=
+
+.PHONY: run test bench calibrate ui
+
+.venv/.installed: pyproject.toml
+	python3 -m venv .venv
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+run: .venv/.installed  ## one engine run of the aggressive profile, recorded in MLflow
+	$(PY) -m paraphina.run +profile=aggressive $(ARGS)
+
+test: .venv/.installed  ## the whole test suite (what CI runs)
+	$(PY) -m pytest $(ARGS)
+
+bench: .venv/.installed  ## engine throughput and peak memory
+	$(PY) -m paraphina.bench $(ARGS)
+
+calibrate: .venv/.installed  ## the calibration table of the default market (spec section 9)
+	$(PY) -m paraphina.calibrate $(ARGS)
+
+ui: .venv/.installed  ## the MLflow UI on the project's store
+	$(PY) -m paraphina.tracking.ui $(ARGS)

@@ -1,0 +1,170 @@
+"""Composing conf/ into a validated config, with the original environment variables as overrides.
+
+Every entry point goes through `compose_config` (or `check_overrides` before `hydra.main`), so a
+typo, a wrong type or an unknown profile stops with one line before anything runs.
+"""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+from omegaconf import DictConfig, OmegaConf
+
+from paraphina.config import schema
+from paraphina.errors import ParaphinaError
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+
+# The original engine's environment variables and the config keys they set (ENGINE_SPEC section 6).
+NUMERIC_ENV_KEYS: dict[str, str] = {
+    "PARAPHINA_INIT_Q_TAO": "engine.initial_q_tao",
+    "PARAPHINA_HEDGE_BAND_BASE": "engine.hedge.band_base",
+    "PARAPHINA_HEDGE_MAX_STEP": "engine.hedge.hedge_max_step",
+    "PARAPHINA_MM_SIZE_ETA": "engine.mm.size_eta",
+    "PARAPHINA_VOL_REF": "engine.volatility.vol_ref",
+    "PARAPHINA_DAILY_LOSS_LIMIT": "engine.risk.daily_loss_limit",
+}
+TEXT_ENV_KEYS: dict[str, str] = {
+    "PARAPHINA_TELEMETRY_MODE": "telemetry.mode",
+    "PARAPHINA_TELEMETRY_PATH": "telemetry.path",
+}
+PROFILE_ENV = "PARAPHINA_RISK_PROFILE"
+TELEMETRY_MODES = ("off", "jsonl")
+
+schema.register()
+
+
+def override_key(override: str) -> str:
+    """The config key an override sets: `+profile=x` -> `profile`, `engine.a.b=1` -> `engine.a.b`."""
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def _quote(value: str) -> str:
+    escaped = value.replace("\\", "\\\\").replace("'", "\\'")
+    return f"'{escaped}'"
+
+
+def env_overrides(environ: Mapping[str, str], user_overrides: Sequence[str]) -> list[str]:
+    """Overrides from the original environment variables, for keys the user did not set (Hydra wins)."""
+    given = {override_key(o) for o in user_overrides}
+    result: list[str] = []
+    profile = environ.get(PROFILE_ENV)
+    if profile and "profile" not in given:
+        result.append(f"+profile={profile.strip()}")
+    for var, key in NUMERIC_ENV_KEYS.items():
+        raw = environ.get(var)
+        if raw is None or key in given:
+            continue
+        try:
+            value = float(raw)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value):
+            raise ParaphinaError(f"{var}={raw!r} is not a finite number; set it to a number such as 5.0 or unset it")
+        result.append(f"{key}={value!r}")
+    for var, key in TEXT_ENV_KEYS.items():
+        raw = environ.get(var)
+        if raw is not None and key not in given:
+            result.append(f"{key}={_quote(raw)}")
+    return result
+
+
+def _available(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def explain_hydra_error(exc: BaseException) -> str:
+    """Turn a Hydra/OmegaConf composition error into one line that says what to fix."""
+    from hydra.errors import MissingConfigException
+
+    text = str(exc)
+    if isinstance(exc, MissingConfigException) or "Could not find '" in text or "Could not load '" in text:
+        for group in ("profile", "market", "engine", "world_model", "tracking"):
+            if f"'{group}/" in text or f"in '{group}'" in text:
+                name = text.split(f"{group}/", 1)[1].split("'", 1)[0] if f"{group}/" in text else "?"
+                return f"unknown {group} '{name}'; choose one of: {', '.join(_available(group))}"
+    cause = exc.__cause__ or exc
+    full_key = getattr(cause, "full_key", None)
+    first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+    if "not in struct" in text or "Could not override" in text or "Key '" in first and "not in" in first:
+        key = full_key or text.split("'", 2)[1]
+        return f"unknown config key '{key}'; check its spelling (python -m paraphina.run --cfg job lists every key)"
+    if full_key:
+        return f"bad value for '{full_key}': {first}"
+    return " ".join(text.split("full_key")[0].split())
+
+
+def compose_config(overrides: Sequence[str] = (), config_name: str = "config",
+                   environ: Mapping[str, str] | None = None) -> DictConfig:
+    """Compose conf/ with the environment's and the caller's overrides; validate; raise ParaphinaError."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    environ = os.environ if environ is None else environ
+    overrides = list(overrides)
+    _reject_appended_keys(overrides)
+    full = env_overrides(environ, overrides) + overrides
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR), job_name="paraphina"):
+            cfg = compose(config_name=config_name, overrides=full)
+    except ParaphinaError:
+        raise
+    except Exception as exc:  # Hydra and OmegaConf raise many types; all are the user's input here
+        raise ParaphinaError(explain_hydra_error(exc)) from exc
+    finally:
+        GlobalHydra.instance().clear()
+    validate(cfg)
+    return cfg
+
+
+def _reject_appended_keys(overrides: Iterable[str]) -> None:
+    """`+engine.typo=1` slips past structured configs: only config groups may be appended."""
+    groups = {"profile"}
+    for o in overrides:
+        if o.startswith("+") and override_key(o).split("/")[0] not in groups:
+            raise ParaphinaError(f"unknown config key '{override_key(o)}' in '{o}'; only '+profile=...' may be appended")
+
+
+def check_overrides(overrides: Sequence[str], config_name: str = "config") -> None:
+    """Validate command-line overrides (each job of a multirun sweep) before Hydra starts any job."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(list(overrides))
+        jobs = BasicSweeper.split_arguments(parsed, None)
+    except Exception as exc:
+        raise ParaphinaError(f"cannot parse overrides {' '.join(overrides)}: {str(exc).splitlines()[0]}") from exc
+    for batch in jobs:
+        for job in batch:
+            compose_config(job, config_name)
+
+
+def validate(cfg: DictConfig) -> None:
+    """Checks the schema cannot express: positive counts, venue list lengths, known modes and profiles."""
+    if cfg.ticks <= 0:
+        raise ParaphinaError(f"ticks={cfg.ticks} must be a positive number of ticks, e.g. ticks=2000")
+    if cfg.runs < 1:
+        raise ParaphinaError(f"runs={cfg.runs} must be at least 1, e.g. runs=64")
+    if cfg.telemetry.mode not in TELEMETRY_MODES:
+        raise ParaphinaError(f"telemetry.mode={cfg.telemetry.mode!r} is not one of {', '.join(TELEMETRY_MODES)}")
+    if cfg.telemetry.mode == "jsonl" and not cfg.telemetry.path:
+        raise ParaphinaError("telemetry.mode=jsonl needs telemetry.path=FILE (or PARAPHINA_TELEMETRY_PATH)")
+    if cfg.profile_name not in cfg.world_model.tiers:
+        raise ParaphinaError(f"profile '{cfg.profile_name}' has no risk tier; tiers: {', '.join(cfg.world_model.tiers)}")
+    n_venues = len(cfg.engine.venues.names)
+    for section in ("engine.venues", "market.basis", "market.spread", "market.depth", "market.funding", "market.fills"):
+        node = OmegaConf.select(cfg, section)
+        for key, value in node.items():
+            if OmegaConf.is_list(value) and len(value) != n_venues:
+                raise ParaphinaError(f"{section}.{key} has {len(value)} values but there are {n_venues} venues")
+
+
+def to_plain(cfg: DictConfig) -> dict:
+    """The resolved config as plain Python containers (without Hydra's own node)."""
+    data = OmegaConf.to_container(cfg, resolve=True)
+    data.pop("hydra", None)
+    return data

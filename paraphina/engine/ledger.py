@@ -1,0 +1,24 @@
+"""Per-venue position ledger (faithful): VWAP entry, realised PnL on reductions and flips."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def apply_fill(q: np.ndarray, entry: np.ndarray, dq: np.ndarray, price: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Apply signed fills `dq` at `price` to positions `q` with entry prices `entry`.
+
+    Returns (new q, new entry, realised PnL of each position, before fees). A fill on the side of the
+    position (or from flat) moves the entry to the VWAP; a fill against it realises
+    (price - entry) * closed for a long, (entry - price) * closed for a short; a flip re-enters the
+    remainder at the fill price; a position closed to zero has entry 0.
+    """
+    new_q = q + dq
+    adds = q * dq >= 0.0
+    abs_q, abs_dq = np.abs(q), np.abs(dq)
+    realised = np.where(adds, 0.0, np.minimum(abs_dq, abs_q) * (price - entry) * np.sign(q))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        vwap = (q * entry + dq * price) / new_q
+    new_entry = np.where(adds, vwap, np.where(abs_dq > abs_q, price, entry))
+    new_entry[new_q == 0.0] = 0.0
+    return new_q, new_entry, realised

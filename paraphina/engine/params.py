@@ -1,0 +1,93 @@
+"""Engine and market parameters as numpy-ready values, each knob a scalar or one value per run.
+
+Arrays are venue-major: a venue list is (venues, 1), a knob given per run is (1, runs), a venue knob
+given per run is (venues, runs); so the same formulas broadcast over a sweep grid x seeds in one batch.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any, Mapping
+
+import numpy as np
+
+from paraphina.errors import ParaphinaError
+
+
+def _leaf(value: Any) -> Any:
+    if isinstance(value, bool) or isinstance(value, str) or value is None:
+        return value
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, (list, tuple)):
+        if value and isinstance(value[0], str):
+            return list(value)
+        dtype = bool if value and isinstance(value[0], bool) else float
+        return np.asarray(value, dtype=dtype).reshape(-1, 1)
+    raise ParaphinaError(f"unsupported parameter value {value!r}")
+
+
+def _namespace(tree: Mapping[str, Any]) -> SimpleNamespace:
+    return SimpleNamespace(**{k: _namespace(v) if isinstance(v, Mapping) else _leaf(v) for k, v in tree.items()})
+
+
+def _get(ns: SimpleNamespace, dotted: str) -> tuple[SimpleNamespace, str, Any]:
+    *path, last = dotted.split(".")
+    node = ns
+    for part in path:
+        node = getattr(node, part, None)
+        if not isinstance(node, SimpleNamespace):
+            raise ParaphinaError(f"per-run parameter '{dotted}' is not an engine or market knob")
+    if not hasattr(node, last):
+        raise ParaphinaError(f"per-run parameter '{dotted}' is not an engine or market knob")
+    return node, last, getattr(node, last)
+
+
+@dataclass
+class Params:
+    """`engine` and `market` knobs as namespaces; `per_run` names the knobs that vary across runs."""
+
+
+    engine: SimpleNamespace
+    market: SimpleNamespace
+    per_run: tuple[str, ...]
+    runs: int
+
+    @property
+    def n_venues(self) -> int:
+        return len(self.engine.venues.names)
+
+    def subset(self, keep: np.ndarray) -> "Params":
+        """The parameters of the runs `keep` (indices into this batch), for the runs still alive."""
+        root = SimpleNamespace(engine=_copy(self.engine), market=_copy(self.market))
+        for dotted in self.per_run:
+            node, last, value = _get(root, dotted)
+            setattr(node, last, value[:, keep])
+        return Params(root.engine, root.market, self.per_run, len(keep))
+
+
+def _copy(ns: SimpleNamespace) -> SimpleNamespace:
+    return SimpleNamespace(**{k: _copy(v) if isinstance(v, SimpleNamespace) else v for k, v in vars(ns).items()})
+
+
+def build_params(engine: Mapping[str, Any], market: Mapping[str, Any], runs: int,
+                 per_run: Mapping[str, Any] | None = None) -> Params:
+    """Parameters for a batch of `runs`; `per_run` maps dotted keys (`engine.hedge.band_base`) to arrays."""
+    root = SimpleNamespace(engine=_namespace(engine), market=_namespace(market))
+    n_venues = len(root.engine.venues.names)
+    for dotted, values in (per_run or {}).items():
+        node, last, current = _get(root, dotted)
+        if isinstance(current, (bool, str, list)) or current is None or (
+                isinstance(current, np.ndarray) and current.dtype == bool):
+            raise ParaphinaError(f"per-run parameter '{dotted}' is not numeric")
+        arr = np.asarray(values, dtype=float)
+        if arr.ndim == 1 and arr.shape[0] == runs:
+            arr = arr.reshape(1, runs)
+        elif arr.ndim == 2 and arr.shape == (runs, n_venues) and isinstance(current, np.ndarray):
+            arr = np.ascontiguousarray(arr.T)
+        else:
+            raise ParaphinaError(f"per-run parameter '{dotted}' needs {runs} values (one per run), got shape {arr.shape}")
+        if not np.all(np.isfinite(arr)):
+            raise ParaphinaError(f"per-run parameter '{dotted}' has non-finite values")
+        setattr(node, last, arr)
+    return Params(root.engine, root.market, tuple(per_run or ()), runs)
