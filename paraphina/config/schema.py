@@ -239,7 +239,4 @@ class ParaphinaConfig:
 
 def register() -> None:
     """Put the schema in Hydra's ConfigStore; conf/config.yaml lists it first in its defaults."""
-    cs = ConfigStore.instance()
-    cs.store(name="paraphina_schema", node=ParaphinaConfig)
-    cs.store(group="engine", name="engine_schema", node=EngineConfig)
-    cs.store(group="market", name="market_schema", node=MarketConfig)
+    ConfigStore.instance().store(name="paraphina_schema", node=ParaphinaConfig)

@@ -1,0 +1,75 @@
+"""`python -m paraphina.run`: run the engine for one or many seeds (Hydra config), print and record.
+
+    python -m paraphina.run +profile=aggressive ticks=2000 seed=7
+    python -m paraphina.run runs=64 market=volatile
+    python -m paraphina.run -m +profile=conservative,balanced,aggressive seed=1,2
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+from omegaconf import DictConfig
+
+from paraphina.config.loading import CONF_DIR, check_overrides, env_overrides, validate
+from paraphina.errors import ParaphinaError, cli_errors, fail
+from paraphina.runner import report
+from paraphina.runner.batch import config_hash, run_batch
+
+# Hydra flags that take a value, so that value is not mistaken for an override.
+_FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--config-name", "-cn", "--config-path", "-cp",
+                     "--config-dir", "-cd", "--info", "-i", "--experimental-rerun"}
+
+
+def split_argv(argv: list[str]) -> tuple[list[str], list[str]]:
+    """(Hydra flags with their values, overrides) of a command line."""
+    flags, overrides = [], []
+    it = iter(argv)
+    for arg in it:
+        if arg.startswith("-"):
+            flags.append(arg)
+            if arg in _FLAGS_WITH_VALUE:
+                value = next(it, None)
+                if value is not None:
+                    flags.append(value)
+        else:
+            overrides.append(arg)
+    return flags, overrides
+
+
+def execute(cfg: DictConfig) -> None:
+    """One Hydra job: run the batch the config describes and print its summary."""
+    validate(cfg)
+    chash = config_hash(cfg)
+    print(report.header(cfg, chash), flush=True)
+    started = time.perf_counter()
+    result, telemetry = run_batch(cfg)
+    elapsed = time.perf_counter() - started
+    print(report.run_summary(result) if cfg.runs == 1 else report.batch_summary(result, cfg.world_model.confidence))
+    print(f"  engine         {elapsed:.2f} s for {cfg.runs} x {cfg.ticks} run-ticks")
+    if telemetry:
+        shown = telemetry[0] if len(telemetry) == 1 else f"{len(telemetry)} files, e.g. {telemetry[0]}"
+        print(f"  telemetry      {shown}")
+
+
+def _job(cfg: DictConfig) -> None:
+    try:
+        execute(cfg)
+    except ParaphinaError as exc:
+        fail(str(exc))
+
+
+@cli_errors
+def main() -> None:
+    import hydra
+
+    flags, overrides = split_argv(sys.argv[1:])
+    if not {"--help", "-h", "--hydra-help"} & set(flags):
+        check_overrides(overrides)
+    sys.argv = [sys.argv[0], *flags, *env_overrides(os.environ, overrides), *overrides]
+    hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")(_job)()
+
+
+if __name__ == "__main__":
+    main()
