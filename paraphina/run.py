@@ -6,9 +6,11 @@
 """
 from __future__ import annotations
 
+import atexit
 import os
 import sys
 import time
+from pathlib import Path
 
 from omegaconf import DictConfig
 
@@ -16,6 +18,7 @@ from paraphina.config.loading import CONF_DIR, check_overrides, env_overrides, v
 from paraphina.errors import ParaphinaError, cli_errors, fail
 from paraphina.runner import report
 from paraphina.runner.batch import config_hash, run_batch
+from paraphina.runner.recording import TrackingSession
 
 # Hydra flags that take a value, so that value is not mistaken for an override.
 _FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--config-name", "-cn", "--config-path", "-cp",
@@ -38,9 +41,10 @@ def split_argv(argv: list[str]) -> tuple[list[str], list[str]]:
     return flags, overrides
 
 
-def execute(cfg: DictConfig) -> None:
-    """One Hydra job: run the batch the config describes and print its summary."""
+def execute(cfg: DictConfig, parent_run_id: str | None = None) -> str | None:
+    """One job: open the tracking store, run the batch, print its summary, record it; returns the run id."""
     validate(cfg)
+    session = TrackingSession.open(cfg) if cfg.tracking.enabled else None
     chash = config_hash(cfg)
     print(report.header(cfg, chash), flush=True)
     started = time.perf_counter()
@@ -51,11 +55,47 @@ def execute(cfg: DictConfig) -> None:
     if telemetry:
         shown = telemetry[0] if len(telemetry) == 1 else f"{len(telemetry)} files, e.g. {telemetry[0]}"
         print(f"  telemetry      {shown}")
+    if session is None:
+        return None
+    run_id = session.record_batch(cfg, result, chash, telemetry, parent_run_id)
+    print(f"  mlflow         run {run_id} in experiment '{cfg.tracking.experiment}' ({session.uri})")
+    return run_id
+
+
+class MultirunParent:
+    """Groups the jobs of one Hydra multirun under one parent MLflow run, ended when the process exits."""
+
+    run_id: str | None = None
+    session: TrackingSession | None = None
+
+    @classmethod
+    def get(cls, cfg: DictConfig) -> str | None:
+        if cls.run_id is None and cfg.tracking.enabled:
+            from hydra.core.hydra_config import HydraConfig
+            from paraphina.tracking.runs import RunRecord
+
+            cls.session = TrackingSession.open(cfg)
+            sweep = Path(HydraConfig.get().sweep.dir).name
+            record = RunRecord(name=f"multirun-{sweep}", tags={"paraphina.kind": "multirun"},
+                               texts={"overrides.txt": "\n".join(HydraConfig.get().overrides.task)})
+            cls.run_id = cls.session.writer.start_parent(record)
+            atexit.register(cls.finish)
+        return cls.run_id
+
+    @classmethod
+    def finish(cls) -> None:
+        if cls.run_id is not None:
+            cls.session.writer.finish(cls.run_id)
+            cls.run_id = None
 
 
 def _job(cfg: DictConfig) -> None:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
     try:
-        execute(cfg)
+        multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+        execute(cfg, MultirunParent.get(cfg) if multirun else None)
     except ParaphinaError as exc:
         fail(str(exc))
 

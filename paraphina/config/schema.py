@@ -206,7 +206,6 @@ class WorldModelConfig:
 class TelemetryConfig:
     mode: str = MISSING
     path: Optional[str] = None
-    series_every: int = MISSING
 
 
 @dataclass
@@ -215,6 +214,7 @@ class TrackingConfig:
     uri: Optional[str] = None
     experiment: str = MISSING
     reachability_timeout_s: float = MISSING
+    series_points: int = MISSING
     child_plots: bool = MISSING
 
 

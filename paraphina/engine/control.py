@@ -74,8 +74,8 @@ def toxicity(local_vol_floored, sigma_eff, has_book, tox: SimpleNamespace):
 
 def venue_status(tox_score, stale, tox: SimpleNamespace):
     """Healthy / Warning / Disabled from toxicity and staleness (improvement: the score now acts)."""
-    status = (tox_score >= tox.tox_med_threshold).astype(np.int64)
-    return np.where((tox_score >= tox.tox_high_threshold) | stale, DISABLED, status)
+    status = (tox_score >= tox.tox_med_threshold) + (tox_score >= tox.tox_high_threshold) * 1
+    return np.maximum(status, stale * DISABLED)
 
 
 def delta_limit(vol_ratio, risk: SimpleNamespace):
@@ -101,17 +101,17 @@ def mm_quotes(mid_res, fund_term, fair, q_total, dollar_delta, sigma_eff, vol_ra
     half = np.maximum(risk_term * 0.5 + 1.0 / ven.k, mm.edge_local_min)
     half = np.maximum(half + mm.edge_vol_mult * vol_ratio, mm.edge_local_min)
     half *= spread_mult
+    worst_regime = regime.max()
+    any_warning = worst_regime >= WARNING and (regime == WARNING).any()
     warning = regime == WARNING
-    any_warning = warning.any()
     if any_warning:
         half *= np.where(warning, risk.spread_warn_mult, 1.0)
     reservation = mid_res + fair * (fund_term - mm.basis_weight) - risk_term * (0.5 * q_total)
     size = ven.base_order_size * (size_mult / (1.0 + mm.size_eta * np.abs(q_total)))
     if any_warning:
         size = np.where(warning, np.minimum(size, risk.q_warn_cap), size)
-    venue_warning = status == VENUE_WARNING
-    if venue_warning.any():
-        size = np.where(venue_warning, size * mm.venue_warning_size_mult, size)
+    if status.max() >= VENUE_WARNING:
+        size = np.where(status == VENUE_WARNING, size * mm.venue_warning_size_mult, size)
     rho = np.abs(dollar_delta) / delta_limit(vol_ratio, risk)
     over = rho > 1.0
     if over.any():
@@ -120,10 +120,11 @@ def mm_quotes(mid_res, fund_term, fair, q_total, dollar_delta, sigma_eff, vol_ra
     tick = ven.tick_size
     bid = np.floor((reservation - half) / tick) * tick
     ask = np.ceil((reservation + half) / tick) * tick
-    ok = (status != DISABLED) & (size > 0.0) & (rho < risk.delta_ratio_stop) & (bid > 0.0) & (ask > bid)
-    hard = regime == HARD_LIMIT
-    if not hard.any():
+    # size > 0 also removes rho >= delta_ratio_stop, where the size factor (stop - rho) is <= 0
+    ok = (status != DISABLED) & (size > 0.0) & (bid > 0.0) & (ask > bid)
+    if worst_regime < HARD_LIMIT:
         return bid, ask, size, ok, ok
+    hard = regime == HARD_LIMIT
     return bid, ask, size, ok & (~hard | (q_total < 0.0)), ok & (~hard | (q_total > 0.0))
 
 

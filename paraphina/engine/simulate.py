@@ -23,7 +23,7 @@ SERIES_KEYS = ("pnl_total", "q_global_tao", "sigma_eff", "dollar_delta_usd")
 METRIC_KEYS = ("num_ticks", "final_pnl", "max_pnl", "min_pnl", "max_drawdown", "frac_normal", "frac_warning",
                "frac_hard", "kill_switch", "time_to_kill", "max_abs_delta_usd", "max_abs_basis_usd")
 REGIMES = np.array([[control.NORMAL], [control.WARNING], [control.HARD_LIMIT]])
-BLOCK_CELLS = 1 << 19  # bound on ticks x runs drawn at once, so memory stays flat for large batches
+BLOCK_CELLS = 1 << 18  # bound on ticks x runs drawn at once, so memory stays flat for large batches
 
 # An observer sees every tick of the live runs: (tick, run indices, row of arrays). Telemetry is one.
 Observer = Callable[[int, np.ndarray, dict], None]
@@ -163,13 +163,14 @@ def _simulate(p: Params, ticks: int, seeds: np.ndarray, observers: Sequence[Obse
         ask_thr = fill_thresholds(block.ask_uniforms, mk.fills.intensity, eng.venues.k, dt)
         stale = block.age > stale_ticks
         has_book = block.depth > 0.0
+        book_ok = ~stale & has_book
         mid_res, fund_term = control.quote_market_terms(block.mid, block.funding, eng.mm)
         cost_base = control.hedge_cost_base(block.mid, block.spread, eng.venues)
         funding_rate = block.funding * block.mid * (dt / FUNDING_PERIOD_SEC)
         for j in range(n_block):
             mid, spread, depth = block.mid[j], block.spread[j], block.depth[j]
             # 3. fair value from the usable venues
-            usable = (st.status != control.DISABLED) & ~stale[j] & has_book[j]
+            usable = (st.status != control.DISABLED) & book_ok[j]
             n_usable = vsum(usable)
             w_depth = depth * usable
             depth_sum = vsum(w_depth)
@@ -271,8 +272,8 @@ def _simulate(p: Params, ticks: int, seeds: np.ndarray, observers: Sequence[Obse
                 streams.subset(keep)
                 block = subset_block(block, keep)
                 vol_short, local_vol, bid_thr, ask_thr = (a[..., keep] for a in (vol_short, local_vol, bid_thr, ask_thr))
-                stale, has_book, mid_res, fund_term, cost_base, funding_rate = (
-                    a[..., keep] for a in (stale, has_book, mid_res, fund_term, cost_base, funding_rate))
+                stale, has_book, book_ok, mid_res, fund_term, cost_base, funding_rate = (
+                    a[..., keep] for a in (stale, has_book, book_ok, mid_res, fund_term, cost_base, funding_rate))
                 if not len(ids):
                     break
         st.vol_short = vol_short[-1]

@@ -48,6 +48,6 @@ def run_batch(cfg: DictConfig, seeds: Sequence[int] | None = None,
         writer = TelemetryWriter(telemetry_paths(cfg.telemetry.path, seeds, names), params.engine.venues.names)
     with writer if writer else contextlib.nullcontext():
         result = simulate(params, cfg.ticks, seeds, [*observers, *([writer] if writer else [])],
-                          series_every=cfg.telemetry.series_every)
+                          series_every=max(1, cfg.ticks // cfg.tracking.series_points))
     return result, (writer.paths if writer else [])
 

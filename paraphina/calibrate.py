@@ -1,0 +1,98 @@
+"""`python -m paraphina.calibrate`: measure the default market against ENGINE_SPEC section 9.
+
+Runs every profile over N seeds in one engine batch each, with a probe observing every tick, and
+prints the per-profile table the README shows plus a pass/fail line per acceptance criterion.
+"""
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pandas as pd
+
+from paraphina.config.loading import compose_config
+from paraphina.errors import cli_errors
+from paraphina.runner.batch import run_batch
+
+
+class CalibrationProbe:
+    """Accumulates what section 9 asks about, over every live run and tick."""
+
+    def __init__(self) -> None:
+        self.quoted = 0.0
+        self.filled = 0.0
+        self.hedge_runs: set[int] = set()
+        self.spread_up_ticks = 0
+        self.sigma_above_ref_ticks = 0
+        self.calm_errors: list[np.ndarray] = []
+        self.vol_ref: float | np.ndarray = 0.0
+
+    def __call__(self, tick: int, ids: np.ndarray, row: dict) -> None:
+        self.quoted += float(row["mm_quoted_sides"].sum())
+        self.filled += float(row["mm_fills"].sum())
+        self.hedge_runs.update(ids[row["hedge_volume_tao"][0] > 0].tolist())
+        self.spread_up_ticks += int((row["spread_mult"] > 1.0).sum())
+        self.sigma_above_ref_ticks += int((row["vol_ratio"] > 1.0).sum())
+        calm = ~row["market_stressed"][0]
+        error = np.abs(np.log(row["fair_value"][0] / row["y_mid"][0]))
+        self.calm_errors.append(error[calm & np.isfinite(error)])
+
+
+def profile_table(cfg_overrides: list[str], profiles: list[str], seeds: int) -> tuple[pd.DataFrame, dict]:
+    rows, probes = [], {}
+    for profile in profiles:
+        cfg = compose_config([f"+profile={profile}", f"runs={seeds}", *cfg_overrides], "calibrate")
+        probe = CalibrationProbe()
+        result, _ = run_batch(cfg, observers=[probe])
+        m = result.metrics
+        rows.append({"profile": profile, "runs": seeds, "pnl_mean": m["final_pnl"].mean(),
+                     "pnl_std": m["final_pnl"].std(ddof=1), "dd_mean": m["max_drawdown"].mean(),
+                     "kill_prob": m["kill_switch"].mean(), "frac_normal": m["frac_normal"].mean(),
+                     "frac_warning": m["frac_warning"].mean(), "frac_hard": m["frac_hard"].mean()})
+        probes[profile] = probe
+    return pd.DataFrame(rows).set_index("profile"), probes
+
+
+def jump_check(cfg_overrides: list[str], scenario: str, seeds: int) -> int:
+    cfg = compose_config([f"market={scenario}", f"runs={seeds}", *cfg_overrides], "calibrate")
+    probe = CalibrationProbe()
+    run_batch(cfg, observers=[probe])
+    return probe.sigma_above_ref_ticks
+
+
+@cli_errors
+def main(argv: list[str] | None = None) -> None:
+    overrides = list(sys.argv[1:] if argv is None else argv)
+    base = compose_config(overrides, "calibrate")
+    exp = base.experiment
+    print(f"calibration: market={base.market.scenario}  {exp.seeds} seeds x {base.ticks} ticks per profile")
+    table, probes = profile_table(overrides, list(exp.profiles), exp.seeds)
+    with pd.option_context("display.float_format", "{:,.3f}".format, "display.width", 140):
+        print(table.to_string())
+    low, high = exp.fill_rate_range
+    checks = []
+    for profile, probe in probes.items():
+        rate = probe.filled / max(probe.quoted, 1.0)
+        checks.append((f"{profile}: MM fill rate per quoted side {rate:.1%}", low <= rate <= high))
+        checks.append((f"{profile}: hedges fired in {len(probe.hedge_runs)} of {exp.seeds} runs",
+                       len(probe.hedge_runs) > 0))
+    checks.append(("Warning occurs on some ticks", table["frac_warning"].max() > 0))
+    checks.append(("HardLimit occurs on some ticks", table["frac_hard"].max() > 0))
+    spread_up = sum(p.spread_up_ticks for p in probes.values())
+    checks.append((f"vol controls move: spread_mult > 1 on {spread_up} run-ticks", spread_up > 0))
+    agg, cons = table.loc["aggressive", "kill_prob"], table.loc["conservative", "kill_prob"]
+    checks.append((f"aggressive kill probability {agg:.3f} strictly between 0 and 1", 0 < agg < 1))
+    checks.append((f"conservative kill probability {cons:.3f} not above aggressive's", cons <= agg))
+    checks.append(("final PnL spreads across seeds", bool((table["pnl_std"] > 0).all())))
+    calm = np.concatenate([e for p in probes.values() for e in p.calm_errors])
+    median = float(np.median(calm))
+    checks.append((f"calm tracking: median |ln(fair / y_mid)| {median:.5f}", median < exp.max_calm_tracking_error))
+    for scenario in exp.jump_scenarios:
+        ticks = jump_check(overrides, scenario, exp.seeds)
+        checks.append((f"{scenario}: sigma_eff above vol_ref on {ticks} run-ticks", ticks > 0))
+    for text, ok in checks:
+        print(f"  [{'ok' if ok else 'FAIL'}] {text}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,156 @@
+"""Every engine run as an MLflow run: params, tags, metrics, stepped series, telemetry and plots.
+
+A batch is a parent run (aggregates and a fan chart) with one child per engine run. The tracking
+store is opened and checked before the engine starts, and only this process writes to it.
+"""
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from paraphina.config.loading import to_plain
+from paraphina.engine.simulate import SERIES_KEYS, BatchResult
+from paraphina.research.dataset import make_row
+from paraphina.world_model.stats import wilson_interval
+
+# Research-row knobs (ENGINE_SPEC section 5) and the config keys they come from.
+KNOB_CONFIG_KEYS: dict[str, str] = {
+    "band_base": "engine.hedge.band_base",
+    "mm_size_eta": "engine.mm.size_eta",
+    "vol_ref": "engine.volatility.vol_ref",
+    "daily_loss_limit": "engine.risk.daily_loss_limit",
+    "init_q_tao": "engine.initial_q_tao",
+    "vol_scale": "market.vol_scale",
+}
+AGGREGATE_QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
+
+
+def run_knobs(cfg: DictConfig, per_run: Mapping[str, Sequence[float]] | None, i: int) -> dict[str, float]:
+    """The structural knobs of run i: its per-run value where the batch varies it, else the config's."""
+    per_run = per_run or {}
+    return {knob: float(per_run[key][i]) if key in per_run else float(OmegaConf.select(cfg, key))
+            for knob, key in KNOB_CONFIG_KEYS.items()}
+
+
+def aggregate_metrics(result: BatchResult, confidence: float, rows: np.ndarray | None = None) -> dict[str, float]:
+    """Batch aggregates: final PnL distribution, drawdowns, kill probability with its interval, regimes."""
+    idx = slice(None) if rows is None else rows
+    m = {k: np.asarray(v)[idx] for k, v in result.metrics.items()}
+    pnl, n = m["final_pnl"], len(m["final_pnl"])
+    kills = int(m["kill_switch"].sum())
+    low, high = wilson_interval(kills, n, confidence)
+    out = {"runs": float(n), "pnl_mean": float(pnl.mean()), "pnl_std": float(pnl.std(ddof=1)) if n > 1 else 0.0,
+           "dd_mean": float(m["max_drawdown"].mean()), "dd_worst": float(m["max_drawdown"].max()),
+           "kill_prob": kills / n, "kill_prob_low": low, "kill_prob_high": high,
+           "frac_normal": float(m["frac_normal"].mean()), "frac_warning": float(m["frac_warning"].mean()),
+           "frac_hard": float(m["frac_hard"].mean()), "max_abs_delta_usd": float(m["max_abs_delta_usd"].max()),
+           "max_abs_basis_usd": float(m["max_abs_basis_usd"].max())}
+    for q, v in zip(AGGREGATE_QUANTILES, np.quantile(pnl, AGGREGATE_QUANTILES)):
+        out[f"pnl_p{int(q * 100)}"] = float(v)
+    return out
+
+
+@dataclass
+class TrackingSession:
+    """An open tracking store with the experiment to write in; created before the engine runs."""
+
+    uri: str
+    experiment_id: str
+    writer: object
+
+    @classmethod
+    def open(cls, cfg: DictConfig, experiment: str | None = None) -> "TrackingSession":
+        from paraphina.tracking.runs import RunWriter
+        from paraphina.tracking.store import check_reachable, prepare_store, resolve_tracking_uri
+
+        uri = resolve_tracking_uri(cfg.tracking.uri)
+        check_reachable(uri, cfg.tracking.reachability_timeout_s)
+        name = experiment or cfg.tracking.experiment
+        experiment_id = prepare_store(uri, [name])[name]
+        return cls(uri, experiment_id, RunWriter(uri, experiment_id))
+
+    def base_tags(self, cfg: DictConfig, chash: str) -> dict[str, str]:
+        from paraphina.tracking.runs import git_commit
+
+        tags = {"profile": cfg.profile_name, "config_hash": chash, "market": cfg.market.scenario,
+                "paraphina.kind": "engine_run"}
+        commit = git_commit()
+        if commit:
+            tags["git_commit"] = commit
+        for key in ("label", "dataset", "notes"):
+            if cfg.get(key):
+                tags[key] = str(cfg[key])
+        return tags
+
+    def run_record(self, cfg: DictConfig, result: BatchResult, i: int, chash: str, flat: dict[str, str],
+                   per_run: Mapping[str, Sequence[float]] | None = None, telemetry: Path | None = None,
+                   plot: bool = True, plot_dir: Path | None = None, name: str | None = None):
+        """The record of engine run i of a batch."""
+        from paraphina.plots import plot_run
+        from paraphina.tracking.datasets import row_to_record
+        from paraphina.tracking.runs import RunRecord
+
+        seed = int(result.seeds[i])
+        name = name or f"{cfg.profile_name}-s{seed}"
+        params = dict(flat)
+        for key, values in (per_run or {}).items():
+            params[key] = str(float(values[i]))
+        metrics = result.run_metrics(i)
+        tags = {**self.base_tags(cfg, chash), "seed": str(seed)}
+        record = RunRecord(name=name, params=params, tags=tags,
+                           metrics={k: (float(v) if v is not None else None) for k, v in metrics.items()},
+                           series={k: (result.series_steps, result.series[k][:, i]) for k in SERIES_KEYS},
+                           texts={"config.yaml": OmegaConf.to_yaml(cfg)})
+        if telemetry is not None:
+            record.artifacts.append((Path(telemetry), "telemetry"))
+        if plot and plot_dir is not None and len(result.series_steps):
+            png = plot_run(result.series_steps, result.series["pnl_total"][:, i], result.series["q_global_tao"][:, i],
+                           plot_dir / f"{name}.png", f"{name}: PnL and inventory")
+            record.artifacts.append((png, "plots"))
+        if cfg.get("dataset"):
+            row = make_row(metrics, profile=cfg.profile_name, label=cfg.get("label"), notes=cfg.get("notes"),
+                           telemetry_path=str(telemetry) if telemetry else None, knobs=run_knobs(cfg, per_run, i))
+            research = row_to_record(row, cfg.dataset, name)
+            record.tags.update(research.tags)
+            record.params.update({k: str(v) for k, v in research.params.items()})
+        return record
+
+    def record_batch(self, cfg: DictConfig, result: BatchResult, chash: str, telemetry: Sequence[Path] = (),
+                     parent_run_id: str | None = None) -> str:
+        """Record a single run, or a batch as a parent with one child per run; returns the top run's id."""
+        with tempfile.TemporaryDirectory(prefix="paraphina-plots-") as tmp:
+            return self._record_batch(cfg, result, chash, list(telemetry), parent_run_id, Path(tmp))
+
+    def _record_batch(self, cfg: DictConfig, result: BatchResult, chash: str, telemetry: list[Path],
+                      parent_run_id: str | None, plot_dir: Path) -> str:
+        from paraphina.plots import plot_fan
+        from paraphina.tracking.runs import RunRecord, flatten_params
+
+        flat = flatten_params(to_plain(cfg))
+        n = len(result.seeds)
+        paths = telemetry or [None] * n
+        if n == 1:
+            record = self.run_record(cfg, result, 0, chash, flat, telemetry=paths[0], plot_dir=plot_dir)
+            return self.writer.log(record, parent_run_id)
+        name = f"{cfg.profile_name}-s{cfg.seed}-x{n}"
+        parent = RunRecord(name=name, params=flat, tags={**self.base_tags(cfg, chash), "seed": str(cfg.seed),
+                                                         "runs": str(n)},
+                           texts={"config.yaml": OmegaConf.to_yaml(cfg)})
+        parent_id = self.writer.start_parent(parent, parent_run_id)
+        try:
+            for i in range(n):
+                self.writer.log(self.run_record(cfg, result, i, chash, flat, telemetry=paths[i],
+                                                plot=cfg.tracking.child_plots, plot_dir=plot_dir), parent_id)
+        except BaseException:
+            self.writer.finish(parent_id, status="FAILED")
+            raise
+        fan = plot_fan(result.series_steps, result.series["pnl_total"], plot_dir / f"{name}-fan.png",
+                       f"{name}: PnL across seeds")
+        self.writer.finish(parent_id, metrics=aggregate_metrics(result, cfg.world_model.confidence),
+                           artifacts=[(fan, "plots")])
+        return parent_id

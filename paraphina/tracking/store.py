@@ -1,0 +1,162 @@
+"""Where MLflow runs live: resolve the tracking URI, check it before a run starts, create the store once.
+
+MLflow is imported inside the functions that need it, so resolving or checking a URI costs nothing.
+"""
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import urllib.error
+import urllib.request
+import warnings
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterator
+
+from paraphina.errors import ParaphinaError
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+SQLITE_PREFIX = "sqlite:///"
+STORE_LOCK_NAME = ".store.lock"
+ARTIFACTS_DIR_NAME = "artifacts"
+
+
+def project_root() -> Path:
+    """The folder holding the `paraphina` package (the checkout's root).
+
+    Found from this file rather than `paraphina.__file__`, which is None when the editable install
+    registered `paraphina` as a namespace package.
+    """
+    return Path(__file__).resolve().parents[2]
+
+
+def default_tracking_uri() -> str:
+    """The project's SQLite store: `mlruns/mlflow.db` under the project root, as an absolute URI."""
+    return f"{SQLITE_PREFIX}{project_root() / 'mlruns' / 'mlflow.db'}"
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a `sqlite:///` URI (relative paths taken from the current folder), else None."""
+    if not uri.startswith(SQLITE_PREFIX):
+        return None
+    return Path(uri[len(SQLITE_PREFIX):]).expanduser().absolute()
+
+
+def resolve_tracking_uri(configured: str | None) -> str:
+    """The URI to use: `tracking.uri` from the config, else $MLFLOW_TRACKING_URI, else the project store."""
+    uri = configured or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
+    path = sqlite_path(uri)
+    return uri if path is None else f"{SQLITE_PREFIX}{path}"
+
+
+def check_reachable(uri: str, timeout_s: float) -> None:
+    """Fail early, in one line, when the store is unusable: a server not answering, a folder we cannot write."""
+    if uri.startswith(("http://", "https://")):
+        _check_server(uri, timeout_s)
+        return
+    path = sqlite_path(uri)
+    if path is not None:
+        _check_folder(path)
+
+
+def _check_server(uri: str, timeout_s: float) -> None:
+    """Request `<uri>/health`; any failure becomes a ParaphinaError saying how to fix it."""
+    fix = "start it (mlflow server ...) or unset MLFLOW_TRACKING_URI to use the local store"
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout_s) as response:
+            response.read()
+    except urllib.error.HTTPError as exc:
+        raise ParaphinaError(f"tracking server {uri} answered /health with HTTP {exc.code}; {fix}") from exc
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        text = getattr(reason, "strerror", None) or describe(reason)
+        raise ParaphinaError(f"tracking server {uri} is unreachable ({text}); {fix}") from exc
+
+
+def _check_folder(db_path: Path) -> None:
+    """The database's folder must exist (created here) and be writable, as must the database itself."""
+    folder = db_path.parent
+    fix = "set tracking.uri=sqlite:////writable/path/mlflow.db or MLFLOW_TRACKING_URI"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ParaphinaError(f"tracking store folder {folder} cannot be created ({exc.strerror}); {fix}") from exc
+    blocked = folder if not os.access(folder, os.W_OK) else None
+    if blocked is None and db_path.exists() and not os.access(db_path, os.W_OK):
+        blocked = db_path
+    if blocked is not None:
+        raise ParaphinaError(f"tracking store {blocked} is not writable; {fix}")
+
+
+def quiet_mlflow() -> None:
+    """Keep MLflow's chatter out of our output: INFO lines at database creation, its libraries' deprecations,
+    and the "View run ... at" line (plus the extra run lookup behind it) at the end of every run on a server.
+    """
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"mlflow\.")
+
+
+def tracking_client(uri: str) -> MlflowClient:
+    """An MlflowClient on `uri` with MLflow's logging quietened; MLflow caches the store behind it."""
+    from mlflow import MlflowClient
+
+    quiet_mlflow()
+    return MlflowClient(tracking_uri=uri)
+
+
+@contextmanager
+def _store_lock(db_path: Path) -> Iterator[None]:
+    """An exclusive lock beside the database, held while the schema or experiments may be created."""
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(db_path.parent / STORE_LOCK_NAME, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def describe(exc: BaseException, limit: int = 300) -> str:
+    """An exception as one short line (MLflow's messages can span many lines)."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def prepare_store(uri: str, experiment_names: list[str]) -> dict[str, str]:
+    """Create the store and the experiments if missing (once, under a file lock for SQLite); name -> experiment_id."""
+    from mlflow.exceptions import MlflowException
+
+    db_path = sqlite_path(uri)
+    artifacts_root = None if db_path is None else db_path.parent / ARTIFACTS_DIR_NAME  # a server decides itself
+    try:
+        with _store_lock(db_path) if db_path is not None else nullcontext():
+            client = tracking_client(uri)
+            return {name: _experiment_id(client, uri, name, artifacts_root) for name in experiment_names}
+    except MlflowException as exc:
+        raise ParaphinaError(f"cannot prepare the tracking store {uri}: {describe(exc)}") from exc
+
+
+def _experiment_id(client: MlflowClient, uri: str, name: str, artifacts_root: Path | None) -> str:
+    """The id of the active experiment `name`; when missing it is created, its artifacts in `artifacts_root/name`."""
+    from mlflow.exceptions import MlflowException
+
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        location = None if artifacts_root is None else str(artifacts_root / name)
+        try:
+            return client.create_experiment(name, artifact_location=location)
+        except MlflowException:  # created meanwhile by another client of the same server
+            experiment = client.get_experiment_by_name(name)
+            if experiment is None:
+                raise
+    if experiment.lifecycle_stage == "deleted":
+        raise ParaphinaError(
+            f"experiment '{name}' is deleted in {uri}; restore it "
+            f"(mlflow experiments restore -x {experiment.experiment_id}) or use another experiment name"
+        )
+    return experiment.experiment_id
