@@ -219,6 +219,13 @@ class TrackingConfig:
 
 
 @dataclass
+class ExecutionConfig:
+    workers: int = MISSING
+    min_runs_per_worker: int = MISSING
+    chunk_runs: int = MISSING
+
+
+@dataclass
 class ParaphinaConfig:
     """The primary config of every entry point (experiments add their own section)."""
 
@@ -226,6 +233,7 @@ class ParaphinaConfig:
     seed: int = MISSING
     runs: int = MISSING
     profile_name: str = MISSING
+    seeds: int = MISSING              # seeds per grid point or trial (experiments)
     label: Optional[str] = None
     dataset: Optional[str] = None
     notes: Optional[str] = None
@@ -234,6 +242,8 @@ class ParaphinaConfig:
     world_model: WorldModelConfig = field(default_factory=WorldModelConfig)
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    execution: ExecutionConfig = field(default_factory=ExecutionConfig)
+    experiment_names: dict[str, str] = field(default_factory=dict)
     experiment: Any = None
 
 

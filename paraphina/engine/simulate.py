@@ -83,6 +83,7 @@ class BatchResult:
 
     seeds: np.ndarray
     metrics: dict[str, np.ndarray]
+    final_regime: np.ndarray   # regime code on each run's last tick
     series_steps: np.ndarray
     series: dict[str, np.ndarray] = field(default_factory=dict)
 
@@ -134,6 +135,7 @@ def _simulate(p: Params, ticks: int, seeds: np.ndarray, observers: Sequence[Obse
     ids = np.arange(runs_total)
     out = {k: np.zeros(runs_total) for k in METRIC_KEYS}
     out["time_to_kill"][:] = np.nan
+    final_regime = np.zeros(runs_total, np.int64)
     steps = np.arange(0, ticks, series_every) if series_every else np.zeros(0, np.int64)
     series = {k: np.full((len(steps), runs_total), np.nan) for k in SERIES_KEYS}
 
@@ -147,6 +149,7 @@ def _simulate(p: Params, ticks: int, seeds: np.ndarray, observers: Sequence[Obse
         for i, k in enumerate(("frac_normal", "frac_warning", "frac_hard")):
             out[k][dest] = st.ticks_in_regime[i, cols] / n
         out["kill_switch"][dest] = killed
+        final_regime[dest] = st.regime[0, cols]
         if killed:
             out["time_to_kill"][dest] = n - 1
 
@@ -281,7 +284,7 @@ def _simulate(p: Params, ticks: int, seeds: np.ndarray, observers: Sequence[Obse
         t += n_block
     export(np.arange(len(ids)), killed=False)
     _forward_fill(series)
-    return BatchResult(seeds=seeds, metrics=out, series_steps=steps, series=series)
+    return BatchResult(seeds=seeds, metrics=out, final_regime=final_regime, series_steps=steps, series=series)
 
 
 def _forward_fill(series: dict[str, np.ndarray]) -> None:

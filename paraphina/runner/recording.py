@@ -14,6 +14,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from paraphina.config.loading import to_plain
+from paraphina.engine.control import REGIME_NAMES
 from paraphina.engine.simulate import SERIES_KEYS, BatchResult
 from paraphina.research.dataset import make_row
 from paraphina.world_model.stats import wilson_interval
@@ -46,10 +47,15 @@ def aggregate_metrics(result: BatchResult, confidence: float, rows: np.ndarray |
     low, high = wilson_interval(kills, n, confidence)
     out = {"runs": float(n), "pnl_mean": float(pnl.mean()), "pnl_std": float(pnl.std(ddof=1)) if n > 1 else 0.0,
            "dd_mean": float(m["max_drawdown"].mean()), "dd_worst": float(m["max_drawdown"].max()),
+           "dd_min": float(m["max_drawdown"].min()),
+           "dd_std": float(m["max_drawdown"].std(ddof=1)) if n > 1 else 0.0,
            "kill_prob": kills / n, "kill_prob_low": low, "kill_prob_high": high,
            "frac_normal": float(m["frac_normal"].mean()), "frac_warning": float(m["frac_warning"].mean()),
            "frac_hard": float(m["frac_hard"].mean()), "max_abs_delta_usd": float(m["max_abs_delta_usd"].max()),
            "max_abs_basis_usd": float(m["max_abs_basis_usd"].max())}
+    final = np.asarray(result.final_regime)[idx]
+    for code, regime in enumerate(REGIME_NAMES):
+        out[f"final_{regime.lower()}_frac"] = float((final == code).mean())
     for q, v in zip(AGGREGATE_QUANTILES, np.quantile(pnl, AGGREGATE_QUANTILES)):
         out[f"pnl_p{int(q * 100)}"] = float(v)
     return out

@@ -1,0 +1,38 @@
+"""Exp04 risk-regime sweep: initial position x daily loss limit; kill probability, regime fractions.
+
+    python -m paraphina.experiments.exp04 [ticks=500 seeds=2 experiment.grid.q0.values=[0,25]]
+"""
+from __future__ import annotations
+
+import sys
+
+import pandas as pd
+
+from paraphina.engine.control import REGIME_NAMES
+from paraphina.config.loading import compose_config
+from paraphina.errors import cli_errors
+from paraphina.experiments.cli import print_table
+from paraphina.experiments.records import ExperimentRecorder
+from paraphina.experiments.sweep import run_sweep
+
+
+def run(cfg) -> pd.DataFrame:
+    with ExperimentRecorder(cfg) as recorder:
+        sweep = run_sweep(cfg, recorder)
+        table = sweep.summary
+        finals = table[[f"final_{r.lower()}_frac" for r in REGIME_NAMES]].to_numpy()
+        table.insert(len(sweep.axes), "final_regime", [REGIME_NAMES[i] for i in finals.argmax(axis=1)])
+        recorder.finish(tables={"exp04_risk_regime": table})
+    return table
+
+
+@cli_errors
+def main(argv: list[str] | None = None) -> None:
+    cfg = compose_config(sys.argv[1:] if argv is None else argv, "exp04")
+    table = run(cfg)
+    print_table(table, ["q0", "loss_limit", "pnl_mean", "dd_mean", "kill_prob", "frac_normal", "frac_warning",
+                        "frac_hard", "final_regime"])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,39 @@
+"""A grid sweep as one experiment step: points x seeds in one batched run, a child MLflow run per point."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig
+
+from paraphina.engine.simulate import BatchResult
+from paraphina.experiments import grid
+from paraphina.experiments.execution import run_many
+from paraphina.experiments.records import ExperimentRecorder, per_seed_table, point_summaries
+
+
+@dataclass
+class SweepResult:
+    axes: list[grid.Axis]
+    points: list[dict[str, float]]
+    point_index: np.ndarray
+    batch: BatchResult
+    summary: pd.DataFrame   # one row per point: knobs then aggregates
+
+
+def run_sweep(cfg: DictConfig, recorder: ExperimentRecorder | None) -> SweepResult:
+    """Run `experiment.grid` x `seeds` and record each point as a child run of the recorder's parent."""
+    axes = grid.axes_from_config(cfg.experiment.grid, cfg)
+    points = grid.expand(axes)
+    per_run, seeds, point_index = grid.point_batch(points, axes, cfg.seeds, cfg.seed)
+    batch = run_many(cfg, seeds, per_run, desc=f"{cfg.experiment.id} {len(points)} points x {cfg.seeds} seeds")
+    summary = point_summaries(batch, point_index, points, cfg.world_model.confidence)
+    if recorder is not None:
+        for p, point in enumerate(points):
+            rows = np.flatnonzero(point_index == p)
+            name = "-".join(f"{k}{v:g}" for k, v in point.items())
+            params = {a.key: point[a.name] for a in axes} | {a.name: point[a.name] for a in axes}
+            metrics = summary.iloc[p].drop(labels=list(point)).to_dict()
+            recorder.log_point(name, params, metrics, per_seed_table(batch, rows, point))
+    return SweepResult(axes, points, point_index, batch, summary)
