@@ -12,13 +12,15 @@ from paraphina.engine.control import REGIME_NAMES
 from paraphina.config.loading import compose_config
 from paraphina.errors import cli_errors
 from paraphina.experiments.cli import print_table
+from paraphina.experiments.grid import axes_from_config
 from paraphina.experiments.records import ExperimentRecorder
 from paraphina.experiments.sweep import run_sweep
 
 
 def run(cfg) -> pd.DataFrame:
+    axes = axes_from_config(cfg.experiment.grid, cfg)
     with ExperimentRecorder(cfg) as recorder:
-        sweep = run_sweep(cfg, recorder)
+        sweep = run_sweep(cfg, axes, recorder)
         table = sweep.summary
         finals = table[[f"final_{r.lower()}_frac" for r in REGIME_NAMES]].to_numpy()
         table.insert(len(sweep.axes), "final_regime", [REGIME_NAMES[i] for i in finals.argmax(axis=1)])

@@ -24,7 +24,10 @@ def axes_from_config(grid: Mapping, cfg) -> list[Axis]:
     for name, spec in grid.items():
         if OmegaConf.select(cfg, spec.key) is None:
             raise ParaphinaError(f"grid axis '{name}' sets '{spec.key}', which is not a config key")
-        values = tuple(float(v) for v in spec["values"])
+        try:
+            values = tuple(float(v) for v in spec["values"])
+        except (TypeError, ValueError) as exc:
+            raise ParaphinaError(f"grid axis '{name}' values {list(spec['values'])} must all be numbers") from exc
         if not values:
             raise ParaphinaError(f"grid axis '{name}' has no values")
         axes.append(Axis(name, spec.key, values))
