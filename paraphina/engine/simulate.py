@@ -212,11 +212,15 @@ def _simulate(p: Params, ticks: int, seeds: np.ndarray, observers: Sequence[Obse
             if block.size_uniforms is not None:
                 bid_size = bid_size * block.size_uniforms[j][:len(bid)]
                 ask_size = ask_size * block.size_uniforms[j][len(bid):]
-            if bid_fill.any():
-                st.q, st.entry, realised = apply_fill(st.q, st.entry, bid_size, bid)
+            # bids then asks per venue: one pass for venues with at most one side filled, a second for the rest
+            both = bid_fill & ask_fill
+            single_dq = bid_size - np.where(both, 0.0, ask_size)
+            if single_dq.any():
+                single_price = np.where(bid_fill, bid, ask)
+                st.q, st.entry, realised = apply_fill(st.q, st.entry, single_dq, single_price)
                 st.realised += vsum(realised)
-            if ask_fill.any():
-                st.q, st.entry, realised = apply_fill(st.q, st.entry, -ask_size, ask)
+            if both.any():
+                st.q, st.entry, realised = apply_fill(st.q, st.entry, -ask_size * both, ask)
                 st.realised += vsum(realised)
             fee_total = vsum(fees + (bid_size * bid + ask_size * ask) * maker_bps)
             st.realised -= fee_total
