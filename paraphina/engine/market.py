@@ -116,7 +116,8 @@ def simulate_block(state: MarketState, p: Params, normals: np.ndarray, uniforms:
     sigma = np.where(stressed[1:], mk.regime.sigma_stressed, mk.regime.sigma_calm) * mk.vol_scale
     jumps = (u_jump < mk.jumps.rate * dt) * (mk.jumps.mean + mk.jumps.std * z_jump)
     dx = (mk.mu - 0.5 * sigma * sigma) * dt + sigma * sqdt * eps + jumps
-    x = np.concatenate([state.x[None], state.x[None] + np.cumsum(dx, axis=0)])
+    # accumulate from the carried price so x_t = x_{t-1} + dx_t whatever the block boundaries
+    x = np.cumsum(np.concatenate([state.x[None], dx]), axis=0)
 
     basis = _ou(state.basis, 1.0 - mk.basis.theta * dt,
                 mk.basis.theta * dt * mk.basis.mean + mk.basis.sigma * sqdt * z_basis)

@@ -116,6 +116,11 @@ def fill_thresholds(uniforms: np.ndarray, intensity, k, dt: float) -> np.ndarray
         return np.maximum((np.log(intensity * dt) - np.log(-np.log(uniforms))) / k, 0.0)
 
 
+def maker_fee_rate(eng) -> np.ndarray | float:
+    """Net maker fee per unit notional (fee minus rebate) of each venue, per run if the fees vary."""
+    return (eng.venues.maker_fee_bps - eng.venues.maker_rebate_bps) / 1e4
+
+
 def simulate(p: Params, ticks: int, seeds: Sequence[int], observers: Sequence[Observer] = (),
              series_every: int = 0) -> BatchResult:
     """Run a batch: run i uses seed seeds[i] and the i-th value of every per-run parameter."""
@@ -154,7 +159,6 @@ def _simulate(p: Params, ticks: int, seeds: np.ndarray, observers: Sequence[Obse
             out["time_to_kill"][dest] = n - 1
 
     block_size = max(1, min(int(eng.rng_block_ticks), BLOCK_CELLS // runs_total))
-    maker_bps = (eng.venues.maker_fee_bps - eng.venues.maker_rebate_bps) / 1e4
     t = 0
     while t < ticks and len(ids):
         n_block = min(block_size, ticks - t)
@@ -170,6 +174,7 @@ def _simulate(p: Params, ticks: int, seeds: np.ndarray, observers: Sequence[Obse
         mid_res, fund_term = control.quote_market_terms(block.mid, block.funding, eng.mm)
         cost_base = control.hedge_cost_base(block.mid, block.spread, eng.venues)
         funding_rate = block.funding * block.mid * (dt / FUNDING_PERIOD_SEC)
+        maker_bps = maker_fee_rate(eng)
         for j in range(n_block):
             mid, spread, depth = block.mid[j], block.spread[j], block.depth[j]
             # 3. fair value from the usable venues
@@ -262,7 +267,7 @@ def _simulate(p: Params, ticks: int, seeds: np.ndarray, observers: Sequence[Obse
                     "basis_gross_usd": vsum(np.abs(basis_each)), "pnl_funding": st.pnl_funding,
                     "fees_usd": st.fees, "mm_fills": vsum(bid_fill) + vsum(ask_fill),
                     "mm_volume_tao": vsum(bid_size + ask_size),
-                    "hedge_volume_tao": vsum(np.abs(hedge_dq)) if hedge_dq is not None else 0.0 * pnl_total,
+                    "hedge_volume_tao": vsum(np.abs(hedge_dq)) if hedge_dq is not None else np.zeros_like(pnl_total),
                     "venue_status": st.status, "venue_q_tao": st.q,
                     # not telemetry: what calibration probes look at
                     "mm_quoted_sides": vsum(bid_ok) + vsum(ask_ok), "y_mid": y_mid,
@@ -276,6 +281,7 @@ def _simulate(p: Params, ticks: int, seeds: np.ndarray, observers: Sequence[Obse
                 keep = np.flatnonzero(~dead)
                 ids, st, p = ids[keep], st.subset(keep), p.subset(keep)
                 eng, mk = p.engine, p.market
+                maker_bps = maker_fee_rate(eng)
                 streams.subset(keep)
                 block = subset_block(block, keep)
                 vol_short, local_vol, bid_thr, ask_thr = (a[..., keep] for a in (vol_short, local_vol, bid_thr, ask_thr))

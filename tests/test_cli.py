@@ -1,0 +1,226 @@
+"""`python -m paraphina.run` as a user runs it: summaries, multirun, and one-line errors on bad input.
+
+Every command runs as a subprocess in its own empty working folder (so nothing lands in the repository);
+the commands are started together once per module and the tests read their results, to keep wall time low.
+"""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+NO_TRACKING = "tracking.enabled=false"  # MLflow recording is someone else's; keep these runs out of it
+TIMEOUT_S = 180
+
+
+@dataclass
+class Done:
+    args: list[str]
+    cwd: Path
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def _env(extra: dict[str, str]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PARAPHINA_") and k != "MLFLOW_TRACKING_URI"}
+    env.update(extra)
+    return env
+
+
+# name -> (arguments, extra environment, files to create in the working folder first)
+COMMANDS: dict[str, tuple[list[str], dict[str, str], list[str]]] = {
+    "aggressive": (["+profile=aggressive", "ticks=200", "seed=7", NO_TRACKING], {}, []),
+    "batch": (["runs=8", "ticks=100", NO_TRACKING], {}, []),
+    "unknown_profile": (["+profile=reckless", "ticks=5", NO_TRACKING], {}, []),
+    "ticks_zero": (["ticks=0", NO_TRACKING], {}, []),
+    "ticks_negative": (["ticks=-5", NO_TRACKING], {}, []),
+    "runs_zero": (["runs=0", "ticks=5", NO_TRACKING], {}, []),
+    "typo_key": (["tiks=5", NO_TRACKING], {}, []),
+    "bad_band": (["engine.hedge.band_base=wide", "ticks=5", NO_TRACKING], {}, []),
+    "bad_band_env": (["ticks=5", NO_TRACKING], {"PARAPHINA_HEDGE_BAND_BASE": "wide"}, []),
+    "bad_profile_env": (["ticks=5", NO_TRACKING], {"PARAPHINA_RISK_PROFILE": "reckless"}, []),
+    "unwritable_telemetry": (["ticks=5", "telemetry.mode=jsonl", "telemetry.path=blocker/run.jsonl", NO_TRACKING],
+                             {}, ["blocker"]),
+    "env_profile": (["ticks=20", NO_TRACKING], {"PARAPHINA_RISK_PROFILE": "conservative"}, []),
+    "env_profile_overridden": (["+profile=aggressive", "ticks=20", NO_TRACKING],
+                               {"PARAPHINA_RISK_PROFILE": "conservative"}, []),
+    "env_telemetry": (["ticks=30", NO_TRACKING],
+                      {"PARAPHINA_TELEMETRY_MODE": "jsonl", "PARAPHINA_TELEMETRY_PATH": "tel/run.jsonl"}, []),
+    "help": (["--help"], {}, []),
+    "cfg_job": (["--cfg", "job", NO_TRACKING], {}, []),
+    "multirun": (["-m", "+profile=conservative,aggressive", "seed=1,2", "ticks=50", NO_TRACKING], {}, []),
+}
+
+BAD_INPUT = ["unknown_profile", "ticks_zero", "ticks_negative", "runs_zero", "typo_key", "bad_band", "bad_band_env",
+             "bad_profile_env", "unwritable_telemetry"]
+
+
+@pytest.fixture(scope="module")
+def done(tmp_path_factory) -> dict[str, Done]:
+    """Start every command at once, then wait for all of them."""
+    running = {}
+    for name, (args, extra_env, files) in COMMANDS.items():
+        cwd = tmp_path_factory.mktemp(f"cli_{name}")
+        for f in files:
+            (cwd / f).write_text("a file, not a folder\n")
+        proc = subprocess.Popen([sys.executable, "-m", "paraphina.run", *args], cwd=cwd, env=_env(extra_env),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        running[name] = (proc, args, cwd)
+    results = {}
+    try:
+        for name, (proc, args, cwd) in running.items():
+            out, err = proc.communicate(timeout=TIMEOUT_S)
+            results[name] = Done(args, cwd, proc.returncode, out, err)
+    finally:
+        for proc, _, _ in running.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    return results
+
+
+def _ok(d: Done) -> None:
+    assert d.returncode == 0, f"{d.args}: rc {d.returncode}\n{d.stdout}\n{d.stderr}"
+    assert "Traceback" not in d.stderr
+
+
+def test_single_run_summary(done):
+    d = done["aggressive"]
+    _ok(d)
+    header = d.stdout.splitlines()[0]
+    assert "profile=aggressive" in header and "ticks=200" in header and "seed=7" in header and "runs=1" in header
+    for label in ("final PnL", "max drawdown", "regimes", "max |delta|", "kill switch"):
+        assert label in d.stdout, label
+    assert re.search(r"kill switch\s+(not fired|FIRED at tick \d+)", d.stdout)
+    assert re.search(r"\(\d+ ticks run\)", d.stdout)
+
+
+def test_plain_run_leaves_no_hydra_folders(done):
+    d = done["aggressive"]
+    _ok(d)
+    for folder in ("outputs", "multirun", ".hydra"):
+        assert not (d.cwd / folder).exists(), folder
+    assert not list(d.cwd.rglob(".hydra"))
+    assert not list(d.cwd.rglob("*.log"))
+
+
+def test_batch_distribution_lines(done):
+    d = done["batch"]
+    _ok(d)
+    assert "runs=8" in d.stdout.splitlines()[0]
+    assert re.search(r"final PnL\s+mean -?[\d,]+\.\d\d\s+std [\d,]+\.\d\d", d.stdout)
+    for q in ("p5", "p25", "p50", "p75", "p95"):
+        assert re.search(rf"\b{q} -?[\d,]+\.\d\d", d.stdout), q
+    assert re.search(r"kill prob\s+\d\.\d{3}\s+\(\d+ of 8; 95% interval \d\.\d{3}-\d\.\d{3}\)", d.stdout)
+    assert "max drawdown" in d.stdout and "mean" in d.stdout
+
+
+@pytest.mark.parametrize("name", BAD_INPUT)
+def test_bad_input_is_one_line_error(done, name):
+    d = done[name]
+    assert d.returncode == 2, f"{d.args}: rc {d.returncode}\n{d.stdout}\n{d.stderr}"
+    lines = d.stderr.strip().splitlines()
+    assert len(lines) == 1, d.stderr
+    assert lines[0].startswith("error:"), d.stderr
+    assert "Traceback" not in d.stderr and "Traceback" not in d.stdout
+
+
+@pytest.mark.parametrize("name,fragments", [
+    ("unknown_profile", ["reckless", "aggressive", "balanced", "conservative"]),
+    ("bad_profile_env", ["reckless", "aggressive", "balanced", "conservative"]),
+    ("ticks_zero", ["ticks"]),
+    ("ticks_negative", ["ticks"]),
+    ("runs_zero", ["runs"]),
+    ("typo_key", ["tiks"]),
+    ("bad_band", ["engine.hedge.band_base", "wide"]),
+    ("bad_band_env", ["PARAPHINA_HEDGE_BAND_BASE", "wide"]),
+    ("unwritable_telemetry", ["blocker/run.jsonl"]),
+])
+def test_error_messages_name_the_problem(done, name, fragments):
+    message = done[name].stderr
+    for fragment in fragments:
+        assert fragment in message, (fragment, message)
+
+
+def test_unwritable_telemetry_reported_before_the_engine_runs(done):
+    d = done["unwritable_telemetry"]
+    assert "final PnL" not in d.stdout
+    assert (d.cwd / "blocker").is_file()
+    assert not list(d.cwd.rglob("*.part"))
+
+
+def test_env_profile_used_without_profile_override(done):
+    d = done["env_profile"]
+    _ok(d)
+    assert "profile=conservative" in d.stdout.splitlines()[0]
+
+
+def test_profile_override_wins_over_env(done):
+    d = done["env_profile_overridden"]
+    _ok(d)
+    assert "profile=aggressive" in d.stdout.splitlines()[0]
+
+
+def test_env_telemetry_switch_writes_jsonl(done):
+    d = done["env_telemetry"]
+    _ok(d)
+    path = d.cwd / "tel" / "run.jsonl"
+    assert path.is_file()
+    lines = path.read_text().splitlines()
+    assert len(lines) == 30
+    assert lines[0].startswith('{"t": 0,')
+
+
+def test_help(done):
+    d = done["help"]
+    _ok(d)
+    assert "paraphina.run" in d.stdout
+    assert "profile" in d.stdout
+
+
+def test_cfg_job_prints_the_config(done):
+    d = done["cfg_job"]
+    _ok(d)
+    for fragment in ("ticks: 2000", "seed: 0", "engine:", "band_base: 5.625", "daily_loss_limit: 5000.0", "market:"):
+        assert fragment in d.stdout, fragment
+    assert "final PnL" not in d.stdout  # printing the config does not run the engine
+
+
+def test_multirun_runs_four_jobs(done):
+    d = done["multirun"]
+    _ok(d)
+    headers = [line for line in d.stdout.splitlines() if line.startswith("paraphina  profile=")]
+    jobs = sorted(re.search(r"profile=(\w+) .* seed=(\d+)", h).groups() for h in headers)
+    assert jobs == [("aggressive", "1"), ("aggressive", "2"), ("conservative", "1"), ("conservative", "2")]
+    assert d.stdout.count("final PnL") == 4
+    assert all("ticks=50" in h for h in headers)
+
+
+# In process (no subprocess needed): each original environment variable is used, and Hydra overrides win.
+
+@pytest.mark.parametrize("var,key,value", [
+    ("PARAPHINA_INIT_Q_TAO", "engine.initial_q_tao", 12.5),
+    ("PARAPHINA_HEDGE_BAND_BASE", "engine.hedge.band_base", 3.25),
+    ("PARAPHINA_HEDGE_MAX_STEP", "engine.hedge.hedge_max_step", 7.0),
+    ("PARAPHINA_MM_SIZE_ETA", "engine.mm.size_eta", 0.25),
+    ("PARAPHINA_VOL_REF", "engine.volatility.vol_ref", 0.03),
+    ("PARAPHINA_DAILY_LOSS_LIMIT", "engine.risk.daily_loss_limit", 1234.0),
+])
+def test_env_overrides_and_hydra_wins(var, key, value):
+    from omegaconf import OmegaConf
+
+    from paraphina.config.loading import compose_config
+
+    cfg = compose_config(["ticks=5"], environ={var: str(value)})
+    assert OmegaConf.select(cfg, key) == value
+    cfg = compose_config(["ticks=5", f"{key}=99.0"], environ={var: str(value)})
+    assert OmegaConf.select(cfg, key) == 99.0
+    # and the env value is applied on top of a profile
+    cfg = compose_config(["ticks=5", "+profile=aggressive"], environ={var: str(value)})
+    assert OmegaConf.select(cfg, key) == value
