@@ -1,4 +1,4 @@
-"""PNG charts of runs for MLflow artifacts and reports: one run's PnL and inventory, and PnL across seeds.
+"""PNG charts for MLflow artifacts and reports: one run's PnL and inventory, PnL across seeds, grid heatmaps.
 
 Matplotlib is imported only when a chart is drawn, and figures are drawn on the Agg canvas without
 pyplot, so no display or global figure state is involved and worker processes can plot safely.
@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
+    import pandas as pd
     from matplotlib.figure import Figure
 
 
@@ -66,4 +67,76 @@ def plot_fan(
     axes.set_title(f"{title} ({paths.shape[1]} runs)")
     axes.legend(loc="upper left", fontsize="small", frameon=False)
     figure.subplots_adjust(left=0.12, right=0.97, top=0.9, bottom=0.14)
+    return _save(figure, path, dpi)
+
+
+def plot_heatmap(table: pd.DataFrame, x: str, y: str, value: str, path: str | Path, title: str,
+                 cmap: str = "viridis", dpi: int = 80) -> Path:
+    """Heatmap of `value` over two knob columns of `table` (one row per (x, y) cell), each cell annotated."""
+    grid = table.pivot_table(index=y, columns=x, values=value, aggfunc="mean").sort_index().sort_index(axis=1)
+    cells = grid.to_numpy(dtype=float)
+    figure, (axes,) = _figure(1, 1.1 * grid.shape[1] + 2.5, 0.7 * grid.shape[0] + 1.8)
+    image = axes.imshow(cells, cmap=cmap, origin="lower", aspect="auto")
+    figure.colorbar(image, ax=axes, label=value)
+    axes.set_xticks(range(grid.shape[1]), [f"{v:g}" for v in grid.columns])
+    axes.set_yticks(range(grid.shape[0]), [f"{v:g}" for v in grid.index])
+    axes.set_xlabel(x)
+    axes.set_ylabel(y)
+    axes.set_title(title)
+    middle = np.nanmean(cells) if np.isfinite(cells).any() else 0.0
+    for (row, col), cell in np.ndenumerate(cells):
+        axes.text(col, row, f"{cell:,.0f}" if abs(cell) >= 100 else f"{cell:,.2f}", ha="center", va="center",
+                  fontsize="small", color="white" if cell < middle else "black")
+    figure.tight_layout()
+    return _save(figure, path, dpi)
+
+
+def plot_trials_scatter(x: np.ndarray, y: np.ndarray, value: np.ndarray, path: str | Path, title: str,
+                        labels: tuple[str, str, str], log: tuple[bool, bool] = (False, False),
+                        best: int | None = None, dpi: int = 80) -> Path:
+    """Trials of a continuous search in a 2-D knob plane, coloured by `value`; `best` (an index) starred.
+
+    The view of a heatmap for samplers that do not lay their trials on a grid. `labels` are x, y and value.
+    """
+    figure, (axes,) = _figure(1, 6.5, 4.8)
+    points = axes.scatter(x, y, c=value, cmap="viridis", s=36, edgecolors="black", linewidths=0.3)
+    figure.colorbar(points, ax=axes, label=labels[2])
+    if best is not None:
+        axes.scatter([x[best]], [y[best]], marker="*", s=260, color="red", edgecolors="black", label="best")
+        axes.legend(loc="best", fontsize="small", frameon=False)
+    axes.set_xscale("log" if log[0] else "linear")
+    axes.set_yscale("log" if log[1] else "linear")
+    axes.set_xlabel(labels[0])
+    axes.set_ylabel(labels[1])
+    axes.set_title(title)
+    figure.tight_layout()
+    return _save(figure, path, dpi)
+
+
+def plot_pareto_fronts(panels: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
+                       path: str | Path, title: str, dpi: int = 80) -> Path:
+    """Mean drawdown (x) against mean PnL (y) of every trial, coloured by kill probability, one panel per study.
+
+    Each panel is (pnl_mean, dd_mean, kill_prob, on_front); front trials are ringed and joined in drawdown order.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(4.6 * len(panels) + 1.0, 4.4))
+    FigureCanvasAgg(figure)
+    all_axes = figure.subplots(1, len(panels), squeeze=False)[0]
+    points = None
+    for axes, (name, (pnl, dd, kill, front)) in zip(all_axes, panels.items()):
+        points = axes.scatter(dd, pnl, c=kill, cmap="plasma", vmin=0.0, vmax=1.0, s=26, alpha=0.8)
+        order = np.argsort(dd[front])
+        axes.plot(dd[front][order], pnl[front][order], color="black", linewidth=0.8)
+        axes.scatter(dd[front], pnl[front], s=80, facecolors="none", edgecolors="black", linewidths=1.0,
+                     label=f"Pareto front ({int(front.sum())})")
+        axes.set_title(name)
+        axes.set_xlabel("mean max drawdown (USD)")
+        axes.legend(loc="lower right", fontsize="small", frameon=False)
+    all_axes[0].set_ylabel("mean final PnL (USD)")
+    if points is not None:
+        figure.colorbar(points, ax=list(all_axes), label="kill probability")
+    figure.suptitle(title)
     return _save(figure, path, dpi)

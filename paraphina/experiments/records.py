@@ -54,17 +54,38 @@ def point_summaries(result: BatchResult, point_index: np.ndarray, points: Sequen
 class ExperimentRecorder:
     """Parent run (resolved config) and children (grid points or trials) of one experiment invocation."""
 
-    def __init__(self, cfg: DictConfig, extra_tags: Mapping[str, str] | None = None):
+    def __init__(self, cfg: DictConfig, extra_tags: Mapping[str, str] | None = None, resume_tag: str | None = None):
+        """`resume_tag` names one of `extra_tags`: the latest parent carrying the same value is reopened instead
+        of starting a new one (`resumed` is then True), so a resumed Optuna search keeps one parent run."""
         from paraphina.tracking.runs import RunRecord, flatten_params
 
         self.cfg = cfg
         self.session = TrackingSession.open(cfg, cfg.experiment.name)
         tags = {KIND_TAG: "experiment", EXPERIMENT_TAG: cfg.experiment.id, **(extra_tags or {})}
-        self.parent_id = self.session.writer.start_parent(RunRecord(
+        reopened = None if resume_tag is None else self._reopen(resume_tag, tags[resume_tag])
+        self.resumed = reopened is not None
+        self.parent_id = reopened or self.session.writer.start_parent(RunRecord(
             name=f"{cfg.experiment.id}", params=flatten_params(to_plain(cfg)), tags=tags,
             texts={"config.yaml": OmegaConf.to_yaml(cfg)}))
         self._tmp = tempfile.TemporaryDirectory(prefix=f"paraphina-{cfg.experiment.id}-")
         self.tmp = Path(self._tmp.name)
+
+    def _reopen(self, tag: str, value: str) -> str | None:
+        """The latest parent run of this experiment tagged `tag=value`, set RUNNING again; None if there is none."""
+        from mlflow.exceptions import MlflowException
+
+        from paraphina.tracking.store import describe, tracking_client
+
+        client = tracking_client(self.session.uri)
+        try:
+            runs = client.search_runs([self.session.experiment_id],
+                                      f"tags.`{KIND_TAG}` = 'experiment' and tags.`{tag}` = '{value}'",
+                                      order_by=["attributes.start_time DESC"], max_results=1)
+            if runs:
+                client.update_run(runs[0].info.run_id, status="RUNNING")
+        except MlflowException as exc:
+            raise ParaphinaError(f"cannot reopen the {tag}={value} run in {self.session.uri}: {describe(exc)}") from exc
+        return runs[0].info.run_id if runs else None
 
     def log_point(self, name: str, params: Mapping[str, object], metrics: Mapping[str, float],
                   table: pd.DataFrame | None = None, tags: Mapping[str, str] | None = None) -> str:
@@ -76,6 +97,18 @@ class ExperimentRecorder:
         if table is not None:
             record.texts["per_seed.csv"] = table.to_csv(index=False)
         return self.session.writer.log(record, self.parent_id)
+
+    def log_points(self, batch: BatchResult, point_index: np.ndarray, points: Sequence[Mapping[str, object]],
+                   summary: pd.DataFrame, names: Sequence[str], params: Sequence[Mapping[str, object]],
+                   tags: Sequence[Mapping[str, str]] | None = None) -> list[str]:
+        """A child per point (runs `point_index == p`): its params, its `summary` row less the point's own
+        columns as metrics, and its per-seed table; returns the child run ids."""
+        ids = []
+        for p, point in enumerate(points):
+            metrics = summary.iloc[p].drop(labels=list(point)).to_dict()
+            table = per_seed_table(batch, np.flatnonzero(point_index == p), point)
+            ids.append(self.log_point(names[p], params[p], metrics, table, tags[p] if tags else None))
+        return ids
 
     def finish(self, tables: Mapping[str, pd.DataFrame] = {}, plots: Sequence[Path] = (),
                metrics: Mapping[str, float] | None = None, texts: Mapping[str, str] = {}) -> Path:

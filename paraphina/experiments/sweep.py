@@ -10,7 +10,7 @@ from omegaconf import DictConfig
 from paraphina.engine.simulate import BatchResult
 from paraphina.experiments import grid
 from paraphina.experiments.execution import run_many
-from paraphina.experiments.records import ExperimentRecorder, per_seed_table, point_summaries
+from paraphina.experiments.records import ExperimentRecorder, point_summaries
 
 
 @dataclass
@@ -32,10 +32,7 @@ def run_sweep(cfg: DictConfig, axes: list[grid.Axis], recorder: ExperimentRecord
     batch = run_many(cfg, seeds, per_run, desc=f"{cfg.experiment.id} {len(points)} points x {cfg.seeds} seeds")
     summary = point_summaries(batch, point_index, points, cfg.world_model.confidence)
     if recorder is not None:
-        for p, point in enumerate(points):
-            rows = np.flatnonzero(point_index == p)
-            name = "-".join(f"{k}{v:g}" for k, v in point.items())
-            params = {a.key: point[a.name] for a in axes} | {a.name: point[a.name] for a in axes}
-            metrics = summary.iloc[p].drop(labels=list(point)).to_dict()
-            recorder.log_point(name, params, metrics, per_seed_table(batch, rows, point))
+        names = ["-".join(f"{k}{v:g}" for k, v in point.items()) for point in points]
+        params = [{a.key: point[a.name] for a in axes} | {a.name: point[a.name] for a in axes} for point in points]
+        recorder.log_points(batch, point_index, points, summary, names, params)
     return SweepResult(axes, points, point_index, batch, summary)

@@ -1,0 +1,277 @@
+"""Exp02, Exp04, Exp05, Exp07, Exp08 and the Exp06 suite on tiny grids against temporary SQLite stores.
+
+Each test checks what reached MLflow (parent and linked children, params and metrics equal to the
+returned tables), not only what the function returned. CSV and PNG copies go to sweeps/ (git-ignored).
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from omegaconf import OmegaConf
+
+from paraphina.config.loading import CONF_DIR, compose_config
+from paraphina.errors import ParaphinaError
+from paraphina.experiments import exp02, exp04, exp05, exp06, exp07, exp08
+from paraphina.experiments.cli import flat_config
+from paraphina.experiments.execution import run_many
+from paraphina.experiments.profiles import PROFILE_KNOBS, profile_yaml, profiles_batch
+from paraphina.experiments.records import ExperimentRecorder, latest_points, sweeps_dir
+from paraphina.runner.batch import run_batch
+from paraphina.tracking.runs import PARENT_TAG
+from paraphina.tracking.store import tracking_client
+from paraphina.world_model.tiers import tier_score, tiers_from_mapping
+
+TINY = ["ticks=30", "seeds=2"]
+GRIDS = {
+    "exp02": ["experiment.grid.q0.values=[0,25]", "experiment.grid.band.values=[2.5,10]"],
+    "exp04": ["experiment.grid.q0.values=[0,25]", "experiment.grid.loss_limit.values=[2000,4000]"],
+}
+METRICS = ["pnl_mean", "pnl_std", "dd_mean", "dd_worst", "kill_prob", "kill_prob_high", "frac_hard",
+           "max_abs_delta_usd"]
+
+
+@pytest.fixture(autouse=True)
+def no_env_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The original PARAPHINA_* variables would change every composed config; keep them out."""
+    import os
+
+    for name in [n for n in os.environ if n.startswith("PARAPHINA_")]:
+        monkeypatch.delenv(name)
+
+
+def sqlite_uri(folder: Path) -> str:
+    return f"sqlite:///{folder / 'mlflow.db'}"
+
+
+def overrides(uri: str, *extra: str) -> list[str]:
+    return [*TINY, f"tracking.uri={uri}", *extra]
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return sqlite_uri(tmp_path_factory.mktemp("mlruns"))
+
+
+@pytest.fixture(scope="module")
+def grids(store: str) -> dict[str, pd.DataFrame]:
+    """Exp02 and Exp04 run once on 2 x 2 grids into the module's store (Exp05 and Exp07 read them)."""
+    return {name: module.run(compose_config(overrides(store, *GRIDS[name]), name))
+            for name, module in (("exp02", exp02), ("exp04", exp04))}
+
+
+def assert_children_match(uri: str, experiment_id: str, table: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """The latest parent of `experiment_id` has one FINISHED child per table row, params and metrics equal."""
+    cfg = compose_config(overrides(uri), experiment_id)
+    children, parent = latest_points(cfg, experiment_id)
+    client = tracking_client(uri)
+    assert client.get_run(parent["run_id"]).info.status == "FINISHED"
+    assert len(children) == len(table)
+    for run_id in children["run_id"]:
+        run = client.get_run(run_id)
+        assert run.data.tags[PARENT_TAG] == parent["run_id"] and run.info.status == "FINISHED"
+        assert [a.path for a in client.list_artifacts(run_id)] == ["per_seed.csv"]
+    merged = table.merge(children, on=keys, suffixes=("", "_recorded"))
+    assert len(merged) == len(table)
+    for column in METRICS:
+        np.testing.assert_allclose(merged[f"{column}_recorded"], merged[column], rtol=1e-12, atol=1e-12)
+    return children
+
+
+def parent_artifacts(uri: str, run_id: str) -> set[str]:
+    client = tracking_client(uri)
+    return {f.path for folder in ("", "tables", "plots") for f in client.list_artifacts(run_id, folder or None)
+            if not f.is_dir}
+
+
+def test_exp02_records_points_and_heatmaps(store: str, grids: dict[str, pd.DataFrame]) -> None:
+    table = grids["exp02"]
+    assert sorted(zip(table["q0"], table["band"])) == [(0, 2.5), (0, 10), (25, 2.5), (25, 10)]
+    children = assert_children_match(store, "exp02", table, ["q0", "band"])
+    assert (children["engine.hedge.band_base"] == children["band"]).all()
+    parent = latest_points(compose_config(overrides(store), "exp02"), "exp02")[1]["run_id"]
+    assert parent_artifacts(store, parent) >= {"config.yaml", "tables/exp02_hedge_band.csv",
+                                               "plots/exp02_heatmap_pnl_mean.png", "plots/exp02_heatmap_dd_mean.png"}
+    out = sweeps_dir(compose_config(overrides(store), "exp02"))
+    assert (out / "exp02_heatmap_pnl_mean.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_exp04_records_points(store: str, grids: dict[str, pd.DataFrame]) -> None:
+    children = assert_children_match(store, "exp04", grids["exp04"], ["q0", "loss_limit"])
+    assert (children["engine.risk.daily_loss_limit"] == children["loss_limit"]).all()
+
+
+def test_exp05_ranks_latest_records_by_tier_score(store: str, grids: dict[str, pd.DataFrame],
+                                                  capsys: pytest.CaptureFixture) -> None:
+    cfg = compose_config(overrides(store, "experiment.top_n=3"), "exp05")
+    top = exp05.run(cfg)
+    assert "exp03: left out of the report: no finished exp03 records" in capsys.readouterr().out
+    assert list(top) == ["exp02", "exp04"]
+    tier = tiers_from_mapping(cfg.world_model.tiers)["balanced"]
+    for name, table in top.items():
+        source = grids[name]
+        scores = np.sort(tier_score(tier, source["pnl_mean"], source["pnl_std"], source["dd_mean"],
+                                    source["kill_prob"]).to_numpy())[::-1][:3]
+        np.testing.assert_allclose(table["score"], scores, rtol=1e-12)
+        assert list(table["rank"]) == [1, 2, 3]
+    client = tracking_client(store)
+    report = client.search_runs([client.get_experiment_by_name(cfg.experiment.name).experiment_id])[0]
+    assert report.info.status == "FINISHED" and report.data.tags["tier"] == "balanced"
+    exp02_parent = latest_points(cfg, "exp02")[1]["run_id"]
+    assert report.data.tags["source.exp02"] == exp02_parent
+    assert parent_artifacts(store, report.info.run_id) >= {"tables/exp05_top.csv", "tables/exp05_exp02_ranked.csv",
+                                                           "tables/exp05_exp04_ranked.csv"}
+
+
+def test_exp07_on_the_exp04_grid(store: str, grids: dict[str, pd.DataFrame]) -> None:
+    cfg = compose_config(overrides(store), "exp07")
+    presets = exp07.run(cfg)
+    assert list(presets["tier"]) == ["conservative", "balanced", "aggressive"]
+    children, _ = latest_points(cfg, "exp07")
+    assert sorted(children["run_name"]) == ["preset-aggressive", "preset-balanced", "preset-conservative"]
+    for row in presets.itertuples():
+        child = children[children["run_name"] == f"preset-{row.tier}"].iloc[0]
+        assert child["score"] == pytest.approx(row.score)
+        assert all(child[knob] == getattr(row, knob) for knob in PROFILE_KNOBS)
+
+
+def test_exp08_validates_profiles_in_one_batch(store: str) -> None:
+    given = overrides(store)
+    cfg = compose_config(given, "exp08")
+    with pytest.raises(ParaphinaError, match="differs in 'ticks'"):
+        exp08.run(cfg)  # overrides missing: the profiles would run other settings than recorded
+    table = exp08.run(cfg, given)
+    assert list(table["profile"]) == ["conservative", "balanced", "aggressive"]
+    assert (table["runs"] == 2).all()
+    children = assert_children_match(store, "exp08", table, ["band_base", "mm_size_eta", "daily_loss_limit"])
+    client = tracking_client(store)
+    for row in children.itertuples():
+        assert client.get_run(row.run_id).data.tags["profile"] == row.run_name
+    conservative = children[children["run_name"] == "conservative"].iloc[0]
+    assert conservative["engine.hedge.band_base"] == conservative["band_base"] == 2.62125
+    assert conservative["delta_hard_limit_usd_base"] == 46600.0
+
+
+def test_profiles_batch_equals_separate_runs() -> None:
+    given = ["ticks=40", "seeds=3"]
+    batch = profiles_batch(["conservative", "aggressive"], given, "exp08")
+    assert "engine.hedge.band_base" in batch.per_run and "engine.volatility.vol_ref" not in batch.per_run
+    assert batch.run_profiles() == ["conservative"] * 3 + ["aggressive"] * 3
+    together = run_many(batch.cfg, batch.seeds, batch.per_run, desc="test")
+    for name in batch.profiles:
+        alone, _ = run_batch(batch.configs[name].copy(), seeds=batch.seeds[batch.rows(name)])
+        np.testing.assert_allclose(together.metrics["final_pnl"][batch.rows(name)], alone.metrics["final_pnl"],
+                                   rtol=1e-9)
+    with pytest.raises(ParaphinaError, match="unknown profile 'nope'"):
+        profiles_batch(["balanced", "nope"], given)
+
+
+def record_exp04_points(uri: str, points: dict[str, tuple[float, float, float, float, float, float]],
+                        *extra: str) -> None:
+    """A finished Exp04 invocation by hand: name -> (q0, loss_limit, pnl_mean, pnl_std, dd_mean, kill_prob)."""
+    cfg = compose_config(overrides(uri, *extra), "exp04")
+    with ExperimentRecorder(cfg) as recorder:
+        for name, (q0, loss, pnl_mean, pnl_std, dd_mean, kill_prob) in points.items():
+            recorder.log_point(name, {"engine.initial_q_tao": q0, "engine.risk.daily_loss_limit": loss,
+                                      "q0": q0, "loss_limit": loss},
+                               {"pnl_mean": pnl_mean, "pnl_std": pnl_std, "dd_mean": dd_mean, "kill_prob": kill_prob})
+        recorder.finish()
+
+
+def test_exp07_picks_the_presets_budgets_and_score_imply(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    uri = sqlite_uri(tmp_path)
+    record_exp04_points(uri, {"old": (0, 9000, 1e6, 1.0, 1.0, 0.0)})  # an older invocation: must be ignored
+    time.sleep(0.01)
+    record_exp04_points(uri, {
+        "A": (0, 2000, 100, 50, 1500, 0.04),     # balanced: passes, score -369
+        "B": (25, 4000, 600, 100, 3000, 0.10),   # aggressive only: score 285 (best there)
+        "C": (-25, 2000, 50, 10, 500, 0.02),     # fails only conservative's kill budget: closest, score -209
+        "D": (50, 8000, -1000, 500, 9000, 0.5),  # fails everything
+        "E": (-50, 6000, 200, 20, 800, 0.03),    # balanced: passes, score -49 (best there)
+    }, "engine.hedge.band_base=3.5", "engine.mm.size_eta=0.07")
+    cfg = compose_config(overrides(uri), "exp07")
+    presets = exp07.run(cfg).set_index("tier")
+    assert presets["source_run"].to_dict() == {"conservative": "C", "balanced": "E", "aggressive": "B"}
+    assert presets["relaxed"].to_dict() == {"conservative": True, "balanced": False, "aggressive": False}
+    np.testing.assert_allclose(presets["score"].to_numpy(), [-209.0, -49.0, 285.0])
+    assert presets.loc["conservative", "kill_margin"] == pytest.approx(-0.01)
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "'conservative'" in warnings[0] and "kill_prob" in warnings[0]
+
+    children, _ = latest_points(cfg, "exp07")
+    client = tracking_client(uri)
+    child = children[children["run_name"] == "preset-conservative"].iloc[0]
+    assert client.get_run(child["run_id"]).data.tags["relaxed"] == "true"
+    expected = {"band_base": 3.5, "mm_size_eta": 0.07, "vol_ref": 0.028125, "daily_loss_limit": 2000.0,
+                "init_q_tao": -25.0, "delta_hard_limit_usd_base": 100000.0}
+    assert {k: child[k] for k in PROFILE_KNOBS} == expected
+    assert child["score"] == pytest.approx(-209.0) and child["dd_margin"] == pytest.approx(1500.0)
+
+    written = (sweeps_dir(cfg) / "conservative.yaml").read_text()
+    assert written.startswith("# @package _global_\n")
+    profile = OmegaConf.load(sweeps_dir(cfg) / "conservative.yaml")
+    shipped = OmegaConf.load(CONF_DIR / "profile" / "conservative.yaml")
+    assert set(flat_config(profile)) == set(flat_config(shipped))  # the same keys: it can replace the profile
+    assert profile.profile_name == "conservative" and profile.engine.initial_q_tao == -25.0
+    assert written == profile_yaml("conservative", expected, written.splitlines()[1][2:])
+
+
+def test_grid_typo_stops_before_anything_is_recorded(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    uri = sqlite_uri(tmp_path)
+    for bad, named in (("experiment.grid.q0.valuez=[1]", "unknown config key 'experiment.grid.q0.valuez'"),
+                       ("experiment.grid.q0.key=engine.initial_q_taoo", "'engine.initial_q_taoo', which is not")):
+        with pytest.raises(SystemExit) as stop:
+            exp02.main(overrides(uri, bad))
+        assert stop.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: ") and named in err[0]
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_exp06_dry_run_plans_and_runs_nothing(tmp_path: Path) -> None:
+    uri = sqlite_uri(tmp_path)
+    given = overrides(uri, "experiment.dry_run=true", "experiment.skip=[exp03]",
+                      "experiment.suite.exp05.entry=paraphina.experiments.no_such_step:run")
+    plan = exp06.run(compose_config(given, "exp06"), given).set_index("step")
+    assert plan["status"].to_dict() == {"baseline": "planned", "exp02": "planned", "exp03": "skipped",
+                                        "exp04": "planned", "exp05": "invalid", "exp07": "planned",
+                                        "exp08": "planned"}
+    assert "cannot import paraphina.experiments.no_such_step" in plan.loc["exp05", "error"]
+    assert plan.loc["exp02", "ticks"] == 30 and plan.loc["exp08", "seeds"] == 2
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_exp06_unknown_step_lists_valid_ones(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    for bad in ("steps=[exp02,exp99]", "skip=[baseline,nope]"):
+        with pytest.raises(SystemExit) as stop:
+            exp06.main(overrides(sqlite_uri(tmp_path), bad))
+        assert stop.value.code == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and "valid steps: baseline, exp02, exp03, exp04, exp05, exp07, exp08" in err
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_exp06_failed_step_is_reported_and_the_rest_run(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    uri = sqlite_uri(tmp_path)
+    given = overrides(uri, "steps=[baseline,exp02,exp04,exp08]", "skip=[baseline]",
+                      'experiment.suite.exp02.overrides=["experiment.grid.q0.values=[0]"]',
+                      'experiment.suite.exp04.overrides=["experiment.grid.q0.valuez=[1]"]')
+    with pytest.raises(SystemExit) as stop:
+        exp06.main(given)
+    assert stop.value.code == 1
+    out, err = capsys.readouterr()
+    status = {line.split()[0]: line.split()[1] for line in out.split("Exp06 status")[1].strip().splitlines()[1:]}
+    assert status == {"baseline": "skipped", "exp02": "ok", "exp03": "skipped", "exp04": "failed",
+                      "exp05": "skipped", "exp07": "skipped", "exp08": "ok"}
+    assert "unknown config key 'experiment.grid.q0.valuez'" in out
+    assert err.strip().splitlines()[-1] == "error: 1 step(s) failed: exp04"
+
+    cfg = compose_config(overrides(uri), "exp06")
+    assert len(latest_points(cfg, "exp02")[0]) == 5 and len(latest_points(cfg, "exp08")[0]) == 3
+    with pytest.raises(ParaphinaError, match="no finished exp04 records"):
+        latest_points(cfg, "exp04")
+    suite = latest_points(cfg, "exp06")[1]["run_id"]
+    assert "tables/exp06_status.csv" in parent_artifacts(uri, suite)
