@@ -104,8 +104,13 @@ def plot_trials_scatter(x: np.ndarray, y: np.ndarray, value: np.ndarray, path: s
     if best is not None:
         axes.scatter([x[best]], [y[best]], marker="*", s=260, color="red", edgecolors="black", label="best")
         axes.legend(loc="best", fontsize="small", frameon=False)
+    from matplotlib.ticker import FormatStrFormatter
+
     axes.set_xscale("log" if log[0] else "linear")
     axes.set_yscale("log" if log[1] else "linear")
+    for axis in (axes.xaxis, axes.yaxis):  # plain numbers (0.02), not powers of ten, on log axes too
+        axis.set_major_formatter(FormatStrFormatter("%g"))
+        axis.set_minor_formatter(FormatStrFormatter("%g"))
     axes.set_xlabel(labels[0])
     axes.set_ylabel(labels[1])
     axes.set_title(title)
@@ -122,7 +127,7 @@ def plot_pareto_fronts(panels: dict[str, tuple[np.ndarray, np.ndarray, np.ndarra
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(4.6 * len(panels) + 1.0, 4.4))
+    figure = Figure(figsize=(4.6 * len(panels) + 1.0, 4.4), layout="constrained")
     FigureCanvasAgg(figure)
     all_axes = figure.subplots(1, len(panels), squeeze=False)[0]
     points = None
