@@ -1,0 +1,131 @@
+"""Exp11 research vs world-model alignment: the runs of a research dataset against their tier's budgets.
+
+    python -m paraphina.experiments.exp11 dataset=research_dataset_v004
+    python -m paraphina.experiments.exp11 dataset=X profile=balanced label_contains=exp13 [by_label=true]
+    python -m paraphina.experiments.exp11 dataset=runs/research_dataset_v004.jsonl   # the original file format
+
+Groups the runs by profile (and label with by_label=true); per group: pnl_ok, dd_ok, kill_ok, signed
+margins, the tier score, and per budget the estimate, interval, verdict and runs needed. `profile=` here
+is a filter (experiment.profile), not the config group: the command-line shorthands are rewritten before
+Hydra composes (Hydra 1.3 cannot show a compose()d config which group option was chosen).
+"""
+from __future__ import annotations
+
+import sys
+from typing import Sequence
+
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf
+
+from paraphina.config.loading import CONF_DIR, compose_config
+from paraphina.errors import ParaphinaError, cli_errors
+from paraphina.experiments import alignment
+from paraphina.experiments.cli import print_table
+from paraphina.experiments.records import ExperimentRecorder
+
+SHORTHANDS = {key: f"experiment.{key}" for key in ("profile", "label_contains", "by_label", "source_run")}
+TABLE_COLUMNS = ("profile", "label", "tier", "runs", "pnl_mean", "dd_mean", "kill_prob", "pnl_ok", "dd_ok", "kill_ok",
+                 "pnl_margin", "dd_margin", "kill_margin", "score", "verdict")
+
+
+def config_for(cfg: DictConfig, **options) -> DictConfig:
+    """An Exp11 config on `cfg`'s store and world model (e.g. Exp13's), with conf/exp11.yaml's options updated."""
+    out = cfg.copy()
+    out.experiment = OmegaConf.load(CONF_DIR / "exp11.yaml").experiment
+    for key, value in options.items():
+        out.experiment[key] = value
+    return out
+
+
+def group_keys(cfg: DictConfig) -> list[str]:
+    return ["profile", "label"] if cfg.experiment.by_label else ["profile"]
+
+
+def run(cfg: DictConfig) -> pd.DataFrame:
+    """Load the dataset named by `dataset` (MLflow, or a JSONL file) and record its alignment."""
+    dataset = cfg.get("dataset")
+    if not dataset:
+        existing = ""
+        try:
+            from paraphina.tracking.datasets import list_datasets
+            from paraphina.tracking.store import resolve_tracking_uri
+
+            names = list_datasets(resolve_tracking_uri(cfg.tracking.uri))
+            existing = f"; datasets there: {', '.join(names) or 'none yet'}"
+        except ParaphinaError:
+            pass
+        raise ParaphinaError(f"exp11 needs dataset=NAME (an MLflow dataset) or dataset=FILE.jsonl{existing}")
+    _check_options(cfg)
+    rows = alignment.load_rows(cfg, str(dataset), cfg.experiment.source_run)
+    return align(cfg, rows, str(dataset))
+
+
+def _check_options(cfg: DictConfig) -> None:
+    ex = cfg.experiment
+    tiers = alignment.load_tiers(cfg)
+    if ex.profile is not None and str(ex.profile) not in tiers:
+        raise ParaphinaError(f"profile '{ex.profile}' has no risk tier; choose one of: {', '.join(tiers)}")
+    if not isinstance(ex.by_label, bool):
+        raise ParaphinaError(f"by_label={ex.by_label!r} must be true or false")
+
+
+def align(cfg: DictConfig, rows: pd.DataFrame, dataset: str) -> pd.DataFrame:
+    """The alignment table of research rows, recorded as an Exp11 parent with one child per group.
+
+    `table.attrs["notes"]` holds the notes: profiles skipped for want of a tier, repeated runs, mixed run lengths.
+    """
+    _check_options(cfg)
+    ex = cfg.experiment
+    tiers = alignment.load_tiers(cfg)
+    source = f"dataset '{dataset}'" + (f" (run {ex.source_run})" if ex.source_run else "")
+    rows = alignment.filter_rows(rows, source, None if ex.profile is None else str(ex.profile),
+                                 None if ex.label_contains is None else str(ex.label_contains))
+    rows, notes = alignment.drop_untiered(rows, tiers, source)
+    repeated = alignment.repeated_runs_note(rows, source)
+    notes += ([repeated] if repeated else []) + alignment.mixed_ticks_notes(rows, source)
+    table = alignment.group_checks(rows, tiers, cfg.world_model.confidence, ex.by_label)
+    keys = group_keys(cfg)
+    tags = {alignment.DATASET_SOURCE_TAG: dataset}
+    if ex.source_run:
+        tags[alignment.SOURCE_RUN_TAG] = str(ex.source_run)
+    with ExperimentRecorder(cfg, extra_tags=tags) as recorder:
+        for _, row in table.iterrows():
+            name = "-".join(str(row[k]) or "unlabelled" for k in keys)
+            recorder.log_point(name, {k: row[k] for k in [*keys, "tier"]}, alignment.record_metrics(row),
+                               tags=alignment.record_tags(row, [*keys, "tier"]))
+        verdicts = alignment.verdict_rows(table, keys)
+        recorder.finish(tables={"exp11_alignment": table, "exp11_verdicts": verdicts},
+                        metrics={"groups": len(table), "runs": int(table["runs"].sum()),
+                                 **{f"groups_{v}": int((table["verdict"] == v).sum()) for v in alignment.VERDICTS}},
+                        texts={"exp11_notes.txt": "\n".join(notes or ["(none)"]) + "\n"})
+    table.attrs["notes"] = notes
+    table.attrs["run_id"] = recorder.parent_id
+    return table
+
+
+def report(cfg: DictConfig, table: pd.DataFrame, dataset: str) -> None:
+    """Print the alignment table, the verdicts and the notes."""
+    keys = group_keys(cfg)
+    print_table(table, [c for c in TABLE_COLUMNS if c != "label" or "label" in keys],
+                title=f"=== Exp11 alignment: dataset {dataset}, {int(table['runs'].sum())} runs "
+                      f"(margins positive = safe side) ===")
+    print()
+    print(alignment.format_verdicts(alignment.verdict_rows(table, keys), keys, cfg.world_model.confidence))
+    for note in table.attrs.get("notes", []):
+        print(f"note: {note}")
+
+
+def compose(argv: Sequence[str]) -> DictConfig:
+    """The Exp11 config of a command line, shorthands included (`profile=` filters, it is not the group)."""
+    return compose_config(alignment.shorthand_overrides(argv, SHORTHANDS), "exp11")
+
+
+@cli_errors
+def main(argv: list[str] | None = None) -> None:
+    cfg = compose(sys.argv[1:] if argv is None else argv)
+    table = run(cfg)
+    report(cfg, table, str(cfg.dataset))
+
+
+if __name__ == "__main__":
+    main()

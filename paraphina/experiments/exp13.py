@@ -1,0 +1,370 @@
+"""Exp13 auto research harness: profiles x seeds with telemetry -> research rows -> summary -> alignment -> report.
+
+    python -m paraphina.experiments.exp13                       # 3 profiles x 2 seeds x 2000 ticks
+    python -m paraphina.experiments.exp13 ticks=1000 runs_per_profile=1 dataset=research_dataset_v004
+    python -m paraphina.experiments.exp13 profiles=conservative,aggressive label_prefix=daily target=decisive
+
+Every profile runs the same seeds (seed, seed+1, ...) in ONE engine batch (experiments.profiles), with
+JSONL telemetry per run under sweeps/exp13/telemetry/<exp13 run id>/. Each engine run is an MLflow run
+(child of the Exp13 parent) and a research row of `dataset`, labelled <label_prefix>_<profile>_r<NNN>.
+The research summary and the Exp11 alignment (recorded as an Exp11 invocation, so Exp12 can tune from it)
+cover the rows of this invocation; the end-to-end report gives, per profile, the verdict on each budget
+and is attached to the Exp13 parent as exp13_report.md. target=decisive keeps adding seeds to the
+profiles with an undecided budget until every verdict is decided or experiment.decisive.max_runs_per_profile.
+
+Shorthands: runs_per_profile=, profiles=, label_prefix=, target= set experiment.*; profile= / +profile=
+(one profile) set experiment.profiles. PARAPHINA_RISK_PROFILE is ignored here: the profiles are explicit.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig, ListConfig
+
+from paraphina.config.loading import CONF_DIR, PROFILE_ENV, compose_config, to_plain
+from paraphina.errors import ParaphinaError, cli_errors
+from paraphina.experiments import alignment, exp11
+from paraphina.experiments.profiles import profiles_batch
+from paraphina.experiments.records import ExperimentRecorder, sweeps_dir
+
+SHORTHANDS = {**{k: f"experiment.{k}" for k in ("runs_per_profile", "profiles", "label_prefix", "target")},
+              "profile": "experiment.profiles"}
+LIST_SHORTHANDS = ("profiles", "profile")
+TARGETS = ("fixed", "decisive")
+CONFIG_NAME = "exp13"
+
+
+@dataclass
+class ProfileRuns:
+    """What one profile's runs measured so far (for the decisive loop)."""
+
+    final_pnl: list[float] = field(default_factory=list)
+    max_drawdown: list[float] = field(default_factory=list)
+    kill_switch: list[bool] = field(default_factory=list)
+
+    def add(self, metrics: dict, rows: np.ndarray) -> None:
+        self.final_pnl.extend(np.asarray(metrics["final_pnl"])[rows].tolist())
+        self.max_drawdown.extend(np.asarray(metrics["max_drawdown"])[rows].tolist())
+        self.kill_switch.extend(np.asarray(metrics["kill_switch"], dtype=bool)[rows].tolist())
+
+
+# --- options -----------------------------------------------------------------------------------
+
+
+def options(cfg: DictConfig) -> dict:
+    """Checked experiment options: profiles (list), runs_per_profile, label_prefix, target, decisive settings."""
+    ex = cfg.experiment
+    profiles = ex.profiles
+    profiles = [str(p) for p in profiles] if isinstance(profiles, (ListConfig, list, tuple)) else [str(profiles)]
+    if not profiles:
+        raise ParaphinaError("profiles=[] names no profile; e.g. profiles=conservative,balanced,aggressive")
+    tiers = alignment.load_tiers(cfg)
+    available = sorted(p.stem for p in (CONF_DIR / "profile").glob("*.yaml"))
+    for p in profiles:
+        if p not in available:
+            raise ParaphinaError(f"unknown profile '{p}'; choose from: {', '.join(available)}")
+        if p not in tiers:
+            raise ParaphinaError(f"profile '{p}' has no risk tier to check it against; tiers: {', '.join(tiers)}")
+    runs = _positive_int("runs_per_profile", ex.runs_per_profile)
+    if ex.target not in TARGETS:
+        raise ParaphinaError(f"target={ex.target!r} is not one of {', '.join(TARGETS)}")
+    cap = _positive_int("experiment.decisive.max_runs_per_profile", ex.decisive.max_runs_per_profile)
+    if ex.target == "decisive" and cap < runs:
+        raise ParaphinaError(f"experiment.decisive.max_runs_per_profile={cap} is below runs_per_profile={runs}")
+    prefix = str(ex.label_prefix or "")
+    if not prefix or "'" in prefix:
+        raise ParaphinaError(f"label_prefix={ex.label_prefix!r} must be a non-empty text without quotes")
+    dataset = cfg.get("dataset")
+    if not dataset:
+        raise ParaphinaError("exp13 needs dataset=NAME: the MLflow research dataset its rows join")
+    if alignment.is_dataset_file(str(dataset)):
+        raise ParaphinaError(f"dataset={dataset} looks like a file; exp13 records into an MLflow dataset "
+                             f"(e.g. dataset={os.path.basename(str(dataset)).removesuffix('.jsonl')}); "
+                             f"python -m paraphina.research.transfer exports it to JSONL")
+    return {"profiles": profiles, "runs": runs, "prefix": prefix, "target": str(ex.target), "cap": cap,
+            "min_batch": _positive_int("experiment.decisive.min_batch", ex.decisive.min_batch),
+            "decisive_telemetry": bool(ex.decisive.telemetry), "dataset": str(dataset)}
+
+
+def _positive_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ParaphinaError(f"{name}={value!r} must be a whole number of at least 1")
+    return value
+
+
+def _leaves(tree: dict, prefix: str = "") -> dict[str, object]:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            out.update(_leaves(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _override_value(value: object) -> str:
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    return json.dumps(value)
+
+
+def base_overrides(cfg: DictConfig) -> list[str]:
+    """Overrides that turn conf/exp13.yaml into `cfg` (outside `experiment`), for composing each profile.
+
+    profiles_batch composes `+profile=NAME` plus these, so a run(cfg) from tests or the command line
+    gives the profiles exactly the settings of `cfg`.
+    """
+    default = compose_config([], CONFIG_NAME, environ={})
+    if cfg.profile_name != default.profile_name:
+        raise ParaphinaError(f"exp13 runs the profiles of experiment.profiles; compose it without a profile "
+                             f"(got profile '{cfg.profile_name}'), e.g. profiles={cfg.profile_name}")
+    mine, base = (_leaves({k: v for k, v in to_plain(c).items() if k != "experiment"}) for c in (cfg, default))
+    return [f"{key}={_override_value(value)}" for key, value in mine.items() if base.get(key, object()) != value]
+
+
+# --- engine runs -------------------------------------------------------------------------------
+
+
+def run_round(cfg: DictConfig, opts: dict, recorder: ExperimentRecorder, overrides: list[str], profiles: list[str],
+              seeds: int, offset: int, telemetry: bool, measured: dict[str, ProfileRuns]) -> dict:
+    """One engine batch of profiles x seeds (seed + offset, ...), each run recorded as a research row."""
+    from paraphina.runner.batch import config_hash, run_batch
+    from paraphina.tracking.runs import flatten_params
+
+    batch = profiles_batch(profiles, overrides, CONFIG_NAME, seeds=seeds, base_seed=cfg.seed + offset)
+    started = time.perf_counter()
+    paths: list = []
+    if telemetry:
+        run_cfg = batch.cfg.copy()
+        run_cfg.telemetry.mode = "jsonl"
+        run_cfg.telemetry.path = str(telemetry_dir(cfg, recorder) / "{profile}_s{seed}.jsonl")
+        result, paths = run_batch(run_cfg, batch.seeds, batch.per_run, profiles=batch.run_profiles())
+    else:
+        result = batch.run(f"exp13 {len(profiles)} profiles x {seeds} seeds")
+    engine_s = time.perf_counter() - started
+    started = time.perf_counter()
+    session = recorder.session
+    flat = {p: flatten_params(to_plain(c)) for p, c in batch.configs.items()}
+    hashes = {p: config_hash(c) for p, c in batch.configs.items()}
+    for i, profile in enumerate(batch.run_profiles()):
+        label = f"{opts['prefix']}_{profile}_r{int(result.seeds[i]) - cfg.seed:03d}"
+        record = session.run_record(batch.configs[profile], result, i, hashes[profile], flat[profile], batch.per_run,
+                                    telemetry=paths[i] if paths else None, plot=False, name=label)
+        record.tags.update({"label": label, "paraphina.experiment": "exp13"})
+        session.writer.log(record, recorder.parent_id)
+    for profile in profiles:
+        measured[profile].add(result.metrics, batch.rows(profile))
+    return {"runs": len(result.seeds), "engine_s": engine_s, "record_s": time.perf_counter() - started,
+            "telemetry": len(paths)}
+
+
+def telemetry_dir(cfg: DictConfig, recorder: ExperimentRecorder):
+    return sweeps_dir(cfg) / "telemetry" / recorder.parent_id
+
+
+def undecided(checks: dict[str, dict], counts: dict[str, int]) -> dict[str, int]:
+    """Profiles with an inconclusive budget -> runs that would decide all of them (the largest projection;
+    twice the current count for a budget with no projection, e.g. the mean of a single run)."""
+    out = {}
+    for profile, row in checks.items():
+        needs = [row[f"{b.prefix}_runs_needed"] for b in alignment.BUDGETS
+                 if row[f"{b.prefix}_verdict"] == "inconclusive"]
+        if needs:
+            out[profile] = max(2 * counts[profile] if need is None else int(need) for need in needs)
+    return out
+
+
+def next_count(n: int, need: int, min_batch: int, cap: int) -> int:
+    """A profile's runs after the next round: what it needs, at least min_batch more, at most the cap."""
+    return min(cap, max(n + min_batch, need))
+
+
+def decisive_rounds(cfg: DictConfig, opts: dict, recorder: ExperimentRecorder, overrides: list[str],
+                    measured: dict[str, ProfileRuns], rounds: list[dict]) -> bool:
+    """Add seeds to the profiles with an undecided budget until all are decided or at the cap (True if capped).
+
+    A round jumps each such profile to the runs its projection needs; profiles that need the same runs
+    share one engine batch, and every profile keeps the seeds seed, seed+1, ... (common random numbers).
+    """
+    tiers = alignment.load_tiers(cfg)
+    counts = {p: len(m.final_pnl) for p, m in measured.items()}
+    active = list(measured)
+    while True:
+        checks = {p: alignment.run_checks(tiers[p], measured[p].final_pnl, measured[p].max_drawdown,
+                                          measured[p].kill_switch, cfg.world_model.confidence) for p in active}
+        needs = undecided(checks, counts)
+        todo = {p: next_count(counts[p], need, opts["min_batch"], opts["cap"])
+                for p, need in needs.items() if counts[p] < opts["cap"]}
+        if not todo:
+            return bool(needs)
+        groups: dict[tuple[int, int], list[str]] = {}
+        for p, target in todo.items():
+            groups.setdefault((counts[p], target), []).append(p)
+        stats = [run_round(cfg, opts, recorder, overrides, profiles, target - start, start,
+                           opts["decisive_telemetry"], measured) for (start, target), profiles in groups.items()]
+        rounds.append({k: sum(s[k] for s in stats) for k in stats[0]})
+        moves = ", ".join(f"{p} {counts[p]} -> {t}" for p, t in todo.items())
+        print(f"round {len(rounds)}: runs per profile {moves} (projected to decide): engine "
+              f"{rounds[-1]['engine_s']:.2f} s, {rounds[-1]['runs']} research rows recorded in "
+              f"{rounds[-1]['record_s']:.2f} s", flush=True)
+        counts.update(todo)
+        active = list(todo)
+
+
+# --- report ------------------------------------------------------------------------------------
+
+
+def verdict_cell(row: pd.Series, prefix: str) -> str:
+    verdict = row[f"{prefix}_verdict"]
+    needed = alignment.needed_text(verdict, row[f"{prefix}_runs_needed"])
+    return f"{verdict} (needs {needed})" if needed else verdict
+
+
+def verdict_matrix(table: pd.DataFrame) -> pd.DataFrame:
+    """Per profile: runs, and the verdict on each budget (with the runs needed when inconclusive)."""
+    return pd.DataFrame({
+        "profile": table["profile"],
+        "runs": table["runs"],
+        **{b.estimate + (" <= budget" if b.op == "<=" else " >= budget"): [verdict_cell(r, b.prefix)
+                                                                           for _, r in table.iterrows()]
+           for b in alignment.BUDGETS},
+        "overall": table["verdict"],
+    })
+
+
+def conclusion(table: pd.DataFrame, opts: dict, capped: bool) -> str:
+    """One line saying what the verdicts mean and what would decide the open ones."""
+    bad = table.loc[table["verdict"] == "violated", "profile"].tolist()
+    open_ = table.loc[table["verdict"] == "inconclusive", "profile"].tolist()
+    parts = []
+    if bad:
+        parts.append(f"VIOLATED: {', '.join(bad)} break a budget (see Exp12 to tune them)")
+    if open_:
+        needs = [int(v) for b in alignment.BUDGETS for v, verdict in zip(table[f"{b.prefix}_runs_needed"],
+                                                                          table[f"{b.prefix}_verdict"])
+                 if verdict == "inconclusive" and not pd.isna(v)]
+        hint = f"up to {max(needs)} runs per profile would decide them" if needs else "more runs would decide them"
+        how = f"the cap of {opts['cap']} runs was reached" if capped else "rerun with target=decisive"
+        parts.append(f"UNDECIDED: {', '.join(open_)} ({hint}; {how})")
+    if not parts:
+        parts.append("all profiles keep every budget")
+    return "; ".join(parts)
+
+
+def markdown_report(header: list[str], matrix: pd.DataFrame, details: pd.DataFrame, summary: str, end: str,
+                    confidence: float) -> str:
+    def table_md(df: pd.DataFrame) -> str:
+        cols = list(df.columns)
+        lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+        lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in df.astype(object).itertuples(index=False)]
+        return "\n".join(lines)
+
+    level = f"{confidence:.0%}"
+    shown = details.assign(
+        interval=[alignment.interval_text(lo, hi, b) for lo, hi, b in zip(details["low"], details["high"],
+                                                                           details["budget"])],
+        estimate=[alignment.estimate_text(v, b) for v, b in zip(details["estimate"], details["budget"])],
+        runs_needed=[alignment.needed_text(v, n) for v, n in zip(details["verdict"], details["runs_needed"])],
+    )[["profile", "budget", "runs", "estimate", "interval", "verdict", "runs_needed"]]
+    shown = shown.rename(columns={"interval": f"{level} interval", "runs_needed": "runs needed"})
+    return "\n".join([
+        "# Exp13 end-to-end report", "", *[f"- {line}" for line in header], "",
+        "## Verdict per profile and budget", "", table_md(matrix), "", f"**{end}**", "",
+        "## Budget checks", "", table_md(shown), "",
+        "Runs needed: runs per profile that would decide an inconclusive budget if the observed rate (or mean and "
+        "spread) held; ? = not projectable.", "",
+        "## Research summary", "", "```", summary, "```", "",
+    ])
+
+
+# --- the experiment ----------------------------------------------------------------------------
+
+
+def run(cfg: DictConfig) -> dict:
+    """Run, record, summarise, align and report; returns the alignment table, report text and run ids."""
+    from paraphina.research.summary import format_summary
+
+    opts = options(cfg)
+    overrides = base_overrides(cfg)
+    measured = {p: ProfileRuns() for p in opts["profiles"]}
+    rounds = []
+    tags = {alignment.DATASET_SOURCE_TAG: opts["dataset"]}
+    with ExperimentRecorder(cfg, extra_tags=tags) as recorder:
+        n = opts["runs"]
+        rounds.append(run_round(cfg, opts, recorder, overrides, opts["profiles"], n, 0, True, measured))
+        print(f"round 1: {len(opts['profiles'])} profile(s) x {n} seed(s): engine {rounds[0]['engine_s']:.2f} s, "
+              f"{rounds[0]['runs']} research rows recorded in {rounds[0]['record_s']:.2f} s", flush=True)
+        capped = opts["target"] == "decisive" and decisive_rounds(cfg, opts, recorder, overrides, measured, rounds)
+
+        rows = alignment.load_rows(cfg, opts["dataset"], recorder.parent_id)
+        summary = format_summary(rows, int(cfg.experiment.summary_top), cfg.world_model.utility_dd_weight)
+        cfg11 = exp11.config_for(cfg, source_run=recorder.parent_id)
+        table = exp11.align(cfg11, rows, opts["dataset"])
+        details = alignment.verdict_rows(table, ["profile"])
+        matrix = verdict_matrix(table)
+        end = conclusion(table, opts, capped)
+        total = sum(r["runs"] for r in rounds)
+        header = [
+            f"dataset `{opts['dataset']}`: {total} research rows, labels `{opts['prefix']}_<profile>_rNNN`",
+            f"{len(opts['profiles'])} profile(s) x {opts['runs']} seed(s)"
+            f"{' in the first round' if len(rounds) > 1 else ''} from seed {cfg.seed}, {cfg.ticks} ticks, "
+            f"market {cfg.market.scenario}, target {opts['target']} ({len(rounds)} round(s))",
+            f"telemetry: {sum(r['telemetry'] for r in rounds)} JSONL file(s) in {telemetry_dir(cfg, recorder)}",
+            f"MLflow: exp13 run {recorder.parent_id}, exp11 run {table.attrs['run_id']} ({recorder.session.uri})",
+            f"generated {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M:%SZ')}",
+        ]
+        report_md = markdown_report(header, matrix, details, summary, end, cfg.world_model.confidence)
+        recorder.finish(
+            tables={"exp13_alignment": table, "exp13_verdicts": details, "exp13_report": matrix},
+            texts={"exp13_report.md": report_md},
+            metrics={"runs": total, "rounds": len(rounds), "engine_s": sum(r["engine_s"] for r in rounds),
+                     "record_s": sum(r["record_s"] for r in rounds),
+                     **{f"profiles_{v}": int((table["verdict"] == v).sum()) for v in alignment.VERDICTS}})
+    return {"table": table, "matrix": matrix, "summary": summary, "report_md": report_md, "conclusion": end,
+            "header": header, "run_id": recorder.parent_id, "exp11_run_id": table.attrs["run_id"],
+            "cfg11": cfg11, "rows": rows}
+
+
+def report(result: dict) -> None:
+    """Print the research summary, the Exp11 alignment and the end-to-end report."""
+    cfg11 = result["cfg11"]
+    print()
+    print(f"=== Research summary ({len(result['rows'])} runs of this invocation) ===")
+    print(result["summary"].removeprefix("=== Global summary ===\n"))
+    print()
+    exp11.report(cfg11, result["table"], str(cfg11.dataset))
+    print()
+    print("=== Exp13 end-to-end report ===")
+    for line in result["header"][:-1]:
+        print(line.replace("`", ""))
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        print(result["matrix"].to_string(index=False))
+    print(result["conclusion"])
+
+
+def compose(argv: Sequence[str]) -> DictConfig:
+    """The Exp13 config of a command line (shorthands included; PARAPHINA_RISK_PROFILE ignored)."""
+    environ = {k: v for k, v in os.environ.items() if k != PROFILE_ENV}
+    return compose_config(alignment.shorthand_overrides(argv, SHORTHANDS, LIST_SHORTHANDS), CONFIG_NAME, environ)
+
+
+@cli_errors
+def main(argv: list[str] | None = None) -> None:
+    started = time.perf_counter()
+    cfg = compose(sys.argv[1:] if argv is None else argv)
+    result = run(cfg)
+    report(result)
+    print(f"done in {time.perf_counter() - started:.1f} s; report: {sweeps_dir(cfg) / 'exp13_report.md'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,450 @@
+"""World-model alignment Exp10-Exp13 against hand-made MLflow records in a temporary SQLite store.
+
+Expected numbers are computed by hand from the spec's formulas (tier table of ENGINE_SPEC section 7,
+Wilson and Student t intervals), not by calling the code under test.
+"""
+from __future__ import annotations
+
+import math
+import shutil
+import statistics
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from omegaconf import OmegaConf
+
+from paraphina.config.loading import compose_config
+from paraphina.experiments import exp10, exp11, exp12, exp13
+from paraphina.experiments.alignment import shorthand_overrides
+from paraphina.research.dataset import append_rows, make_row
+from paraphina.tracking.datasets import load_dataset, row_to_record
+from paraphina.tracking.runs import RunRecord, RunWriter
+from paraphina.tracking.store import prepare_store, tracking_client
+from paraphina.world_model.stats import t_quantile
+
+Z = 1.959963984540054  # two-sided 95 % normal quantile
+NAMES = {"exp07": "exp07_optimal_presets", "exp08": "exp08_profile_validation", "exp11": "exp11_research_alignment",
+         "exp13": "exp13_auto_research_harness"}
+
+
+@pytest.fixture(scope="module")
+def empty_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An initialised SQLite store without experiments: migrating a new database takes seconds, copying it not."""
+    path = tmp_path_factory.mktemp("template") / "mlflow.db"
+    prepare_store(f"sqlite:///{path}", [])
+    return path
+
+
+@pytest.fixture
+def uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, empty_store: Path) -> str:
+    """A fresh store in tmp_path; sweeps/<exp>/ copies go to tmp_path too (not the checkout)."""
+    import paraphina.tracking.store as store
+
+    monkeypatch.setattr(store, "project_root", lambda: tmp_path)
+    (tmp_path / "mlruns").mkdir()
+    shutil.copyfile(empty_store, tmp_path / "mlruns" / "mlflow.db")
+    return f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+
+
+def compose(name: str, uri: str, *overrides: str):
+    return compose_config([*overrides, f"tracking.uri={uri}"], name, environ={})
+
+
+def record_parent(uri: str, experiment_id: str, children: list[RunRecord]) -> str:
+    """A finished parent run of an experiment (as ExperimentRecorder writes it) with the given children."""
+    name = NAMES[experiment_id]
+    writer = RunWriter(uri, prepare_store(uri, [name])[name])
+    parent = writer.start_parent(RunRecord(name=experiment_id, tags={"paraphina.kind": "experiment",
+                                                                      "paraphina.experiment": experiment_id}))
+    for child in children:
+        writer.log(child, parent)
+    writer.finish(parent)
+    return parent
+
+
+def metrics_row(pnl: float, dd: float, kill: bool) -> dict:
+    return {"num_ticks": 100, "final_pnl": pnl, "max_pnl": max(pnl, 0.0), "min_pnl": min(pnl, 0.0), "max_drawdown": dd,
+            "frac_normal": 1.0, "frac_warning": 0.0, "frac_hard": 0.0, "kill_switch": kill,
+            "time_to_kill": 50 if kill else None, "max_abs_delta_usd": 1.0, "max_abs_basis_usd": 1.0}
+
+
+def research_rows(runs: dict[str, list[tuple[float, float, bool]]], label: str = "day1") -> list[dict]:
+    rows = []
+    for profile, values in runs.items():
+        for i, (pnl, dd, kill) in enumerate(values):
+            rows.append(make_row(metrics_row(pnl, dd, kill), profile=profile, label=f"{label}_{profile}_r{i:03d}",
+                                 timestamp_utc=f"2025-01-01T00:00:{len(rows):02d}Z"))
+    return rows
+
+
+def record_dataset(uri: str, name: str, rows: list[dict]) -> None:
+    writer = RunWriter(uri, prepare_store(uri, ["research"])["research"])
+    for i, row in enumerate(rows):
+        writer.log(row_to_record(row, name, f"row{i}"))
+
+
+def children_of(uri: str, parent: str) -> dict[str, object]:
+    client = tracking_client(uri)
+    runs = client.search_runs([client.get_run(parent).info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent}'")
+    return {r.info.run_name: r for r in runs}
+
+
+def wilson(k: int, n: int) -> tuple[float, float]:
+    p, z2 = k / n, Z * Z
+    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = Z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    return (0.0 if k == 0 else centre - half, 1.0 if k == n else centre + half)
+
+
+# --- Exp11 -------------------------------------------------------------------------------------
+
+CONSERVATIVE = [(100.0, 1500.0, False), (300.0, 2500.0, False), (-50.0, 1000.0, True), (250.0, 3000.0, False)]
+BALANCED = [(10.0, 100.0, False), (20.0, 300.0, False)]
+
+
+def test_exp11_flags_margins_scores_and_verdicts_match_a_hand_computation(uri, capsys):
+    record_dataset(uri, "hand", research_rows({"conservative": CONSERVATIVE, "balanced": BALANCED}))
+    exp11.main(["dataset=hand", f"tracking.uri={uri}"])
+    out = capsys.readouterr().out
+    cfg = compose("exp11", uri, "dataset=hand")
+    table = exp11.run(cfg).set_index("profile")
+
+    c = table.loc["conservative"]
+    std = math.sqrt((50**2 + 150**2 + 200**2 + 100**2) / 3)  # deviations from the mean 150
+    assert (c["runs"], c["kills"]) == (4, 1)
+    assert c["pnl_mean"] == pytest.approx(150.0) and c["pnl_std"] == pytest.approx(std)
+    assert c["dd_mean"] == pytest.approx(2000.0) and c["kill_prob"] == pytest.approx(0.25)
+    assert (c["pnl_ok"], c["dd_ok"], c["kill_ok"]) == (True, True, False)  # dd exactly on its budget passes
+    assert c["pnl_margin"] == pytest.approx(150.0) and c["dd_margin"] == pytest.approx(0.0)
+    assert c["kill_margin"] == pytest.approx(0.01 - 0.25)
+    assert c["score"] == pytest.approx(150 - (0.5 * std + 0.5 * 2000 + 200 * 0.25))
+    low, high = wilson(1, 4)
+    assert (c["kill_low"], c["kill_high"]) == pytest.approx((low, high)) and low > 0.01
+    assert c["kill_verdict"] == "violated" and pd.isna(c["kill_runs_needed"])
+    assert c["dd_verdict"] == "inconclusive" and pd.isna(c["dd_runs_needed"])  # the mean sits on the budget
+    half = t_quantile(0.975, 3) * std / 2
+    assert (c["pnl_low"], c["pnl_high"]) == pytest.approx((150 - half, 150 + half))
+    assert c["pnl_verdict"] == "inconclusive"
+    needed = next(m for m in range(5, 100) if t_quantile(0.975, m - 1) * std / math.sqrt(m) <= 150)
+    assert c["pnl_runs_needed"] == needed
+    assert c["verdict"] == "violated"
+
+    b = table.loc["balanced"]
+    bstd = statistics.stdev([10.0, 20.0])
+    assert b["score"] == pytest.approx(15 - (0.3 * bstd + 0.3 * 200 + 100 * 0))
+    assert (b["pnl_margin"], b["dd_margin"], b["kill_margin"]) == pytest.approx((15.0, 3800.0, 0.05))
+    assert b["kill_verdict"] == "inconclusive" and b["kill_runs_needed"] == math.ceil(Z * Z * (1 / 0.05 - 1))
+
+    # the records: a parent tagged with the dataset (not with `dataset`, which marks research rows) and a child
+    # per group carrying the same numbers; the printed table and verdicts.
+    parent = table.attrs["run_id"]
+    run = tracking_client(uri).get_run(parent)
+    assert run.data.tags["paraphina.dataset"] == "hand" and "dataset" not in run.data.tags
+    child = children_of(uri, parent)["conservative"]
+    assert child.data.metrics["score"] == pytest.approx(c["score"]) and child.data.metrics["kill_ok"] == 0.0
+    assert child.data.tags["kill_verdict"] == "violated" and child.data.tags["tier"] == "conservative"
+    assert load_dataset(uri, "hand").shape[0] == 6  # alignment runs did not join the dataset
+    assert "kill_prob <= 0.01" in out and "violated" in out and f"{needed}" in out
+
+
+def test_exp11_filters_and_groups_by_label(uri):
+    rows = research_rows({"conservative": CONSERVATIVE, "balanced": BALANCED})
+    rows += research_rows({"balanced": [(40.0, 500.0, True)]}, label="exp13")
+    record_dataset(uri, "mixed", rows)
+    cfg = exp11.compose(["dataset=mixed", "profile=balanced", "label_contains=day1", "by_label=true",
+                         f"tracking.uri={uri}"])
+    table = exp11.run(cfg)
+    assert table["label"].tolist() == ["day1_balanced_r000", "day1_balanced_r001"]
+    assert table["pnl_mean"].tolist() == [10.0, 20.0] and (table["runs"] == 1).all()
+    assert table["dd_verdict"].tolist() == ["inconclusive"] * 2  # one run has no spread
+    assert table["dd_runs_needed"].isna().all()
+    exp13_only = exp11.run(exp11.compose(["dataset=mixed", "label_contains=exp13", f"tracking.uri={uri}"]))
+    assert exp13_only[["profile", "runs", "kills"]].values.tolist() == [["balanced", 1, 1]]
+
+
+def test_exp11_interval_edges_zero_all_kills_and_budget_on_the_boundary(uri, tmp_path, capsys):
+    runs = {"conservative": [(0.0, 100.0, False)] * 5,     # 0 of 5 kills; pnl and dd constant, pnl on its budget
+            "balanced": [(5.0, 10.0, True), (7.0, 20.0, False)],   # 1 of 2 with max_kill_prob 0.5: on the budget
+            "aggressive": [(1.0, 1.0, True)] * 4}           # 4 of 4 kills
+    rows = research_rows(runs)
+    record_dataset(uri, "edges", rows)
+    jsonl = tmp_path / "edges.jsonl"
+    append_rows(jsonl, rows)
+    tiers = "world_model.tiers.balanced.max_kill_prob=0.5"
+    for dataset in ("edges", str(jsonl)):  # an MLflow dataset and the original JSONL file give the same checks
+        exp11.main([f"dataset={dataset}", tiers, f"tracking.uri={uri}"])
+        out = capsys.readouterr().out
+        table = exp11.run(compose("exp11", uri, f"dataset={dataset}", tiers)).set_index("profile")
+
+        c = table.loc["conservative"]
+        assert (c["kill_low"], c["kill_high"]) == pytest.approx((0.0, Z * Z / (5 + Z * Z)))
+        assert c["kill_verdict"] == "inconclusive"
+        assert c["kill_runs_needed"] == math.ceil(Z * Z * (1 / 0.01 - 1))  # z^2 / (m + z^2) <= 0.01
+        assert (c["pnl_low"], c["pnl_high"], c["pnl_verdict"]) == (0.0, 0.0, "ok")  # zero width, on the budget
+        assert c["pnl_ok"] and c["pnl_margin"] == 0.0 and c["dd_verdict"] == "ok"
+
+        a = table.loc["aggressive"]
+        assert a["kill_low"] == pytest.approx(4 / (4 + Z * Z)) and a["kill_high"] == 1.0
+        assert a["kill_verdict"] == "violated" and a["verdict"] == "violated"
+
+        b = table.loc["balanced"]
+        assert b["kill_prob"] == 0.5 and b["kill_ok"] and b["kill_margin"] == 0.0
+        assert b["kill_verdict"] == "inconclusive" and pd.isna(b["kill_runs_needed"])  # no n decides it
+        assert "kill_prob <= 0.5" in out and "?" in out and "381" in out
+
+
+def test_exp11_bad_inputs_say_what_is_wrong(uri, capsys):
+    record_dataset(uri, "hand", research_rows({"conservative": CONSERVATIVE, "mystery": BALANCED}))
+    record_dataset(uri, "odd", research_rows({"mystery": BALANCED}))
+
+    def error(*args: str) -> str:
+        with pytest.raises(SystemExit) as exc:
+            exp11.main([*args, f"tracking.uri={uri}"])
+        assert exc.value.code == 2
+        return capsys.readouterr().err
+
+    assert "no dataset 'nope'" in error("dataset=nope") and "hand, odd" in error("dataset=nope")
+    assert "needs dataset=NAME" in error()
+    assert "profile 'mystery' has no risk tier" in error("dataset=hand", "profile=mystery")
+    assert "no run in dataset 'odd' has a profile with a risk tier" in error("dataset=odd")
+    msg = error("dataset=hand", "profile=balanced")
+    assert "no runs of profile 'balanced'" in msg and "profiles there: conservative, mystery" in msg
+    assert "no label contains 'zzz' among the 4 run(s) of profile 'conservative'" in error(
+        "dataset=hand", "profile=conservative", "label_contains=zzz")
+    assert "no such dataset file" in error("dataset=missing/file.jsonl")
+    # a profile without a tier among others is reported by name and skipped
+    exp11.main(["dataset=hand", f"tracking.uri={uri}"])
+    assert "profile 'mystery' (2 run(s) in dataset 'hand') has no risk tier; skipped" in capsys.readouterr().out
+
+
+def test_shorthands_of_the_issue_commands():
+    assert shorthand_overrides(["+profile=balanced", "ticks=5"], exp11.SHORTHANDS) == [
+        "experiment.profile=balanced", "ticks=5"]
+    cfg = exp11.compose(["dataset=X", "profile=balanced", "label_contains=exp13"])
+    assert (cfg.dataset, cfg.experiment.profile, cfg.experiment.label_contains) == ("X", "balanced", "exp13")
+    assert cfg.engine.hedge.band_base == compose_config([], environ={}).engine.hedge.band_base  # not the group
+    cfg = exp13.compose(["ticks=1000", "runs_per_profile=1", "dataset=research_dataset_v004",
+                         "profiles=conservative,aggressive", "target=decisive", "label_prefix=daily"])
+    assert (cfg.ticks, cfg.experiment.runs_per_profile, cfg.dataset) == (1000, 1, "research_dataset_v004")
+    assert list(cfg.experiment.profiles) == ["conservative", "aggressive"]
+    assert (cfg.experiment.target, cfg.experiment.label_prefix) == ("decisive", "daily")
+    assert list(exp13.compose(["profile=balanced"]).experiment.profiles) == ["balanced"]
+
+
+# --- Exp12 -------------------------------------------------------------------------------------
+
+PRESETS = {  # tier: band_base, mm_size_eta, vol_ref, daily_loss_limit, init_q_tao, delta_hard_limit_usd_base
+    "conservative": (2.62125, 0.0466, 0.028125, 5000.0, 10.0, 46600.0),
+    "balanced": (5.625, 0.1, 0.028125, 4000.0, -20.0, 100000.0),
+    "aggressive": (4.86, 0.0864, 0.028125, 2000.0, 0.0, 86400.0),
+}
+KNOBS = ("band_base", "mm_size_eta", "vol_ref", "daily_loss_limit", "init_q_tao", "delta_hard_limit_usd_base")
+
+
+def record_exp07(uri: str, metrics: dict[str, tuple[float, float, float, float]] | None = None) -> str:
+    metrics = metrics or {t: (100.0, 50.0, 500.0, 0.0) for t in PRESETS}
+    children = []
+    for tier, values in PRESETS.items():
+        pnl_mean, pnl_std, dd_mean, kill_prob = metrics[tier]
+        children.append(RunRecord(name=f"preset-{tier}", tags={"tier": tier, "relaxed": "false"},
+                                  params={k: str(v) for k, v in zip(KNOBS, values)},
+                                  metrics={"pnl_mean": pnl_mean, "pnl_std": pnl_std, "dd_mean": dd_mean,
+                                           "kill_prob": kill_prob, "score": 0.0}))
+    return record_parent(uri, "exp07", children)
+
+
+def exp11_child(tier: str, label: str, runs: int, kills: int, dd_mean: float) -> RunRecord:
+    return RunRecord(name=f"{tier}-{label}", params={"profile": tier, "label": label, "tier": tier},
+                     tags={"profile": tier, "tier": tier},
+                     metrics={"runs": runs, "kills": kills, "dd_mean": dd_mean, "kill_prob": kills / runs})
+
+
+def test_exp12_tunes_by_the_rule_with_loss_tightening_and_the_floor(uri, capsys, tmp_path):
+    record_exp07(uri)
+    record_parent(uri, "exp11", [
+        exp11_child("conservative", "a", 10, 0, 2500.0),                  # dd ratio 1.25 -> scale 0.8
+        exp11_child("balanced", "a", 3, 2, 1000.0),                       # pooled: 4 runs, 3 kills, dd 1250
+        exp11_child("balanced", "b", 1, 1, 2000.0),                       # kill ratio 0.75/0.05 = 15 -> floor 0.1
+    ])                                                                     # aggressive: no alignment record
+    exp12.main([f"tracking.uri={uri}"])
+    out = capsys.readouterr().out
+    tuned, report = exp12.run(compose("exp12", uri))
+    tuned, report = tuned.set_index("tier"), report.set_index("tier")
+
+    c = tuned.loc["conservative"]
+    assert c["dd_ratio"] == pytest.approx(1.25) and c["kill_ratio"] == 0.0 and c["risk_scale"] == pytest.approx(0.8)
+    assert c["band_base"] == pytest.approx(2.62125 * 0.8) and c["mm_size_eta"] == pytest.approx(0.0466 * 0.8)
+    assert c["init_q_tao"] == pytest.approx(8.0) and c["delta_hard_limit_usd_base"] == pytest.approx(46600 * 0.8)
+    assert c["daily_loss_limit"] == 2000.0  # 5000 > 1.10 x 2000: tightened to the drawdown budget
+    assert c["vol_ref"] == 0.028125  # not an exposure knob
+    assert report.loc["conservative", "loss_limit_tightened"]
+
+    b = tuned.loc["balanced"]
+    assert b["kill_ratio"] == pytest.approx(0.75 / 0.05) and b["dd_ratio"] == pytest.approx(1250 / 4000)
+    assert b["risk_scale"] == 0.1  # 1/15 is below the floor
+    assert b["band_base"] == pytest.approx(0.5625) and b["init_q_tao"] == pytest.approx(-2.0)
+    assert b["delta_hard_limit_usd_base"] == pytest.approx(10000.0)
+    assert b["daily_loss_limit"] == 4000.0  # within 1.10 x 4000: kept
+
+    a = tuned.loc["aggressive"]
+    assert a["risk_scale"] == 1.0 and math.isnan(a["dd_ratio"])
+    assert [a[k] for k in KNOBS] == list(PRESETS["aggressive"])
+    assert "no Exp11 alignment" in report.loc["aggressive", "note"]
+    assert report.loc["conservative", "band_base_before"] == 2.62125
+    assert report.loc["conservative", "band_base_after"] == pytest.approx(2.097)
+
+    profile = OmegaConf.load(tmp_path / "sweeps" / "exp12" / "profile" / "conservative.yaml")
+    assert profile.profile_name == "conservative" and profile.engine.risk.daily_loss_limit == 2000.0
+    assert profile.engine.hedge.band_base == pytest.approx(2.097)
+    assert (tmp_path / "sweeps" / "exp12" / "profile" / "conservative.yaml").read_text().startswith(
+        "# @package _global_")
+    assert (tmp_path / "sweeps" / "exp12" / "exp12_tuning_report.csv").exists()
+    assert "daily_loss_limit" in out and "5,000 -> 2,000" in out and "risk_scale 0.8" in out
+
+
+# --- Exp10 -------------------------------------------------------------------------------------
+
+
+def exp08_child(profile: str, runs: list[tuple[float, float, bool]]) -> RunRecord:
+    per_seed = pd.DataFrame({"seed": range(len(runs)), "band_base": 1.0, "final_pnl": [r[0] for r in runs],
+                             "max_drawdown": [r[1] for r in runs], "kill_switch": [r[2] for r in runs]})
+    return RunRecord(name=profile, tags={"profile": profile},
+                     metrics={"runs": len(runs), "pnl_mean": float(per_seed["final_pnl"].mean())},
+                     texts={"per_seed.csv": per_seed.to_csv(index=False)})
+
+
+def test_exp10_design_vs_validation_and_a_tier_without_validation(uri, capsys):
+    record_exp07(uri, {"conservative": (100.0, 40.0, 2500.0, 0.0), "balanced": (50.0, 10.0, 100.0, 0.1),
+                       "aggressive": (-600.0, 10.0, 100.0, 0.1)})
+    exp10.main([f"tracking.uri={uri}"])  # exp08 never ran: every tier says so, no crash
+    out = capsys.readouterr().out
+    assert out.count("note: tier") == 3 and out.count("no validation records") == 6  # table and notes
+
+    record_parent(uri, "exp08", [exp08_child("conservative", CONSERVATIVE),
+                                 exp08_child("aggressive", [(10.0, 100.0, False), (30.0, 300.0, False)])])
+    exp10.main([f"tracking.uri={uri}"])
+    out = capsys.readouterr().out
+    table = exp10.run(compose("exp10", uri)).set_index("tier")
+
+    c = table.loc["conservative"]
+    assert (c["design_pnl_ok"], c["design_dd_ok"], c["design_kill_ok"]) == (True, False, True)
+    assert c["design_dd_margin"] == -500.0 and c["design_score"] == pytest.approx(100 - (20 + 1250 + 0))
+    std = math.sqrt(75000 / 3)
+    assert (c["val_runs"], c["val_kill_prob"], c["val_dd_mean"]) == (4, 0.25, 2000.0)
+    assert (c["val_pnl_ok"], c["val_dd_ok"], c["val_kill_ok"]) == (True, True, False)
+    assert c["alignment_score"] == pytest.approx(150 - (0.5 * std + 0.5 * 2000 + 200 * 0.25))
+    assert c["val_kill_verdict"] == "violated" and c["status"] == "ok"
+
+    b = table.loc["balanced"]
+    assert b["status"] == "no validation records" and pd.isna(b["alignment_score"])
+    assert b["design_kill_ok"] == False and b["design_kill_margin"] == pytest.approx(-0.05)  # noqa: E712
+
+    a = table.loc["aggressive"]
+    assert a["design_pnl_ok"] == False and a["val_pnl_ok"] == True  # noqa: E712
+    assert a["val_pnl_verdict"] == "ok"  # t interval [20 +- 12.706 * 14.14 / 1.414] stays above -500
+    assert a["val_kill_verdict"] == "inconclusive" and a["val_kill_runs_needed"] == math.ceil(Z * Z * (1 / 0.15 - 1))
+    assert "note: tier balanced: no validation records" in out and "kill_prob <= 0.15" in out
+
+
+# --- Exp13 -------------------------------------------------------------------------------------
+
+
+def test_exp13_minimal_command_end_to_end_then_exp12_from_its_alignment(uri, tmp_path, capsys):
+    exp13.main(["ticks=50", "runs_per_profile=1", "dataset=research_dataset_v004", f"tracking.uri={uri}"])
+    out = capsys.readouterr().out
+    for part in ("=== Research summary (3 runs", "=== Exp11 alignment", "=== Exp13 end-to-end report",
+                 "kill_prob <= budget", "conservative", "balanced", "aggressive"):
+        assert part in out
+
+    rows = load_dataset(uri, "research_dataset_v004")
+    assert sorted(rows["label"]) == ["exp13_aggressive_r000", "exp13_balanced_r000", "exp13_conservative_r000"]
+    assert (rows["num_ticks"] == 50).all()
+    assert all(Path(p).exists() and Path(p).parent.parent == tmp_path / "sweeps" / "exp13" / "telemetry"
+               for p in rows["telemetry_path"])
+    conservative = rows.set_index("profile").loc["conservative"]
+    assert conservative["band_base"] == 2.62125 and conservative["daily_loss_limit"] == 2000.0
+
+    client = tracking_client(uri)
+    parent = client.search_runs([client.get_experiment_by_name(NAMES["exp13"]).experiment_id],
+                                "tags.`paraphina.kind` = 'experiment'")[0]
+    assert parent.info.status == "FINISHED" and parent.data.tags["paraphina.dataset"] == "research_dataset_v004"
+    assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {"exp13_report.md", "tables"}
+    report = Path(client.download_artifacts(parent.info.run_id, "exp13_report.md", str(tmp_path)))
+    assert "| conservative | 1 |" in report.read_text()
+    children = children_of(uri, parent.info.run_id)
+    assert set(children) == set(rows["label"])
+    assert [a.path for a in client.list_artifacts(children["exp13_balanced_r000"].info.run_id, "telemetry")] == [
+        "telemetry/balanced_s0.jsonl"]
+    alignment_run = client.search_runs([client.get_experiment_by_name(NAMES["exp11"]).experiment_id],
+                                       "tags.`paraphina.kind` = 'experiment'")[0]
+    assert alignment_run.data.tags["paraphina.source_run"] == parent.info.run_id
+
+    # the daily workflow: Exp12 tunes the Exp07 presets from the alignment Exp13 just recorded
+    record_exp07(uri)
+    tuned, _ = exp12.run(compose("exp12", uri))
+    assert set(tuned["tier"]) == {"conservative", "balanced", "aggressive"}
+    assert (tuned["runs"] == 1).all()
+
+
+def test_exp13_decisive_stops_at_the_cap_and_overrides_reach_every_profile(uri, capsys):
+    exp13.main(["ticks=30", "runs_per_profile=1", "profiles=conservative,aggressive", "target=decisive",
+                "experiment.decisive.max_runs_per_profile=5", "experiment.decisive.min_batch=2", "seed=7",
+                "engine.risk.daily_loss_limit=3000", "label_prefix=dec", "dataset=dec", f"tracking.uri={uri}"])
+    out = capsys.readouterr().out
+    rows = load_dataset(uri, "dec")
+    counts = rows["profile"].value_counts().to_dict()
+    assert set(counts) <= {"conservative", "aggressive"} and max(counts.values()) <= 5
+    assert (rows["daily_loss_limit"] == 3000.0).all()  # the command's override reached every profile
+    assert "target decisive" in out and ("cap of 5 runs was reached" in out or "keep every budget" in out)
+    assert sorted(rows.loc[rows["profile"] == "conservative", "label"])[:2] == ["dec_conservative_r000",
+                                                                                 "dec_conservative_r001"]
+    assert (rows["telemetry_path"].isna() != rows["label"].str.endswith("r000")).all()  # first round only
+
+
+@pytest.mark.parametrize("args, message", [
+    (["profiles=conservative,nope"], "unknown profile 'nope'"),
+    (["dataset=runs/research_dataset_v004.jsonl"], "looks like a file"),
+    (["runs_per_profile=0"], "runs_per_profile=0 must be a whole number"),
+    (["target=forever"], "target='forever' is not one of fixed, decisive"),
+    (["label_prefix="], "label_prefix"),
+])
+def test_exp13_bad_inputs_stop_before_running(uri, capsys, args, message):
+    with pytest.raises(SystemExit):
+        exp13.main(["ticks=10", *args, f"tracking.uri={uri}"])
+    assert message in capsys.readouterr().err
+
+
+def test_decisive_rounds_jump_to_the_projected_runs_within_the_cap():
+    ok = {f"{b}_{k}": v for b in ("kill", "dd", "pnl") for k, v in (("verdict", "ok"), ("runs_needed", None))}
+    checks = {"conservative": {**ok, "kill_verdict": "inconclusive", "kill_runs_needed": 381},
+              "balanced": {**ok, "dd_verdict": "inconclusive"},   # a single run's mean: no projection
+              "aggressive": ok}
+    assert exp13.undecided(checks, {"conservative": 2, "balanced": 2, "aggressive": 2}) == {
+        "conservative": 381, "balanced": 4}
+    assert exp13.next_count(2, 381, 8, 400) == 381
+    assert exp13.next_count(2, 4, 8, 400) == 10
+    assert exp13.next_count(390, 1000, 8, 400) == 400
+
+
+def test_exp11_notes_repeated_runs_and_mixed_lengths(uri, capsys):
+    rows = research_rows({"balanced": BALANCED})
+    longer = research_rows({"balanced": [(1.0, 1.0, False)]}, label="long")
+    longer[0]["num_ticks"] = 2000
+    record_dataset(uri, "twice", rows + rows + longer)
+    exp11.main(["dataset=twice", f"tracking.uri={uri}"])
+    out = capsys.readouterr().out
+    assert "2 run(s) in dataset 'twice' repeat another run" in out
+    assert "profile 'balanced' in dataset 'twice' mixes runs of 100, 2000 ticks" in out
+
+
+def test_exp10_and_exp12_name_the_missing_step(uri, capsys):
+    def error(module) -> str:
+        with pytest.raises(SystemExit):
+            module.main([f"tracking.uri={uri}"])
+        return capsys.readouterr().err
+
+    assert "no finished exp07 records" in error(exp10) and "exp07 first" in error(exp12)
+    record_exp07(uri)
+    assert "no finished exp11 records" in error(exp12)
