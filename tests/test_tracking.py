@@ -114,7 +114,11 @@ def test_flatten_params() -> None:
 
 def test_git_commit_without_git(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))  # no git executable anywhere on PATH
-    assert git_commit() is None
+    git_commit.cache_clear()  # the commit is asked once per process
+    try:
+        assert git_commit() is None
+    finally:
+        git_commit.cache_clear()
 
 
 def test_record_round_trip(tmp_path: Path, store_uri: str) -> None:

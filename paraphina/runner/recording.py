@@ -95,7 +95,8 @@ class TrackingSession:
 
     def run_record(self, cfg: DictConfig, result: BatchResult, i: int, chash: str, flat: dict[str, str],
                    per_run: Mapping[str, Sequence[float]] | None = None, telemetry: Path | None = None,
-                   plot: bool = True, plot_dir: Path | None = None, name: str | None = None):
+                   plot: bool = True, plot_dir: Path | None = None, name: str | None = None,
+                   config_yaml: str | None = None):
         """The record of engine run i of a batch."""
         from paraphina.plots import plot_run
         from paraphina.tracking.datasets import row_to_record
@@ -111,7 +112,7 @@ class TrackingSession:
         record = RunRecord(name=name, params=params, tags=tags,
                            metrics={k: (float(v) if v is not None else None) for k, v in metrics.items()},
                            series={k: (result.series_steps, result.series[k][:, i]) for k in SERIES_KEYS},
-                           texts={"config.yaml": OmegaConf.to_yaml(cfg)})
+                           texts={"config.yaml": config_yaml or OmegaConf.to_yaml(cfg)})
         if telemetry is not None:
             record.artifacts.append((Path(telemetry), "telemetry"))
         if plot and plot_dir is not None and len(result.series_steps):
@@ -138,20 +139,23 @@ class TrackingSession:
         from paraphina.tracking.runs import RunRecord, flatten_params
 
         flat = flatten_params(to_plain(cfg))
+        config_yaml = OmegaConf.to_yaml(cfg)
         n = len(result.seeds)
         paths = telemetry or [None] * n
         if n == 1:
-            record = self.run_record(cfg, result, 0, chash, flat, telemetry=paths[0], plot_dir=plot_dir)
+            record = self.run_record(cfg, result, 0, chash, flat, telemetry=paths[0], plot_dir=plot_dir,
+                                     config_yaml=config_yaml)
             return self.writer.log(record, parent_run_id)
         name = f"{cfg.profile_name}-s{cfg.seed}-x{n}"
         parent = RunRecord(name=name, params=flat, tags={**self.base_tags(cfg, chash), "seed": str(cfg.seed),
                                                          "runs": str(n)},
-                           texts={"config.yaml": OmegaConf.to_yaml(cfg)})
+                           texts={"config.yaml": config_yaml})
         parent_id = self.writer.start_parent(parent, parent_run_id)
         try:
             for i in range(n):
                 self.writer.log(self.run_record(cfg, result, i, chash, flat, telemetry=paths[i],
-                                                plot=cfg.tracking.child_plots, plot_dir=plot_dir), parent_id)
+                                                plot=cfg.tracking.child_plots, plot_dir=plot_dir,
+                                                config_yaml=config_yaml), parent_id)
         except BaseException:
             self.writer.finish(parent_id, status="FAILED")
             raise

@@ -4,6 +4,7 @@ The engine knows nothing of this module; callers describe a run as a RunRecord a
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -72,8 +73,9 @@ def flatten_params(mapping: Mapping, prefix: str = "") -> dict[str, str]:
     return flat
 
 
+@functools.lru_cache(maxsize=1)
 def git_commit() -> str | None:
-    """The checked-out commit of the project, or None outside a git checkout or without git."""
+    """The checked-out commit of the project, or None outside a git checkout or without git (asked once)."""
     try:
         done = subprocess.run(
             ["git", "-C", str(project_root()), "rev-parse", "HEAD"], capture_output=True, text=True, check=False
