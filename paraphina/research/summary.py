@@ -69,3 +69,38 @@ def format_summary(df: pd.DataFrame, top_n: int = 10, dd_weight: float = DD_WEIG
             top.to_string(float_format=number),
         ]
     )
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m paraphina.research.summary --input FILE.jsonl | --dataset NAME [--top N]` (the original
+    `tools/research_summary.py`): global summary, per-profile summary and the top runs by utility."""
+    from paraphina.errors import cli_errors
+
+    cli_errors(_summary_cli)(argv)
+
+
+def _summary_cli(argv: list[str] | None) -> None:
+    from paraphina.research.dataset import read_rows
+    from paraphina.research.telemetry_summary import ToolParser, positive_int
+    from paraphina.research.ticks import add_tracking_argument, existing_store_uri
+    from paraphina.tracking.datasets import load_dataset
+
+    parser = ToolParser(
+        prog="python -m paraphina.research.summary",
+        description="Summarise a research dataset: global, per profile, and the top runs by utility.",
+    )
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--input", metavar="FILE.jsonl", help="a JSONL dataset file (ours or the original's)")
+    source.add_argument("--dataset", metavar="NAME", help="a dataset recorded in MLflow (tag dataset=NAME)")
+    parser.add_argument("--top", type=positive_int, default=10, metavar="N", help="top runs to list (default: 10)")
+    add_tracking_argument(parser)
+    args = parser.parse_args(argv)
+    if args.input is not None:
+        df = read_rows(args.input)
+    else:
+        df = load_dataset(existing_store_uri(args.tracking_uri), args.dataset)
+    print(format_summary(df, args.top))
+
+
+if __name__ == "__main__":
+    main()

@@ -147,8 +147,10 @@ class TrackingSession:
                                      config_yaml=config_yaml)
             return self.writer.log(record, parent_run_id)
         name = f"{cfg.profile_name}-s{cfg.seed}-x{n}"
-        parent = RunRecord(name=name, params=flat, tags={**self.base_tags(cfg, chash), "seed": str(cfg.seed),
-                                                         "runs": str(n)},
+        tags = self.base_tags(cfg, chash)
+        if "dataset" in tags:  # the dataset is the set of research rows: the children, not their parent
+            tags["paraphina.dataset"] = tags.pop("dataset")
+        parent = RunRecord(name=name, params=flat, tags={**tags, "seed": str(cfg.seed), "runs": str(n)},
                            texts={"config.yaml": config_yaml})
         parent_id = self.writer.start_parent(parent, parent_run_id)
         try:

@@ -1,0 +1,227 @@
+"""Every engine run in MLflow, checked against the engine's own numbers on real stores (SQLite, a real server)."""
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+from statistics import NormalDist
+
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+from omegaconf import OmegaConf
+
+from conftest import free_port
+from paraphina.config.loading import compose_config, to_plain
+from paraphina.engine.simulate import SERIES_KEYS
+from paraphina.research import summary
+from paraphina.research.telemetry import load_telemetry, run_metrics
+from paraphina.run import execute
+from paraphina.runner.batch import config_hash, run_batch
+from paraphina.runner.recording import KNOB_CONFIG_KEYS
+from paraphina.tracking.datasets import load_dataset
+from paraphina.tracking.runs import PARENT_TAG, flatten_params
+
+SUBPROCESS_TIMEOUT_S = 180
+
+
+def compose(tracking_uri: str, *overrides: str):
+    """The real config with few ticks, recording into `tracking_uri`; no PARAPHINA_* environment."""
+    return compose_config(["ticks=120", f"tracking.uri={tracking_uri}", *overrides], environ={})
+
+
+def engine_only(cfg):
+    """The same runs with tracking and telemetry off: the engine's own numbers."""
+    plain = OmegaConf.merge(cfg, {"tracking": {"enabled": False}, "telemetry": {"mode": "off", "path": None}})
+    return run_batch(plain)[0]
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """This process's environment without settings that would redirect the engine or the store."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PARAPHINA_", "MLFLOW_"))}
+    env.update(extra)
+    return env
+
+
+def run_cli(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "paraphina.run", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=SUBPROCESS_TIMEOUT_S)  # fmt: skip
+
+
+def experiment_runs(client: MlflowClient, name: str = "paraphina") -> list:
+    experiment = client.get_experiment_by_name(name)
+    assert experiment is not None, f"no experiment {name}"
+    return client.search_runs([experiment.experiment_id], max_results=1000)
+
+
+def wilson(kills: int, n: int, confidence: float) -> tuple[float, float]:
+    """The Wilson score interval, written out independently of paraphina.world_model.stats."""
+    z = NormalDist().inv_cdf(0.5 + confidence / 2)
+    p = kills / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return (0.0 if kills == 0 else centre - half, 1.0 if kills == n else centre + half)
+
+
+def test_single_run_params_tags_metrics_series_artifacts(tmp_path: Path, tracking_uri: str) -> None:
+    telemetry = tmp_path / "telemetry" / "run.jsonl"
+    cfg = compose(tracking_uri, "+profile=aggressive", "seed=7", "telemetry.mode=jsonl", f"telemetry.path={telemetry}",
+                  "dataset=ds-single", "label=single-7")  # fmt: skip
+    run_id = execute(cfg)
+    result = engine_only(cfg)
+    client = MlflowClient(tracking_uri)
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED" and run.info.run_name == "aggressive-s7"
+
+    knobs = {knob: str(float(OmegaConf.select(cfg, key))) for knob, key in KNOB_CONFIG_KEYS.items()}
+    assert run.data.params == {**flatten_params(to_plain(cfg)), **knobs}
+    assert run.data.params["engine.hedge.band_base"] == knobs["band_base"] == "4.86"
+    expected_tags = {"profile": "aggressive", "seed": "7", "config_hash": config_hash(cfg),
+                     "market": cfg.market.scenario, "label": "single-7", "dataset": "ds-single"}  # fmt: skip
+    assert expected_tags.items() <= run.data.tags.items()
+
+    engine_metrics = result.run_metrics(0)
+    for key, value in engine_metrics.items():
+        if value is None:
+            assert key not in run.data.metrics
+        else:
+            assert run.data.metrics[key] == float(value), key
+    # The telemetry file condenses to the same run metrics as the engine computed online.
+    from_file = run_metrics(load_telemetry(telemetry))
+    assert from_file.keys() == engine_metrics.keys()
+    for key, value in engine_metrics.items():
+        assert from_file[key] == (value if value is None else pytest.approx(value, rel=1e-12, abs=1e-9)), key
+
+    for key in SERIES_KEYS:
+        history = sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)
+        np.testing.assert_array_equal([m.step for m in history], result.series_steps)
+        np.testing.assert_array_equal([m.value for m in history], result.series[key][:, 0])
+    assert 2 <= len(result.series_steps) < cfg.ticks  # downsampled; the full series is in the telemetry file
+
+    local = Path(client.download_artifacts(run_id, "", str(tmp_path / "download")))
+    assert (local / "config.yaml").read_text() == OmegaConf.to_yaml(cfg)
+    assert (local / "telemetry" / "run.jsonl").read_bytes() == telemetry.read_bytes()
+    assert (local / "plots" / "aggressive-s7.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    (row,) = load_dataset(tracking_uri, "ds-single").to_dict("records")
+    assert row["label"] == "single-7" and row["profile"] == "aggressive" and row["telemetry_path"] == str(telemetry)
+    assert row["final_pnl"] == engine_metrics["final_pnl"] and row["band_base"] == 4.86
+
+
+def test_batch_parent_children_and_aggregates(tmp_path: Path, tracking_uri: str) -> None:
+    # A tiny loss limit: seed 4 of seeds 1..4 fires the kill switch, the others do not.
+    cfg = compose(tracking_uri, "runs=4", "seed=1", "ticks=100", "engine.risk.daily_loss_limit=50")
+    parent_id = execute(cfg)
+    client = MlflowClient(tracking_uri)
+    parent = client.get_run(parent_id)
+    assert parent.info.status == "FINISHED" and PARENT_TAG not in parent.data.tags
+    assert parent.data.tags["runs"] == "4" and parent.data.tags["config_hash"] == config_hash(cfg)
+
+    children = client.search_runs([parent.info.experiment_id], f"tags.`{PARENT_TAG}` = '{parent_id}'")
+    children.sort(key=lambda run: int(run.data.tags["seed"]))
+    assert [run.data.tags["seed"] for run in children] == ["1", "2", "3", "4"]
+    assert all(run.info.status == "FINISHED" for run in children)
+    assert len(experiment_runs(client)) == 5  # the parent and its children, nothing else
+
+    metric = {key: np.array([run.data.metrics[key] for run in children])
+              for key in ("final_pnl", "max_drawdown", "kill_switch")}  # fmt: skip
+    result = engine_only(cfg)
+    np.testing.assert_array_equal(metric["final_pnl"], result.metrics["final_pnl"])
+    kills = int(metric["kill_switch"].sum())
+    assert 0 < kills < 4, "the config should make some runs, not all, fire the kill switch"
+
+    aggregates = parent.data.metrics
+    assert aggregates["runs"] == 4
+    assert aggregates["pnl_mean"] == pytest.approx(np.mean(metric["final_pnl"]), rel=1e-12)
+    assert aggregates["pnl_std"] == pytest.approx(np.std(metric["final_pnl"], ddof=1), rel=1e-12)
+    assert aggregates["dd_mean"] == pytest.approx(np.mean(metric["max_drawdown"]), rel=1e-12)
+    assert aggregates["kill_prob"] == kills / 4
+    low, high = wilson(kills, 4, cfg.world_model.confidence)
+    assert (aggregates["kill_prob_low"], aggregates["kill_prob_high"]) == pytest.approx((low, high), rel=1e-9)
+    fan = [a.path for a in client.list_artifacts(parent_id, "plots")]
+    assert fan == [f"plots/{parent.info.run_name}-fan.png"]
+
+
+def test_multirun_groups_jobs_under_one_parent(tmp_path: Path, tracking_uri: str) -> None:
+    done = run_cli(["-m", "seed=1,2", "ticks=50", f"tracking.uri={tracking_uri}"], tmp_path, clean_env())
+    assert done.returncode == 0, done.stderr
+    runs = experiment_runs(MlflowClient(tracking_uri))
+    (parent,) = [run for run in runs if run.data.tags.get("paraphina.kind") == "multirun"]
+    children = [run for run in runs if run.data.tags.get(PARENT_TAG) == parent.info.run_id]
+    assert sorted(run.data.tags["seed"] for run in children) == ["1", "2"]
+    assert len(runs) == 3 and {run.info.status for run in runs} == {"FINISHED"}
+
+
+def test_dataset_of_several_runs_summarises_like_pandas(tmp_path: Path, tracking_uri: str, capsys) -> None:
+    jobs = [("conservative", 1), ("conservative", 2), ("aggressive", 1), ("aggressive", 3), ("balanced", 5)]
+    expected = []
+    for profile, seed in jobs:
+        label = f"sum-{profile}-{seed}"
+        cfg = compose(tracking_uri, f"+profile={profile}", f"seed={seed}", "ticks=80", "dataset=ds-sum",
+                      f"label={label}", "engine.risk.daily_loss_limit=60")  # fmt: skip
+        execute(cfg)
+        expected.append({"label": label, "profile": profile, **engine_only(cfg).run_metrics(0)})
+    capsys.readouterr()
+    rows = load_dataset(tracking_uri, "ds-sum")
+    assert sorted(rows["label"]) == sorted(row["label"] for row in expected)
+
+    frame = pd.DataFrame(expected)
+    frame["kill_switch"] = frame["kill_switch"].astype(bool)
+    assert summary.global_summary(rows) == pytest.approx({
+        "runs": len(frame), "mean_final_pnl": frame["final_pnl"].mean(),
+        "mean_max_drawdown": frame["max_drawdown"].mean(), "kill_fraction": frame["kill_switch"].mean(),
+    }, rel=1e-12)  # fmt: skip
+    grouped = frame.groupby("profile")
+    want = pd.DataFrame({
+        "runs": grouped["final_pnl"].count(), "final_pnl_mean": grouped["final_pnl"].mean(),
+        "final_pnl_std": grouped["final_pnl"].std(), "max_drawdown_mean": grouped["max_drawdown"].mean(),
+        "kill_fraction": grouped["kill_switch"].mean(),
+    })  # fmt: skip
+    pd.testing.assert_frame_equal(summary.per_profile_summary(rows), want, check_dtype=False, rtol=1e-12)
+    frame["utility"] = frame["final_pnl"] - 0.5 * frame["max_drawdown"]
+    best = frame.sort_values("utility", ascending=False)["label"].head(3).tolist()
+    assert summary.top_runs(rows, 3)["label"].tolist() == best
+
+    summary.main(["--dataset", "ds-sum", "--tracking-uri", tracking_uri, "--top", "3"])
+    out = capsys.readouterr().out
+    assert out == summary.format_summary(rows, 3) + "\n"
+    assert f"runs               {len(jobs)}" in out and best[0] in out
+
+
+def test_batch_joins_dataset_as_one_row_per_run(tracking_uri: str) -> None:
+    execute(compose(tracking_uri, "runs=2", "ticks=50", "dataset=ds-batch", "label=batch"))
+    assert len(load_dataset(tracking_uri, "ds-batch")) == 2
+
+
+def test_engine_cli_records_on_a_real_server(tmp_path: Path, mlflow_server: str) -> None:
+    overrides = ["+profile=conservative", "seed=5", "ticks=60"]
+    done = run_cli(overrides, tmp_path, clean_env(MLFLOW_TRACKING_URI=mlflow_server))
+    assert done.returncode == 0, done.stderr
+    client = MlflowClient(mlflow_server)  # everything below is read back over HTTP
+    (run,) = experiment_runs(client)
+    assert run.info.run_id in done.stdout and mlflow_server in done.stdout
+    cfg = compose_config([*overrides, "tracking.enabled=false"], environ={})
+    result = run_batch(cfg)[0]
+    assert run.data.tags["profile"] == "conservative" and run.data.tags["seed"] == "5"
+    assert run.data.tags["config_hash"] == config_hash(cfg)
+    for key, value in result.run_metrics(0).items():
+        if value is not None:
+            assert run.data.metrics[key] == float(value), key
+    history = client.get_metric_history(run.info.run_id, "pnl_total")
+    assert sorted(m.step for m in history) == result.series_steps.tolist()
+    local = Path(client.download_artifacts(run.info.run_id, "config.yaml", str(tmp_path / "download")))
+    assert OmegaConf.create(local.read_text()).seed == 5
+    assert not (tmp_path / "mlruns").exists() and not (tmp_path / "mlflow.db").exists()
+
+
+def test_unreachable_server_stops_before_the_engine(tmp_path: Path) -> None:
+    uri = f"http://127.0.0.1:{free_port()}"
+    done = run_cli(["ticks=50"], tmp_path, clean_env(MLFLOW_TRACKING_URI=uri))
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and "unreachable" in done.stderr and uri in done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stdout == ""  # no header, no engine run, no recording
+    assert list(tmp_path.iterdir()) == []  # no fallback store either
