@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import resource
-import sys
 import time
 
 from paraphina.config.loading import compose_config
+from paraphina.commands import command_overrides
 from paraphina.errors import cli_errors
 from paraphina.runner.batch import engine_params, run_seeds
 from paraphina.engine.simulate import simulate
@@ -40,7 +40,7 @@ def measure(overrides: list[str], runs: int, repeats: int) -> tuple[float, float
 
 @cli_errors
 def main(argv: list[str] | None = None) -> None:
-    overrides = list(sys.argv[1:] if argv is None else argv)
+    overrides = command_overrides(argv, "bench", __doc__)
     cfg = compose_config(overrides, "bench")
     exp = cfg.experiment
     print(f"engine benchmark: profile={cfg.profile_name} market={cfg.market.scenario} ticks={cfg.ticks}, "

@@ -5,12 +5,12 @@ prints the per-profile table the README shows plus a pass/fail line per acceptan
 """
 from __future__ import annotations
 
-import sys
 
 import numpy as np
 import pandas as pd
 
 from paraphina.config.loading import compose_config
+from paraphina.commands import command_overrides
 from paraphina.errors import cli_errors
 from paraphina.runner.batch import run_batch
 
@@ -62,7 +62,7 @@ def jump_check(cfg_overrides: list[str], scenario: str, seeds: int) -> int:
 
 @cli_errors
 def main(argv: list[str] | None = None) -> None:
-    overrides = list(sys.argv[1:] if argv is None else argv)
+    overrides = command_overrides(argv, "calibrate", __doc__)
     base = compose_config(overrides, "calibrate")
     exp = base.experiment
     print(f"calibration: market={base.market.scenario}  {exp.seeds} seeds x {base.ticks} ticks per profile")

@@ -29,6 +29,9 @@ def cli_errors(main: Callable[..., T]) -> Callable[..., T]:
             return main(*args, **kwargs)
         except ParaphinaError as exc:
             fail(str(exc))
+        except BrokenPipeError:  # output piped into a command that stopped reading (e.g. head)
+            sys.stderr.close()
+            raise SystemExit(0)
         except KeyboardInterrupt:
             fail("interrupted; runs already finished are recorded, the unfinished one is not")
 

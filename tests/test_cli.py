@@ -224,3 +224,15 @@ def test_env_overrides_and_hydra_wins(var, key, value):
     # and the env value is applied on top of a profile
     cfg = compose_config(["ticks=5", "+profile=aggressive"], environ={var: str(value)})
     assert OmegaConf.select(cfg, key) == value
+
+
+@pytest.mark.parametrize("module", ["paraphina.experiments.exp04", "paraphina.experiments.exp13", "paraphina.bench"])
+def test_compose_commands_have_help_and_reject_flags(module, tmp_path):
+    shown = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, cwd=tmp_path,
+                           env=_env({}), timeout=120)
+    assert shown.returncode == 0 and "Settings (conf/" in shown.stdout
+    bad = subprocess.run([sys.executable, "-m", module, "--bogus"], capture_output=True, text=True, cwd=tmp_path,
+                         env=_env({}), timeout=120)
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines() == ["error: unknown option --bogus; this command takes Hydra overrides "
+                                               "key=value and --help"]

@@ -6,10 +6,10 @@ The heatmaps show where in the (q0, band) plane the hedge pays for itself; the t
 """
 from __future__ import annotations
 
-import sys
 
 import pandas as pd
 
+from paraphina.commands import command_overrides
 from paraphina.config.loading import compose_config
 from paraphina.errors import ParaphinaError, cli_errors
 from paraphina.experiments.cli import print_table
@@ -48,7 +48,7 @@ def run(cfg) -> pd.DataFrame:
 
 @cli_errors
 def main(argv: list[str] | None = None) -> None:
-    cfg = compose_config(sys.argv[1:] if argv is None else argv, "exp02")
+    cfg = compose_config(command_overrides(argv, "exp02", __doc__), "exp02")
     table = run(cfg)
     print_table(table, [a for a in cfg.experiment.grid] + list(SUMMARY_COLUMNS))
     print(f"tables and heatmaps in {sweeps_dir(cfg)}")

@@ -9,13 +9,13 @@ Mean final PnL over eta x vol_ref is drawn as a heatmap (grid) or a scatter (oth
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 from omegaconf import DictConfig
 
 from paraphina.config.loading import compose_config
+from paraphina.commands import command_overrides
 from paraphina.errors import cli_errors
 from paraphina.experiments.study import SearchOutcome, print_outcome, run_search
 from paraphina.plots import plot_heatmap, plot_trials_scatter
@@ -44,7 +44,7 @@ def run(cfg: DictConfig) -> SearchOutcome:
 
 @cli_errors
 def main(argv: list[str] | None = None) -> None:
-    cfg = compose_config(sys.argv[1:] if argv is None else argv, "exp03")
+    cfg = compose_config(command_overrides(argv, "exp03", __doc__), "exp03")
     print_outcome(run(cfg))
 
 

@@ -4,12 +4,12 @@
 """
 from __future__ import annotations
 
-import sys
 
 import pandas as pd
 
 from paraphina.engine.control import REGIME_NAMES
 from paraphina.config.loading import compose_config
+from paraphina.commands import command_overrides
 from paraphina.errors import cli_errors
 from paraphina.experiments.cli import print_table
 from paraphina.experiments.grid import axes_from_config
@@ -30,7 +30,7 @@ def run(cfg) -> pd.DataFrame:
 
 @cli_errors
 def main(argv: list[str] | None = None) -> None:
-    cfg = compose_config(sys.argv[1:] if argv is None else argv, "exp04")
+    cfg = compose_config(command_overrides(argv, "exp04", __doc__), "exp04")
     table = run(cfg)
     print_table(table, ["q0", "loss_limit", "pnl_mean", "dd_mean", "kill_prob", "frac_normal", "frac_warning",
                         "frac_hard", "final_regime"])

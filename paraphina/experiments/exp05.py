@@ -7,11 +7,11 @@ with no records yet is named in one line and left out.
 """
 from __future__ import annotations
 
-import sys
 
 import pandas as pd
 from omegaconf import DictConfig
 
+from paraphina.commands import command_overrides
 from paraphina.config.loading import compose_config
 from paraphina.errors import ParaphinaError, cli_errors
 from paraphina.experiments.cli import print_table
@@ -69,7 +69,7 @@ def run(cfg: DictConfig) -> dict[str, pd.DataFrame]:
 
 @cli_errors
 def main(argv: list[str] | None = None) -> None:
-    cfg = compose_config(sys.argv[1:] if argv is None else argv, "exp05")
+    cfg = compose_config(command_overrides(argv, "exp05", __doc__), "exp05")
     for source, table in run(cfg).items():
         print_table(table, SHOWN_COLUMNS, title=f"\n{source}: top {len(table)} by {cfg.experiment.tier} tier score")
     print(f"\nranked tables in {sweeps_dir(cfg)}")

@@ -18,6 +18,7 @@ from typing import Callable, Sequence
 import pandas as pd
 from omegaconf import DictConfig
 
+from paraphina.commands import command_overrides
 from paraphina.config.loading import compose_config, override_key
 from paraphina.errors import ParaphinaError, cli_errors
 from paraphina.experiments.cli import check_composed, print_table
@@ -141,7 +142,7 @@ def expand_shorthands(argv: Sequence[str]) -> list[str]:
 
 @cli_errors
 def main(argv: list[str] | None = None) -> None:
-    overrides = expand_shorthands(sys.argv[1:] if argv is None else argv)
+    overrides = expand_shorthands(command_overrides(argv, "exp06", __doc__))
     cfg = compose_config(overrides, "exp06")
     table = run(cfg, overrides)
     title = "Exp06 plan (dry run: nothing ran)" if cfg.experiment.dry_run else "\nExp06 status"

@@ -12,6 +12,7 @@ import sys
 import pandas as pd
 from omegaconf import DictConfig
 
+from paraphina.commands import command_overrides
 from paraphina.config.loading import compose_config
 from paraphina.errors import ParaphinaError, cli_errors
 from paraphina.experiments.cli import print_table
@@ -76,7 +77,7 @@ def run(cfg: DictConfig) -> pd.DataFrame:
 
 @cli_errors
 def main(argv: list[str] | None = None) -> None:
-    cfg = compose_config(sys.argv[1:] if argv is None else argv, "exp07")
+    cfg = compose_config(command_overrides(argv, "exp07", __doc__), "exp07")
     presets = run(cfg)
     print_table(presets, ["tier", "rank", "relaxed", "source_run", "score", *METRIC_COLUMNS, *MARGIN_COLUMNS],
                 title=f"Exp07 presets per risk tier (from the latest {cfg.experiment.source} grid)")

@@ -6,13 +6,13 @@ All profiles run in one engine batch over the same seeds, so their differences a
 """
 from __future__ import annotations
 
-import sys
 from typing import Sequence
 
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from paraphina.config.loading import compose_config
+from paraphina.commands import command_overrides
 from paraphina.errors import cli_errors
 from paraphina.experiments.cli import check_composed, print_table
 from paraphina.experiments.profiles import PROFILE_KNOBS, config_knobs, profiles_batch
@@ -45,7 +45,7 @@ def run(cfg: DictConfig, overrides: Sequence[str] = ()) -> pd.DataFrame:
 
 @cli_errors
 def main(argv: list[str] | None = None) -> None:
-    overrides = sys.argv[1:] if argv is None else argv
+    overrides = command_overrides(argv, "exp08", __doc__)
     cfg = compose_config(overrides, "exp08")
     table = run(cfg, overrides)
     print_table(table, SUMMARY_COLUMNS, title=f"Exp08 profile validation: {cfg.seeds} seeds x {cfg.ticks} ticks")

@@ -10,12 +10,12 @@ The same command again resumes the studies (mlruns/optuna.journal).
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from omegaconf import DictConfig
 
 from paraphina.config.loading import compose_config
+from paraphina.commands import command_overrides
 from paraphina.errors import cli_errors
 from paraphina.experiments.study import SearchOutcome, print_outcome, run_search
 from paraphina.plots import plot_pareto_fronts
@@ -42,7 +42,7 @@ def run(cfg: DictConfig) -> SearchOutcome:
 
 @cli_errors
 def main(argv: list[str] | None = None) -> None:
-    cfg = compose_config(sys.argv[1:] if argv is None else argv, "exp09")
+    cfg = compose_config(command_overrides(argv, "exp09", __doc__), "exp09")
     print_outcome(run(cfg))
 
 

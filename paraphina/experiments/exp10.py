@@ -10,13 +10,13 @@ verdict and runs needed. A tier without validation records says so in its row.
 from __future__ import annotations
 
 import os
-import sys
 import tempfile
 from pathlib import Path
 
 import pandas as pd
 from omegaconf import DictConfig
 
+from paraphina.commands import command_overrides
 from paraphina.config.loading import compose_config
 from paraphina.errors import ParaphinaError, cli_errors
 from paraphina.experiments import alignment
@@ -129,7 +129,7 @@ def report(cfg: DictConfig, table: pd.DataFrame) -> None:
 
 @cli_errors
 def main(argv: list[str] | None = None) -> None:
-    cfg = compose_config(sys.argv[1:] if argv is None else argv, "exp10")
+    cfg = compose_config(command_overrides(argv, "exp10", __doc__), "exp10")
     table = run(cfg)
     report(cfg, table)
 

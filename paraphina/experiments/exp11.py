@@ -11,12 +11,12 @@ Hydra composes (Hydra 1.3 cannot show a compose()d config which group option was
 """
 from __future__ import annotations
 
-import sys
 from typing import Sequence
 
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
+from paraphina.commands import command_overrides
 from paraphina.config.loading import CONF_DIR, compose_config
 from paraphina.errors import ParaphinaError, cli_errors
 from paraphina.experiments import alignment
@@ -122,7 +122,7 @@ def compose(argv: Sequence[str]) -> DictConfig:
 
 @cli_errors
 def main(argv: list[str] | None = None) -> None:
-    cfg = compose(sys.argv[1:] if argv is None else argv)
+    cfg = compose(command_overrides(argv, "exp11", __doc__))
     table = run(cfg)
     report(cfg, table, str(cfg.dataset))
 

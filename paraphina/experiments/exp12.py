@@ -10,11 +10,11 @@ loss_tighten_threshold. Writes the tuned presets, a before/after report, and rea
 """
 from __future__ import annotations
 
-import sys
 
 import pandas as pd
 from omegaconf import DictConfig
 
+from paraphina.commands import command_overrides
 from paraphina.config.loading import compose_config
 from paraphina.errors import ParaphinaError, cli_errors
 from paraphina.experiments import alignment
@@ -142,7 +142,7 @@ def changes_text(cfg: DictConfig, report: pd.DataFrame, profile_dir) -> str:
 
 @cli_errors
 def main(argv: list[str] | None = None) -> None:
-    cfg = compose_config(sys.argv[1:] if argv is None else argv, "exp12")
+    cfg = compose_config(command_overrides(argv, "exp12", __doc__), "exp12")
     tuned, report = run(cfg)
     print_table(tuned, ["tier", *PROFILE_KNOBS, "risk_scale", "dd_ratio", "kill_ratio"],
                 title="=== Exp12 tuned presets ===")

@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -30,6 +29,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, ListConfig
 
+from paraphina.commands import command_overrides
 from paraphina.config.loading import CONF_DIR, PROFILE_ENV, compose_config, to_plain
 from paraphina.errors import ParaphinaError, cli_errors
 from paraphina.experiments import alignment, exp11
@@ -360,7 +360,7 @@ def compose(argv: Sequence[str]) -> DictConfig:
 @cli_errors
 def main(argv: list[str] | None = None) -> None:
     started = time.perf_counter()
-    cfg = compose(sys.argv[1:] if argv is None else argv)
+    cfg = compose(command_overrides(argv, "exp13", __doc__))
     result = run(cfg)
     report(result)
     print(f"done in {time.perf_counter() - started:.1f} s; report: {sweeps_dir(cfg) / 'exp13_report.md'}")

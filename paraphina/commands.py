@@ -1,0 +1,25 @@
+"""Command lines of the entry points that compose conf/ themselves (experiments, calibration, benchmark).
+
+They take Hydra overrides (`key=value`) and `--help`, which prints the command's docstring and the
+settings file it composes.
+"""
+from __future__ import annotations
+
+import sys
+
+from paraphina.config.loading import CONF_DIR
+from paraphina.errors import ParaphinaError
+
+
+def command_overrides(argv: list[str] | None, config_name: str, doc: str | None) -> list[str]:
+    """The overrides of a command line; `--help` prints the usage and exits, other flags are errors."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if {"-h", "--help"} & set(args):
+        print((doc or "").strip())
+        print(f"\nSettings (conf/{config_name}.yaml; every key of `python -m paraphina.run --cfg job` applies too):\n")
+        print((CONF_DIR / f"{config_name}.yaml").read_text())
+        raise SystemExit(0)
+    flags = [a for a in args if a.startswith("-")]
+    if flags:
+        raise ParaphinaError(f"unknown option {flags[0]}; this command takes Hydra overrides key=value and --help")
+    return args
