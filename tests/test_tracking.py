@@ -2,14 +2,6 @@
 from __future__ import annotations
 
 import multiprocessing
-import os
-import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +9,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
+from conftest import free_port
 from paraphina.errors import ParaphinaError
 from paraphina.research.dataset import ROW_KEYS, make_row
 from paraphina.tracking.datasets import list_datasets, load_dataset, row_to_record
@@ -29,7 +22,6 @@ from paraphina.tracking.store import (
     resolve_tracking_uri,
 )
 
-SERVER_START_TIMEOUT_S = 60.0
 
 
 @pytest.fixture
@@ -221,62 +213,26 @@ def test_concurrent_writers_lose_no_rows(store_uri: str) -> None:
     pd.testing.assert_frame_equal(loaded, expected_frame(research_rows(30, "w0") + research_rows(30, "w1", start=30)))
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_check_reachable_closed_port() -> None:
-    uri = f"http://127.0.0.1:{_free_port()}"
+    uri = f"http://127.0.0.1:{free_port()}"
     with pytest.raises(ParaphinaError) as error:
         check_reachable(uri, timeout_s=2.0)
     message = str(error.value)
     assert "\n" not in message and uri in message and "unreachable" in message
 
 
-MLFLOW_EXE = shutil.which("mlflow", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+def test_http_server_round_trip(tmp_path: Path, mlflow_server: str) -> None:
+    uri = mlflow_server
+    check_reachable(uri, timeout_s=2.0)
+    experiment_id = prepare_store(uri, ["remote"])["remote"]
+    record = sample_record(tmp_path, name="remote-s1")
+    run_id = RunWriter(uri, experiment_id).log(record)
 
-
-@pytest.mark.skipif(MLFLOW_EXE is None, reason="the mlflow executable is not installed")
-def test_http_server_round_trip(tmp_path: Path) -> None:
-    port = _free_port()
-    uri = f"http://127.0.0.1:{port}"
-    command = [
-        MLFLOW_EXE, "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-        "--default-artifact-root", str(tmp_path / "art"), "--host", "127.0.0.1", "--port", str(port),
-        "--workers", "1",
-    ]  # fmt: skip
-    log = open(tmp_path / "server.log", "wb")
-    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-        while True:
-            assert server.poll() is None, (tmp_path / "server.log").read_text()[-2000:]
-            try:
-                urllib.request.urlopen(f"{uri}/health", timeout=1.0).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "mlflow server did not answer /health in time"
-                time.sleep(0.2)
-        check_reachable(uri, timeout_s=2.0)
-        experiment_id = prepare_store(uri, ["remote"])["remote"]
-        record = sample_record(tmp_path, name="remote-s1")
-        run_id = RunWriter(uri, experiment_id).log(record)
-
-        client = MlflowClient(uri)
-        run = client.get_run(run_id)
-        assert run.info.status == "FINISHED"
-        assert run.data.params == record.params
-        assert run.data.metrics["final_pnl"] == 123.456
-        assert len(client.get_metric_history(run_id, "pnl_total")) == 200
-        local = Path(client.download_artifacts(run_id, "", str(tmp_path / "download")))
-        assert (local / "config.yaml").read_text() == record.texts["config.yaml"]
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
-        log.close()
+    client = MlflowClient(uri)
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params == record.params
+    assert run.data.metrics["final_pnl"] == 123.456
+    assert len(client.get_metric_history(run_id, "pnl_total")) == 200
+    local = Path(client.download_artifacts(run_id, "", str(tmp_path / "download")))
+    assert (local / "config.yaml").read_text() == record.texts["config.yaml"]

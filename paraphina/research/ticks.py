@@ -113,11 +113,10 @@ def build_parser() -> ToolParser:
 
 @cli_errors
 def main(argv: Sequence[str] | None = None) -> None:
-    from paraphina.tracking.datasets import row_to_record
+    from paraphina.tracking.datasets import check_dataset_name, row_to_record
 
     args = build_parser().parse_args(argv)
-    if "'" in args.dataset:
-        raise ParaphinaError(f"dataset name {args.dataset!r} contains a quote; use letters, digits, '-', '_' or '.'")
+    check_dataset_name(args.dataset)
     uri = reachable_uri(args.tracking_uri)  # before any work
     metrics = run_metrics(load_telemetry(args.telemetry))  # the whole file, before anything is recorded
     if args.out:

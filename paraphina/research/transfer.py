@@ -127,9 +127,10 @@ def build_parser() -> ToolParser:
 
 @cli_errors
 def main(argv: Sequence[str] | None = None) -> None:
+    from paraphina.tracking.datasets import check_dataset_name
+
     args = build_parser().parse_args(argv)
-    if "'" in args.dataset:
-        raise ParaphinaError(f"dataset name {args.dataset!r} contains a quote; use letters, digits, '-', '_' or '.'")
+    check_dataset_name(args.dataset)
     if args.command == "export":
         uri = existing_store_uri(args.tracking_uri)
         n = export_dataset(uri, args.dataset, args.out, args.append)

@@ -118,10 +118,15 @@ def list_datasets(tracking_uri: str) -> list[str]:
     return sorted({run.data.tags[DATASET_TAG] for run in runs})
 
 
-def load_dataset(tracking_uri: str, name: str) -> pd.DataFrame:
-    """The research rows of dataset `name`; a missing dataset is an error listing those that exist."""
+def check_dataset_name(name: str) -> None:
+    """Dataset names go into MLflow search filters between quotes: refuse a quote in one line."""
     if "'" in name:
         raise ParaphinaError(f"dataset name {name!r} contains a quote; use letters, digits, '-', '_' or '.'")
+
+
+def load_dataset(tracking_uri: str, name: str) -> pd.DataFrame:
+    """The research rows of dataset `name`; a missing dataset is an error listing those that exist."""
+    check_dataset_name(name)
     runs = _search_all(tracking_uri, f"tags.{DATASET_TAG} = '{name}'")
     if not runs:
         existing = ", ".join(list_datasets(tracking_uri)) or "none yet"
