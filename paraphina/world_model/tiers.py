@@ -9,14 +9,16 @@ import math
 import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import Any, Literal, Union
+from typing import TYPE_CHECKING, Any, Literal, Union
 
 import numpy as np
-import pandas as pd
 
 from paraphina.errors import ParaphinaError
 
-Values = Union[float, np.ndarray, pd.Series]
+if TYPE_CHECKING:  # pandas only for type hints: the engine CLI does not pay its import
+    import pandas as pd
+
+Values = Union[float, np.ndarray, "pd.Series"]
 """A scalar or a vector of per-point metrics; all arithmetic here is element-wise."""
 
 Direction = Literal["max", "min"]
