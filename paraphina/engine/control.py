@@ -19,8 +19,19 @@ STATUS_NAMES = ("Healthy", "Warning", "Disabled")
 
 
 def vsum(x: np.ndarray) -> np.ndarray:
-    """Sum over venues, keeping the (1, runs) shape."""
-    return np.add.reduce(x, axis=0, keepdims=True)
+    """Sum over venues (the second-to-last axis), keeping the (1, runs) shape; blocks (ticks, venues, runs) too."""
+    return np.add.reduce(x, axis=-2, keepdims=True)
+
+
+def fair_observation(usable, mid, spread, depth):
+    """The filter's observation from the usable venues: (count, depth-weighted mid, mean spread, mean depth).
+
+    Works per tick (venues, runs) and for a whole block (ticks, venues, runs).
+    """
+    n_usable = vsum(usable)
+    w_depth = depth * usable
+    depth_sum = vsum(w_depth)
+    return n_usable, vsum(w_depth * mid) / depth_sum, vsum(spread * usable) / n_usable, depth_sum / n_usable
 
 
 def kalman_step(xhat, p_var, rejects, has_fair, observed, y_mid, spread_mean, depth_mean, kf: SimpleNamespace,
@@ -59,6 +70,8 @@ def vol_scalars(var_eff, ret, vol: SimpleNamespace):
     sigma_eff = np.maximum(np.sqrt(var_eff), vol.sigma_min)
     vol_ratio = np.minimum(np.maximum(sigma_eff / vol.vol_ref, vol.vol_ratio_min), vol.vol_ratio_max)
     bump = np.maximum(vol_ratio - 1.0, 0.0)
+    if not bump.any():  # the usual tick: every multiplier is exactly 1
+        return var_eff, sigma_eff, vol_ratio, np.ones_like(bump), np.ones_like(bump), np.ones_like(bump)
     return (var_eff, sigma_eff, vol_ratio, 1.0 + vol.c_spread * bump, 1.0 / (1.0 + vol.c_size * bump),
             1.0 / (1.0 + vol.c_band * bump))
 

@@ -171,22 +171,25 @@ def _simulate(p: Params, ticks: int, seeds: np.ndarray, observers: Sequence[Obse
         stale = block.age > stale_ticks
         has_book = block.depth > 0.0
         book_ok = ~stale & has_book
+        obs_n, obs_y, obs_spread, obs_depth = control.fair_observation(book_ok, block.mid, block.spread, block.depth)
         mid_res, fund_term = control.quote_market_terms(block.mid, block.funding, eng.mm)
         cost_base = control.hedge_cost_base(block.mid, block.spread, eng.venues)
         funding_rate = block.funding * block.mid * (dt / FUNDING_PERIOD_SEC)
         maker_bps = maker_fee_rate(eng)
         for j in range(n_block):
             mid, spread, depth = block.mid[j], block.spread[j], block.depth[j]
-            # 3. fair value from the usable venues
-            usable = (st.status != control.DISABLED) & book_ok[j]
-            n_usable = vsum(usable)
-            w_depth = depth * usable
-            depth_sum = vsum(w_depth)
-            y_mid = vsum(w_depth * mid) / depth_sum
+            # 3. fair value from the usable venues (the block's market-only observation unless toxicity
+            # disabled a venue whose book is fine)
+            tox_disabled = (st.status == control.DISABLED) & book_ok[j]
+            if tox_disabled.any():
+                n_usable, y_mid, spread_mean, depth_mean = control.fair_observation(
+                    book_ok[j] & ~tox_disabled, mid, spread, depth)
+            else:
+                n_usable, y_mid, spread_mean, depth_mean = obs_n[j], obs_y[j], obs_spread[j], obs_depth[j]
             xhat_prev = st.xhat
             st.xhat, st.p_var, st.rejects, st.has_fair = control.kalman_step(
                 st.xhat, st.p_var, st.rejects, st.has_fair, n_usable >= eng.book.min_healthy_for_kf, y_mid,
-                vsum(spread * usable) / n_usable, depth_sum / n_usable, eng.kalman, eng.book, dt)
+                spread_mean, depth_mean, eng.kalman, eng.book, dt)
             fair = np.exp(st.xhat)
             # 4. effective volatility and control scalars
             st.var_eff, sigma_eff, vol_ratio, spread_mult, size_mult, band_mult = control.vol_scalars(
@@ -287,6 +290,7 @@ def _simulate(p: Params, ticks: int, seeds: np.ndarray, observers: Sequence[Obse
                 vol_short, local_vol, bid_thr, ask_thr = (a[..., keep] for a in (vol_short, local_vol, bid_thr, ask_thr))
                 stale, has_book, book_ok, mid_res, fund_term, cost_base, funding_rate = (
                     a[..., keep] for a in (stale, has_book, book_ok, mid_res, fund_term, cost_base, funding_rate))
+                obs_n, obs_y, obs_spread, obs_depth = (a[..., keep] for a in (obs_n, obs_y, obs_spread, obs_depth))
                 if not len(ids):
                     break
         st.vol_short = vol_short[-1]
