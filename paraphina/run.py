@@ -41,14 +41,14 @@ def split_argv(argv: list[str]) -> tuple[list[str], list[str]]:
     return flags, overrides
 
 
-def execute(cfg: DictConfig, parent_run_id: str | None = None) -> str | None:
-    """One job: open the tracking store, run the batch, print its summary, record it; returns the run id."""
+def execute(cfg: DictConfig, parent_run_id: str | None = None, job: int | None = None) -> str | None:
+    """One job (number `job` of a multirun): open the tracking store, run the batch, print, record; returns the run id."""
     validate(cfg)
     session = TrackingSession.open(cfg) if cfg.tracking.enabled else None
     chash = config_hash(cfg)
     print(report.header(cfg, chash), flush=True)
     started = time.perf_counter()
-    result, telemetry = run_batch(cfg)
+    result, telemetry = run_batch(cfg, job=job)
     elapsed = time.perf_counter() - started
     print(report.run_summary(result) if cfg.runs == 1 else report.batch_summary(result, cfg.world_model.confidence))
     print(f"  engine         {elapsed:.2f} s for {cfg.runs} x {cfg.ticks} run-ticks")
@@ -94,8 +94,11 @@ def _job(cfg: DictConfig) -> None:
     from hydra.types import RunMode
 
     try:
-        multirun = HydraConfig.get().mode == RunMode.MULTIRUN
-        execute(cfg, MultirunParent.get(cfg) if multirun else None)
+        hydra_cfg = HydraConfig.get()
+        if hydra_cfg.mode == RunMode.MULTIRUN:
+            execute(cfg, MultirunParent.get(cfg), job=hydra_cfg.job.num)
+        else:
+            execute(cfg)
     except ParaphinaError as exc:
         fail(str(exc))
 

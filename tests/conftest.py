@@ -9,6 +9,15 @@ import pytest
 from paraphina.config.loading import compose_config, to_plain
 
 
+@pytest.fixture(scope="session", autouse=True)
+def isolated_project_outputs(tmp_path_factory):
+    """In-process runs write sweeps/ and default stores under a temp folder, never into the checkout's."""
+    root = tmp_path_factory.mktemp("project")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("paraphina.tracking.store.project_root", lambda: root)
+        yield root
+
+
 @pytest.fixture(scope="session")
 def cfg():
     """The base config (balanced centre, default market) with ticks=50."""

@@ -14,7 +14,10 @@ from pathlib import Path
 
 import pytest
 
-NO_TRACKING = "tracking.enabled=false"  # MLflow recording is someone else's; keep these runs out of it
+from paraphina.config.loading import compose_config
+from paraphina.errors import ParaphinaError
+
+NO_TRACKING = "tracking.enabled=false"  # these runs test the CLI, not MLflow records (tests/test_run_tracking.py)
 TIMEOUT_S = 180
 
 
@@ -236,3 +239,38 @@ def test_compose_commands_have_help_and_reject_flags(module, tmp_path):
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines() == ["error: unknown option --bogus; this command takes Hydra overrides "
                                                "key=value and --help"]
+
+
+@pytest.mark.parametrize("override, fragment", [
+    ("seed=-1", "seed=-1 must be at least 0"),
+    ("seeds=0", "seeds=0 must be at least 1"),
+    ("engine.tick_ms=0", "engine.tick_ms=0.0 must be positive"),
+    ("market.outage.mean_ticks=0", "market.outage.mean_ticks=0.0 must be positive"),
+    ("tracking.series_points=0", "tracking.series_points=0 must be at least 1"),
+    ("execution.workers=0", "execution.workers=0 must be at least 1"),
+    ("engine.venues.tick_size=[0,0.01,0.01,0.01,0.01]", "tick_size"),
+    ("world_model.confidence=2", "world_model.confidence=2.0 must be between 0 and 1"),
+])
+def test_out_of_range_numbers_stop_before_the_run(override, fragment):
+    with pytest.raises(ParaphinaError) as error:
+        compose_config([override], environ={})
+    assert fragment in str(error.value) and "\n" not in str(error.value)
+
+
+def test_telemetry_folder_path_is_refused_and_leaves_nothing(tmp_path):
+    folder = tmp_path / "teldir"
+    folder.mkdir()
+    done = subprocess.run([sys.executable, "-m", "paraphina.run", "ticks=10", "tracking.enabled=false",
+                           "telemetry.mode=jsonl", f"telemetry.path={folder}"],
+                          capture_output=True, text=True, cwd=tmp_path, env=_env({}), timeout=120)
+    assert done.returncode == 2 and "is a folder" in done.stderr and "Traceback" not in done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["teldir"] and not list(folder.iterdir())
+
+
+def test_multirun_jobs_write_separate_telemetry(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "paraphina.run", "-m", "+profile=conservative,aggressive", "seed=3",
+                           "ticks=10", "tracking.enabled=false", "telemetry.mode=jsonl",
+                           f"telemetry.path={tmp_path / 'tel' / 'run.jsonl'}"],
+                          capture_output=True, text=True, cwd=tmp_path, env=_env({}), timeout=240)
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in (tmp_path / "tel").iterdir()) == ["run-j0.jsonl", "run-j1.jsonl"]

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
+import paraphina.tracking.store as store_module
 from conftest import free_port
 from paraphina.errors import ParaphinaError
 from paraphina.research.dataset import ROW_KEYS, make_row
@@ -18,7 +19,6 @@ from paraphina.tracking.store import (
     check_reachable,
     default_tracking_uri,
     prepare_store,
-    project_root,
     resolve_tracking_uri,
 )
 
@@ -91,7 +91,8 @@ def expected_frame(rows: list[dict]) -> pd.DataFrame:
 
 def test_uri_resolution(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    assert default_tracking_uri() == f"sqlite:////{str(project_root() / 'mlruns' / 'mlflow.db').lstrip('/')}"
+    root = store_module.project_root()  # tests run with the project root moved to a temp folder (conftest)
+    assert default_tracking_uri() == f"sqlite:////{str(root / 'mlruns' / 'mlflow.db').lstrip('/')}"
     assert resolve_tracking_uri(None) == default_tracking_uri()
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
     assert resolve_tracking_uri(None) == "http://127.0.0.1:5000"

@@ -71,8 +71,15 @@ def env_overrides(environ: Mapping[str, str], user_overrides: Sequence[str]) -> 
     return result
 
 
-def _available(group: str) -> list[str]:
+def available(group: str) -> list[str]:
+    """The options of a config group (the YAML files of conf/<group>/)."""
     return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def check_profile(name: str) -> None:
+    """A profile name must be one of conf/profile/ (research rows of another name match no risk tier)."""
+    if name not in available("profile"):
+        raise ParaphinaError(f"unknown profile '{name}'; choose one of: {', '.join(available('profile'))}")
 
 
 def explain_hydra_error(exc: BaseException) -> str:
@@ -84,7 +91,7 @@ def explain_hydra_error(exc: BaseException) -> str:
         for group in ("profile", "market", "engine", "world_model", "tracking"):
             if f"'{group}/" in text or f"in '{group}'" in text:
                 name = text.split(f"{group}/", 1)[1].split("'", 1)[0] if f"{group}/" in text else "?"
-                return f"unknown {group} '{name}'; choose one of: {', '.join(_available(group))}"
+                return f"unknown {group} '{name}'; choose one of: {', '.join(available(group))}"
     cause = exc.__cause__ or exc
     full_key = getattr(cause, "full_key", None)
     first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
@@ -149,6 +156,16 @@ def validate(cfg: DictConfig) -> None:
         raise ParaphinaError(f"ticks={cfg.ticks} must be a positive number of ticks, e.g. ticks=2000")
     if cfg.runs < 1:
         raise ParaphinaError(f"runs={cfg.runs} must be at least 1, e.g. runs=64")
+    for key, minimum in (("seed", 0), ("seeds", 1), ("tracking.series_points", 1), ("execution.workers", 1),
+                         ("execution.chunk_runs", 1), ("execution.min_runs_per_worker", 1),
+                         ("engine.rng_block_ticks", 1), ("engine.rng_max_block_cells", 1)):
+        if OmegaConf.select(cfg, key) < minimum:
+            raise ParaphinaError(f"{key}={OmegaConf.select(cfg, key)} must be at least {minimum}")
+    for key in ("engine.tick_ms", "market.outage.mean_ticks", "market.s0"):
+        if not OmegaConf.select(cfg, key) > 0:
+            raise ParaphinaError(f"{key}={OmegaConf.select(cfg, key)} must be positive")
+    if not 0 < cfg.world_model.confidence < 1:
+        raise ParaphinaError(f"world_model.confidence={cfg.world_model.confidence} must be between 0 and 1, e.g. 0.95")
     if cfg.telemetry.mode not in TELEMETRY_MODES:
         raise ParaphinaError(f"telemetry.mode={cfg.telemetry.mode!r} is not one of {', '.join(TELEMETRY_MODES)}")
     if cfg.telemetry.mode == "jsonl" and not cfg.telemetry.path:
@@ -161,6 +178,8 @@ def validate(cfg: DictConfig) -> None:
         for key, value in node.items():
             if OmegaConf.is_list(value) and len(value) != n_venues:
                 raise ParaphinaError(f"{section}.{key} has {len(value)} values but there are {n_venues} venues")
+    if min(cfg.engine.venues.tick_size) <= 0:
+        raise ParaphinaError(f"engine.venues.tick_size={list(cfg.engine.venues.tick_size)} must all be positive")
 
 
 def to_plain(cfg: DictConfig) -> dict:

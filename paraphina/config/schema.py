@@ -103,6 +103,7 @@ class EngineConfig:
     tick_ms: float = MISSING
     initial_q_tao: float = MISSING
     rng_block_ticks: int = MISSING
+    rng_max_block_cells: int = MISSING
     venues: VenuesConfig = field(default_factory=VenuesConfig)
     book: BookConfig = field(default_factory=BookConfig)
     kalman: KalmanConfig = field(default_factory=KalmanConfig)

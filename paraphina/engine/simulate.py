@@ -23,7 +23,6 @@ SERIES_KEYS = ("pnl_total", "q_global_tao", "sigma_eff", "dollar_delta_usd")
 METRIC_KEYS = ("num_ticks", "final_pnl", "max_pnl", "min_pnl", "max_drawdown", "frac_normal", "frac_warning",
                "frac_hard", "kill_switch", "time_to_kill", "max_abs_delta_usd", "max_abs_basis_usd")
 REGIMES = np.array([[control.NORMAL], [control.WARNING], [control.HARD_LIMIT]])
-BLOCK_CELLS = 1 << 18  # bound on ticks x runs drawn at once, so memory stays flat for large batches
 
 # An observer sees every tick of the live runs: (tick, run indices, row of arrays). Telemetry is one.
 Observer = Callable[[int, np.ndarray, dict], None]
@@ -158,7 +157,7 @@ def _simulate(p: Params, ticks: int, seeds: np.ndarray, observers: Sequence[Obse
         if killed:
             out["time_to_kill"][dest] = n - 1
 
-    block_size = max(1, min(int(eng.rng_block_ticks), BLOCK_CELLS // runs_total))
+    block_size = max(1, min(int(eng.rng_block_ticks), int(eng.rng_max_block_cells) // runs_total))
     t = 0
     while t < ticks and len(ids):
         n_block = min(block_size, ticks - t)
@@ -178,12 +177,12 @@ def _simulate(p: Params, ticks: int, seeds: np.ndarray, observers: Sequence[Obse
         maker_bps = maker_fee_rate(eng)
         for j in range(n_block):
             mid, spread, depth = block.mid[j], block.spread[j], block.depth[j]
-            # 3. fair value from the usable venues (the block's market-only observation unless toxicity
-            # disabled a venue whose book is fine)
-            tox_disabled = (st.status == control.DISABLED) & book_ok[j]
-            if tox_disabled.any():
+            # 3. fair value from the usable venues (the block's market-only observation unless the venue
+            # status of the last tick disables a venue whose book is fine now)
+            status_disabled = (st.status == control.DISABLED) & book_ok[j]
+            if status_disabled.any():
                 n_usable, y_mid, spread_mean, depth_mean = control.fair_observation(
-                    book_ok[j] & ~tox_disabled, mid, spread, depth)
+                    book_ok[j] & ~status_disabled, mid, spread, depth)
             else:
                 n_usable, y_mid, spread_mean, depth_mean = obs_n[j], obs_y[j], obs_spread[j], obs_depth[j]
             xhat_prev = st.xhat

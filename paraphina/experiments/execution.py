@@ -14,12 +14,13 @@ from omegaconf import DictConfig
 from paraphina.config.loading import to_plain
 from paraphina.engine.params import build_params
 from paraphina.engine.simulate import BatchResult, simulate
+from paraphina.runner.batch import series_every
 
 
 def _simulate_chunk(engine: dict, market: dict, ticks: int, seeds: np.ndarray, per_run: dict,
-                    series_every: int) -> BatchResult:
+                    every: int) -> BatchResult:
     params = build_params(engine, market, len(seeds), per_run)
-    return simulate(params, ticks, seeds, series_every=series_every)
+    return simulate(params, ticks, seeds, series_every=every)
 
 
 def merge(parts: Sequence[BatchResult]) -> BatchResult:
@@ -44,9 +45,9 @@ def run_many(cfg: DictConfig, seeds: np.ndarray, per_run: Mapping[str, np.ndarra
     workers = ex.workers if n >= ex.workers * ex.min_runs_per_worker else 1
     per_chunk = min(ex.chunk_runs, -(-n // workers))
     bounds = [(lo, min(lo + per_chunk, n)) for lo in range(0, n, per_chunk)]
-    series_every = max(1, cfg.ticks // cfg.tracking.series_points) if series else 0
+    every = series_every(cfg) if series else 0
     args = [(plain["engine"], plain["market"], cfg.ticks, seeds[lo:hi],
-             {k: np.asarray(v)[lo:hi] for k, v in per_run.items()}, series_every) for lo, hi in bounds]
+             {k: np.asarray(v)[lo:hi] for k, v in per_run.items()}, every) for lo, hi in bounds]
     parts: list[BatchResult] = []
     with tqdm(total=n * cfg.ticks, desc=desc, unit="run-tick", unit_scale=True, leave=False) as bar:
         if workers == 1:

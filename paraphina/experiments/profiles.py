@@ -80,8 +80,6 @@ def profiles_batch(profiles: Sequence[str], overrides: Sequence[str] = (), confi
     points = [{key: _number(configs[name], key, name) for key in keys} for name in names]
     axes = [grid.Axis(key, key, tuple(point[key] for point in points)) for key in keys]
     n_seeds = first.seeds if seeds is None else seeds
-    if n_seeds < 1:
-        raise ParaphinaError(f"seeds={n_seeds} must be at least 1 run per profile")
     per_run, run_seeds, profile_index = grid.point_batch(points, axes, n_seeds,
                                                          first.seed if base_seed is None else base_seed)
     return ProfilesBatch(names, configs, first, run_seeds, per_run, profile_index)

@@ -349,7 +349,16 @@ class Search:
 # --- storage and studies ------------------------------------------------------------------------
 
 
-def open_storage(setting: str | None) -> tuple[optuna.storages.BaseStorage, str]:
+def default_journal(tracking_uri: str | None) -> Path:
+    """The journal beside the SQLite tracking store in use (mlruns/optuna.journal by default), so a study's
+    resume state and its MLflow records live together; for a tracking server, the project's mlruns/."""
+    from paraphina.tracking.store import resolve_tracking_uri, sqlite_path
+
+    db_path = sqlite_path(resolve_tracking_uri(tracking_uri))
+    return (db_path.parent if db_path is not None else project_root() / "mlruns") / "optuna.journal"
+
+
+def open_storage(setting: str | None, tracking_uri: str | None = None) -> tuple[optuna.storages.BaseStorage, str]:
     """The Optuna storage and how to name it: a URL (RDB, e.g. postgresql://), else a journal file."""
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
@@ -361,7 +370,7 @@ def open_storage(setting: str | None) -> tuple[optuna.storages.BaseStorage, str]
         except Exception as exc:  # drivers and databases raise many types
             raise ParaphinaError(f"cannot open the Optuna storage {label}: {describe(exc)}; "
                                  f"check experiment.study.storage") from exc
-    path = Path(setting).expanduser().absolute() if setting else project_root() / "mlruns" / "optuna.journal"
+    path = Path(setting).expanduser().absolute() if setting else default_journal(tracking_uri)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(str(path))), str(path)
@@ -591,7 +600,7 @@ def run_search(cfg: DictConfig, targets: Sequence[tuple[str, str]],
     """
     search = Search.prepare(cfg, targets)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage, label = open_storage(cfg.experiment.study.storage)
+    storage, label = open_storage(cfg.experiment.study.storage, cfg.tracking.uri)
     studies = [open_study(search, t, storage, label) for t in search.targets]
     uids = ",".join(s.user_attrs[UID_ATTR] for s in studies)
     with ExperimentRecorder(cfg, {STUDY_UIDS_TAG: uids}, resume_tag=STUDY_UIDS_TAG) as recorder:

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from paraphina.config.loading import check_profile
 from paraphina.errors import ParaphinaError, cli_errors
 from paraphina.research.dataset import KNOB_KEYS, append_rows, make_row
 from paraphina.research.telemetry import load_telemetry, run_metrics
@@ -117,6 +118,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     args = build_parser().parse_args(argv)
     check_dataset_name(args.dataset)
+    check_profile(args.profile)
     uri = reachable_uri(args.tracking_uri)  # before any work
     metrics = run_metrics(load_telemetry(args.telemetry))  # the whole file, before anything is recorded
     if args.out:

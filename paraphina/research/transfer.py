@@ -16,6 +16,7 @@ from typing import Any
 
 import pandas as pd
 
+from paraphina.config.loading import check_profile
 from paraphina.errors import ParaphinaError, cli_errors
 from paraphina.research.dataset import ROW_FIELDS, ROW_KEYS, append_rows, read_rows
 from paraphina.research.telemetry import BOOL, INT, NUMBER
@@ -85,6 +86,11 @@ def import_rows(tracking_uri: str | None, dataset: str, source: str | os.PathLik
     uri = reachable_uri(tracking_uri)
     df = read_rows(source)  # raises `file:line: ...` before anything is recorded
     rows = frame_to_rows(df)
+    for i, row in enumerate(rows, start=1):
+        try:
+            check_profile(row["profile"])
+        except ParaphinaError as exc:
+            raise ParaphinaError(f"{source}: row {i}: {exc}") from exc
     writer = research_writer(uri)
     stem = Path(source).stem
     parent = RunRecord(

@@ -20,6 +20,11 @@ def run_seeds(cfg: DictConfig) -> np.ndarray:
     return cfg.seed + np.arange(cfg.runs, dtype=np.int64)
 
 
+def series_every(cfg: DictConfig) -> int:
+    """Ticks between the points of the per-tick series kept for MLflow and plots."""
+    return max(1, cfg.ticks // cfg.tracking.series_points)
+
+
 def config_hash(cfg: DictConfig) -> str:
     """Short hash of what decides a run's path apart from its seed: engine, market and ticks."""
     plain = to_plain(cfg)
@@ -28,13 +33,14 @@ def config_hash(cfg: DictConfig) -> str:
 
 
 def engine_params(cfg: DictConfig, runs: int, per_run: Mapping[str, Sequence[float]] | None = None) -> Params:
+    """The engine's parameters for a batch of `runs` described by the config, knobs in `per_run` varying per run."""
     plain = to_plain(cfg)
     return build_params(plain["engine"], plain["market"], runs, per_run)
 
 
 def run_batch(cfg: DictConfig, seeds: Sequence[int] | None = None,
               per_run: Mapping[str, Sequence[float]] | None = None, observers: Sequence[Observer] = (),
-              profiles: Sequence[str] | None = None) -> tuple[BatchResult, list]:
+              profiles: Sequence[str] | None = None, job: int | None = None) -> tuple[BatchResult, list]:
     """Run the batch the config describes (or `seeds` with `per_run` knobs), writing telemetry if on.
 
     Returns the result and the telemetry files written (empty when telemetry is off). Telemetry paths
@@ -45,9 +51,9 @@ def run_batch(cfg: DictConfig, seeds: Sequence[int] | None = None,
     writer = None
     if cfg.telemetry.mode == "jsonl":
         names = profiles or [cfg.profile_name] * len(seeds)
-        writer = TelemetryWriter(telemetry_paths(cfg.telemetry.path, seeds, names), params.engine.venues.names)
+        writer = TelemetryWriter(telemetry_paths(cfg.telemetry.path, seeds, names, job), params.engine.venues.names)
     with writer if writer else contextlib.nullcontext():
         result = simulate(params, cfg.ticks, seeds, [*observers, *([writer] if writer else [])],
-                          series_every=max(1, cfg.ticks // cfg.tracking.series_points))
+                          series_every=series_every(cfg))
     return result, (writer.paths if writer else [])
 

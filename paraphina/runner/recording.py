@@ -17,6 +17,7 @@ from paraphina.config.loading import to_plain
 from paraphina.engine.control import REGIME_NAMES
 from paraphina.engine.simulate import SERIES_KEYS, BatchResult
 from paraphina.research.dataset import make_row
+from paraphina.runner.report import QUANTILES
 from paraphina.world_model.stats import wilson_interval
 
 # Research-row knobs (ENGINE_SPEC section 5) and the config keys they come from.
@@ -28,7 +29,6 @@ KNOB_CONFIG_KEYS: dict[str, str] = {
     "init_q_tao": "engine.initial_q_tao",
     "vol_scale": "market.vol_scale",
 }
-AGGREGATE_QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 
 
 def run_knobs(cfg: DictConfig, per_run: Mapping[str, Sequence[float]] | None, i: int) -> dict[str, float]:
@@ -56,7 +56,7 @@ def aggregate_metrics(result: BatchResult, confidence: float, rows: np.ndarray |
     final = np.asarray(result.final_regime)[idx]
     for code, regime in enumerate(REGIME_NAMES):
         out[f"final_{regime.lower()}_frac"] = float((final == code).mean())
-    for q, v in zip(AGGREGATE_QUANTILES, np.quantile(pnl, AGGREGATE_QUANTILES)):
+    for q, v in zip(QUANTILES, np.quantile(pnl, QUANTILES)):
         out[f"pnl_p{int(q * 100)}"] = float(v)
     return out
 

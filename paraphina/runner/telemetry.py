@@ -21,15 +21,27 @@ AFTER_REGIME_KEYS = ("q_global_tao", "dollar_delta_usd", "basis_usd", "fair_valu
                      "fees_usd", "mm_volume_tao", "hedge_volume_tao")
 
 
-def telemetry_paths(template: str, seeds: Sequence[int], profiles: Sequence[str]) -> list[Path]:
-    """One path per run: `{seed}`/`{profile}` in the template are filled; a batch without `{seed}` gets `-s<seed>`."""
+def _with_suffix(text: str, suffix: str) -> str:
+    stem, dot, ext = text.rpartition(".")
+    return f"{stem}{suffix}.{ext}" if dot and "/" not in ext else f"{text}{suffix}"
+
+
+def telemetry_paths(template: str, seeds: Sequence[int], profiles: Sequence[str], job: int | None = None
+                    ) -> list[Path]:
+    """One path per run: `{seed}`, `{profile}` and `{job}` in the template are filled.
+
+    A batch without `{seed}` gets `-s<seed>`, a job of a Hydra multirun without `{job}` gets `-j<job>`,
+    so no run overwrites another's file.
+    """
+    text = template
+    if len(seeds) > 1 and "{seed}" not in text:
+        text = _with_suffix(text, "-s{seed}")
+    if job is not None and "{job}" not in text:
+        text = _with_suffix(text, "-j{job}")
     paths = []
     for seed, profile in zip(seeds, profiles):
-        text = template
-        if len(seeds) > 1 and "{seed}" not in text:
-            stem, dot, suffix = text.rpartition(".")
-            text = f"{stem}-s{{seed}}.{suffix}" if dot and "/" not in suffix else f"{text}-s{{seed}}"
-        paths.append(Path(text.replace("{seed}", str(int(seed))).replace("{profile}", str(profile))))
+        paths.append(Path(text.replace("{seed}", str(int(seed))).replace("{profile}", str(profile))
+                          .replace("{job}", str(job))))
     if len(set(paths)) != len(paths):
         raise ParaphinaError(f"telemetry.path '{template}' gives the same file to several runs; add {{seed}} and {{profile}}")
     return paths
@@ -46,6 +58,9 @@ class TelemetryWriter:
 
     def __enter__(self) -> "TelemetryWriter":
         for path, tmp in zip(self.paths, self._tmp):
+            if path.is_dir():
+                self._abort()
+                raise ParaphinaError(f"telemetry path {path} is a folder; give a file, e.g. {path / 'run.jsonl'}")
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 self._files.append(open(tmp, "w", encoding="utf-8"))
@@ -59,10 +74,18 @@ class TelemetryWriter:
         if exc_type is not None:
             self._abort()
             return False
-        for f, tmp, path in zip(self._files, self._tmp, self.paths):
+        for f in self._files:
             f.close()
-            os.replace(tmp, path)
-        self._files = []
+        try:
+            for tmp, path in zip(self._tmp, self.paths):
+                os.replace(tmp, path)
+        except OSError as exc:
+            for tmp in self._tmp:
+                tmp.unlink(missing_ok=True)
+            raise ParaphinaError(f"cannot move telemetry into place at {exc.filename} ({exc.strerror}); "
+                                 "choose another telemetry.path") from exc
+        finally:
+            self._files = []
         return False
 
     def _abort(self) -> None:

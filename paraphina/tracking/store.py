@@ -137,7 +137,7 @@ def prepare_store(uri: str, experiment_names: list[str]) -> dict[str, str]:
         with _store_lock(db_path) if db_path is not None else nullcontext():
             client = tracking_client(uri)
             return {name: _experiment_id(client, uri, name, artifacts_root) for name in experiment_names}
-    except MlflowException as exc:
+    except (MlflowException, OSError) as exc:
         raise ParaphinaError(f"cannot prepare the tracking store {uri}: {describe(exc)}") from exc
 
 
