@@ -234,3 +234,18 @@ def test_ui_serves_the_sqlite_store_with_its_artifacts(tmp_path: Path) -> None:
     assert command[1:4] == ["-m", "mlflow", "ui"]
     assert command[command.index("--default-artifact-root") + 1] == str(tmp_path / "mlruns" / "artifacts")
     assert command[command.index("--port") + 1] == "5000"
+
+
+def test_ticks_refuses_to_append_to_a_file_that_is_not_a_dataset(tmp_path, tracking_uri):
+    telemetry = tmp_path / "t.jsonl"
+    telemetry.write_text("".join(
+        json.dumps({"t": t, "pnl_realised": 0.0, "pnl_unrealised": 0.0, "pnl_total": float(t),
+                    "risk_regime": "Normal", "kill_switch": False, "q_global_tao": 0.0,
+                    "dollar_delta_usd": 0.0, "basis_usd": 0.0}) + "\n" for t in range(3)))
+    other = tmp_path / "other.jsonl"
+    other.write_text('{"a": 1}\n')
+    done = subprocess.run([sys.executable, "-m", "paraphina.research.ticks", "--telemetry", str(telemetry),
+                           "--profile", "balanced", "--label", "x", "--out", str(other), "--tracking-uri",
+                           tracking_uri], capture_output=True, text=True, timeout=180)
+    assert done.returncode == 2 and done.stderr.startswith(f"error: {other}:1:"), done.stderr
+    assert other.read_text() == '{"a": 1}\n'

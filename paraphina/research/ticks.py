@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from paraphina.config.loading import check_profile
 from paraphina.errors import ParaphinaError, cli_errors
-from paraphina.research.dataset import KNOB_KEYS, append_rows, make_row
+from paraphina.research.dataset import KNOB_KEYS, append_rows, make_row, read_rows
 from paraphina.research.telemetry import load_telemetry, run_metrics
 from paraphina.research.telemetry_summary import ToolParser, finite_float, format_metrics
 
@@ -89,6 +89,8 @@ def check_appendable(path: str | os.PathLike[str]) -> None:
         blocked = folder
     if blocked is not None:
         raise ParaphinaError(f"{path}: {blocked} is not writable; choose another --out")
+    if target.is_file() and target.stat().st_size > 0:
+        read_rows(target)  # an existing file must already be a research dataset: file:line error otherwise
 
 
 def build_parser() -> ToolParser:
