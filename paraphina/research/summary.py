@@ -10,13 +10,22 @@ import pandas as pd
 
 from paraphina.errors import ParaphinaError
 
-DD_WEIGHT = 0.5  # utility = final_pnl - DD_WEIGHT * max_drawdown (spec section 5)
+
+
+def default_dd_weight() -> float:
+    """The utility's drawdown weight, from conf/world_model/tiers.yaml like every other entry point."""
+    from omegaconf import OmegaConf
+
+    from paraphina.config.loading import CONF_DIR
+
+    return float(OmegaConf.load(CONF_DIR / "world_model" / "tiers.yaml").utility_dd_weight)
 TOP_COLUMNS: tuple[str, ...] = ("label", "profile", "final_pnl", "max_drawdown", "utility", "kill_switch")
 
 
-def utility(df: pd.DataFrame, dd_weight: float = DD_WEIGHT) -> pd.Series:
-    """Utility of each run: final PnL minus `dd_weight` times its max drawdown."""
-    return df["final_pnl"] - dd_weight * df["max_drawdown"]
+def utility(df: pd.DataFrame, dd_weight: float | None = None) -> pd.Series:
+    """Utility of each run: final PnL minus `dd_weight` (default: the configured one) times its max drawdown."""
+    weight = default_dd_weight() if dd_weight is None else dd_weight
+    return df["final_pnl"] - weight * df["max_drawdown"]
 
 
 def global_summary(df: pd.DataFrame) -> dict[str, Any]:
@@ -40,14 +49,15 @@ def per_profile_summary(df: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def top_runs(df: pd.DataFrame, n: int = 10, dd_weight: float = DD_WEIGHT) -> pd.DataFrame:
+def top_runs(df: pd.DataFrame, n: int = 10, dd_weight: float | None = None) -> pd.DataFrame:
     """The `n` rows of highest utility (column added), best first; ties keep dataset order."""
     ranked = df.assign(utility=utility(df, dd_weight))
     return ranked.sort_values("utility", ascending=False, kind="stable").head(n)
 
 
-def format_summary(df: pd.DataFrame, top_n: int = 10, dd_weight: float = DD_WEIGHT) -> str:
+def format_summary(df: pd.DataFrame, top_n: int = 10, dd_weight: float | None = None) -> str:
     """A readable report: global numbers, the per-profile table, the top runs by utility."""
+    dd_weight = default_dd_weight() if dd_weight is None else dd_weight
     if df.empty:
         raise ParaphinaError("no runs to summarise; check the dataset path and the filters")
     overall = global_summary(df)

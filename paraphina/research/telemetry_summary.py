@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, NoReturn
 
 from paraphina.errors import ParaphinaError, cli_errors
-from paraphina.research.summary import DD_WEIGHT
+from paraphina.research.summary import default_dd_weight
 from paraphina.research.telemetry import load_telemetry, run_metrics
 
 
@@ -49,7 +49,8 @@ def positive_int(text: str) -> int:
 def format_metrics(metrics: Mapping[str, Any], title: str) -> str:
     """The run-level metrics of one telemetry series (spec section 5) as a readable block."""
     kill = f"FIRED at t={metrics['time_to_kill']}" if metrics["kill_switch"] else "not fired"
-    utility = metrics["final_pnl"] - DD_WEIGHT * metrics["max_drawdown"]
+    weight = default_dd_weight()
+    utility = metrics["final_pnl"] - weight * metrics["max_drawdown"]
     return "\n".join(
         [
             f"=== {title} ===",
@@ -57,7 +58,7 @@ def format_metrics(metrics: Mapping[str, Any], title: str) -> str:
             f"final_pnl          {metrics['final_pnl']:,.2f} USD   (min {metrics['min_pnl']:,.2f}, "
             f"max {metrics['max_pnl']:,.2f})",
             f"max_drawdown       {metrics['max_drawdown']:,.2f} USD",
-            f"utility            {utility:,.2f}   (final_pnl - {DD_WEIGHT:g} * max_drawdown)",
+            f"utility            {utility:,.2f}   (final_pnl - {weight:g} * max_drawdown)",
             f"regimes            Normal {metrics['frac_normal']:.1%}  Warning {metrics['frac_warning']:.1%}  "
             f"HardLimit {metrics['frac_hard']:.1%}",
             f"kill_switch        {kill}",
