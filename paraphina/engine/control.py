@@ -115,8 +115,8 @@ def mm_quotes(mid_res, fund_term, fair, q_total, dollar_delta, sigma_eff, vol_ra
     half = np.maximum(half + mm.edge_vol_mult * vol_ratio, mm.edge_local_min)
     half *= spread_mult
     worst_regime = regime.max()
-    any_warning = worst_regime >= WARNING and (regime == WARNING).any()
     warning = regime == WARNING
+    any_warning = worst_regime >= WARNING and warning.any()
     if any_warning:
         half *= np.where(warning, risk.spread_warn_mult, 1.0)
     reservation = mid_res + fair * (fund_term - mm.basis_weight) - risk_term * (0.5 * q_total)

@@ -71,7 +71,7 @@ def run_checks(tier: RiskTier, final_pnl: Sequence[float], max_drawdown: Sequenc
                kill_switch: Sequence[bool], confidence: float) -> dict:
     """One group's runs against its tier: point checks plus, per budget, interval, verdict and runs needed.
 
-    pnl_std is the sample std (0 for a single run, as in runner.recording.aggregate_metrics).
+    pnl_std is the sample std (0 for a single run, as in runner.aggregates.aggregate_metrics).
     """
     pnl = np.asarray(final_pnl, dtype=float).ravel()
     kills = np.asarray(kill_switch, dtype=bool).ravel()

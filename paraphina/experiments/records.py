@@ -15,7 +15,8 @@ from omegaconf import DictConfig, OmegaConf
 from paraphina.config.loading import to_plain
 from paraphina.engine.simulate import METRIC_KEYS, BatchResult
 from paraphina.errors import ParaphinaError
-from paraphina.runner.recording import TrackingSession, aggregate_metrics
+from paraphina.runner.aggregates import aggregate_metrics
+from paraphina.runner.recording import TrackingSession
 
 KIND_TAG = "paraphina.kind"
 EXPERIMENT_TAG = "paraphina.experiment"

@@ -10,15 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
-import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from paraphina.config.loading import to_plain
-from paraphina.engine.control import REGIME_NAMES
 from paraphina.engine.simulate import SERIES_KEYS, BatchResult
 from paraphina.research.dataset import make_row
-from paraphina.runner.report import QUANTILES
-from paraphina.world_model.stats import wilson_interval
+from paraphina.runner.aggregates import aggregate_metrics
 
 # Research-row knobs (ENGINE_SPEC section 5) and the config keys they come from.
 KNOB_CONFIG_KEYS: dict[str, str] = {
@@ -38,27 +35,6 @@ def run_knobs(cfg: DictConfig, per_run: Mapping[str, Sequence[float]] | None, i:
             for knob, key in KNOB_CONFIG_KEYS.items()}
 
 
-def aggregate_metrics(result: BatchResult, confidence: float, rows: np.ndarray | None = None) -> dict[str, float]:
-    """Batch aggregates: final PnL distribution, drawdowns, kill probability with its interval, regimes."""
-    idx = slice(None) if rows is None else rows
-    m = {k: np.asarray(v)[idx] for k, v in result.metrics.items()}
-    pnl, n = m["final_pnl"], len(m["final_pnl"])
-    kills = int(m["kill_switch"].sum())
-    low, high = wilson_interval(kills, n, confidence)
-    out = {"runs": float(n), "pnl_mean": float(pnl.mean()), "pnl_std": float(pnl.std(ddof=1)) if n > 1 else 0.0,
-           "dd_mean": float(m["max_drawdown"].mean()), "dd_worst": float(m["max_drawdown"].max()),
-           "dd_min": float(m["max_drawdown"].min()),
-           "dd_std": float(m["max_drawdown"].std(ddof=1)) if n > 1 else 0.0,
-           "kill_prob": kills / n, "kill_prob_low": low, "kill_prob_high": high,
-           "frac_normal": float(m["frac_normal"].mean()), "frac_warning": float(m["frac_warning"].mean()),
-           "frac_hard": float(m["frac_hard"].mean()), "max_abs_delta_usd": float(m["max_abs_delta_usd"].max()),
-           "max_abs_basis_usd": float(m["max_abs_basis_usd"].max())}
-    final = np.asarray(result.final_regime)[idx]
-    for code, regime in enumerate(REGIME_NAMES):
-        out[f"final_{regime.lower()}_frac"] = float((final == code).mean())
-    for q, v in zip(QUANTILES, np.quantile(pnl, QUANTILES)):
-        out[f"pnl_p{int(q * 100)}"] = float(v)
-    return out
 
 
 @dataclass

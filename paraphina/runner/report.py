@@ -1,13 +1,10 @@
 """Console output of the engine CLI: the run header and the summary of one run or a batch."""
 from __future__ import annotations
 
-import numpy as np
 from omegaconf import DictConfig
 
 from paraphina.engine.simulate import BatchResult
-from paraphina.world_model.stats import wilson_interval
-
-QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
+from paraphina.runner.aggregates import QUANTILES, aggregate_metrics
 
 
 def header(cfg: DictConfig, chash: str) -> str:
@@ -31,17 +28,14 @@ def run_summary(result: BatchResult, i: int = 0) -> str:
 
 def batch_summary(result: BatchResult, confidence: float) -> str:
     """A batch: the distribution of final PnL, mean drawdown and the kill probability with its interval."""
-    pnl = result.metrics["final_pnl"]
-    kills = int(result.metrics["kill_switch"].sum())
-    n = len(pnl)
-    low, high = wilson_interval(kills, n, confidence)
-    qs = np.quantile(pnl, QUANTILES)
-    quantiles = "  ".join(f"p{int(q * 100)} {v:,.2f}" for q, v in zip(QUANTILES, qs))
+    a = aggregate_metrics(result, confidence)
+    quantiles = "  ".join(f"p{int(q * 100)} {a[f'pnl_p{int(q * 100)}']:,.2f}" for q in QUANTILES)
+    kills, n = round(a["kill_prob"] * a["runs"]), int(a["runs"])
     return "\n".join([
-        f"  final PnL      mean {pnl.mean():,.2f}  std {pnl.std(ddof=1) if n > 1 else 0.0:,.2f} USD",
+        f"  final PnL      mean {a['pnl_mean']:,.2f}  std {a['pnl_std']:,.2f} USD",
         f"                 {quantiles}",
-        f"  max drawdown   mean {result.metrics['max_drawdown'].mean():,.2f} USD",
-        f"  regimes        Normal {result.metrics['frac_normal'].mean():.1%}  "
-        f"Warning {result.metrics['frac_warning'].mean():.1%}  HardLimit {result.metrics['frac_hard'].mean():.1%}",
-        f"  kill prob      {kills / n:.3f}  ({kills} of {n}; {confidence:.0%} interval {low:.3f}-{high:.3f})",
+        f"  max drawdown   mean {a['dd_mean']:,.2f} USD",
+        f"  regimes        Normal {a['frac_normal']:.1%}  Warning {a['frac_warning']:.1%}  HardLimit {a['frac_hard']:.1%}",
+        f"  kill prob      {a['kill_prob']:.3f}  ({kills} of {n}; {confidence:.0%} interval "
+        f"{a['kill_prob_low']:.3f}-{a['kill_prob_high']:.3f})",
     ])
