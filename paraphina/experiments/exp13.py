@@ -155,10 +155,12 @@ def run_round(cfg: DictConfig, opts: dict, recorder: ExperimentRecorder, overrid
     session = recorder.session
     flat = {p: flatten_params(to_plain(c)) for p, c in batch.configs.items()}
     hashes = {p: config_hash(c) for p, c in batch.configs.items()}
+    yamls = {p: OmegaConf.to_yaml(c) for p, c in batch.configs.items()}
     for i, profile in enumerate(batch.run_profiles()):
         label = f"{opts['prefix']}_{profile}_r{int(result.seeds[i]) - cfg.seed:03d}"
         record = session.run_record(batch.configs[profile], result, i, hashes[profile], flat[profile], batch.per_run,
-                                    telemetry=paths[i] if paths else None, plot=False, name=label)
+                                    telemetry=paths[i] if paths else None, plot=False, name=label,
+                                    config_yaml=yamls[profile])
         record.tags.update({"label": label, "paraphina.experiment": "exp13"})
         session.writer.log(record, recorder.parent_id)
     for profile in profiles:
