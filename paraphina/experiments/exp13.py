@@ -27,7 +27,7 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
-from omegaconf import DictConfig, ListConfig
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from paraphina.commands import command_overrides
 from paraphina.config.loading import CONF_DIR, PROFILE_ENV, compose_config, to_plain
