@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import gc
 import sys
 from typing import Callable, TypeVar
 
@@ -21,7 +22,12 @@ def fail(message: str) -> None:
 
 
 def cli_errors(main: Callable[..., T]) -> Callable[..., T]:
-    """Wrap a command-line entry point so ParaphinaError ends the program with a one-line message."""
+    """Wrap a command-line entry point so ParaphinaError ends the program with a one-line message.
+
+    When the command is done its objects are frozen out of the garbage collector: the interpreter's final
+    collections over everything MLflow, SQLAlchemy and pandas allocated would add about a second to the exit
+    of every command, and all files and records are closed by then.
+    """
 
     @functools.wraps(main)
     def wrapper(*args, **kwargs):
@@ -34,5 +40,7 @@ def cli_errors(main: Callable[..., T]) -> Callable[..., T]:
             raise SystemExit(0)
         except KeyboardInterrupt:
             fail("interrupted; runs already finished are recorded, the unfinished one is not")
+        finally:
+            gc.freeze()
 
     return wrapper

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from paraphina.config.loading import CONF_DIR, check_overrides, env_overrides, validate
+from paraphina.config.loading import CONF_DIR, check_overrides, compose_config, env_overrides, override_key, validate
 from paraphina.errors import ParaphinaError, cli_errors, fail
 from paraphina.runner import report
 from paraphina.runner.batch import config_hash, run_batch
@@ -103,11 +103,19 @@ def _job(cfg: DictConfig) -> None:
         fail(str(exc))
 
 
+def is_plain_run(flags: list[str], overrides: list[str]) -> bool:
+    """No Hydra flags (--help, --cfg, -m, ...) and no `hydra.*` settings: Hydra's app runner adds nothing."""
+    return not flags and not any(override_key(o).split(".")[0].split("/")[0] == "hydra" for o in overrides)
+
+
 @cli_errors
 def main() -> None:
+    flags, overrides = split_argv(sys.argv[1:])
+    if is_plain_run(flags, overrides):  # composed once, here, instead of once to check and again in Hydra
+        execute(compose_config(overrides))
+        return
     import hydra
 
-    flags, overrides = split_argv(sys.argv[1:])
     if not {"--help", "-h", "--hydra-help"} & set(flags):
         check_overrides(overrides)
     sys.argv = [sys.argv[0], *flags, *env_overrides(os.environ, overrides), *overrides]

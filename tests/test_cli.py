@@ -58,10 +58,12 @@ COMMANDS: dict[str, tuple[list[str], dict[str, str], list[str]]] = {
     "help": (["--help"], {}, []),
     "cfg_job": (["--cfg", "job", NO_TRACKING], {}, []),
     "multirun": (["-m", "+profile=conservative,aggressive", "seed=1,2", "ticks=50", NO_TRACKING], {}, []),
+    "sweep_without_m": (["seed=1,2", "ticks=5", NO_TRACKING], {}, []),
+    "hydra_folders_asked": (["ticks=5", NO_TRACKING, "hydra.run.dir=out", "hydra.output_subdir=.hydra"], {}, []),
 }
 
 BAD_INPUT = ["unknown_profile", "ticks_zero", "ticks_negative", "runs_zero", "typo_key", "bad_band", "bad_band_env",
-             "bad_profile_env", "unwritable_telemetry"]
+             "bad_profile_env", "unwritable_telemetry", "sweep_without_m"]
 
 
 @pytest.fixture(scope="module")
@@ -113,6 +115,14 @@ def test_plain_run_leaves_no_hydra_folders(done):
     assert not list(d.cwd.rglob("*.log"))
 
 
+def test_hydra_settings_go_through_hydra(done):
+    """A plain run is composed without Hydra's app runner, unless hydra.* settings ask for its folders."""
+    d = done["hydra_folders_asked"]
+    _ok(d)
+    assert (d.cwd / "out" / ".hydra" / "config.yaml").is_file()
+    assert "ticks=5" in d.stdout.splitlines()[0]
+
+
 def test_batch_distribution_lines(done):
     d = done["batch"]
     _ok(d)
@@ -144,6 +154,7 @@ def test_bad_input_is_one_line_error(done, name):
     ("bad_band", ["engine.hedge.band_base", "wide"]),
     ("bad_band_env", ["PARAPHINA_HEDGE_BAND_BASE", "wide"]),
     ("unwritable_telemetry", ["blocker/run.jsonl"]),
+    ("sweep_without_m", ["seed=1,2", "--multirun"]),
 ])
 def test_error_messages_name_the_problem(done, name, fragments):
     message = done[name].stderr
@@ -247,6 +258,7 @@ def test_compose_commands_have_help_and_reject_flags(module, tmp_path):
     ("engine.tick_ms=0", "engine.tick_ms=0.0 must be positive"),
     ("market.outage.mean_ticks=0", "market.outage.mean_ticks=0.0 must be positive"),
     ("tracking.series_points=0", "tracking.series_points=0 must be at least 1"),
+    ("tracking.child_config=some", "tracking.child_config='some' is not one of parent, full"),
     ("execution.workers=0", "execution.workers=0 must be at least 1"),
     ("engine.venues.tick_size=[0,0.01,0.01,0.01,0.01]", "tick_size"),
     ("world_model.confidence=2", "world_model.confidence=2.0 must be between 0 and 1"),
