@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import multiprocessing
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +22,8 @@ from paraphina.tracking.store import (
     default_tracking_uri,
     prepare_store,
     resolve_tracking_uri,
+    sqlite_path,
 )
-
 
 
 @pytest.fixture
@@ -117,6 +119,8 @@ def test_git_commit_without_git(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
 def test_record_round_trip(tmp_path: Path, store_uri: str) -> None:
     experiment_id = prepare_store(store_uri, ["paraphina"])["paraphina"]
     assert prepare_store(store_uri, ["paraphina"]) == {"paraphina": experiment_id}  # idempotent
+    with closing(sqlite3.connect(sqlite_path(store_uri))) as connection:  # the store writes through a WAL
+        assert connection.execute("PRAGMA journal_mode").fetchone() == ("wal",)
     record = sample_record(tmp_path)
     run_id = RunWriter(store_uri, experiment_id).log(record)
 
