@@ -77,8 +77,11 @@ def test_single_run_params_tags_metrics_series_artifacts(tmp_path: Path, trackin
     assert run.info.status == "FINISHED" and run.info.run_name == "aggressive-s7"
 
     knobs = {knob: str(float(OmegaConf.select(cfg, key))) for knob, key in KNOB_CONFIG_KEYS.items()}
-    assert run.data.params == {**flatten_params(to_plain(cfg)), **knobs}
+    run_sections = {key: value for key, value in to_plain(cfg).items()
+                    if key not in ("world_model", "experiment_names", "tracking", "execution", "experiment", "seeds")}
+    assert run.data.params == {**flatten_params(run_sections), **knobs}
     assert run.data.params["engine.hedge.band_base"] == knobs["band_base"] == "4.86"
+    assert "market.vol_scale" in run.data.params and "world_model.confidence" not in run.data.params
     expected_tags = {"profile": "aggressive", "seed": "7", "config_hash": config_hash(cfg),
                      "market": cfg.market.scenario, "label": "single-7", "dataset": "ds-single"}  # fmt: skip
     assert expected_tags.items() <= run.data.tags.items()
@@ -125,6 +128,11 @@ def test_batch_parent_children_and_aggregates(tmp_path: Path, tracking_uri: str)
     assert [run.data.tags["seed"] for run in children] == ["1", "2", "3", "4"]
     assert all(run.info.status == "FINISHED" for run in children)
     assert len(experiment_runs(client)) == 5  # the parent and its children, nothing else
+    # The parent holds the config (params and config.yaml); each child only its own seed.
+    assert parent.data.params["engine.risk.daily_loss_limit"] == "50.0" and parent.data.params["runs"] == "4"
+    assert [run.data.params for run in children] == [{"seed": seed} for seed in ("1", "2", "3", "4")]
+    assert [a.path for a in client.list_artifacts(parent_id)] == ["config.yaml", "plots"]
+    assert all(client.list_artifacts(run.info.run_id) == [] for run in children)
 
     metric = {key: np.array([run.data.metrics[key] for run in children])
               for key in ("final_pnl", "max_drawdown", "kill_switch")}  # fmt: skip
@@ -143,6 +151,19 @@ def test_batch_parent_children_and_aggregates(tmp_path: Path, tracking_uri: str)
     assert (aggregates["kill_prob_low"], aggregates["kill_prob_high"]) == pytest.approx((low, high), rel=1e-9)
     fan = [a.path for a in client.list_artifacts(parent_id, "plots")]
     assert fan == [f"plots/{parent.info.run_name}-fan.png"]
+
+
+def test_batch_children_with_the_full_config(tmp_path: Path, tracking_uri: str) -> None:
+    cfg = compose(tracking_uri, "runs=2", "seed=3", "ticks=40", "tracking.child_config=full")
+    parent_id = execute(cfg)
+    client = MlflowClient(tracking_uri)
+    parent = client.get_run(parent_id)
+    children = client.search_runs([parent.info.experiment_id], f"tags.`{PARENT_TAG}` = '{parent_id}'")
+    assert sorted(run.data.params["seed"] for run in children) == ["3", "4"]
+    for run in children:  # the parent's params, but the child's own seed
+        assert run.data.params == {**parent.data.params, "seed": run.data.tags["seed"]}
+        local = Path(client.download_artifacts(run.info.run_id, "config.yaml", str(tmp_path / run.info.run_id)))
+        assert local.read_text() == OmegaConf.to_yaml(cfg)
 
 
 def test_multirun_groups_jobs_under_one_parent(tmp_path: Path, tracking_uri: str) -> None:

@@ -32,6 +32,7 @@ TEXT_ENV_KEYS: dict[str, str] = {
 }
 PROFILE_ENV = "PARAPHINA_RISK_PROFILE"
 TELEMETRY_MODES = ("off", "jsonl")
+CHILD_CONFIG_MODES = ("parent", "full")
 
 schema.register()
 
@@ -168,6 +169,9 @@ def validate(cfg: DictConfig) -> None:
         raise ParaphinaError(f"world_model.confidence={cfg.world_model.confidence} must be between 0 and 1, e.g. 0.95")
     if cfg.telemetry.mode not in TELEMETRY_MODES:
         raise ParaphinaError(f"telemetry.mode={cfg.telemetry.mode!r} is not one of {', '.join(TELEMETRY_MODES)}")
+    if cfg.tracking.child_config not in CHILD_CONFIG_MODES:
+        raise ParaphinaError(f"tracking.child_config={cfg.tracking.child_config!r} is not one of "
+                             f"{', '.join(CHILD_CONFIG_MODES)}")
     if cfg.telemetry.mode == "jsonl" and not cfg.telemetry.path:
         raise ParaphinaError("telemetry.mode=jsonl needs telemetry.path=FILE (or PARAPHINA_TELEMETRY_PATH)")
     if cfg.profile_name not in cfg.world_model.tiers:

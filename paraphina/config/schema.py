@@ -217,6 +217,8 @@ class TrackingConfig:
     reachability_timeout_s: float = MISSING
     series_points: int = MISSING
     child_plots: bool = MISSING
+    unlogged_sections: list[str] = field(default_factory=list)
+    child_config: str = MISSING
 
 
 @dataclass

@@ -138,7 +138,7 @@ def run_round(cfg: DictConfig, opts: dict, recorder: ExperimentRecorder, overrid
               seeds: int, offset: int, telemetry: bool, measured: dict[str, ProfileRuns]) -> dict:
     """One engine batch of profiles x seeds (seed + offset, ...), each run recorded as a research row."""
     from paraphina.runner.batch import config_hash, run_batch
-    from paraphina.tracking.runs import flatten_params
+    from paraphina.runner.recording import run_params
 
     batch = profiles_batch(profiles, overrides, CONFIG_NAME, seeds=seeds, base_seed=cfg.seed + offset)
     started = time.perf_counter()
@@ -153,7 +153,7 @@ def run_round(cfg: DictConfig, opts: dict, recorder: ExperimentRecorder, overrid
     engine_s = time.perf_counter() - started
     started = time.perf_counter()
     session = recorder.session
-    flat = {p: flatten_params(to_plain(c)) for p, c in batch.configs.items()}
+    flat = {p: run_params(c) for p, c in batch.configs.items()}
     hashes = {p: config_hash(c) for p, c in batch.configs.items()}
     yamls = {p: OmegaConf.to_yaml(c) for p, c in batch.configs.items()}
     for i, profile in enumerate(batch.run_profiles()):

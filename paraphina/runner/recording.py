@@ -35,6 +35,16 @@ def run_knobs(cfg: DictConfig, per_run: Mapping[str, Sequence[float]] | None, i:
             for knob, key in KNOB_CONFIG_KEYS.items()}
 
 
+def run_params(cfg: DictConfig) -> dict[str, str]:
+    """The config sections that decide a run, as dotted params (`engine.hedge.band_base`, ...).
+
+    The harness's own settings (`tracking.unlogged_sections`) stay in the run's config.yaml only: they would
+    double the params of every run, and params are the costliest part of a run's record.
+    """
+    from paraphina.tracking.runs import flatten_params
+
+    unlogged = set(cfg.tracking.unlogged_sections)
+    return flatten_params({key: value for key, value in to_plain(cfg).items() if key not in unlogged})
 
 
 @dataclass
@@ -73,14 +83,15 @@ class TrackingSession:
                    per_run: Mapping[str, Sequence[float]] | None = None, telemetry: Path | None = None,
                    plot: bool = True, plot_dir: Path | None = None, name: str | None = None,
                    config_yaml: str | None = None):
-        """The record of engine run i of a batch."""
+        """The record of engine run i of a batch: `flat` params (its own seed and per-run knobs added) and,
+        unless `config_yaml` is None, the config as config.yaml."""
         from paraphina.plots import plot_run
         from paraphina.tracking.datasets import row_to_record
         from paraphina.tracking.runs import RunRecord
 
         seed = int(result.seeds[i])
         name = name or f"{cfg.profile_name}-s{seed}"
-        params = dict(flat)
+        params = {**flat, "seed": str(seed)}
         for key, values in (per_run or {}).items():
             params[key] = str(float(values[i]))
         metrics = result.run_metrics(i)
@@ -88,7 +99,7 @@ class TrackingSession:
         record = RunRecord(name=name, params=params, tags=tags,
                            metrics={k: (float(v) if v is not None else None) for k, v in metrics.items()},
                            series={k: (result.series_steps, result.series[k][:, i]) for k in SERIES_KEYS},
-                           texts={"config.yaml": config_yaml or OmegaConf.to_yaml(cfg)})
+                           texts={} if config_yaml is None else {"config.yaml": config_yaml})
         if telemetry is not None:
             record.artifacts.append((Path(telemetry), "telemetry"))
         if plot and plot_dir is not None and len(result.series_steps):
@@ -112,9 +123,9 @@ class TrackingSession:
     def _record_batch(self, cfg: DictConfig, result: BatchResult, chash: str, telemetry: list[Path],
                       parent_run_id: str | None, plot_dir: Path) -> str:
         from paraphina.plots import plot_fan
-        from paraphina.tracking.runs import RunRecord, flatten_params
+        from paraphina.tracking.runs import RunRecord
 
-        flat = flatten_params(to_plain(cfg))
+        flat = run_params(cfg)
         config_yaml = OmegaConf.to_yaml(cfg)
         n = len(result.seeds)
         paths = telemetry or [None] * n
@@ -129,11 +140,12 @@ class TrackingSession:
         parent = RunRecord(name=name, params=flat, tags={**tags, "seed": str(cfg.seed), "runs": str(n)},
                            texts={"config.yaml": config_yaml})
         parent_id = self.writer.start_parent(parent, parent_run_id)
+        full = cfg.tracking.child_config == "full"
         try:
             for i in range(n):
-                self.writer.log(self.run_record(cfg, result, i, chash, flat, telemetry=paths[i],
-                                                plot=cfg.tracking.child_plots, plot_dir=plot_dir,
-                                                config_yaml=config_yaml), parent_id)
+                self.writer.log(self.run_record(cfg, result, i, chash, flat if full else {},
+                                                telemetry=paths[i], plot=cfg.tracking.child_plots, plot_dir=plot_dir,
+                                                config_yaml=config_yaml if full else None), parent_id)
         except BaseException:
             self.writer.finish(parent_id, status="FAILED")
             raise
