@@ -1,60 +1,63 @@
-"""Measure what MLflow tracking adds per engine run, so the cost of recording many runs is known, not guessed.
+"""`python -m paraphina.tracking.bench`: what MLflow tracking adds per engine run, measured on real records.
 
-Usage: python -m paraphina.tracking.bench [--runs 100]
+Engine runs are simulated once; then their records (params, tags, metrics, stepped series, config.yaml,
+plots) are written to a fresh SQLite store in a temporary folder: a single run, a batch of
+`experiment.batch_runs` (parent with aggregates and fan chart, one child per seed) with the children
+carrying only their seed (`tracking.child_config=parent`, the default), and the same batch with every
+child carrying the whole config (`tracking.child_config=full`). Engine time is not included.
 """
 from __future__ import annotations
 
-import argparse
+import statistics
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
+from omegaconf import DictConfig
 
-from paraphina.tracking.runs import RunRecord, RunWriter
-from paraphina.tracking.store import SQLITE_PREFIX, prepare_store
+from paraphina.commands import command_overrides
+from paraphina.config.loading import compose_config
+from paraphina.errors import cli_errors
+from paraphina.runner.batch import config_hash, run_batch
+from paraphina.runner.recording import TrackingSession
+from paraphina.tracking.store import SQLITE_PREFIX
 
-
-def sample_record(index: int, n_params: int, n_metrics: int, n_series: int, n_steps: int) -> RunRecord:
-    """A run shaped like an engine run: many config params, a dozen metrics, a few per-tick series."""
-    rng = np.random.default_rng(index)
-    steps = np.arange(n_steps) * 10
-    return RunRecord(
-        name=f"bench-s{index}",
-        params={f"engine.group{k // 10}.knob{k}": float(rng.normal()) for k in range(n_params)},
-        tags={"profile": "balanced", "seed": str(index)},
-        metrics={f"metric_{k}": float(rng.normal()) for k in range(n_metrics)},
-        series={f"series_{k}": (steps, rng.normal(size=n_steps).cumsum()) for k in range(n_series)},
-    )
+CONFIG_NAME = "tracking_bench"
 
 
-def mean_cost_ms(runs: int, n_params: int, n_metrics: int, n_series: int, n_steps: int) -> float:
-    """Mean wall time of RunWriter.log per run on a fresh temporary SQLite store (store creation excluded)."""
-    with tempfile.TemporaryDirectory() as folder:
-        uri = f"{SQLITE_PREFIX}{Path(folder) / 'mlflow.db'}"
-        experiment_id = prepare_store(uri, ["bench"])["bench"]
-        writer = RunWriter(uri, experiment_id)
-        records = [sample_record(i, n_params, n_metrics, n_series, n_steps) for i in range(runs)]
-        start = time.perf_counter()
-        for record in records:
-            writer.log(record)
-        return (time.perf_counter() - start) / runs * 1000
+def record_seconds(session: TrackingSession, cfg: DictConfig, result) -> float:
+    """Wall time of recording one engine result (a single run or a whole batch)."""
+    started = time.perf_counter()
+    session.record_batch(cfg, result, config_hash(cfg))
+    return time.perf_counter() - started
 
 
-def main() -> None:
-    """Print the mean tracking cost per run."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=100)
-    parser.add_argument("--params", type=int, default=120)
-    parser.add_argument("--metrics", type=int, default=15)
-    parser.add_argument("--series", type=int, default=4)
-    parser.add_argument("--steps", type=int, default=200)
-    args = parser.parse_args()
-    cost = mean_cost_ms(args.runs, args.params, args.metrics, args.series, args.steps)
-    print(
-        f"{cost:.1f} ms per run (mean of {args.runs} runs: {args.params} params, {args.metrics} metrics, "
-        f"{args.series} series x {args.steps} steps, SQLite)"
-    )
+@cli_errors
+def main(argv: list[str] | None = None) -> None:
+    overrides = command_overrides(argv, CONFIG_NAME, __doc__)
+    base = [*overrides, "telemetry.mode=off"]
+    with tempfile.TemporaryDirectory(prefix="paraphina-tracking-bench-") as folder:
+        uri = f"tracking.uri={SQLITE_PREFIX}{Path(folder) / 'mlflow.db'}"
+        single_cfg = compose_config([*base, uri, "runs=1"], CONFIG_NAME)
+        exp = single_cfg.experiment
+        batch_cfg = compose_config([*base, uri, f"runs={exp.batch_runs}"], CONFIG_NAME)
+        full_cfg = compose_config([*base, uri, f"runs={exp.batch_runs}", "tracking.child_config=full"], CONFIG_NAME)
+        print(f"tracking benchmark: profile={single_cfg.profile_name} ticks={single_cfg.ticks} "
+              f"series_points={single_cfg.tracking.series_points}, fresh SQLite store, engine time excluded")
+        session = TrackingSession.open(single_cfg)
+        single, _ = run_batch(single_cfg)
+        batch, _ = run_batch(batch_cfg)
+        first = record_seconds(session, single_cfg, single)
+        again = [record_seconds(session, single_cfg, single) for _ in range(exp.single_repeats)]
+        parent_mode = record_seconds(session, batch_cfg, batch)
+        full_mode = record_seconds(session, full_cfg, batch)
+    n = exp.batch_runs
+    print(f"{'record':<66} {'ms per run':>10}")
+    print(f"{'single run, first in the process (params, config.yaml, PNG)':<66} {first * 1000:>10.1f}")
+    print(f"{'single run, median of the next ' + str(exp.single_repeats):<66} {statistics.median(again) * 1000:>10.1f}")
+    print(f"{f'batch of {n}, children with their seed (child_config=parent)':<66} {parent_mode / n * 1000:>10.1f}")
+    print(f"{f'batch of {n}, children with the whole config (child_config=full)':<66} {full_mode / n * 1000:>10.1f}")
+    print("(a batch's figure is its whole record, parent and fan chart included, divided by its runs)")
 
 
 if __name__ == "__main__":
