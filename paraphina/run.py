@@ -11,6 +11,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig
 
@@ -18,7 +19,9 @@ from paraphina.config.loading import CONF_DIR, check_overrides, compose_config, 
 from paraphina.errors import ParaphinaError, cli_errors, fail
 from paraphina.runner import report
 from paraphina.runner.batch import config_hash, run_batch
-from paraphina.runner.recording import TrackingSession
+
+if TYPE_CHECKING:  # imported when tracking is on: it brings pandas, which a run without tracking does not need
+    from paraphina.runner.recording import TrackingSession
 
 # Hydra flags that take a value, so that value is not mistaken for an override.
 _FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--config-name", "-cn", "--config-path", "-cp",
@@ -44,7 +47,11 @@ def split_argv(argv: list[str]) -> tuple[list[str], list[str]]:
 def execute(cfg: DictConfig, parent_run_id: str | None = None, job: int | None = None) -> str | None:
     """One job (number `job` of a multirun): open the tracking store, run the batch, print, record; returns the run id."""
     validate(cfg)
-    session = TrackingSession.open(cfg) if cfg.tracking.enabled else None
+    session = None
+    if cfg.tracking.enabled:
+        from paraphina.runner.recording import TrackingSession
+
+        session = TrackingSession.open(cfg)
     chash = config_hash(cfg)
     print(report.header(cfg, chash), flush=True)
     started = time.perf_counter()
@@ -72,6 +79,8 @@ class MultirunParent:
     def get(cls, cfg: DictConfig) -> str | None:
         if cls.run_id is None and cfg.tracking.enabled:
             from hydra.core.hydra_config import HydraConfig
+
+            from paraphina.runner.recording import TrackingSession
             from paraphina.tracking.runs import RunRecord
 
             cls.session = TrackingSession.open(cfg)
