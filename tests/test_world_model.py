@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
+from paraphina.config.loading import compose_config
 from paraphina.errors import ParaphinaError
 from paraphina.world_model.presets import select_presets
 from paraphina.world_model.safety import budget_ratio, risk_scale, tune_preset
@@ -290,20 +291,27 @@ def test_select_presets_rejects_bad_tables(table, message):
 
 PRESET = {"band_base": 5.625, "size_eta": 0.1, "init_q_tao": 30.0, "delta_hard_limit_usd_base": 100000.0,
           "daily_loss_limit": 5000.0, "vol_ref": 0.028125}
+SCALE_RULES = {"threshold": 1.05, "floor": 0.1}  # the hand cases below assume these rules (conf/exp12.yaml's)
+TUNE_RULES = {**SCALE_RULES, "loss_tighten_threshold": 1.10}
+
+
+def test_hand_case_rules_are_the_configured_ones():
+    rules = compose_config([], "exp12", environ={}).experiment
+    assert TUNE_RULES == {key: rules[key] for key in TUNE_RULES}
 
 
 def test_risk_scale_hand_cases():
-    assert risk_scale(1.5, 0.8) == pytest.approx(2 / 3)
-    assert risk_scale(1.2, 2.0) == 0.5  # the larger overshoot wins
-    assert risk_scale(1.05, 1.05) == 1.0  # at the threshold: untouched
-    assert risk_scale(0.5, 20.0) == 0.1  # 1/20 floored at 0.1
-    assert risk_scale(math.inf, 0.0) == 0.1
+    assert risk_scale(1.5, 0.8, **SCALE_RULES) == pytest.approx(2 / 3)
+    assert risk_scale(1.2, 2.0, **SCALE_RULES) == 0.5  # the larger overshoot wins
+    assert risk_scale(1.05, 1.05, **SCALE_RULES) == 1.0  # at the threshold: untouched
+    assert risk_scale(0.5, 20.0, **SCALE_RULES) == 0.1  # 1/20 floored at 0.1
+    assert risk_scale(math.inf, 0.0, **SCALE_RULES) == 0.1
     assert budget_ratio(0.0, 0.0) == 0.0 and budget_ratio(0.01, 0.0) == math.inf
 
 
 def test_tune_preset_scales_and_tightens_the_loss_limit():
     # dd 6000 / 4000 = 1.5 -> scale 2/3; kill 0.04/0.05 = 0.8; loss 5000 > 4000*1.1 -> 4000
-    tuned = tune_preset(PRESET, BALANCED, dd_mean=6000.0, kill_prob=0.04)
+    tuned = tune_preset(PRESET, BALANCED, dd_mean=6000.0, kill_prob=0.04, **TUNE_RULES)
     assert tuned == {
         "band_base": pytest.approx(3.75), "size_eta": pytest.approx(0.1 * 2 / 3), "init_q_tao": pytest.approx(20.0),
         "delta_hard_limit_usd_base": pytest.approx(200000 / 3), "daily_loss_limit": 4000.0, "vol_ref": 0.028125,
@@ -313,14 +321,14 @@ def test_tune_preset_scales_and_tightens_the_loss_limit():
 
 def test_tune_preset_floor_and_unchanged_loss_limit():
     # kill 1.0 / 0.05 = 20 -> 0.05, floored to 0.1; loss 4400 == 4000*1.1 is not above it -> unchanged
-    tuned = tune_preset({**PRESET, "daily_loss_limit": 4400.0}, BALANCED, dd_mean=1000.0, kill_prob=1.0)
+    tuned = tune_preset({**PRESET, "daily_loss_limit": 4400.0}, BALANCED, dd_mean=1000.0, kill_prob=1.0, **TUNE_RULES)
     assert tuned["risk_scale"] == 0.1 and tuned["kill_ratio"] == 20.0 and tuned["dd_ratio"] == 0.25
     assert tuned["band_base"] == pytest.approx(0.5625) and tuned["delta_hard_limit_usd_base"] == pytest.approx(10000.0)
     assert tuned["daily_loss_limit"] == 4400.0
-    calm = tune_preset(PRESET, TIERS["aggressive"], dd_mean=1000.0, kill_prob=0.0)  # 5000 <= 8000*1.1
+    calm = tune_preset(PRESET, TIERS["aggressive"], dd_mean=1000.0, kill_prob=0.0, **TUNE_RULES)  # 5000 <= 8000*1.1
     assert calm["risk_scale"] == 1.0 and calm["daily_loss_limit"] == 5000.0 and calm["band_base"] == 5.625
 
 
 def test_tune_preset_needs_every_tuned_knob():
     with pytest.raises(ParaphinaError, match="lacks init_q_tao"):
-        tune_preset({k: v for k, v in PRESET.items() if k != "init_q_tao"}, BALANCED, 0.0, 0.0)
+        tune_preset({k: v for k, v in PRESET.items() if k != "init_q_tao"}, BALANCED, 0.0, 0.0, **TUNE_RULES)

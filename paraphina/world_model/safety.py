@@ -23,7 +23,7 @@ def budget_ratio(value: float, budget: float) -> float:
     return value / budget
 
 
-def risk_scale(dd_ratio: float, kill_ratio: float, threshold: float = 1.05, floor: float = 0.1) -> float:
+def risk_scale(dd_ratio: float, kill_ratio: float, *, threshold: float, floor: float) -> float:
     """min(1, 1/ratio for each ratio above `threshold`), never below `floor`."""
     scale = min([1.0] + [1.0 / ratio for ratio in (dd_ratio, kill_ratio) if ratio > threshold])
     return max(floor, scale)
@@ -34,15 +34,16 @@ def tune_preset(
     tier: RiskTier,
     dd_mean: float,
     kill_prob: float,
-    loss_tighten_threshold: float = 1.10,
-    threshold: float = 1.05,
-    floor: float = 0.1,
+    *,
+    loss_tighten_threshold: float,
+    threshold: float,
+    floor: float,
 ) -> dict[str, float]:
     """The preset with exposure knobs scaled and the loss limit tightened, plus risk_scale, dd_ratio, kill_ratio.
 
     Keys of the preset other than the tuned ones pass through unchanged. The loss limit
     becomes the tier's drawdown budget when it exceeds that budget by more than
-    `loss_tighten_threshold` times.
+    `loss_tighten_threshold` times. The three rules come from conf/exp12.yaml.
     """
     missing = [k for k in (*SCALED_KEYS, LOSS_LIMIT_KEY) if k not in preset]
     if missing:
@@ -51,7 +52,7 @@ def tune_preset(
         raise ParaphinaError(f"tier {tier.name!r}: dd_mean and kill_prob must be finite and >= 0, got {dd_mean}, {kill_prob}")
     dd_ratio = budget_ratio(dd_mean, tier.max_drawdown_abs)
     kill_ratio = budget_ratio(kill_prob, tier.max_kill_prob)
-    scale = risk_scale(dd_ratio, kill_ratio, threshold, floor)
+    scale = risk_scale(dd_ratio, kill_ratio, threshold=threshold, floor=floor)
     loss_limit = float(preset[LOSS_LIMIT_KEY])
     if loss_limit > tier.max_drawdown_abs * loss_tighten_threshold:
         loss_limit = tier.max_drawdown_abs
