@@ -181,12 +181,18 @@ def test_two_venue_mark_to_fair():
 # --------------------------------------------------------------------------------------------------
 
 KF = SimpleNamespace(q_base=0.01, r_a=0.01, r_b=100.0, r_min=0.01, r_max=1.0, p_init=1.0)
-BOOK = SimpleNamespace(max_mid_jump_pct=0.02, max_consecutive_rejects=3)
+BOOK = SimpleNamespace(max_mid_jump_pct=0.02, max_consecutive_rejects=3, min_healthy_for_kf=2)
+
+
+def _kalman_step(xhat, p, rejects, has_fair, observed, y, spread, depth, kf, dt):
+    """kalman_step on (1, runs) rows, from an observation built by kalman_observation (2 usable venues or none)."""
+    obs = control.kalman_observation(np.where(observed, 2, 0), y, spread, depth, kf, BOOK)
+    return control.kalman_step(xhat, np.exp(xhat), p, rejects, has_fair, obs, kf, BOOK, dt)
 
 
 def _kalman(xhat, p, rejects, has_fair, observed, y, spread=1.0, depth=1000.0, kf=KF, dt=1.0):
-    out = control.kalman_step(row(xhat), row(p), row(rejects), np.array([[has_fair]]), np.array([[observed]]),
-                              row(y), row(spread), row(depth), kf, BOOK, dt)
+    out = _kalman_step(row(xhat), row(p), row(rejects), np.array([[has_fair]]), np.array([[observed]]),
+                       row(y), row(spread), row(depth), kf, dt)
     return tuple(float(a[0, 0]) for a in out[:3]) + (bool(out[3][0, 0]),)
 
 
@@ -271,10 +277,10 @@ def test_kalman_no_observation_only_predicts():
 def test_kalman_vectorised_runs():
     # the four cases side by side: accept, reject, re-anchor, no observation
     x0 = math.log(100)
-    xhat, p, rej, has = control.kalman_step(
+    xhat, p, rej, has = _kalman_step(
         row(x0, x0, x0, x0), row(0.02, 0.02, 0.02, 0.02), row(0, 0, 2, 0), np.array([[True, True, True, True]]),
         np.array([[True, True, True, False]]), row(101, 103, 110, np.nan), row(1, 1, 1, np.nan),
-        row(1000, 1000, 1000, np.nan), KF, BOOK, 1.0)
+        row(1000, 1000, 1000, np.nan), KF, 1.0)
     close(xhat, row(x0 + 0.2 * (math.log(101) - x0), x0, math.log(110), x0), rel=1e-14)
     close(p, row(0.024, 0.03, 1.0, 0.03))
     assert rej.tolist() == [[0, 1, 0, 0]]
@@ -438,12 +444,13 @@ def quote(mid, fair, q, sigma, vol_ratio, funding=0.0, spread_mult=1.0, size_mul
           status=HEALTHY, dollar_delta=None, eng=None):
     eng = eng or mm_eng()
     mid_arr = np.array(mid, float).reshape(-1, 1)
-    mid_res, fund_term = control.quote_market_terms(mid_arr, np.zeros_like(mid_arr) + funding, eng.mm)
+    mid_res, fair_coef = control.quote_market_terms(mid_arr, np.zeros_like(mid_arr) + funding, eng.mm)
     status_arr = np.zeros(mid_arr.shape, np.int64) + np.array(status).reshape(-1, 1)
     dd = q * fair if dollar_delta is None else dollar_delta
+    limit = control.delta_limit(row(vol_ratio), eng.risk)
     bid, ask, size, bid_ok, ask_ok = control.mm_quotes(
-        mid_res, fund_term, row(fair), row(q), row(dd), row(sigma), row(vol_ratio), row(spread_mult), row(size_mult),
-        np.array([[regime]]), status_arr, eng)
+        mid_res, fair_coef, row(fair), row(q), row(dd), row(sigma), row(vol_ratio), limit, row(spread_mult),
+        row(size_mult), np.array([[regime]]), status_arr, eng)
     return bid[:, 0], ask[:, 0], size[:, 0], bid_ok[:, 0], ask_ok[:, 0]
 
 
@@ -567,9 +574,9 @@ def test_quote_with_real_params_per_venue(plain_cfg):
     # = 0.675135 -> bid floor(249.324865 / 0.01) = 249.32, ask ceil(250.675135 / 0.01) = 250.68
     p = build_params(plain_cfg["engine"], plain_cfg["market"], 1)
     mid = np.full((5, 1), 250.0)
-    mid_res, fund_term = control.quote_market_terms(mid, np.zeros((5, 1)), p.engine.mm)
+    mid_res, fair_coef = control.quote_market_terms(mid, np.zeros((5, 1)), p.engine.mm)
     bid, ask, size, ok_b, ok_a = control.mm_quotes(
-        mid_res, fund_term, row(250.0), row(0.0), row(0.0), row(0.01), row(0.25), row(1.0), row(1.0),
+        mid_res, fair_coef, row(250.0), row(0.0), row(0.0), row(0.01), row(0.25), row(100000.0), row(1.0), row(1.0),
         np.array([[NORMAL]]), np.zeros((5, 1), np.int64), p.engine)
     assert bid.shape == (5, 1)
     assert bid[1, 0] == pytest.approx(249.32, abs=1e-9)

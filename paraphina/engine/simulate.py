@@ -12,7 +12,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from paraphina.engine import control
-from paraphina.engine.control import vsum
+from paraphina.engine.control import anywhere, vsum
 from paraphina.engine.ledger import apply_fill
 from paraphina.engine.market import (FUNDING_PERIOD_SEC, MarketState, draw_counts, initial_state, simulate_block,
                                      subset_block)
@@ -38,6 +38,7 @@ class EngineState:
     pnl_funding: np.ndarray
     fees: np.ndarray
     xhat: np.ndarray
+    fair: np.ndarray       # exp(xhat)
     p_var: np.ndarray
     rejects: np.ndarray
     has_fair: np.ndarray
@@ -45,12 +46,11 @@ class EngineState:
     vol_short: np.ndarray
     status: np.ndarray
     regime: np.ndarray
-    # online metrics (spec section 5)
-    num_ticks: np.ndarray
+    # online metrics (spec section 5); every live run has run the same number of ticks, and the peak of
+    # pnl_total that the drawdown falls from is max_pnl
     final_pnl: np.ndarray
     max_pnl: np.ndarray
     min_pnl: np.ndarray
-    peak_pnl: np.ndarray
     max_drawdown: np.ndarray
     ticks_in_regime: np.ndarray  # (3, runs): Normal, Warning, HardLimit
     max_abs_delta_usd: np.ndarray
@@ -66,13 +66,14 @@ def initial_engine_state(p: Params, market: MarketState) -> EngineState:
     row = np.zeros((1, runs))
     q = np.zeros((v, runs))
     q[:1] = p.engine.initial_q_tao
+    xhat = row + np.log(p.market.s0)
     return EngineState(
         q=q, entry=np.where(q != 0.0, p.market.s0, 0.0), realised=row.copy(), pnl_funding=row.copy(),
-        fees=row.copy(), xhat=row + np.log(p.market.s0), p_var=row + p.engine.kalman.p_init, rejects=row.copy(),
+        fees=row.copy(), xhat=xhat, fair=np.exp(xhat), p_var=row + p.engine.kalman.p_init, rejects=row.copy(),
         has_fair=np.zeros((1, runs), bool), var_eff=row.copy(), vol_short=np.zeros((v, runs)),
         status=np.zeros((v, runs), np.int64), regime=np.zeros((1, runs), np.int64),
-        num_ticks=row.copy(), final_pnl=row.copy(), max_pnl=row - np.inf, min_pnl=row + np.inf,
-        peak_pnl=row - np.inf, max_drawdown=row.copy(), ticks_in_regime=np.zeros((3, runs)),
+        final_pnl=row.copy(), max_pnl=row - np.inf, min_pnl=row + np.inf,
+        max_drawdown=row.copy(), ticks_in_regime=np.zeros((3, runs)),
         max_abs_delta_usd=row.copy(), max_abs_basis_usd=row.copy())
 
 
@@ -143,12 +144,11 @@ def _simulate(p: Params, ticks: int, seeds: np.ndarray, observers: Sequence[Obse
     steps = np.arange(0, ticks, series_every) if series_every else np.zeros(0, np.int64)
     series = {k: np.full((len(steps), runs_total), np.nan) for k in SERIES_KEYS}
 
-    def export(cols: np.ndarray, killed: bool) -> None:
-        """Copy the metrics of live columns `cols` into the batch's output."""
+    def export(cols: np.ndarray, killed: bool, n: int) -> None:
+        """Copy the metrics of live columns `cols`, which have run `n` ticks, into the batch's output."""
         dest = ids[cols]
-        n = st.num_ticks[0, cols]
-        for k in ("num_ticks", "final_pnl", "max_pnl", "min_pnl", "max_drawdown", "max_abs_delta_usd",
-                  "max_abs_basis_usd"):
+        out["num_ticks"][dest] = n
+        for k in ("final_pnl", "max_pnl", "min_pnl", "max_drawdown", "max_abs_delta_usd", "max_abs_basis_usd"):
             out[k][dest] = getattr(st, k)[0, cols]
         for i, k in enumerate(("frac_normal", "frac_warning", "frac_hard")):
             out[k][dest] = st.ticks_in_regime[i, cols] / n
@@ -171,7 +171,8 @@ def _simulate(p: Params, ticks: int, seeds: np.ndarray, observers: Sequence[Obse
         has_book = block.depth > 0.0
         book_ok = ~stale & has_book
         obs_n, obs_y, obs_spread, obs_depth = control.fair_observation(book_ok, block.mid, block.spread, block.depth)
-        mid_res, fund_term = control.quote_market_terms(block.mid, block.funding, eng.mm)
+        obs = control.kalman_observation(obs_n, obs_y, obs_spread, obs_depth, eng.kalman, eng.book)
+        mid_res, fair_coef = control.quote_market_terms(block.mid, block.funding, eng.mm)
         cost_base = control.hedge_cost_base(block.mid, block.spread, eng.venues)
         funding_rate = block.funding * block.mid * (dt / FUNDING_PERIOD_SEC)
         maker_bps = maker_fee_rate(eng)
@@ -180,16 +181,16 @@ def _simulate(p: Params, ticks: int, seeds: np.ndarray, observers: Sequence[Obse
             # 3. fair value from the usable venues (the block's market-only observation unless the venue
             # status of the last tick disables a venue whose book is fine now)
             status_disabled = (st.status == control.DISABLED) & book_ok[j]
-            if status_disabled.any():
+            if anywhere(status_disabled):
                 n_usable, y_mid, spread_mean, depth_mean = control.fair_observation(
                     book_ok[j] & ~status_disabled, mid, spread, depth)
+                tick_obs = control.kalman_observation(n_usable, y_mid, spread_mean, depth_mean, eng.kalman, eng.book)
             else:
-                n_usable, y_mid, spread_mean, depth_mean = obs_n[j], obs_y[j], obs_spread[j], obs_depth[j]
+                y_mid, tick_obs = obs_y[j], obs.at(j)
             xhat_prev = st.xhat
             st.xhat, st.p_var, st.rejects, st.has_fair = control.kalman_step(
-                st.xhat, st.p_var, st.rejects, st.has_fair, n_usable >= eng.book.min_healthy_for_kf, y_mid,
-                spread_mean, depth_mean, eng.kalman, eng.book, dt)
-            fair = np.exp(st.xhat)
+                st.xhat, st.fair, st.p_var, st.rejects, st.has_fair, tick_obs, eng.kalman, eng.book, dt)
+            st.fair = fair = np.exp(st.xhat)
             # 4. effective volatility and control scalars
             st.var_eff, sigma_eff, vol_ratio, spread_mult, size_mult, band_mult = control.vol_scalars(
                 st.var_eff, st.xhat - xhat_prev, eng.volatility)
@@ -199,8 +200,9 @@ def _simulate(p: Params, ticks: int, seeds: np.ndarray, observers: Sequence[Obse
             tox = control.toxicity(local_vol[j], sigma_eff, has_book[j], eng.toxicity)
             st.status = control.venue_status(tox, stale[j], eng.toxicity)
             # 7. quotes and 8. hedge
+            limit = control.delta_limit(vol_ratio, eng.risk)
             bid, ask, size, bid_ok, ask_ok = control.mm_quotes(
-                mid_res[j], fund_term[j], fair, q_total, q_total * fair, sigma_eff, vol_ratio, spread_mult,
+                mid_res[j], fair_coef[j], fair, q_total, q_total * fair, sigma_eff, vol_ratio, limit, spread_mult,
                 size_mult, st.regime, st.status, eng)
             hedge_dq = control.hedge_orders(q_total, band_mult, st.regime, st.status, tox, cost_base[j], eng)
             # 9. execution: hedges now as taker, quotes against the end-of-tick mid
@@ -222,11 +224,11 @@ def _simulate(p: Params, ticks: int, seeds: np.ndarray, observers: Sequence[Obse
             # bids then asks per venue: one pass for venues with at most one side filled, a second for the rest
             both = bid_fill & ask_fill
             single_dq = bid_size - np.where(both, 0.0, ask_size)
-            if single_dq.any():
+            if anywhere(single_dq):
                 single_price = np.where(bid_fill, bid, ask)
                 st.q, st.entry, realised = apply_fill(st.q, st.entry, single_dq, single_price)
                 st.realised += vsum(realised)
-            if both.any():
+            if anywhere(both):
                 st.q, st.entry, realised = apply_fill(st.q, st.entry, -ask_size * both, ask)
                 st.realised += vsum(realised)
             fee_total = vsum(fees + (bid_size * bid + ask_size * ask) * maker_bps)
@@ -241,15 +243,12 @@ def _simulate(p: Params, ticks: int, seeds: np.ndarray, observers: Sequence[Obse
             basis_usd = vsum(basis_each)
             pnl_unrealised = vsum(st.q * (fair - st.entry))
             pnl_total = st.realised + pnl_unrealised + st.pnl_funding
-            limit = control.delta_limit(vol_ratio, eng.risk)
             st.regime, kill = control.risk_regime(pnl_total, dollar_delta, basis_usd, limit, eng.risk)
             # online metrics
-            st.num_ticks += 1.0
             st.final_pnl = pnl_total
             np.maximum(st.max_pnl, pnl_total, out=st.max_pnl)
             np.minimum(st.min_pnl, pnl_total, out=st.min_pnl)
-            np.maximum(st.peak_pnl, pnl_total, out=st.peak_pnl)
-            np.maximum(st.max_drawdown, st.peak_pnl - pnl_total, out=st.max_drawdown)
+            np.maximum(st.max_drawdown, st.max_pnl - pnl_total, out=st.max_drawdown)
             st.ticks_in_regime += st.regime == REGIMES
             np.maximum(st.max_abs_delta_usd, np.abs(dollar_delta), out=st.max_abs_delta_usd)
             np.maximum(st.max_abs_basis_usd, np.abs(basis_usd), out=st.max_abs_basis_usd)
@@ -277,9 +276,9 @@ def _simulate(p: Params, ticks: int, seeds: np.ndarray, observers: Sequence[Obse
                 }
                 for observer in observers:
                     observer(tick, ids, row)
-            if kill.any():
+            if anywhere(kill):
                 dead = kill[0]
-                export(np.flatnonzero(dead), killed=True)
+                export(np.flatnonzero(dead), killed=True, n=tick + 1)
                 keep = np.flatnonzero(~dead)
                 ids, st, p = ids[keep], st.subset(keep), p.subset(keep)
                 eng, mk = p.engine, p.market
@@ -287,15 +286,16 @@ def _simulate(p: Params, ticks: int, seeds: np.ndarray, observers: Sequence[Obse
                 streams.subset(keep)
                 block = subset_block(block, keep)
                 vol_short, local_vol, bid_thr, ask_thr = (a[..., keep] for a in (vol_short, local_vol, bid_thr, ask_thr))
-                stale, has_book, book_ok, mid_res, fund_term, cost_base, funding_rate = (
-                    a[..., keep] for a in (stale, has_book, book_ok, mid_res, fund_term, cost_base, funding_rate))
-                obs_n, obs_y, obs_spread, obs_depth = (a[..., keep] for a in (obs_n, obs_y, obs_spread, obs_depth))
+                stale, has_book, book_ok, mid_res, fair_coef, cost_base, funding_rate = (
+                    a[..., keep] for a in (stale, has_book, book_ok, mid_res, fair_coef, cost_base, funding_rate))
+                obs_y = obs_y[..., keep]
+                obs = control.KalmanObservation(*(a[..., keep] for a in obs))
                 if not len(ids):
                     break
         st.vol_short = vol_short[-1]
         market = block.last
         t += n_block
-    export(np.arange(len(ids)), killed=False)
+    export(np.arange(len(ids)), killed=False, n=t)
     _forward_fill(series)
     return BatchResult(seeds=seeds, metrics=out, final_regime=final_regime, series_steps=steps, series=series)
 
