@@ -733,15 +733,23 @@ def test_market_path_does_not_depend_on_block_split(plain_cfg):
 # --------------------------------------------------------------------------------------------------
 
 def _record_fills(monkeypatch):
-    """Record every apply_fill call the tick loop makes: (dq, price) per call."""
+    """Record every fill the tick loop books, through apply_fill (every position) or apply_fills (sparse):
+    (dq, price) per call as (venues, runs) arrays, zero where no fill."""
     calls = []
-    real = sim_mod.apply_fill
+    real, real_sparse = sim_mod.apply_fill, sim_mod.apply_fills
 
     def recording(q, entry, dq, price):
-        calls.append((np.array(dq, copy=True), np.array(price, copy=True)))
+        calls.append((np.array(dq, copy=True), np.where(dq != 0, price, 0.0)))
         return real(q, entry, dq, price)
 
+    def recording_sparse(q, entry, idx, dq, price):
+        dense_dq, dense_price = np.zeros(q.shape), np.zeros(q.shape)
+        dense_dq.reshape(-1)[idx], dense_price.reshape(-1)[idx] = dq, price
+        calls.append((dense_dq, dense_price))
+        return real_sparse(q, entry, idx, dq, price)
+
     monkeypatch.setattr(sim_mod, "apply_fill", recording)
+    monkeypatch.setattr(sim_mod, "apply_fills", recording_sparse)
     return calls
 
 

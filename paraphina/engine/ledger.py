@@ -23,3 +23,21 @@ def apply_fill(q: np.ndarray, entry: np.ndarray, dq: np.ndarray, price: np.ndarr
     new_entry = np.where(direction > 0.0, vwap, np.where(abs_dq > abs_q, price, entry))
     new_entry[new_q == 0.0] = 0.0
     return new_q, new_entry, realised
+
+
+
+def apply_fills(q: np.ndarray, entry: np.ndarray, idx: np.ndarray, dq: np.ndarray, price: np.ndarray
+                ) -> np.ndarray:
+    """Apply the fills `dq` at `price` to the positions at flat indices `idx` of `q` and `entry`, in place.
+
+    Returns the realised PnL of every position (zero where nothing filled), as apply_fill does. For sparse
+    fills: when a tick's fills touch a small share of a large batch's positions, gathering them costs
+    less than apply_fill on every position; positions without a fill would come out unchanged anyway.
+    """
+    q_flat, entry_flat = q.reshape(-1), entry.reshape(-1)
+    new_q, new_entry, realised = apply_fill(q_flat[idx], entry_flat[idx], dq, price)
+    q_flat[idx] = new_q
+    entry_flat[idx] = new_entry
+    out = np.zeros_like(q)
+    out.reshape(-1)[idx] = realised
+    return out

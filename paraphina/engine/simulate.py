@@ -13,7 +13,7 @@ import numpy as np
 
 from paraphina.engine import control
 from paraphina.engine.control import anywhere, vsum
-from paraphina.engine.ledger import apply_fill
+from paraphina.engine.ledger import apply_fill, apply_fills
 from paraphina.engine.market import (FUNDING_PERIOD_SEC, MarketState, draw_counts, initial_state, simulate_block,
                                      subset_block)
 from paraphina.engine.params import Params
@@ -205,14 +205,16 @@ def _simulate(p: Params, ticks: int, seeds: np.ndarray, observers: Sequence[Obse
                 mid_res[j], fair_coef[j], fair, q_total, q_total * fair, sigma_eff, vol_ratio, limit, spread_mult,
                 size_mult, st.regime, st.status, eng)
             hedge_dq = control.hedge_orders(q_total, band_mult, st.regime, st.status, tox, cost_base[j], eng)
-            # 9. execution: hedges now as taker, quotes against the end-of-tick mid
+            # 9. execution: hedges now as taker, quotes against the end-of-tick mid. Sparse fills update fresh
+            # copies of the positions in place, so the arrays of rows already seen by observers never change.
+            st.q, st.entry = st.q.copy(), st.entry.copy()
             fees = 0.0
             if hedge_dq is not None:
                 hedge_abs = np.abs(hedge_dq)
                 price = mid + np.sign(hedge_dq) * (spread * 0.5 + mk.impact_coeff * hedge_abs / depth * mid)
-                st.q, st.entry, realised = apply_fill(st.q, st.entry, hedge_dq, price)
+                idx = np.flatnonzero(hedge_dq)
+                st.realised += vsum(apply_fills(st.q, st.entry, idx, hedge_dq.reshape(-1)[idx], price.reshape(-1)[idx]))
                 fees = hedge_abs * price * (eng.venues.taker_fee_bps / 1e4)
-                st.realised += vsum(realised)
             mid_end = block.mid[j + 1]
             bid_fill = bid_ok & (mid_end - bid < bid_thr[j])
             ask_fill = ask_ok & (ask - mid_end < ask_thr[j])
@@ -221,16 +223,16 @@ def _simulate(p: Params, ticks: int, seeds: np.ndarray, observers: Sequence[Obse
             if block.size_uniforms is not None:
                 bid_size = bid_size * block.size_uniforms[j][:len(bid)]
                 ask_size = ask_size * block.size_uniforms[j][len(bid):]
-            # bids then asks per venue: one pass for venues with at most one side filled, a second for the rest
+            # bids then asks per venue: one pass for venues with at most one side filled (about half the
+            # positions of a batch: every position), a second for the few with both (sparse)
             both = bid_fill & ask_fill
             single_dq = bid_size - np.where(both, 0.0, ask_size)
             if anywhere(single_dq):
-                single_price = np.where(bid_fill, bid, ask)
-                st.q, st.entry, realised = apply_fill(st.q, st.entry, single_dq, single_price)
+                st.q, st.entry, realised = apply_fill(st.q, st.entry, single_dq, np.where(bid_fill, bid, ask))
                 st.realised += vsum(realised)
             if anywhere(both):
-                st.q, st.entry, realised = apply_fill(st.q, st.entry, -ask_size * both, ask)
-                st.realised += vsum(realised)
+                idx = np.flatnonzero(both)
+                st.realised += vsum(apply_fills(st.q, st.entry, idx, -ask_size.reshape(-1)[idx], ask.reshape(-1)[idx]))
             fee_total = vsum(fees + (bid_size * bid + ask_size * ask) * maker_bps)
             st.realised -= fee_total
             st.fees += fee_total
