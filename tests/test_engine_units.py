@@ -15,9 +15,15 @@ from paraphina.config.loading import compose_config, to_plain
 from paraphina.engine import control
 from paraphina.engine import simulate as sim_mod
 from paraphina.engine.control import (DISABLED, HARD_LIMIT, HEALTHY, NORMAL, VENUE_WARNING, WARNING, vsum)
-from paraphina.engine.ledger import apply_fill
+from paraphina.engine.ledger import apply_fill as ledger_fill
 from paraphina.engine.params import build_params
 from paraphina.engine.simulate import fill_thresholds, simulate
+
+
+def apply_fill(q, entry, dq, price):
+    """The ledger as the engine calls it: under the errstate that silences 0/0 where a position closes."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return ledger_fill(q, entry, dq, price)
 
 
 def row(*values) -> np.ndarray:
