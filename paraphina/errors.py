@@ -1,6 +1,7 @@
 """User-facing errors: one line naming the problem and its fix, a non-zero exit, no traceback."""
 from __future__ import annotations
 
+import atexit
 import functools
 import gc
 import sys
@@ -9,6 +10,11 @@ from typing import Callable, TypeVar
 T = TypeVar("T")
 
 EXIT_USER_ERROR = 2
+
+# The interpreter's final collections over everything MLflow, SQLAlchemy and pandas allocated add about a
+# second to the exit of every command; freezing the objects at exit (files and records are closed by then)
+# skips them. At exit only, so a process that calls commands as functions (the tests) collects as usual.
+atexit.register(gc.freeze)
 
 
 class ParaphinaError(Exception):
@@ -22,12 +28,7 @@ def fail(message: str) -> None:
 
 
 def cli_errors(main: Callable[..., T]) -> Callable[..., T]:
-    """Wrap a command-line entry point so ParaphinaError ends the program with a one-line message.
-
-    When the command is done its objects are frozen out of the garbage collector: the interpreter's final
-    collections over everything MLflow, SQLAlchemy and pandas allocated would add about a second to the exit
-    of every command, and all files and records are closed by then.
-    """
+    """Wrap a command-line entry point so ParaphinaError ends the program with a one-line message."""
 
     @functools.wraps(main)
     def wrapper(*args, **kwargs):
@@ -40,7 +41,5 @@ def cli_errors(main: Callable[..., T]) -> Callable[..., T]:
             raise SystemExit(0)
         except KeyboardInterrupt:
             fail("interrupted; runs already finished are recorded, the unfinished one is not")
-        finally:
-            gc.freeze()
 
     return wrapper
