@@ -12,8 +12,9 @@ T = TypeVar("T")
 EXIT_USER_ERROR = 2
 
 # The interpreter's final collections over everything MLflow, SQLAlchemy and pandas allocated add about a
-# second to the exit of every command; freezing the objects at exit (files and records are closed by then)
-# skips them. At exit only, so a process that calls commands as functions (the tests) collects as usual.
+# second to the exit of every command; freezing the objects at exit skips them. Registered first, it runs
+# last: exit handlers registered later (the tracking store folding its log into the database) run before it.
+# At exit only, so a process that calls commands as functions (the tests) collects as usual.
 atexit.register(gc.freeze)
 
 

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig
 
-from paraphina.config.loading import CONF_DIR, check_overrides, compose_config, env_overrides, override_key, validate
+from paraphina.config.loading import (CONF_DIR, check_overrides, compose_config, env_overrides, override_key,
+                                      uses_hydra_resolver, validate)
 from paraphina.errors import ParaphinaError, cli_errors, fail
 from paraphina.runner import report
 from paraphina.runner.batch import config_hash, run_batch
@@ -113,8 +114,10 @@ def _job(cfg: DictConfig) -> None:
 
 
 def is_plain_run(flags: list[str], overrides: list[str]) -> bool:
-    """No Hydra flags (--help, --cfg, -m, ...) and no `hydra.*` settings: Hydra's app runner adds nothing."""
-    return not flags and not any(override_key(o).split(".")[0].split("/")[0] == "hydra" for o in overrides)
+    """No Hydra flags (--help, --cfg, -m, ...), `hydra.*` settings or `${hydra:...}` values: Hydra's app
+    runner adds nothing."""
+    return not flags and not uses_hydra_resolver(overrides) and not any(
+        override_key(o).split(".")[0].split("/")[0] == "hydra" for o in overrides)
 
 
 @cli_errors

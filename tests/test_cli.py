@@ -60,10 +60,13 @@ COMMANDS: dict[str, tuple[list[str], dict[str, str], list[str]]] = {
     "multirun": (["-m", "+profile=conservative,aggressive", "seed=1,2", "ticks=50", NO_TRACKING], {}, []),
     "sweep_without_m": (["seed=1,2", "ticks=5", NO_TRACKING], {}, []),
     "hydra_folders_asked": (["ticks=5", NO_TRACKING, "hydra.run.dir=out", "hydra.output_subdir=.hydra"], {}, []),
+    "hydra_resolver": (["ticks=5", NO_TRACKING, "label=${hydra:job.name}"], {}, []),
+    "bad_interpolation": (["ticks=5", NO_TRACKING, "label=${nope}"], {}, []),
+    "bad_parse": (["ticks=5", NO_TRACKING, "telemetry.path=t_{seed}.jsonl"], {}, []),
 }
 
 BAD_INPUT = ["unknown_profile", "ticks_zero", "ticks_negative", "runs_zero", "typo_key", "bad_band", "bad_band_env",
-             "bad_profile_env", "unwritable_telemetry", "sweep_without_m"]
+             "bad_profile_env", "unwritable_telemetry", "sweep_without_m", "bad_interpolation", "bad_parse"]
 
 
 @pytest.fixture(scope="module")
@@ -116,11 +119,13 @@ def test_plain_run_leaves_no_hydra_folders(done):
 
 
 def test_hydra_settings_go_through_hydra(done):
-    """A plain run is composed without Hydra's app runner, unless hydra.* settings ask for its folders."""
+    """A plain run is composed without Hydra's app runner, unless hydra.* settings or values need it."""
     d = done["hydra_folders_asked"]
     _ok(d)
     assert (d.cwd / "out" / ".hydra" / "config.yaml").is_file()
     assert "ticks=5" in d.stdout.splitlines()[0]
+    _ok(done["hydra_resolver"])
+    assert "ticks=5" in done["hydra_resolver"].stdout.splitlines()[0]
 
 
 def test_batch_distribution_lines(done):
@@ -155,6 +160,8 @@ def test_bad_input_is_one_line_error(done, name):
     ("bad_band_env", ["PARAPHINA_HEDGE_BAND_BASE", "wide"]),
     ("unwritable_telemetry", ["blocker/run.jsonl"]),
     ("sweep_without_m", ["seed=1,2", "--multirun"]),
+    ("bad_interpolation", ["label", "nope"]),
+    ("bad_parse", ["cannot parse", "telemetry.path=t_{seed}.jsonl"]),
 ])
 def test_error_messages_name_the_problem(done, name, fragments):
     message = done[name].stderr

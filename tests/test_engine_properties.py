@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from paraphina.config.loading import compose_config
 from paraphina.research.telemetry import load_telemetry, run_metrics
-from paraphina.runner.batch import run_batch
+from paraphina.runner.batch import config_hash, run_batch
 
 REQUIRED_KEYS = ("t", "pnl_realised", "pnl_unrealised", "pnl_total", "risk_regime", "kill_switch", "q_global_tao",
                  "dollar_delta_usd", "basis_usd")
@@ -249,6 +249,15 @@ def test_results_do_not_depend_on_rng_block_ticks(tmp_path):
         assert r7.run_metrics(i) == r64.run_metrics(i)
     for seed in f7:
         assert f7[seed].read_bytes() == f64[seed].read_bytes()
+
+
+def test_config_hash_ignores_speed_only_settings():
+    base = ("market=volatile", "ticks=150")
+    digest = config_hash(compose_config(list(base), environ={}))
+    assert config_hash(compose_config([*base, "engine.rng_block_ticks=7", "engine.rng_max_block_cells=99"],
+                                      environ={})) == digest
+    assert config_hash(compose_config([*base, "engine.hedge.band_base=3.5"], environ={})) != digest
+    assert config_hash(compose_config([*base, "seed=9", "runs=4"], environ={})) == digest  # the path's seed is apart
 
 
 # --------------------------------------------------------------------------------------------------

@@ -3,8 +3,11 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
+import sqlite3
 import subprocess
 import sys
+from contextlib import closing
 from pathlib import Path
 from statistics import NormalDist
 
@@ -24,6 +27,7 @@ from paraphina.runner.batch import config_hash, run_batch
 from paraphina.runner.recording import KNOB_CONFIG_KEYS
 from paraphina.tracking.datasets import load_dataset
 from paraphina.tracking.runs import PARENT_TAG, flatten_params
+from paraphina.tracking.store import sqlite_path
 
 SUBPROCESS_TIMEOUT_S = 180
 
@@ -128,9 +132,11 @@ def test_batch_parent_children_and_aggregates(tmp_path: Path, tracking_uri: str)
     assert [run.data.tags["seed"] for run in children] == ["1", "2", "3", "4"]
     assert all(run.info.status == "FINISHED" for run in children)
     assert len(experiment_runs(client)) == 5  # the parent and its children, nothing else
-    # The parent holds the config (params and config.yaml); each child only its own seed.
+    # The parent holds the config (params and config.yaml); each child its seed and the key knobs.
     assert parent.data.params["engine.risk.daily_loss_limit"] == "50.0" and parent.data.params["runs"] == "4"
-    assert [run.data.params for run in children] == [{"seed": seed} for seed in ("1", "2", "3", "4")]
+    knobs = {key: parent.data.params[key] for key in cfg.tracking.child_params}
+    assert knobs["engine.risk.daily_loss_limit"] == "50.0" and knobs["market.scenario"] == "default"
+    assert [run.data.params for run in children] == [{**knobs, "seed": seed} for seed in ("1", "2", "3", "4")]
     assert [a.path for a in client.list_artifacts(parent_id)] == ["config.yaml", "plots"]
     assert all(client.list_artifacts(run.info.run_id) == [] for run in children)
 
@@ -164,6 +170,15 @@ def test_batch_children_with_the_full_config(tmp_path: Path, tracking_uri: str) 
         assert run.data.params == {**parent.data.params, "seed": run.data.tags["seed"]}
         local = Path(client.download_artifacts(run.info.run_id, "config.yaml", str(tmp_path / run.info.run_id)))
         assert local.read_text() == OmegaConf.to_yaml(cfg)
+
+
+def test_database_file_alone_holds_every_run_after_the_command_exits(tmp_path: Path, tracking_uri: str) -> None:
+    done = run_cli(["ticks=20", "runs=2", f"tracking.uri={tracking_uri}"], tmp_path, clean_env())
+    assert done.returncode == 0, done.stderr
+    copy = tmp_path / "copy.db"
+    shutil.copyfile(sqlite_path(tracking_uri), copy)  # the database file only, without its write-ahead log
+    with closing(sqlite3.connect(copy)) as connection:
+        assert connection.execute("SELECT count(*) FROM runs").fetchone() == (3,)  # the parent and 2 children
 
 
 def test_multirun_groups_jobs_under_one_parent(tmp_path: Path, tracking_uri: str) -> None:

@@ -109,6 +109,7 @@ def compose_config(overrides: Sequence[str] = (), config_name: str = "config",
     """Compose conf/ with the environment's and the caller's overrides; validate; raise ParaphinaError."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import OverrideParseException
 
     environ = os.environ if environ is None else environ
     overrides = list(overrides)
@@ -118,14 +119,26 @@ def compose_config(overrides: Sequence[str] = (), config_name: str = "config",
     try:
         with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR), job_name="paraphina"):
             cfg = compose(config_name=config_name, overrides=full)
+        if not uses_hydra_resolver(full):  # an interpolation that cannot resolve fails now, not mid-run
+            OmegaConf.to_container(cfg, resolve=True)
     except ParaphinaError:
         raise
+    except OverrideParseException as exc:
+        raise ParaphinaError(f"cannot parse overrides {' '.join(overrides)}: {str(exc).splitlines()[0]}") from exc
     except Exception as exc:  # Hydra and OmegaConf raise many types; all are the user's input here
         raise ParaphinaError(explain_hydra_error(exc)) from exc
     finally:
         GlobalHydra.instance().clear()
     validate(cfg)
     return cfg
+
+
+def uses_hydra_resolver(overrides: Iterable[str]) -> bool:
+    """Whether an override reads Hydra's runtime (`${hydra:job.name}`), which only Hydra's app runner sets.
+
+    Overrides split out of a sweep come back escaped (`$\\{hydra\\:job.name\\}`), hence the backslashes dropped.
+    """
+    return any("${hydra:" in o.replace("\\", "") for o in overrides)
 
 
 def _reject_appended_keys(overrides: Iterable[str]) -> None:

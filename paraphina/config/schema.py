@@ -219,6 +219,7 @@ class TrackingConfig:
     child_plots: bool = MISSING
     unlogged_sections: list[str] = field(default_factory=list)
     child_config: str = MISSING
+    child_params: list[str] = field(default_factory=list)
 
 
 @dataclass

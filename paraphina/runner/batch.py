@@ -25,10 +25,15 @@ def series_every(cfg: DictConfig) -> int:
     return max(1, cfg.ticks // cfg.tracking.series_points)
 
 
+# Engine settings that change speed and memory, never results: left out of the config hash.
+SPEED_ONLY_ENGINE_KEYS = ("rng_block_ticks", "rng_max_block_cells")
+
+
 def config_hash(cfg: DictConfig) -> str:
     """Short hash of what decides a run's path apart from its seed: engine, market and ticks."""
     plain = to_plain(cfg)
-    payload = json.dumps({k: plain[k] for k in ("engine", "market", "ticks")}, sort_keys=True)
+    engine = {k: v for k, v in plain["engine"].items() if k not in SPEED_ONLY_ENGINE_KEYS}
+    payload = json.dumps({"engine": engine, "market": plain["market"], "ticks": plain["ticks"]}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 

@@ -141,9 +141,10 @@ class TrackingSession:
                            texts={"config.yaml": config_yaml})
         parent_id = self.writer.start_parent(parent, parent_run_id)
         full = cfg.tracking.child_config == "full"
+        child_flat = flat if full else {key: flat[key] for key in cfg.tracking.child_params if key in flat}
         try:
             for i in range(n):
-                self.writer.log(self.run_record(cfg, result, i, chash, flat if full else {},
+                self.writer.log(self.run_record(cfg, result, i, chash, child_flat,
                                                 telemetry=paths[i], plot=cfg.tracking.child_plots, plot_dir=plot_dir,
                                                 config_yaml=config_yaml if full else None), parent_id)
         except BaseException:

@@ -4,6 +4,7 @@ MLflow is imported inside the functions that need it, so resolving or checking a
 """
 from __future__ import annotations
 
+import atexit
 import fcntl
 import logging
 import os
@@ -145,7 +146,7 @@ def prepare_store(uri: str, experiment_names: list[str]) -> dict[str, str]:
             if db_path is not None:
                 use_write_ahead_log(db_path)
             return ids
-    except (MlflowException, OSError, sqlite3.Error) as exc:
+    except (MlflowException, OSError) as exc:
         raise ParaphinaError(f"cannot prepare the tracking store {uri}: {describe(exc)}") from exc
 
 
@@ -154,10 +155,31 @@ def use_write_ahead_log(db_path: Path) -> None:
 
     A commit then appends to one log file instead of journalling and rewriting pages, and a run's record
     takes several commits: this cuts the tracking cost per run by about a quarter, more when the disk is
-    busy, with the same durability. Readers (the UI) also no longer wait for writers.
+    busy, with the same durability. Readers (the UI) also no longer wait for writers. A store that another
+    process is writing cannot switch now; it keeps its journal mode and switches another time. At exit the
+    log is folded into the database, so the database file alone holds every run.
     """
-    with closing(sqlite3.connect(db_path)) as connection:
-        connection.execute("PRAGMA journal_mode=WAL")
+    try:
+        with closing(sqlite3.connect(db_path)) as connection:
+            connection.execute("PRAGMA journal_mode=WAL")
+    except sqlite3.OperationalError:  # locked by a writer: the rollback journal still works
+        return
+    if db_path not in _CHECKPOINT_AT_EXIT:
+        _CHECKPOINT_AT_EXIT.add(db_path)
+        atexit.register(checkpoint_write_ahead_log, db_path)
+
+
+_CHECKPOINT_AT_EXIT: set[Path] = set()
+
+
+def checkpoint_write_ahead_log(db_path: Path) -> None:
+    """Copy the log's committed pages into the database and empty the log (best effort: a busy store keeps
+    them in the log, where every reader still finds them)."""
+    try:
+        with closing(sqlite3.connect(db_path)) as connection:
+            connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    except sqlite3.Error:
+        pass
 
 
 def _experiment_id(client: MlflowClient, uri: str, name: str, artifacts_root: Path | None) -> str:
