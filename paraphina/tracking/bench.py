@@ -3,8 +3,9 @@
 Engine runs are simulated once; then their records (params, tags, metrics, stepped series, config.yaml,
 plots) are written to a fresh SQLite store in a temporary folder: a single run, a batch of
 `experiment.batch_runs` (parent with aggregates and fan chart, one child per seed) with the children
-carrying only their seed (`tracking.child_config=parent`, the default), and the same batch with every
-child carrying the whole config (`tracking.child_config=full`). Engine time is not included.
+carrying their seed and `tracking.child_params` (`tracking.child_config=parent`, the default), and the
+same batch with every child carrying the whole config (`tracking.child_config=full`). Engine time is not
+included.
 """
 from __future__ import annotations
 
@@ -55,7 +56,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{'record':<66} {'ms per run':>10}")
     print(f"{'single run, first in the process (params, config.yaml, PNG)':<66} {first * 1000:>10.1f}")
     print(f"{'single run, median of the next ' + str(exp.single_repeats):<66} {statistics.median(again) * 1000:>10.1f}")
-    print(f"{f'batch of {n}, children with their seed (child_config=parent)':<66} {parent_mode / n * 1000:>10.1f}")
+    print(f"{f'batch of {n}, children with seed and key knobs (child_config=parent)':<66} {parent_mode / n * 1000:>10.1f}")
     print(f"{f'batch of {n}, children with the whole config (child_config=full)':<66} {full_mode / n * 1000:>10.1f}")
     print("(a batch's figure is its whole record, parent and fan chart included, divided by its runs)")
 
