@@ -26,7 +26,6 @@ def apply_fill(q: np.ndarray, entry: np.ndarray, dq: np.ndarray, price: np.ndarr
     return new_q, new_entry, realised
 
 
-
 def apply_fills(q: np.ndarray, entry: np.ndarray, idx: np.ndarray, dq: np.ndarray, price: np.ndarray
                 ) -> np.ndarray:
     """Apply the fills `dq` at `price` to the positions at flat indices `idx` of `q` and `entry`, in place.

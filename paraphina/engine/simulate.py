@@ -223,8 +223,8 @@ def _simulate(p: Params, ticks: int, seeds: np.ndarray, observers: Sequence[Obse
             if block.size_uniforms is not None:
                 bid_size = bid_size * block.size_uniforms[j][:len(bid)]
                 ask_size = ask_size * block.size_uniforms[j][len(bid):]
-            # bids then asks per venue: one pass for venues with at most one side filled (about half the
-            # positions of a batch: every position), a second for the few with both (sparse)
+            # bids then asks per venue: a dense pass over every position for venues with at most one side
+            # filled (about half of a batch's positions fill each tick), a sparse one for the few with both
             both = bid_fill & ask_fill
             single_dq = bid_size - np.where(both, 0.0, ask_size)
             if anywhere(single_dq):
