@@ -185,6 +185,9 @@ def validate(cfg: DictConfig) -> None:
     if cfg.tracking.child_config not in CHILD_CONFIG_MODES:
         raise ParaphinaError(f"tracking.child_config={cfg.tracking.child_config!r} is not one of "
                              f"{', '.join(CHILD_CONFIG_MODES)}")
+    unknown = [key for key in cfg.tracking.child_params if OmegaConf.select(cfg, key, default=KeyError) is KeyError]
+    if unknown:
+        raise ParaphinaError(f"tracking.child_params names unknown config keys: {', '.join(unknown)}")
     if cfg.telemetry.mode == "jsonl" and not cfg.telemetry.path:
         raise ParaphinaError("telemetry.mode=jsonl needs telemetry.path=FILE (or PARAPHINA_TELEMETRY_PATH)")
     if cfg.profile_name not in cfg.world_model.tiers:
