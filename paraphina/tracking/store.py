@@ -28,6 +28,7 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 SQLITE_PREFIX = "sqlite:///"
 STORE_LOCK_NAME = ".store.lock"
 ARTIFACTS_DIR_NAME = "artifacts"
+_CHECKPOINT_AT_EXIT: set[Path] = set()  # stores whose write-ahead log this process folds back at exit
 
 
 def project_root() -> Path:
@@ -167,9 +168,6 @@ def use_write_ahead_log(db_path: Path) -> None:
     if db_path not in _CHECKPOINT_AT_EXIT:
         _CHECKPOINT_AT_EXIT.add(db_path)
         atexit.register(checkpoint_write_ahead_log, db_path)
-
-
-_CHECKPOINT_AT_EXIT: set[Path] = set()
 
 
 def checkpoint_write_ahead_log(db_path: Path) -> None:
