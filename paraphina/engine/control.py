@@ -111,13 +111,16 @@ def toxicity(local_vol_floored, sigma_eff, has_book, tox: SimpleNamespace):
     A venue without a mid or depth scores 1.
     """
     score = np.minimum(np.maximum((local_vol_floored / sigma_eff - 1.0) / tox.vol_tox_scale, 0.0), 1.0)
-    return np.where(has_book, score, 1.0)
+    score[~has_book] = 1.0
+    return score
 
 
 def venue_status(tox_score, stale, tox: SimpleNamespace):
     """Healthy / Warning / Disabled from toxicity and staleness (improvement: the score now acts)."""
-    status = (tox_score >= tox.tox_med_threshold) + (tox_score >= tox.tox_high_threshold) * 1
-    return np.maximum(status, stale * DISABLED)
+    status = (tox_score >= tox.tox_med_threshold).astype(np.int64)
+    status += tox_score >= tox.tox_high_threshold
+    status[stale] = DISABLED
+    return status
 
 
 def delta_limit(vol_ratio, risk: SimpleNamespace):

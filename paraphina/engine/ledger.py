@@ -18,8 +18,14 @@ def apply_fill(q: np.ndarray, entry: np.ndarray, dq: np.ndarray, price: np.ndarr
     new_q = q + dq
     direction = q * dq
     abs_q, abs_dq = np.abs(q), np.abs(dq)
-    realised = np.where(direction < 0.0, np.minimum(abs_dq, abs_q) * (price - entry) * np.sign(q), 0.0)
-    vwap = (q * entry + dq * price) / new_q  # 0/0 where a position closes: replaced below, warning ignored by callers
+    # in-place steps on fresh arrays: the same operations as one expression, without a temporary per step
+    realised = np.minimum(abs_dq, abs_q)
+    realised *= price - entry
+    realised *= np.sign(q)
+    realised *= direction < 0.0  # only a fill against the position realises
+    vwap = q * entry
+    vwap += dq * price
+    vwap /= new_q  # 0/0 where a position closes: replaced below, warning ignored by callers
     # a zero fill leaves the entry exactly as it was (a batch applies zero fills to runs without fills)
     new_entry = np.where(direction > 0.0, vwap, np.where(abs_dq > abs_q, price, entry))
     new_entry[new_q == 0.0] = 0.0
