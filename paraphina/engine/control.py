@@ -195,7 +195,8 @@ def hedge_orders(q_total, band_mult, regime, status, tox_score, cost_base, eng: 
     step = np.where(regime == WARNING, step * hedge.warning_step_mult, step)
     step = np.minimum(np.maximum(step, -hedge.hedge_max_step), hedge.hedge_max_step)
     eligible = ven.hedge_allowed & (status == HEALTHY)
-    weight = np.where(eligible, 1.0 / (cost_base * (1.0 + hedge.beta_hedge * tox_score)), 0.0)
+    weight = 1.0 / (cost_base * (1.0 + hedge.beta_hedge * tox_score))
+    weight[~eligible] = 0.0
     total = vsum(weight)
     slices = np.abs(step) * weight / np.where(total > 0.0, total, 1.0)
     slices = np.minimum(slices, ven.max_order_size)
