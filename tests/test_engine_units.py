@@ -718,6 +718,56 @@ def test_fill_thresholds_equal_the_intensity_rule():
 # Market blocks (section 2): a run's path does not depend on how its ticks are split into rng blocks.
 # --------------------------------------------------------------------------------------------------
 
+def _box_muller(u1, u2):
+    from paraphina.engine.rng import box_muller
+
+    u1, u2 = np.array(u1, float).reshape(1, -1, 1), np.array(u2, float).reshape(1, -1, 1)
+    scratch = [np.empty(u1.shape), np.empty(u1.shape, np.float32), np.empty(u1.shape, np.float32)]
+    return box_muller(u1, u2, np.empty((1, 2 * u1.shape[1], 1)), *scratch)[0, :, 0]
+
+
+def test_box_muller_hand_cases():
+    # u1 = 1 - e^-0.5: radius sqrt(-2 ln e^-0.5) = 1; u2 = 1/8: angle pi/4, cos = sin = 0.7071068
+    # u1 = 1 - e^-2: radius 2; u2 = 1/2: angle pi, cos -1, sin 0 -> (-2, 0)
+    # u1 = 0: radius sqrt(-2 ln 1) = 0 exactly, whatever the angle
+    z = _box_muller([1 - math.exp(-0.5), 1 - math.exp(-2.0), 0.0], [0.125, 0.5, 0.3])
+    cos_normals, sin_normals = z[:3], z[3:]
+    close(cos_normals, [math.sqrt(0.5), -2.0, 0.0], rel=1e-6, abs_=1e-6)
+    close(sin_normals, [math.sqrt(0.5), 0.0, 0.0], rel=1e-6, abs_=1e-6)
+    assert cos_normals[2] == 0.0 and sin_normals[2] == 0.0
+
+
+def test_run_streams_give_standard_normals_and_uniforms():
+    # 200 runs x 400 ticks x 18 normals: mean within 5 standard errors of 0, variance of 1, 5 % outside 1.96,
+    # no correlation between the normal columns; uniforms with mean 1/2 and variance 1/12
+    from paraphina.engine.rng import RunStreams
+
+    streams = RunStreams(np.arange(200), 17, 17)
+    normals, uniforms = (np.concatenate(parts) for parts in zip(*(
+        tuple(a.copy() for a in streams.draw(100)) for _ in range(4))))
+    assert normals.shape == (400, 18, 200) and uniforms.shape == (400, 17, 200)
+    n = normals.size
+    assert abs(normals.mean()) < 5 / math.sqrt(n)
+    assert abs(normals.var() - 1.0) < 5 * math.sqrt(2 / n)
+    assert abs(np.mean(np.abs(normals) > 1.959964) - 0.05) < 5 * math.sqrt(0.05 * 0.95 / n)
+    corr = np.corrcoef(normals.transpose(1, 0, 2).reshape(18, -1))
+    assert np.abs(corr - np.eye(18)).max() < 5 / math.sqrt(normals[:, 0].size)
+    assert abs(uniforms.mean() - 0.5) < 5 * math.sqrt(1 / 12 / uniforms.size)
+    assert abs(uniforms.var() - 1 / 12) < 0.001
+
+
+def test_run_streams_do_not_depend_on_the_batch_or_the_block_split():
+    # run 2 of a batch seeded 7, 8, 9 draws what a batch of seed 8 alone draws, in blocks of 10 or of 7 + 3
+    from paraphina.engine.rng import RunStreams
+
+    batch = [a[..., 1].copy() for a in RunStreams(np.array([7, 8, 9]), 17, 17).draw(10)]
+    alone = RunStreams(np.array([8]), 17, 17)
+    first = [a[..., 0].copy() for a in alone.draw(7)]
+    second = [a[..., 0].copy() for a in alone.draw(3)]
+    for whole, *parts in zip(batch, first, second):
+        np.testing.assert_array_equal(whole, np.concatenate(parts))
+
+
 def test_market_path_does_not_depend_on_block_split(plain_cfg):
     # the same 10 ticks of draws, simulated as one block of 10 and as blocks of 7 + 3, give the same market
     from paraphina.engine.market import draw_counts, initial_state, simulate_block

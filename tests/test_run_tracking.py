@@ -119,8 +119,8 @@ def test_single_run_params_tags_metrics_series_artifacts(tmp_path: Path, trackin
 
 
 def test_batch_parent_children_and_aggregates(tmp_path: Path, tracking_uri: str) -> None:
-    # A tiny loss limit: seed 4 of seeds 1..4 fires the kill switch, the others do not.
-    cfg = compose(tracking_uri, "runs=4", "seed=1", "ticks=100", "engine.risk.daily_loss_limit=50")
+    # A tiny loss limit in the volatile market: one of seeds 1..4 fires the kill switch, the others do not.
+    cfg = compose(tracking_uri, "runs=4", "seed=1", "ticks=100", "market=volatile", "engine.risk.daily_loss_limit=50")
     parent_id = execute(cfg)
     client = MlflowClient(tracking_uri)
     parent = client.get_run(parent_id)
@@ -135,7 +135,7 @@ def test_batch_parent_children_and_aggregates(tmp_path: Path, tracking_uri: str)
     # The parent holds the config (params and config.yaml); each child its seed and the key knobs.
     assert parent.data.params["engine.risk.daily_loss_limit"] == "50.0" and parent.data.params["runs"] == "4"
     knobs = {key: parent.data.params[key] for key in cfg.tracking.child_params}
-    assert knobs["engine.risk.daily_loss_limit"] == "50.0" and knobs["market.scenario"] == "default"
+    assert knobs["engine.risk.daily_loss_limit"] == "50.0" and knobs["market.scenario"] == "volatile"
     assert [run.data.params for run in children] == [{**knobs, "seed": seed} for seed in ("1", "2", "3", "4")]
     assert [a.path for a in client.list_artifacts(parent_id)] == ["config.yaml", "plots"]
     assert all(client.list_artifacts(run.info.run_id) == [] for run in children)

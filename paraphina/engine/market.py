@@ -118,7 +118,7 @@ def simulate_block(state: MarketState, p: Params, normals: np.ndarray, uniforms:
     sqdt = np.sqrt(dt)
     n = normals.shape[0]
     eps, z_jump = normals[:, 0:1], normals[:, 1:2]
-    z_basis, z_liq, z_fund = normals[:, 2:2 + v], normals[:, 2 + v:2 + 2 * v], normals[:, 2 + 2 * v:]
+    z_basis, z_liq, z_fund = normals[:, 2:2 + v], normals[:, 2 + v:2 + 2 * v], normals[:, 2 + 2 * v:2 + 3 * v]
     u_regime, u_jump, u_outage = uniforms[:, 0:1], uniforms[:, 1:2], uniforms[:, 2:2 + v]
 
     stressed = _markov(state.stressed, u_regime, mk.regime.p_calm_to_stressed, mk.regime.p_stressed_to_calm)
