@@ -1,7 +1,8 @@
 """Engine and market parameters as numpy-ready values, each knob a scalar or one value per run.
 
-Arrays are venue-major: a venue list is (venues, 1), a knob given per run is (1, runs), a venue knob
-given per run is (venues, runs); so the same formulas broadcast over a sweep grid x seeds in one batch.
+Arrays are venue-major: a venue list is (venues, 1) (0-d when every venue has the same value), a knob given
+per run is (1, runs), a venue knob given per run is (venues, runs); so the same formulas broadcast over a
+sweep grid x seeds in one batch.
 """
 from __future__ import annotations
 
@@ -95,4 +96,21 @@ def build_params(engine: Mapping[str, Any], market: Mapping[str, Any], runs: int
         if not np.all(np.isfinite(arr)):
             raise ParaphinaError(f"per-run parameter '{dotted}' has non-finite values")
         setattr(node, last, arr)
+    _share_uniform_columns(root, set(per_run or ()))
     return Params(root.engine, root.market, tuple(per_run or ()), runs)
+
+
+def _share_uniform_columns(ns: SimpleNamespace, per_run: set[str], prefix: str = "") -> None:
+    """Turn each venue column whose venues all hold one value into that value (0-d), in place.
+
+    The formulas broadcast it the same way, and numpy's loops for a scalar operand are faster than those for a
+    (venues, 1) column; the default venues share their tick size, order sizes, taker fee and fill intensity.
+    Knobs given per run keep their arrays.
+    """
+    for key, value in list(vars(ns).items()):
+        dotted = prefix + key
+        if isinstance(value, SimpleNamespace):
+            _share_uniform_columns(value, per_run, dotted + ".")
+        elif (dotted not in per_run and isinstance(value, np.ndarray) and value.ndim == 2 and value.shape[1] == 1
+              and (value == value[0, 0]).all()):
+            setattr(ns, key, np.array(value[0, 0]))
