@@ -9,11 +9,14 @@ import math
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from paraphina.config.loading import compose_config
+from paraphina.config.loading import compose_config, to_plain
+from paraphina.engine.params import build_params
+from paraphina.engine.simulate import simulate
 from paraphina.research.telemetry import load_telemetry, run_metrics
 from paraphina.runner.batch import config_hash, run_batch
 
@@ -232,6 +235,24 @@ def test_no_hedge_volume_is_positive_zero(tmp_path):
         text = path.read_text()
         assert '"hedge_volume_tao": -0.0' not in text
         assert '"mm_volume_tao": -0.0' not in text
+
+
+def test_rows_an_observer_keeps_never_change():
+    # an observer may keep a row's arrays: later ticks must not change them, although the engine updates its
+    # realised, funding and fee accumulators in place. Volatile market, 20 TAO held: fills and hedges every tick.
+    plain = to_plain(compose("market=volatile", "engine.initial_q_tao=20"))
+    params = build_params(plain["engine"], plain["market"], 2)
+    kept, copies = [], []
+
+    def observer(tick, ids, row):
+        kept.append(row)
+        copies.append({key: np.array(value, copy=True) for key, value in row.items()})
+
+    simulate(params, 60, [1, 2], [observer])
+    assert copies[0]["pnl_realised"].tolist() != copies[-1]["pnl_realised"].tolist()
+    for row, copy in zip(kept, copies):
+        for key, value in copy.items():
+            np.testing.assert_array_equal(np.asarray(row[key]), value, err_msg=key)
 
 
 def test_online_metrics_equal_metrics_from_telemetry(kill_batch):

@@ -13,40 +13,40 @@ import numpy as np
 TWO_PI = 2.0 * np.pi
 
 
-def box_muller(u1: np.ndarray, u2: np.ndarray, out: np.ndarray, radius: np.ndarray, angle: np.ndarray,
-               trig: np.ndarray) -> np.ndarray:
-    """Standard normals from uniforms in [0, 1): sqrt(-2 ln(1 - u1)) cos(2 pi u2), then the same with sin.
+def box_muller(uniforms: np.ndarray, angle: np.ndarray, trig: np.ndarray) -> np.ndarray:
+    """Standard normals from uniforms in [0, 1), in place: columns (axis 1) u1 then u2, 2p in all, become
+    sqrt(-2 ln(1 - u1)) cos(2 pi u2) then sqrt(-2 ln(1 - u1)) sin(2 pi u2).
 
-    `out` has twice the columns (axis 1) of u1 and u2: the cos normals first, then the sin normals. The radius
-    is computed in double precision (1 - u1 is exact and never 0); the angle, its cos and its sin in single
-    precision, whose vectorised trigonometry is several times faster than double's. A normal is exact to
-    about 1e-7 of its size. `radius`, `angle` and `trig` are scratch arrays shaped like u1.
+    The radius is computed in double precision (1 - u1 is exact and never 0); the angle, its cos and its sin in
+    single precision, whose vectorised trigonometry is several times faster than double's: a normal is exact
+    to a few 1e-7 of its size. `angle` and `trig` are float32 scratch arrays with p columns.
     """
-    half = u1.shape[1]
-    np.subtract(1.0, u1, out=radius)
+    p = uniforms.shape[1] // 2
+    radius, u2 = uniforms[:, :p], uniforms[:, p:]
+    np.multiply(u2, TWO_PI, out=angle, casting="same_kind")
+    np.subtract(1.0, radius, out=radius)
     np.log(radius, out=radius)
     radius *= -2.0
     np.sqrt(radius, out=radius)
-    np.multiply(u2, TWO_PI, out=angle, casting="same_kind")
-    np.multiply(radius, np.cos(angle, out=trig), out=out[:, :half])
-    np.multiply(radius, np.sin(angle, out=trig), out=out[:, half:])
-    return out
+    np.cos(angle, out=trig)
+    np.sin(angle, out=angle)
+    np.multiply(radius, angle, out=u2)
+    radius *= trig
+    return uniforms
 
 
 class _DrawBuffers:
-    """Reused arrays for a block of draws: run-major staging (runs, ticks, k), its tick-major copy, the normals.
+    """Reused arrays for a block of draws: run-major staging (runs, ticks, k), its tick-major copy, scratch.
 
     A generator only fills contiguous output, so each run draws into its own staging row and the block is
-    then transposed to (ticks, k, runs). Keeping the arrays across blocks spares the page faults of fresh
-    multi-MB allocations, which cost about as much as the transpose itself.
+    then transposed to (ticks, k, runs), where the normals replace their uniforms. Keeping the arrays across
+    blocks spares the page faults of fresh multi-MB allocations, which cost about as much as the transpose.
     """
 
     def __init__(self, runs: int, n_ticks: int, n_pairs: int, n_uniforms: int):
         self.n_pairs = n_pairs
         self.staging = np.empty((runs, n_ticks, 2 * n_pairs + n_uniforms))
         self.tick_major = np.empty((n_ticks, 2 * n_pairs + n_uniforms, runs))
-        self.normals = np.empty((n_ticks, 2 * n_pairs, runs))
-        self.radius = np.empty((n_ticks, n_pairs, runs))
         self.angle = np.empty((n_ticks, n_pairs, runs), np.float32)
         self.trig = np.empty((n_ticks, n_pairs, runs), np.float32)
 
@@ -62,8 +62,7 @@ class _DrawBuffers:
         draws = self.tick_major[:n_ticks]
         np.copyto(draws, staging.transpose(1, 2, 0))
         p = self.n_pairs
-        normals = box_muller(draws[:, :p], draws[:, p:2 * p], self.normals[:n_ticks], self.radius[:n_ticks],
-                             self.angle[:n_ticks], self.trig[:n_ticks])
+        normals = box_muller(draws[:, :2 * p], self.angle[:n_ticks], self.trig[:n_ticks])
         return normals, draws[:, 2 * p:]
 
 

@@ -262,13 +262,15 @@ def _simulate(p: Params, ticks: int, seeds: np.ndarray, observers: Sequence[Obse
                     series[key][k, ids] = value[0]
             if observers:
                 row = {
-                    "t": tick, "pnl_realised": st.realised, "pnl_unrealised": pnl_unrealised, "pnl_total": pnl_total,
+                    # the realised, funding and fee accumulators change in place on later ticks: rows get copies
+                    "t": tick, "pnl_realised": st.realised.copy(), "pnl_unrealised": pnl_unrealised,
+                    "pnl_total": pnl_total,
                     "risk_regime": st.regime, "kill_switch": kill, "q_global_tao": q_total,
                     "dollar_delta_usd": dollar_delta, "basis_usd": basis_usd, "fair_value": fair,
                     "sigma_eff": sigma_eff, "vol_ratio": vol_ratio, "spread_mult": spread_mult,
                     "size_mult": size_mult, "band_mult": band_mult, "delta_limit_usd": limit,
-                    "basis_gross_usd": vsum(np.abs(basis_each)), "pnl_funding": st.pnl_funding,
-                    "fees_usd": st.fees, "mm_fills": vsum(bid_fill) + vsum(ask_fill),
+                    "basis_gross_usd": vsum(np.abs(basis_each)), "pnl_funding": st.pnl_funding.copy(),
+                    "fees_usd": st.fees.copy(), "mm_fills": vsum(bid_fill) + vsum(ask_fill),
                     "mm_volume_tao": vsum(bid_size + ask_size),
                     "hedge_volume_tao": vsum(np.abs(hedge_dq)) if hedge_dq is not None else np.zeros_like(pnl_total),
                     "venue_status": st.status, "venue_q_tao": st.q,
