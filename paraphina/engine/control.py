@@ -25,8 +25,8 @@ def vsum(x: np.ndarray) -> np.ndarray:
 
 
 def anywhere(mask: np.ndarray) -> bool:
-    """Whether any element of `mask` is true: np.count_nonzero is a direct C call, several times cheaper than
-    `mask.any()` on the small arrays of a tick, and the tick loop asks this a dozen times per tick."""
+    """Whether any element of `mask` is true: np.count_nonzero costs about a third of `mask.any()` (a ufunc
+    reduction) on the small arrays of a tick, and the tick loop asks this a dozen times per tick."""
     return np.count_nonzero(mask) > 0
 
 
