@@ -1,7 +1,8 @@
 """`python -m paraphina.calibrate`: measure the default market against ENGINE_SPEC section 9.
 
-Runs every profile over N seeds in one engine batch each, with a probe observing every tick, and
-prints the per-profile table the README shows plus a pass/fail line per acceptance criterion.
+Runs every profile over N seeds in one engine batch each, with every run's rows recorded every
+`experiment.probe_every` ticks, and prints the per-profile table the README shows plus a pass/fail line
+per acceptance criterion.
 """
 from __future__ import annotations
 
@@ -12,38 +13,32 @@ import pandas as pd
 from paraphina.config.loading import compose_config
 from paraphina.commands import command_overrides
 from paraphina.errors import cli_errors
+from paraphina.engine.simulate import TickRows
 from paraphina.runner.batch import run_batch
 
 
 class CalibrationProbe:
-    """Accumulates what section 9 asks about, over every live run and tick."""
+    """What section 9 asks about, from the recorded rows of every run of a batch."""
 
-    def __init__(self) -> None:
-        self.quoted = 0.0
-        self.filled = 0.0
-        self.hedge_runs: set[int] = set()
-        self.spread_up_ticks = 0
-        self.sigma_above_ref_ticks = 0
-        self.calm_errors: list[np.ndarray] = []
-        self.vol_ref: float | np.ndarray = 0.0
-
-    def __call__(self, tick: int, ids: np.ndarray, row: dict) -> None:
-        self.quoted += float(row["mm_quoted_sides"].sum())
-        self.filled += float(row["mm_fills"].sum())
-        self.hedge_runs.update(ids[row["hedge_volume_tao"][0] > 0].tolist())
-        self.spread_up_ticks += int((row["spread_mult"] > 1.0).sum())
-        self.sigma_above_ref_ticks += int((row["vol_ratio"] > 1.0).sum())
-        calm = ~row["market_stressed"][0]
-        error = np.abs(np.log(row["fair_value"][0] / row["y_mid"][0]))
-        self.calm_errors.append(error[calm & np.isfinite(error)])
+    def __init__(self, rows: TickRows) -> None:
+        runs = [rows.of(j) for j in range(len(rows.runs))]
+        every = np.concatenate(runs)
+        self.quoted = float(every["mm_quoted_sides"].sum())
+        self.filled = float(every["mm_fills"].sum())
+        self.hedge_runs = sum(bool((r["hedge_volume_tao"] > 0).any()) for r in runs)
+        self.spread_up_ticks = int((every["spread_mult"] > 1.0).sum())
+        self.sigma_above_ref_ticks = int((every["vol_ratio"] > 1.0).sum())
+        calm = every["market_stressed"] == 0.0
+        error = np.abs(np.log(every["fair_value"] / every["y_mid"]))
+        self.calm_errors = error[calm & np.isfinite(error)]
 
 
 def profile_table(cfg_overrides: list[str], profiles: list[str], seeds: int) -> tuple[pd.DataFrame, dict]:
     rows, probes = [], {}
     for profile in profiles:
         cfg = compose_config([f"+profile={profile}", f"runs={seeds}", *cfg_overrides], "calibrate")
-        probe = CalibrationProbe()
-        result, _ = run_batch(cfg, observers=[probe])
+        result, _ = run_batch(cfg, rows_every=cfg.experiment.probe_every)
+        probe = CalibrationProbe(result.rows)
         m = result.metrics
         rows.append({"profile": profile, "runs": seeds, "pnl_mean": m["final_pnl"].mean(),
                      "pnl_std": m["final_pnl"].std(ddof=1), "dd_mean": m["max_drawdown"].mean(),
@@ -55,9 +50,8 @@ def profile_table(cfg_overrides: list[str], profiles: list[str], seeds: int) -> 
 
 def jump_check(cfg_overrides: list[str], scenario: str, seeds: int) -> int:
     cfg = compose_config([f"market={scenario}", f"runs={seeds}", *cfg_overrides], "calibrate")
-    probe = CalibrationProbe()
-    run_batch(cfg, observers=[probe])
-    return probe.sigma_above_ref_ticks
+    result, _ = run_batch(cfg, rows_every=cfg.experiment.probe_every)
+    return CalibrationProbe(result.rows).sigma_above_ref_ticks
 
 
 @cli_errors
@@ -74,8 +68,7 @@ def main(argv: list[str] | None = None) -> None:
     for profile, probe in probes.items():
         rate = probe.filled / max(probe.quoted, 1.0)
         checks.append((f"{profile}: MM fill rate per quoted side {rate:.1%}", low <= rate <= high))
-        checks.append((f"{profile}: hedges fired in {len(probe.hedge_runs)} of {exp.seeds} runs",
-                       len(probe.hedge_runs) > 0))
+        checks.append((f"{profile}: hedges fired in {probe.hedge_runs} of {exp.seeds} runs", probe.hedge_runs > 0))
     checks.append(("Warning occurs on some ticks", table["frac_warning"].max() > 0))
     checks.append(("HardLimit occurs on some ticks", table["frac_hard"].max() > 0))
     spread_up = sum(p.spread_up_ticks for p in probes.values())
@@ -84,7 +77,7 @@ def main(argv: list[str] | None = None) -> None:
     checks.append((f"aggressive kill probability {agg:.3f} strictly between 0 and 1", 0 < agg < 1))
     checks.append((f"conservative kill probability {cons:.3f} not above aggressive's", cons <= agg))
     checks.append(("final PnL spreads across seeds", bool((table["pnl_std"] > 0).all())))
-    calm = np.concatenate([e for p in probes.values() for e in p.calm_errors])
+    calm = np.concatenate([p.calm_errors for p in probes.values()])
     median = float(np.median(calm))
     checks.append((f"calm tracking: median |ln(fair / y_mid)| {median:.5f}", median < exp.max_calm_tracking_error))
     for scenario in exp.jump_scenarios:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import atexit
 import os
 import sys
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -55,11 +54,9 @@ def execute(cfg: DictConfig, parent_run_id: str | None = None, job: int | None =
         session = TrackingSession.open(cfg)
     chash = config_hash(cfg)
     print(report.header(cfg, chash), flush=True)
-    started = time.perf_counter()
     result, telemetry = run_batch(cfg, job=job)
-    elapsed = time.perf_counter() - started
     print(report.run_summary(result) if cfg.runs == 1 else report.batch_summary(result, cfg.world_model.confidence))
-    print(f"  engine         {elapsed:.2f} s for {cfg.runs} x {cfg.ticks} run-ticks")
+    print(report.engine_time(result, cfg.ticks))
     if telemetry:
         shown = telemetry[0] if len(telemetry) == 1 else f"{len(telemetry)} files, e.g. {telemetry[0]}"
         print(f"  telemetry      {shown}")

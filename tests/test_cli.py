@@ -268,7 +268,8 @@ def test_compose_commands_have_help_and_reject_flags(module, tmp_path):
     ("tracking.child_config=some", "tracking.child_config='some' is not one of parent, full"),
     ("tracking.child_params=[engine.hedge.band_bse]", "tracking.child_params names unknown config keys: "
                                                       "engine.hedge.band_bse"),
-    ("execution.workers=0", "execution.workers=0 must be at least 1"),
+    ("execution.threads=-1", "execution.threads=-1 must be at least 0"),
+    ("telemetry.every=0", "telemetry.every=0 must be at least 1"),
     ("engine.venues.tick_size=[0,0.01,0.01,0.01,0.01]", "tick_size"),
     ("world_model.confidence=2", "world_model.confidence=2.0 must be between 0 and 1"),
 ])

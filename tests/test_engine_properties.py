@@ -1,5 +1,5 @@
 """Properties of the engine (ENGINE_SPEC sections 1-5): determinism, batch = single runs, self-consistent
-telemetry rows, online metrics = metrics from the telemetry file, independence of the rng block size.
+telemetry rows, online metrics = metrics from the telemetry file, independence of threads and batch order.
 """
 from __future__ import annotations
 
@@ -14,9 +14,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from paraphina.config.loading import compose_config, to_plain
-from paraphina.engine.params import build_params
-from paraphina.engine.simulate import simulate
+from paraphina.config.loading import compose_config
 from paraphina.research.telemetry import load_telemetry, run_metrics
 from paraphina.runner.batch import config_hash, run_batch
 
@@ -237,45 +235,56 @@ def test_no_hedge_volume_is_positive_zero(tmp_path):
         assert '"mm_volume_tao": -0.0' not in text
 
 
-def test_rows_an_observer_keeps_never_change():
-    # an observer may keep a row's arrays: later ticks must not change them, although the engine updates its
-    # realised, funding and fee accumulators in place. Volatile market, 20 TAO held: fills and hedges every tick.
-    plain = to_plain(compose("market=volatile", "engine.initial_q_tao=20"))
-    params = build_params(plain["engine"], plain["market"], 2)
-    kept, copies = [], []
-
-    def observer(tick, ids, row):
-        kept.append(row)
-        copies.append({key: np.array(value, copy=True) for key, value in row.items()})
-
-    simulate(params, 60, [1, 2], [observer])
-    assert copies[0]["pnl_realised"].tolist() != copies[-1]["pnl_realised"].tolist()
-    for row, copy in zip(kept, copies):
-        for key, value in copy.items():
-            np.testing.assert_array_equal(np.asarray(row[key]), value, err_msg=key)
-
-
 def test_online_metrics_equal_metrics_from_telemetry(kill_batch):
     result, files = kill_batch
     for i, seed in enumerate(KILL_SEEDS):
         assert_metrics_match_file(result.run_metrics(i), files[seed])
 
 
-def test_results_do_not_depend_on_rng_block_ticks(tmp_path):
-    # engine.rng_block_ticks is "speed only: results do not depend on it" (conf/engine/default.yaml, spec 2)
-    over = ("market=volatile", "ticks=150", "runs=3", "seed=0")
-    r7, f7 = run_to(tmp_path / "b7", (*over, "engine.rng_block_ticks=7"))
-    r64, f64 = run_to(tmp_path / "b64", (*over, "engine.rng_block_ticks=64"))
-    for i in range(3):
-        assert r7.run_metrics(i) == r64.run_metrics(i)
-    for seed in f7:
-        assert f7[seed].read_bytes() == f64[seed].read_bytes()
+@pytest.mark.parametrize("threads", [1, 2])
+def test_thread_pool_batch_equals_single_runs(kill_batch, tmp_path, threads):
+    # the kill batch again on the thread pool (serial_below=0), on one and two threads: the same files and
+    # metrics as the serial batch, so results depend neither on the thread count nor on the path taken
+    result, files = kill_batch
+    pool, pool_files = run_to(tmp_path, (*KILL_BASE, f"ticks={KILL_TICKS}", f"execution.threads={threads}",
+                                         "execution.serial_below=0"), seeds=KILL_SEEDS, per_run=KILL_KNOBS)
+    for i, seed in enumerate(KILL_SEEDS):
+        assert pool.run_metrics(i) == result.run_metrics(i)
+        assert pool_files[seed].read_bytes() == files[seed].read_bytes()
+
+
+def test_batch_order_does_not_matter(kill_batch, tmp_path):
+    # the same runs in reverse order (seeds and knobs together) give each run the same path
+    result, files = kill_batch
+    knobs = {k: v[::-1] for k, v in KILL_KNOBS.items()}
+    rev, rev_files = run_to(tmp_path, (*KILL_BASE, f"ticks={KILL_TICKS}", "execution.serial_below=0"),
+                            seeds=KILL_SEEDS[::-1], per_run=knobs)
+    n = len(KILL_SEEDS)
+    for i, seed in enumerate(KILL_SEEDS):
+        assert rev.run_metrics(n - 1 - i) == result.run_metrics(i)
+        assert rev_files[seed].read_bytes() == files[seed].read_bytes()
+
+
+def test_telemetry_every_downsamples_and_keeps_the_kill_row(kill_batch, tmp_path):
+    # telemetry.every=7 writes ticks 0, 7, 14, ... and the firing tick; each row equals the full file's row
+    result, files = kill_batch
+    sparse, sparse_files = run_to(tmp_path, (*KILL_BASE, f"ticks={KILL_TICKS}", "telemetry.every=7"),
+                                  seeds=KILL_SEEDS, per_run=KILL_KNOBS)
+    saw_kill = False
+    for i, seed in enumerate(KILL_SEEDS):
+        full = read_rows(files[seed])
+        rows = read_rows(sparse_files[seed])
+        expected = [r for r in full if r["t"] % 7 == 0 or r["kill_switch"]]
+        assert rows == expected
+        saw_kill |= rows[-1]["kill_switch"] and rows[-1]["t"] % 7 != 0
+        assert sparse.run_metrics(i) == result.run_metrics(i)
+    assert saw_kill, "a run killed between two sampled ticks must keep its firing row"
 
 
 def test_config_hash_ignores_speed_only_settings():
     base = ("market=volatile", "ticks=150")
     digest = config_hash(compose_config(list(base), environ={}))
-    assert config_hash(compose_config([*base, "engine.rng_block_ticks=7", "engine.rng_max_block_cells=99"],
+    assert config_hash(compose_config([*base, "execution.threads=1", "execution.serial_below=99"],
                                       environ={})) == digest
     assert config_hash(compose_config([*base, "engine.hedge.band_base=3.5"], environ={})) != digest
     assert config_hash(compose_config([*base, "seed=9", "runs=4"], environ={})) == digest  # the path's seed is apart
@@ -315,14 +324,14 @@ def test_hypothesis_batch_single_rows_metrics(seed, market, loss, band, q0):
 
 @HYP
 @given(seed=st.integers(0, 2**31 - 1), market=st.sampled_from(["default", "volatile", "jumpy"]),
-       block=st.integers(1, 80))
-def test_hypothesis_rng_block_ticks(seed, market, block):
-    over = (f"market={market}", "ticks=100", "runs=2", f"seed={seed}")
+       threads=st.sampled_from([1, 2]), runs=st.integers(2, 6))
+def test_hypothesis_thread_pool_equals_serial(seed, market, threads, runs):
+    over = (f"market={market}", "ticks=100", f"runs={runs}", f"seed={seed}")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        ra, fa = run_to(tmp / "a", (*over, f"engine.rng_block_ticks={block}"))
-        rb, fb = run_to(tmp / "b", (*over, "engine.rng_block_ticks=64"))
-        for i in range(2):
+        ra, fa = run_to(tmp / "a", (*over, f"execution.threads={threads}", "execution.serial_below=0"))
+        rb, fb = run_to(tmp / "b", (*over, "execution.serial_below=1000"))
+        for i in range(runs):
             assert ra.run_metrics(i) == rb.run_metrics(i)
         for s in fa:
             assert fa[s].read_bytes() == fb[s].read_bytes()

@@ -170,9 +170,10 @@ def validate(cfg: DictConfig) -> None:
         raise ParaphinaError(f"ticks={cfg.ticks} must be a positive number of ticks, e.g. ticks=2000")
     if cfg.runs < 1:
         raise ParaphinaError(f"runs={cfg.runs} must be at least 1, e.g. runs=64")
-    for key, minimum in (("seed", 0), ("seeds", 1), ("tracking.series_points", 1), ("execution.workers", 1),
-                         ("execution.chunk_runs", 1), ("execution.min_runs_per_worker", 1),
-                         ("engine.rng_block_ticks", 1), ("engine.rng_max_block_cells", 1)):
+    for key, minimum in (("seed", 0), ("seeds", 1), ("tracking.series_points", 1),
+                         ("execution.chunk_runs", 1),
+                         ("execution.threads", 0), ("execution.serial_below", 0),
+                         ("telemetry.every", 1)):
         if OmegaConf.select(cfg, key) < minimum:
             raise ParaphinaError(f"{key}={OmegaConf.select(cfg, key)} must be at least {minimum}")
     for key in ("engine.tick_ms", "market.outage.mean_ticks", "market.s0"):

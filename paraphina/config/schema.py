@@ -102,8 +102,6 @@ class ToxicityConfig:
 class EngineConfig:
     tick_ms: float = MISSING
     initial_q_tao: float = MISSING
-    rng_block_ticks: int = MISSING
-    rng_max_block_cells: int = MISSING
     venues: VenuesConfig = field(default_factory=VenuesConfig)
     book: BookConfig = field(default_factory=BookConfig)
     kalman: KalmanConfig = field(default_factory=KalmanConfig)
@@ -207,6 +205,7 @@ class WorldModelConfig:
 class TelemetryConfig:
     mode: str = MISSING
     path: Optional[str] = None
+    every: int = MISSING
 
 
 @dataclass
@@ -224,8 +223,8 @@ class TrackingConfig:
 
 @dataclass
 class ExecutionConfig:
-    workers: int = MISSING
-    min_runs_per_worker: int = MISSING
+    threads: int = MISSING
+    serial_below: int = MISSING
     chunk_runs: int = MISSING
 
 

@@ -1,26 +1,17 @@
-"""Running big engine batches: split into chunks (progress, flat memory) over worker processes.
+"""Running big engine batches: split into chunks (progress, flat memory), each over the engine's threads.
 
-Workers only simulate; results come back to the parent, which alone writes to the tracking store.
+The engine runs in this process, so results stay here and one process writes to the tracking store.
 """
 from __future__ import annotations
 
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
 from typing import Mapping, Sequence
 
 import numpy as np
 from omegaconf import DictConfig
+from tqdm import tqdm
 
-from paraphina.config.loading import to_plain
-from paraphina.engine.params import build_params
 from paraphina.engine.simulate import BatchResult, simulate
-from paraphina.runner.batch import series_every
-
-
-def _simulate_chunk(engine: dict, market: dict, ticks: int, seeds: np.ndarray, per_run: dict,
-                    every: int) -> BatchResult:
-    params = build_params(engine, market, len(seeds), per_run)
-    return simulate(params, ticks, seeds, series_every=every)
+from paraphina.runner.batch import engine_params, engine_threads, series_every
 
 
 def merge(parts: Sequence[BatchResult]) -> BatchResult:
@@ -37,26 +28,14 @@ def merge(parts: Sequence[BatchResult]) -> BatchResult:
 def run_many(cfg: DictConfig, seeds: np.ndarray, per_run: Mapping[str, np.ndarray], desc: str,
              series: bool = False) -> BatchResult:
     """Simulate runs (seed i with the i-th value of each per-run knob) with a progress bar."""
-    from tqdm import tqdm
-
-    plain = to_plain(cfg)
-    ex = cfg.execution
     n = len(seeds)
-    workers = ex.workers if n >= ex.workers * ex.min_runs_per_worker else 1
-    per_chunk = min(ex.chunk_runs, -(-n // workers))
-    bounds = [(lo, min(lo + per_chunk, n)) for lo in range(0, n, per_chunk)]
+    chunk = cfg.execution.chunk_runs
     every = series_every(cfg) if series else 0
-    args = [(plain["engine"], plain["market"], cfg.ticks, seeds[lo:hi],
-             {k: np.asarray(v)[lo:hi] for k, v in per_run.items()}, every) for lo, hi in bounds]
     parts: list[BatchResult] = []
     with tqdm(total=n * cfg.ticks, desc=desc, unit="run-tick", unit_scale=True, leave=False) as bar:
-        if workers == 1:
-            for a in args:
-                parts.append(_simulate_chunk(*a))
-                bar.update(len(a[3]) * cfg.ticks)
-        else:
-            with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-                for part in pool.map(_simulate_chunk, *zip(*args)):
-                    parts.append(part)
-                    bar.update(len(part.seeds) * cfg.ticks)
+        for lo in range(0, n, chunk):
+            hi = min(lo + chunk, n)
+            params = engine_params(cfg, hi - lo, {k: np.asarray(v)[lo:hi] for k, v in per_run.items()})
+            parts.append(simulate(params, cfg.ticks, seeds[lo:hi], engine_threads(cfg), series_every=every))
+            bar.update((hi - lo) * cfg.ticks)
     return merge(parts)

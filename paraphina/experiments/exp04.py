@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from paraphina.engine.control import REGIME_NAMES
+from paraphina.engine.strategy import REGIME_NAMES
 from paraphina.config.loading import compose_config
 from paraphina.commands import command_overrides
 from paraphina.errors import cli_errors

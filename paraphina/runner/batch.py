@@ -11,7 +11,7 @@ from omegaconf import DictConfig
 
 from paraphina.config.loading import to_plain
 from paraphina.engine.params import Params, build_params
-from paraphina.engine.simulate import BatchResult, Observer, simulate
+from paraphina.engine.simulate import BatchResult, RowRequest, Threads, simulate
 from paraphina.runner.telemetry import TelemetryWriter, telemetry_paths
 
 
@@ -25,15 +25,16 @@ def series_every(cfg: DictConfig) -> int:
     return max(1, cfg.ticks // cfg.tracking.series_points)
 
 
-# Engine settings that change speed and memory, never results: left out of the config hash.
-SPEED_ONLY_ENGINE_KEYS = ("rng_block_ticks", "rng_max_block_cells")
+def engine_threads(cfg: DictConfig) -> Threads:
+    """How the engine spreads a batch over threads (conf `execution`)."""
+    return Threads(threads=cfg.execution.threads, serial_below=cfg.execution.serial_below)
 
 
 def config_hash(cfg: DictConfig) -> str:
     """Short hash of what decides a run's path apart from its seed: engine, market and ticks."""
     plain = to_plain(cfg)
-    engine = {k: v for k, v in plain["engine"].items() if k not in SPEED_ONLY_ENGINE_KEYS}
-    payload = json.dumps({"engine": engine, "market": plain["market"], "ticks": plain["ticks"]}, sort_keys=True)
+    payload = json.dumps({"engine": plain["engine"], "market": plain["market"], "ticks": plain["ticks"]},
+                         sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 
@@ -44,21 +45,26 @@ def engine_params(cfg: DictConfig, runs: int, per_run: Mapping[str, Sequence[flo
 
 
 def run_batch(cfg: DictConfig, seeds: Sequence[int] | None = None,
-              per_run: Mapping[str, Sequence[float]] | None = None, observers: Sequence[Observer] = (),
-              profiles: Sequence[str] | None = None, job: int | None = None) -> tuple[BatchResult, list]:
+              per_run: Mapping[str, Sequence[float]] | None = None, profiles: Sequence[str] | None = None,
+              job: int | None = None, rows_every: int | None = None) -> tuple[BatchResult, list]:
     """Run the batch the config describes (or `seeds` with `per_run` knobs), writing telemetry if on.
 
-    Returns the result and the telemetry files written (empty when telemetry is off). Telemetry paths
-    are checked before the engine starts; files appear only when the batch completes.
+    Returns the result and the telemetry files written (empty when telemetry is off). Telemetry paths are
+    checked before the engine starts; files appear only when the batch completes. `rows_every` asks for
+    every run's rows in the result (calibration probes); telemetry rows come every `telemetry.every` ticks.
     """
     seeds = run_seeds(cfg) if seeds is None else np.asarray(seeds, dtype=np.int64)
     params = engine_params(cfg, len(seeds), per_run)
     writer = None
+    every = rows_every
     if cfg.telemetry.mode == "jsonl":
         names = profiles or [cfg.profile_name] * len(seeds)
-        writer = TelemetryWriter(telemetry_paths(cfg.telemetry.path, seeds, names, job), params.engine.venues.names)
+        writer = TelemetryWriter(telemetry_paths(cfg.telemetry.path, seeds, names, job), params.venue_names)
+        every = cfg.telemetry.every
+    record = RowRequest(runs=tuple(range(len(seeds))), every=every) if every else None
     with writer if writer else contextlib.nullcontext():
-        result = simulate(params, cfg.ticks, seeds, [*observers, *([writer] if writer else [])],
-                          series_every=series_every(cfg))
+        result = simulate(params, cfg.ticks, seeds, engine_threads(cfg), series_every=series_every(cfg),
+                          record=record)
+        if writer:
+            writer.write(result.rows)
     return result, (writer.paths if writer else [])
-

@@ -39,3 +39,13 @@ def batch_summary(result: BatchResult, confidence: float) -> str:
         f"  kill prob      {a['kill_prob']:.3f}  ({kills} of {n}; {confidence:.0%} interval "
         f"{a['kill_prob_low']:.3f}-{a['kill_prob_high']:.3f})",
     ])
+
+
+def engine_time(result: BatchResult, ticks: int) -> str:
+    """The kernel's time for the batch, and apart from it the time to load the compiled kernel."""
+    runs = len(result.seeds)
+    seconds = result.kernel_seconds
+    shown = f"{seconds * 1e3:.1f} ms" if seconds < 1.0 else f"{seconds:.2f} s"
+    rate = runs * ticks / seconds if seconds > 0 else float("inf")
+    return (f"  engine         {shown} for {runs} x {ticks} run-ticks ({rate:,.0f} run-ticks/s; "
+            f"compiled kernel loaded in {result.load_seconds:.2f} s)")

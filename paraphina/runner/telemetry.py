@@ -12,7 +12,9 @@ from typing import Sequence
 
 import numpy as np
 
-from paraphina.engine.control import REGIME_NAMES, STATUS_NAMES
+from paraphina.engine.kernel import ROW_KEYS
+from paraphina.engine.simulate import TickRows
+from paraphina.engine.strategy import REGIME_NAMES, STATUS_NAMES
 from paraphina.errors import ParaphinaError
 
 NUMBER_KEYS = ("pnl_realised", "pnl_unrealised", "pnl_total")
@@ -48,7 +50,7 @@ def telemetry_paths(template: str, seeds: Sequence[int], profiles: Sequence[str]
 
 
 class TelemetryWriter:
-    """An engine observer that writes each live run's row to its own file."""
+    """Writes each run's telemetry rows to its own file, moved into place when the batch completes."""
 
     def __init__(self, paths: Sequence[Path], venue_names: Sequence[str]):
         self.paths = [Path(p) for p in paths]
@@ -94,22 +96,23 @@ class TelemetryWriter:
             tmp.unlink(missing_ok=True)
         self._files = []
 
-    def __call__(self, tick: int, ids: np.ndarray, row: dict) -> None:
-        cols = {k: row[k][0].tolist() for k in NUMBER_KEYS + AFTER_REGIME_KEYS}
-        regimes = row["risk_regime"][0].tolist()
-        kills = row["kill_switch"][0].tolist()
-        fills = row["mm_fills"][0].tolist()
-        status = row["venue_status"].T.tolist()
-        venue_q = row["venue_q_tao"].T.tolist()
-        for c, run in enumerate(ids.tolist()):
-            obj = {"t": tick}
-            for k in NUMBER_KEYS:
-                obj[k] = cols[k][c]
-            obj["risk_regime"] = REGIME_NAMES[regimes[c]]
-            obj["kill_switch"] = kills[c]
-            for k in AFTER_REGIME_KEYS:
-                obj[k] = cols[k][c]
-            obj["mm_fills"] = int(fills[c])
-            obj["venue_status"] = {v: STATUS_NAMES[s] for v, s in zip(self.venues, status[c])}
-            obj["venue_q_tao"] = dict(zip(self.venues, venue_q[c]))
-            self._files[run].write(json.dumps(obj, allow_nan=False) + "\n")
+    def write(self, rows: TickRows) -> None:
+        """Every recorded run's rows (run `rows.runs[j]` into file j), one JSON object per line."""
+        for j, run in enumerate(rows.runs):
+            self._files[run].writelines(self._json_line(row) for row in rows.of(j).tolist())
+
+    def _json_line(self, row: tuple) -> str:
+        """One row record (as a tuple of ROW_KEYS, venue arrays, probes) as the spec's JSON object."""
+        values = dict(zip(ROW_KEYS, row))
+        obj = {"t": int(values["t"])}
+        for k in NUMBER_KEYS:
+            obj[k] = values[k]
+        obj["risk_regime"] = REGIME_NAMES[int(values["risk_regime"])]
+        obj["kill_switch"] = bool(values["kill_switch"])
+        for k in AFTER_REGIME_KEYS:
+            obj[k] = values[k]
+        obj["mm_fills"] = int(values["mm_fills"])
+        status, venue_q = row[len(ROW_KEYS)], row[len(ROW_KEYS) + 1]
+        obj["venue_status"] = {v: STATUS_NAMES[int(s)] for v, s in zip(self.venues, status)}
+        obj["venue_q_tao"] = dict(zip(self.venues, venue_q.tolist()))
+        return json.dumps(obj, allow_nan=False) + "\n"
