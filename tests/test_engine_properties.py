@@ -335,3 +335,17 @@ def test_hypothesis_thread_pool_equals_serial(seed, market, threads, runs):
             assert ra.run_metrics(i) == rb.run_metrics(i)
         for s in fa:
             assert fa[s].read_bytes() == fb[s].read_bytes()
+
+
+def test_engine_imports_nothing_of_tracking_experiments_or_files():
+    # the engine does no I/O and knows nothing above it: importing it loads only itself, the shared errors
+    # module and numpy / numba (checked in a fresh interpreter, where nothing else is imported yet)
+    import subprocess
+    import sys
+
+    code = ("import sys, paraphina.engine.simulate; "
+            "print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('paraphina', 'mlflow', 'pandas', 'hydra', 'omegaconf', 'optuna', 'matplotlib'))))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert "paraphina.engine.kernel" in loaded
+    assert all(m.startswith("paraphina.engine") or m in ("paraphina", "paraphina.errors") for m in loaded), loaded

@@ -64,20 +64,21 @@ def uniform(s):
 
 
 @njit(cache=True)
-def normal_slow_path(s, bits, x, layer):
-    """The ziggurat's rare cases: the tail beyond R (layer 0) or the wedge of a layer, then a fresh draw."""
+def normal_slow_path(s, magnitude, x, layer):
+    """The ziggurat's rare cases: the tail beyond R (layer 0), sampled by Marsaglia's method until accepted,
+    or the wedge of a layer, accepted under the density or else a fresh draw."""
     while True:
         if layer == 0:
-            u1, s = uniform(s)
-            u2, s = uniform(s)
-            xx = -math.log1p(-u1) / ZIGGURAT_R
-            if -2.0 * math.log1p(-u2) > xx * xx:
-                return (-(ZIGGURAT_R + xx) if (bits >> uint64(8)) & uint64(1) else ZIGGURAT_R + xx), s
-        else:
-            u, s = uniform(s)
-            if (ZIG_F[layer - 1] - ZIG_F[layer]) * u + ZIG_F[layer] < math.exp(-0.5 * x * x):
-                return x, s
-        x, s, accepted, bits, layer = normal_fast_path(s)
+            while True:
+                u1, s = uniform(s)
+                u2, s = uniform(s)
+                xx = -math.log1p(-u1) / ZIGGURAT_R
+                if -2.0 * math.log1p(-u2) > xx * xx:
+                    return (-(ZIGGURAT_R + xx) if (magnitude >> uint64(8)) & uint64(1) else ZIGGURAT_R + xx), s
+        u, s = uniform(s)
+        if (ZIG_F[layer - 1] - ZIG_F[layer]) * u + ZIG_F[layer] < math.exp(-0.5 * x * x):
+            return x, s
+        x, s, accepted, magnitude, layer = normal_fast_path(s)
         if accepted:
             return x, s
 
