@@ -72,6 +72,10 @@ class BatchResult:
         return m
 
 
+# (kernel, parameter dtype) pairs this process has loaded: the dtype decides every record type of a call.
+_LOADED: set = set()
+
+
 def simulate(p: Params, ticks: int, seeds: Sequence[int], threads: Threads, series_every: int = 0,
              record: RowRequest | None = None) -> BatchResult:
     """Run a batch: run i uses seed seeds[i] and record i of `p.table`."""
@@ -93,7 +97,9 @@ def simulate(p: Params, ticks: int, seeds: Sequence[int], threads: Threads, seri
             int(record.every), row_counts)
     kernel = run_serial if runs < threads.serial_below else run_parallel
     started = time.perf_counter()
-    kernel.compile(tuple(numba.typeof(a) for a in args))  # from the cache, or compiled once per machine
+    if (kernel, p.table.dtype) not in _LOADED:  # from the cache, or compiled once per machine
+        kernel.compile(tuple(numba.typeof(a) for a in args))  # typeof of record arrays costs ~0.1 ms each
+        _LOADED.add((kernel, p.table.dtype))
     loaded = time.perf_counter()
     previous = numba.get_num_threads()
     numba.set_num_threads(min(threads.threads or numba.config.NUMBA_NUM_THREADS, numba.config.NUMBA_NUM_THREADS))
