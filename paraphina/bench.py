@@ -10,8 +10,8 @@ import resource
 import time
 
 from paraphina.config.loading import compose_config
-from paraphina.commands import command_overrides
-from paraphina.errors import cli_errors
+from paraphina.config.commands import command_overrides
+from paraphina.core.cli import cli_errors
 from paraphina.runner.batch import engine_params, run_seeds
 from paraphina.engine.simulate import simulate
 

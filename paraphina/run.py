@@ -17,7 +17,9 @@ from omegaconf import DictConfig
 
 from paraphina.config.loading import (CONF_DIR, check_overrides, compose_config, env_overrides, override_key,
                                       uses_hydra_resolver, validate)
-from paraphina.errors import ParaphinaError, cli_errors, fail
+from paraphina.core.cli import cli_errors, fail
+from paraphina.core.errors import ParaphinaError
+from paraphina.core.names import KIND_TAG, MULTIRUN_KIND
 from paraphina.runner import report
 from paraphina.runner.batch import config_hash, run_batch
 
@@ -86,7 +88,7 @@ class MultirunParent:
 
             cls.session = TrackingSession.open(cfg)
             sweep = Path(HydraConfig.get().sweep.dir).name
-            record = RunRecord(name=f"multirun-{sweep}", tags={"paraphina.kind": "multirun"},
+            record = RunRecord(name=f"multirun-{sweep}", tags={KIND_TAG: MULTIRUN_KIND},
                                texts={"overrides.txt": "\n".join(HydraConfig.get().overrides.task)})
             cls.run_id = cls.session.writer.start_parent(record)
             atexit.register(cls.finish)

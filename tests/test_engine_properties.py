@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from paraphina.config.loading import compose_config, to_plain
 from paraphina.engine.params import build_params
 from paraphina.engine.simulate import simulate
-from paraphina.research.telemetry import load_telemetry, run_metrics
+from paraphina.formats.telemetry import load_telemetry, run_metrics
 from paraphina.runner.batch import config_hash, run_batch
 
 REQUIRED_KEYS = ("t", "pnl_realised", "pnl_unrealised", "pnl_total", "risk_regime", "kill_switch", "q_global_tao",

@@ -13,7 +13,7 @@ from typing import Iterable, Mapping, Sequence
 from omegaconf import DictConfig, OmegaConf
 
 from paraphina.config import schema
-from paraphina.errors import ParaphinaError
+from paraphina.core.errors import ParaphinaError
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 

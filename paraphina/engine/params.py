@@ -12,7 +12,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from paraphina.errors import ParaphinaError
+from paraphina.core.errors import ParaphinaError
 
 
 def _leaf(value: Any) -> Any:

@@ -11,6 +11,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from paraphina.core.names import METRIC_KEYS
 from paraphina.engine import control
 from paraphina.engine.control import anywhere, vsum
 from paraphina.engine.ledger import apply_fill, apply_fills
@@ -20,8 +21,6 @@ from paraphina.engine.params import Params
 from paraphina.engine.rng import RunStreams
 
 SERIES_KEYS = ("pnl_total", "q_global_tao", "sigma_eff", "dollar_delta_usd")
-METRIC_KEYS = ("num_ticks", "final_pnl", "max_pnl", "min_pnl", "max_drawdown", "frac_normal", "frac_warning",
-               "frac_hard", "kill_switch", "time_to_kill", "max_abs_delta_usd", "max_abs_basis_usd")
 REGIMES = np.array([[control.NORMAL], [control.WARNING], [control.HARD_LIMIT]])
 
 # An observer sees every tick of the live runs: (tick, run indices, row of arrays). Telemetry is one.

@@ -33,13 +33,14 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.trial import Trial, TrialState
 
 from paraphina.config.loading import CONF_DIR, compose_config, explain_hydra_error, validate
-from paraphina.errors import ParaphinaError
+from paraphina.core.errors import ParaphinaError
 from paraphina.experiments import grid
 from paraphina.experiments.cli import first_difference, flat_config, print_table
 from paraphina.experiments.execution import run_many
 from paraphina.experiments.profiles import PER_RUN_SECTIONS, profiles_batch
 from paraphina.experiments.records import ExperimentRecorder, per_seed_table, point_summaries, sweeps_dir
-from paraphina.tracking.runs import PARENT_TAG, flatten_params
+from paraphina.core.names import COMMAND_TAG, FEASIBLE_TAG, PARENT_TAG, STUDY_TAG, STUDY_UIDS_TAG, TRIAL_TAG
+from paraphina.tracking.runs import flatten_params
 from paraphina.tracking.store import describe, project_root, tracking_client
 from paraphina.world_model.tiers import RiskTier, budget_margins, tier_score, tiers_from_mapping
 
@@ -48,11 +49,6 @@ if TYPE_CHECKING:
 
 SAMPLERS = ("grid", "tpe", "nsga2")
 SPACE_KEYS = ("key", "low", "high", "log", "values")
-STUDY_TAG = "paraphina.study"
-TRIAL_TAG = "paraphina.trial"
-STUDY_UIDS_TAG = "paraphina.study_uids"
-FEASIBLE_TAG = "paraphina.feasible"
-COMMAND_TAG = "paraphina.command"
 UID_ATTR = "paraphina.uid"
 DEFINITION_ATTR = "paraphina.definition"
 RESULT_ATTR = "paraphina.result"

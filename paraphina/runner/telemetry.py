@@ -12,8 +12,8 @@ from typing import Sequence
 
 import numpy as np
 
-from paraphina.engine.control import REGIME_NAMES, STATUS_NAMES
-from paraphina.errors import ParaphinaError
+from paraphina.core.names import REGIME_NAMES, STATUS_NAMES
+from paraphina.core.errors import ParaphinaError
 
 NUMBER_KEYS = ("pnl_realised", "pnl_unrealised", "pnl_total")
 AFTER_REGIME_KEYS = ("q_global_tao", "dollar_delta_usd", "basis_usd", "fair_value", "sigma_eff", "vol_ratio",

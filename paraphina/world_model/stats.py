@@ -21,7 +21,7 @@ from typing import Literal, Union
 
 import numpy as np
 
-from paraphina.errors import ParaphinaError
+from paraphina.core.errors import ParaphinaError
 from paraphina.world_model.tiers import Direction, RiskTier, signed_margin
 
 Verdict = Literal["ok", "violated", "inconclusive"]
