@@ -23,7 +23,7 @@ from paraphina.engine.simulate import SERIES_KEYS
 from paraphina.research import summary
 from paraphina.world_model.summary import format_summary, global_summary, per_profile_summary, top_runs
 from paraphina.formats.telemetry import load_telemetry, run_metrics
-from paraphina.run import execute
+from paraphina.runner.job import execute
 from paraphina.runner.batch import config_hash, run_batch
 from paraphina.core.names import KNOB_CONFIG_KEYS, ROW_KNOBS
 from paraphina.tracking.datasets import load_dataset

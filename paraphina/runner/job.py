@@ -1,0 +1,32 @@
+"""One job of `python -m paraphina.run`: check the config, open the tracking store, run the batch, print, record."""
+from __future__ import annotations
+
+import time
+
+from omegaconf import DictConfig
+
+from paraphina.config.loading import validate
+from paraphina.runner import report
+from paraphina.runner.batch import config_hash, run_batch
+from paraphina.runner.recording import TrackingSession
+
+
+def execute(cfg: DictConfig, parent_run_id: str | None = None, job: int | None = None) -> str | None:
+    """One job (number `job` of a multirun, under `parent_run_id`); returns the run id, None without tracking."""
+    validate(cfg)
+    session = TrackingSession.open(cfg) if cfg.tracking.enabled else None
+    chash = config_hash(cfg)
+    print(report.header(cfg, chash), flush=True)
+    started = time.perf_counter()
+    result, telemetry = run_batch(cfg, job=job)
+    elapsed = time.perf_counter() - started
+    print(report.run_summary(result) if cfg.runs == 1 else report.batch_summary(result, cfg.world_model.confidence))
+    print(f"  engine         {elapsed:.2f} s for {cfg.runs} x {cfg.ticks} run-ticks")
+    if telemetry:
+        shown = telemetry[0] if len(telemetry) == 1 else f"{len(telemetry)} files, e.g. {telemetry[0]}"
+        print(f"  telemetry      {shown}")
+    if session is None:
+        return None
+    run_id = session.record_batch(cfg, result, chash, telemetry, parent_run_id)
+    print(f"  mlflow         run {run_id} in experiment '{cfg.tracking.experiment}' ({session.uri})")
+    return run_id
