@@ -9,17 +9,14 @@ from __future__ import annotations
 import os
 import sys
 
-import hydra
-from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from paraphina.config.loading import (CONF_DIR, check_overrides, compose_config, env_overrides, override_key,
                                       uses_hydra_resolver)
 from paraphina.core.cli import cli_errors, fail
 from paraphina.core.errors import ParaphinaError
+from paraphina.core.names import PARENT_ENV
 from paraphina.runner.job import execute
-from paraphina.runner.multirun import PARENT_ENV
 
 # Hydra flags that take a value, so that value is not mistaken for an override.
 _FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--config-name", "-cn", "--config-path", "-cp",
@@ -43,6 +40,9 @@ def split_argv(argv: list[str]) -> tuple[list[str], list[str]]:
 
 
 def _job(cfg: DictConfig) -> None:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
     try:
         hydra_cfg = HydraConfig.get()
         if hydra_cfg.mode == RunMode.MULTIRUN:
@@ -68,6 +68,8 @@ def main() -> None:
         return
     if not {"--help", "-h", "--hydra-help"} & set(flags):
         check_overrides(overrides)
+    import hydra  # Hydra's app runner: 0.1 s that a plain run does not need
+
     sys.argv = [sys.argv[0], *flags, *env_overrides(os.environ, overrides), *overrides]
     hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")(_job)()
 

@@ -8,13 +8,16 @@ from omegaconf import DictConfig
 from paraphina.config.loading import validate
 from paraphina.runner import report
 from paraphina.runner.batch import config_hash, run_batch
-from paraphina.runner.recording import TrackingSession
 
 
 def execute(cfg: DictConfig, parent_run_id: str | None = None, job: int | None = None) -> str | None:
     """One job (number `job` of a multirun, under `parent_run_id`); returns the run id, None without tracking."""
     validate(cfg)
-    session = TrackingSession.open(cfg) if cfg.tracking.enabled else None
+    session = None
+    if cfg.tracking.enabled:
+        from paraphina.runner.recording import TrackingSession  # brings pandas (0.2 s), which a run without tracking does not need
+
+        session = TrackingSession.open(cfg)
     chash = config_hash(cfg)
     print(report.header(cfg, chash), flush=True)
     started = time.perf_counter()

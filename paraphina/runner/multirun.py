@@ -14,11 +14,9 @@ from omegaconf import DictConfig
 
 from paraphina.core.cli import fail
 from paraphina.core.errors import ParaphinaError
-from paraphina.core.names import KIND_TAG, MULTIRUN_KIND
+from paraphina.core.names import KIND_TAG, MULTIRUN_KIND, PARENT_ENV
 from paraphina.runner.recording import TrackingSession
 from paraphina.tracking.runs import RunRecord
-
-PARENT_ENV = "PARAPHINA_MULTIRUN_PARENT"
 
 
 class MultirunParent(Callback):
