@@ -16,9 +16,9 @@ import time
 
 from omegaconf import DictConfig
 
-from paraphina.commands import command_overrides
+from paraphina.config.commands import command_overrides
 from paraphina.config.loading import compose_config
-from paraphina.errors import cli_errors
+from paraphina.core.cli import cli_errors
 
 
 def _best_of(repeats: int, call) -> float:

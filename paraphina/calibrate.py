@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 
 from paraphina.config.loading import compose_config
-from paraphina.commands import command_overrides
-from paraphina.errors import cli_errors
+from paraphina.config.commands import command_overrides
+from paraphina.core.cli import cli_errors
 from paraphina.engine.simulate import TickRows
 from paraphina.runner.batch import run_batch
 

@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 from paraphina.config.loading import compose_config
 from paraphina.experiments import exp10, exp11, exp12, exp13
 from paraphina.experiments.alignment import shorthand_overrides
-from paraphina.research.dataset import append_rows, make_row
+from paraphina.formats.dataset import append_rows, make_row
 from paraphina.tracking.datasets import load_dataset, row_to_record
 from paraphina.tracking.runs import RunRecord, RunWriter
 from paraphina.tracking.store import prepare_store, tracking_client

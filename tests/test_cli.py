@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from paraphina.config.loading import compose_config
-from paraphina.errors import ParaphinaError
+from paraphina.core.errors import ParaphinaError
 
 NO_TRACKING = "tracking.enabled=false"  # these runs test the CLI, not MLflow records (tests/test_run_tracking.py)
 TIMEOUT_S = 180

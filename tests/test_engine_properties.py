@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from paraphina.config.loading import compose_config
-from paraphina.research.telemetry import load_telemetry, run_metrics
+from paraphina.formats.telemetry import load_telemetry, run_metrics
 from paraphina.runner.batch import config_hash, run_batch
 
 REQUIRED_KEYS = ("t", "pnl_realised", "pnl_unrealised", "pnl_total", "risk_regime", "kill_switch", "q_global_tao",
@@ -338,8 +338,8 @@ def test_hypothesis_thread_pool_equals_serial(seed, market, threads, runs):
 
 
 def test_engine_imports_nothing_of_tracking_experiments_or_files():
-    # the engine does no I/O and knows nothing above it: importing it loads only itself, the shared errors
-    # module and numpy / numba (checked in a fresh interpreter, where nothing else is imported yet)
+    # the engine does no I/O and knows nothing above it: importing it loads only itself, the core layer and
+    # numpy / numba (checked in a fresh interpreter, where nothing else is imported yet)
     import subprocess
     import sys
 
@@ -348,4 +348,5 @@ def test_engine_imports_nothing_of_tracking_experiments_or_files():
             "('paraphina', 'mlflow', 'pandas', 'hydra', 'omegaconf', 'optuna', 'matplotlib'))))")
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert "paraphina.engine.kernel" in loaded
-    assert all(m.startswith("paraphina.engine") or m in ("paraphina", "paraphina.errors") for m in loaded), loaded
+    assert all(m.split(".")[:2] in (["paraphina", "engine"], ["paraphina", "core"]) or m == "paraphina"
+               for m in loaded), loaded

@@ -1,43 +1,72 @@
-"""Hand-worked cases for the engine's formulas (ENGINE_SPEC sections 3 and 5).
+"""Hand-worked cases for the engine's step functions (ENGINE_SPEC sections 3 and 5).
 
-Every expected value below is worked out by hand in the comment next to it (from the spec's formulas
-and the numbers of the case), not copied from a run of the code.
+Each test calls one compiled step of `paraphina.engine` (strategy, ledger, rng, the kernel through
+`simulate`) on one run's parameter record, `params.table[0]`. Every expected value is worked out by hand in
+the comment next to it (from the spec's formulas and the numbers of the case), not copied from a run of the
+code. The market's steps are in tests/test_engine_steps_market.py.
 """
 from __future__ import annotations
 
+import copy
 import math
-from types import SimpleNamespace
 
+import numba
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from paraphina.config.loading import compose_config, to_plain
-from paraphina.engine import control
-from paraphina.engine import simulate as sim_mod
-from paraphina.engine.control import (DISABLED, HARD_LIMIT, HEALTHY, NORMAL, VENUE_WARNING, WARNING, vsum)
-from paraphina.engine.ledger import apply_fill as ledger_fill
+from paraphina.engine.kernel import draw_tick
+from paraphina.engine.ledger import apply_fill
+from paraphina.engine.market import draw_counts, initial_market, market_state_dtype, market_step
 from paraphina.engine.params import build_params
-from paraphina.engine.simulate import fill_thresholds, simulate
+from paraphina.engine.rng import ZIGGURAT_R, next_u64, normal, seed_states, uniform
+from paraphina.engine.simulate import RowRequest, Threads, simulate
+from paraphina.engine.strategy import (DISABLED, HARD_LIMIT, HEALTHY, NORMAL, VENUE_WARNING, WARNING, delta_limit,
+                                       fair_observation, funding_payment, hedge_orders, kalman_step, local_vol_step,
+                                       mark_to_fair, measurement_noise, quote, quote_fills, risk_regime,
+                                       taker_price, venue_health, vol_scalars)
+
+PROPERTY = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+SERIAL = Threads(threads=1, serial_below=1_000_000)
 
 
-def apply_fill(q, entry, dq, price):
-    """The ledger as the engine calls it: under the errstate that silences 0/0 where a position closes."""
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return ledger_fill(q, entry, dq, price)
+def params_of(plain_cfg, runs=1, per_run=None, engine=None, market=None, **fields):
+    """The default parameter table (deep copies of the config dicts, `engine` / `market` merged in by
+    section) with record fields set: `params_of(cfg, hedge_band_base=4.0)`."""
+    eng, mkt = copy.deepcopy(plain_cfg["engine"]), copy.deepcopy(plain_cfg["market"])
+    for tree, over in ((eng, engine or {}), (mkt, market or {})):
+        for section, values in over.items():
+            tree[section].update(values) if isinstance(values, dict) else tree.__setitem__(section, values)
+    p = build_params(eng, mkt, runs, per_run)
+    for name, value in fields.items():
+        p.table[name] = value
+    return p
 
 
-def row(*values) -> np.ndarray:
-    """A run-level array (1, runs)."""
-    return np.array(values, dtype=float).reshape(1, -1)
+def record(plain_cfg, **fields):
+    """Run 0's parameter record with `fields` set."""
+    return params_of(plain_cfg, **fields).table[0]
 
 
-def col(*values) -> np.ndarray:
-    """A venue column (venues, 1)."""
-    return np.array(values, dtype=float).reshape(-1, 1)
+def market(n_venues, **fields):
+    """A market record of n venues (zeros) with the given fields set."""
+    arr = np.zeros(1, market_state_dtype(n_venues))
+    for name, value in fields.items():
+        arr[0][name] = value
+    return arr[0]
 
 
-def close(a, b, rel=1e-12, abs_=1e-12):
-    np.testing.assert_allclose(np.asarray(a, dtype=float), np.asarray(b, dtype=float), rtol=rel, atol=abs_)
+def compose_params(overrides, runs=1, per_run=None):
+    plain = to_plain(compose_config(list(overrides), environ={}))
+    return build_params(plain["engine"], plain["market"], runs, per_run)
+
+
+def run_rows(overrides, ticks, seeds, per_run=None, record_runs=(0,)):
+    """simulate with every tick's row of `record_runs`: (params, result)."""
+    p = compose_params(overrides, len(seeds), per_run)
+    return p, simulate(p, ticks, seeds, SERIAL, record=RowRequest(runs=tuple(record_runs), every=1))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -87,14 +116,24 @@ def test_profiles_match_spec_table(profile, knobs):
     assert got == knobs
 
 
+def test_params_record_fields_are_config_paths(plain_cfg):
+    # one record per run; fields named by path without the section; venue knobs have one value per venue
+    p = params_of(plain_cfg, runs=3, per_run={"engine.hedge.band_base": [1.0, 2.0, 3.0]})
+    assert p.table.shape == (3,)
+    assert p.table["hedge_band_base"].tolist() == [1.0, 2.0, 3.0]
+    prm = p.table[1]
+    assert prm["mm_size_eta"] == 0.1 and prm["s0"] == 250.0 and prm["impact_coeff"] == 20.0
+    assert prm["venues_gamma"].tolist() == [0.10, 0.09, 0.11, 0.10, 0.10]
+    assert prm["venues_hedge_allowed"].tolist() == [1.0] * 5
+    assert prm["regime_sigma_calm"] == 0.0006 and prm["fills_intensity"].tolist() == [1.0] * 5
+
+
 # --------------------------------------------------------------------------------------------------
 # Ledger (step 9): VWAP entry, realised PnL on reductions and flips.
 # --------------------------------------------------------------------------------------------------
 
 def _fill(q, entry, dq, price):
-    q, entry, realised = apply_fill(np.array([[q]], float), np.array([[entry]], float), np.array([[dq]], float),
-                                    np.array([[price]], float))
-    return float(q[0, 0]), float(entry[0, 0]), float(realised[0, 0])
+    return tuple(float(x) for x in apply_fill(float(q), float(entry), float(dq), float(price)))
 
 
 def test_ledger_vwap_on_adds():
@@ -136,195 +175,287 @@ def test_ledger_close_to_zero():
 
 
 def test_ledger_zero_fill_keeps_entry_exactly():
-    # a zero fill adds nothing, so the VWAP entry must stay exactly what it was: 5/6 TAO @ 249.16 stays @ 249.16.
-    # (The tick loop calls apply_fill for every run of a batch when any run fills, so a run with no fill must
-    # come out bit-identical, or a batch differs from single runs; (q * e) / q = 249.15999999999997 here.)
+    # a zero fill adds nothing, so the VWAP entry must stay exactly what it was: 5/6 TAO @ 249.16 stays @ 249.16
+    # ((q * e) / q = 249.15999999999997 here, so a VWAP over a zero fill would move it).
     q = 1 / 1.2
     assert _fill(q, 249.16, 0.0, 250.0) == (q, 249.16, 0.0)
     assert _fill(-q, 249.16, 0.0, 250.0) == (-q, 249.16, 0.0)
-    # and vectorised: the venue that does not fill keeps its entry while the other one fills
-    new_q, new_entry, _ = apply_fill(col(q, 2.0), col(249.16, 100.0), col(0.0, 2.0), col(250.0, 110.0))
-    assert new_entry[:, 0].tolist() == [249.16, 105.0]
 
 
-def test_ledger_vectorised_over_venues_and_runs():
-    # the cases above laid out as 3 venues x 3 runs at once; each element must match its scalar case
-    q = np.array([[2, 5, -10], [3, -6, 3], [0, -2, 2]], float)
-    entry = np.array([[100, 106, 56], [106, 56, 106], [0, 50, 100]], float)
-    dq = np.array([[3, -2, 4], [-5, 10, -3], [-4, 2, 0]], float)
-    price = np.array([[110, 120, 50], [100, 60, 110], [50, 45, 123]], float)
+@pytest.mark.parametrize("q,entry,dq,price,expected", [
+    # the nine cases of the old (venues x runs) layout, each against its scalar answer
+    (2, 100, 3, 110, (5, 106, 0)), (5, 106, -2, 120, (3, 106, 28)), (-10, 56, 4, 50, (-6, 56, 24)),
+    (3, 106, -5, 100, (-2, 100, -18)), (-6, 56, 10, 60, (4, 60, -24)), (3, 106, -3, 110, (0, 0, 12)),
+    (0, 0, -4, 50, (-4, 50, 0)), (-2, 50, 2, 45, (0, 0, 10)), (2, 100, 0, 123, (2, 100, 0)),
+])
+def test_ledger_cases_table(q, entry, dq, price, expected):
+    assert _fill(q, entry, dq, price) == tuple(float(x) for x in expected)
+
+
+@PROPERTY
+@given(q=st.floats(-50, 50), entry=st.floats(100, 400), dq=st.floats(-50, 50), price=st.floats(100, 400),
+       mark=st.floats(100, 400))
+def test_ledger_conserves_value(q, entry, dq, price, mark):
+    # for any mark m: realised + new_q (m - new_entry) = q (m - entry) + dq (m - price), i.e. a fill neither
+    # creates nor destroys value: the ledger only moves PnL from unrealised to realised
+    if q == 0.0:
+        entry = 0.0
     new_q, new_entry, realised = apply_fill(q, entry, dq, price)
-    assert new_q.tolist() == [[5, 3, -6], [-2, 4, 0], [-4, 0, 2]]
-    assert new_entry.tolist() == [[106, 106, 56], [100, 60, 0], [50, 0, 100]]
-    assert realised.tolist() == [[0, 28, 24], [-18, -24, 12], [0, 10, 0]]
-    # inputs are not modified
-    assert q.tolist() == [[2, 5, -10], [3, -6, 3], [0, -2, 2]]
+    assert new_q == q + dq
+    before = q * (mark - entry) + dq * (mark - price)
+    after = realised + new_q * (mark - new_entry)
+    assert after == pytest.approx(before, abs=1e-7 * (1 + abs(q) + abs(dq)) * 400)
+    # entry is 0 when flat and otherwise a price the position was built at (between entry and price)
+    if new_q == 0.0:
+        assert new_entry == 0.0
+    elif q != 0.0:
+        assert min(entry, price) - 1e-9 <= new_entry <= max(entry, price) + 1e-9
 
 
 # --------------------------------------------------------------------------------------------------
-# Mark to fair (steps 5 and 11): the two-venue example.
+# Mark to fair (steps 5 and 11), funding (step 10) and the taker price (step 9).
 # --------------------------------------------------------------------------------------------------
 
 def test_two_venue_mark_to_fair():
     # venue 0 long 5 @ 95 with mid 102, venue 1 short 3 @ 110 with mid 98, fair 100:
-    # q = 5 - 3 = 2; delta = 2 * 100 = 200; basis = 5 (102 - 100) + (-3)(98 - 100) = 10 + 6 = 16;
+    # q = 5 - 3 = 2; basis = 5 (102 - 100) + (-3)(98 - 100) = 10 + 6 = 16;
     # basis_gross = |10| + |6| = 16; unrealised = 5 (100 - 95) + (-3)(100 - 110) = 25 + 30 = 55
-    q = col(5, -3)
-    entry = col(95, 110)
-    mid = col(102, 98)
-    fair = row(100)
-    q_total = vsum(q)
-    assert q_total.shape == (1, 1)
-    assert q_total[0, 0] == 2.0
-    assert (q_total * fair)[0, 0] == 200.0
-    assert vsum(q * (mid - fair))[0, 0] == 16.0
-    assert vsum(np.abs(q * (mid - fair)))[0, 0] == 16.0
-    assert vsum(q * (fair - entry))[0, 0] == 55.0
+    assert mark_to_fair(np.array([5.0, -3.0]), np.array([95.0, 110.0]), np.array([102.0, 98.0]),
+                        100.0) == (2.0, 16.0, 16.0, 55.0)
+    # venue 1 long 3 @ 110 instead: q 8; basis 10 - 6 = 4, gross 16; unrealised 25 + 3 (100 - 110) = -5
+    assert mark_to_fair(np.array([5.0, 3.0]), np.array([95.0, 110.0]), np.array([102.0, 98.0]),
+                        100.0) == (8.0, 4.0, 16.0, -5.0)
+    # flat everywhere: zeros whatever the entries and mids
+    assert mark_to_fair(np.zeros(5), np.zeros(5), np.full(5, 250.0), 251.0) == (0.0, 0.0, 0.0, 0.0)
+
+
+def test_funding_payment_hand_case():
+    # q 5, -3; funding 0.0008, -0.0004 per 8 h; mids 102, 98; dt 2 s:
+    # 5 * 0.0008 * 102 = 0.408; -3 * -0.0004 * 98 = 0.1176; (0.408 + 0.1176) * 2 / 28800 = 3.65e-5 USD paid
+    mkt = market(2, funding=[0.0008, -0.0004], mid=[102.0, 98.0])
+    assert funding_payment(np.array([5.0, -3.0]), mkt, 2.0) == pytest.approx(3.65e-5, rel=1e-12)
+    # a long on positive funding pays (positive), a short on it receives
+    assert funding_payment(np.array([60.0, 0.0]), market(2, funding=[0.002, 0.0], mid=[250.5, 1.0]), 1.0) == \
+        pytest.approx(60 * 0.002 * 250.5 / 28800, rel=1e-12)
+    assert funding_payment(np.array([-60.0, 0.0]), market(2, funding=[0.002, 0.0], mid=[250.5, 1.0]), 1.0) < 0
+
+
+def test_taker_price_hand_case(plain_cfg):
+    # mid 250, spread 0.1, depth 2e6, impact_coeff 20:
+    # sell 14.375: slip = 0.05 + 20 * 14.375 / 2e6 * 250 = 0.05 + 0.0359375 -> 249.9140625
+    # buy 2: slip = 0.05 + 20 * 2 / 2e6 * 250 = 0.055 -> 250.055
+    prm = record(plain_cfg)
+    mkt = market(5, mid=[250.0] * 5, spread=[0.1] * 5, depth=[2e6] * 5)
+    assert taker_price(prm, mkt, 0, -14.375) == pytest.approx(249.9140625, rel=1e-14)
+    assert taker_price(prm, mkt, 3, 2.0) == pytest.approx(250.055, rel=1e-14)
 
 
 # --------------------------------------------------------------------------------------------------
-# Kalman filter (step 3)
+# Kalman filter (step 3): observation, measurement noise, predict / update / reject / re-anchor.
 # --------------------------------------------------------------------------------------------------
 
-KF = SimpleNamespace(q_base=0.01, r_a=0.01, r_b=100.0, r_min=0.01, r_max=1.0, p_init=1.0)
-BOOK = SimpleNamespace(max_mid_jump_pct=0.02, max_consecutive_rejects=3, min_healthy_for_kf=2)
+KF = dict(kalman_q_base=0.01, kalman_r_a=0.01, kalman_r_b=100.0, kalman_r_min=0.01, kalman_r_max=1.0,
+          kalman_p_init=1.0)
 
 
-def _kalman_step(xhat, p, rejects, has_fair, observed, y, spread, depth, kf, dt):
-    """kalman_step on (1, runs) rows, from an observation built by kalman_observation (2 usable venues or none)."""
-    obs = control.kalman_observation(np.where(observed, 2, 0), y, spread, depth, kf, BOOK)
-    return control.kalman_step(xhat, np.exp(xhat), p, rejects, has_fair, obs, kf, BOOK, dt)
+@pytest.fixture(scope="module")
+def kf_prm(plain_cfg):
+    return record(plain_cfg, **KF)
 
 
-def _kalman(xhat, p, rejects, has_fair, observed, y, spread=1.0, depth=1000.0, kf=KF, dt=1.0):
-    out = _kalman_step(row(xhat), row(p), row(rejects), np.array([[has_fair]]), np.array([[observed]]),
-                       row(y), row(spread), row(depth), kf, dt)
-    return tuple(float(a[0, 0]) for a in out[:3]) + (bool(out[3][0, 0]),)
+def _kalman(prm, xhat, p, rejects, has_fair, observed, y, spread=1.0, depth=1000.0, dt=1.0):
+    """One filter step from an observation of 2 usable venues (or none)."""
+    r = measurement_noise(prm, spread, depth)
+    out = kalman_step(prm, xhat, math.exp(xhat), p, float(rejects), has_fair, 2.0 if observed else 0.0, y, r, dt)
+    return float(out[0]), float(out[1]), float(out[2]), bool(out[3])
 
 
-def test_kalman_hand_update():
-    # predict P = 0.02 + 0.01 * 1 = 0.03; R = 0.01 + 0.01 * 1^2 + 100 / 1000 = 0.12 (inside [0.01, 1]);
-    # K = 0.03 / 0.15 = 0.2; y = 101 is 1 % from 100: accepted;
+def test_fair_observation_usable_venues():
+    # mids 100, 102, 110, 90; depths 1e6, 3e6, 2e6, 0; spreads 0.1, 0.2, 0.3, 0.4; ages 0, 1, 2, 0; stale after
+    # 1 tick: venue 2 is stale (age 2 > 1), venue 3 has no depth. Usable 0 and 1:
+    # y = (1e6 * 100 + 3e6 * 102) / 4e6 = 101.5; spread (0.1 + 0.2) / 2 = 0.15; depth 4e6 / 2 = 2e6
+    mkt = market(4, mid=[100.0, 102.0, 110.0, 90.0], depth=[1e6, 3e6, 2e6, 0.0], spread=[0.1, 0.2, 0.3, 0.4],
+                 age=[0.0, 1.0, 2.0, 0.0])
+    healthy = np.zeros(4, np.int64)
+    n, y, spread, depth = fair_observation(mkt, healthy, 1.0)
+    assert (n, depth) == (2.0, 2e6)
+    assert y == pytest.approx(101.5, rel=1e-15) and spread == pytest.approx(0.15, rel=1e-15)
+    # a venue in Warning still observes; a Disabled one does not (venue 1 Disabled: venue 0 alone, y = 100)
+    assert fair_observation(mkt, np.array([VENUE_WARNING, VENUE_WARNING, 0, 0]), 1.0)[:2] == (2.0, 101.5)
+    assert fair_observation(mkt, np.array([HEALTHY, DISABLED, 0, 0]), 1.0) == (1.0, 100.0, 0.1, 1e6)
+    # with a longer staleness allowance (2 ticks) venue 2 joins: y = (100e6 + 306e6 + 220e6) / 6e6 = 104.333
+    assert fair_observation(mkt, healthy, 2.0)[1] == pytest.approx(626 / 6, rel=1e-14)
+    # nothing usable: count 0 and NaN means
+    n, y, spread, depth = fair_observation(mkt, np.full(4, DISABLED), 1.0)
+    assert n == 0.0 and math.isnan(y) and math.isnan(spread) and math.isnan(depth)
+
+
+def test_measurement_noise_hand_and_clip(kf_prm, plain_cfg):
+    # R = 0.01 + 0.01 * 1^2 + 100 / 1000 = 0.12; depth 1: 100.02 -> r_max 1; tiny: r_min
+    assert measurement_noise(kf_prm, 1.0, 1000.0) == pytest.approx(0.12, rel=1e-14)
+    assert measurement_noise(kf_prm, 1.0, 1.0) == 1.0
+    # default config: 1e-8 + 1e-6 * 0.1^2 + 100 / 2e6 = 5.002e-5
+    assert measurement_noise(record(plain_cfg), 0.1, 2e6) == pytest.approx(5.002e-5, rel=1e-12)
+
+
+def test_kalman_hand_update(kf_prm):
+    # predict P = 0.02 + 0.01 * 1 = 0.03; R = 0.12; K = 0.03 / 0.15 = 0.2; y = 101 is 1 % from 100: accepted;
     # xhat = ln 100 + 0.2 (ln 101 - ln 100); P = 0.03 (1 - 0.2) = 0.024
-    xhat, p, rej, has = _kalman(math.log(100), 0.02, 0, True, True, 101.0)
+    xhat, p, rej, has = _kalman(kf_prm, math.log(100), 0.02, 0, True, True, 101.0)
     assert xhat == pytest.approx(math.log(100) + 0.2 * (math.log(101) - math.log(100)), rel=1e-14)
     assert p == pytest.approx(0.024, rel=1e-12)
     assert rej == 0.0 and has
 
 
 def test_kalman_hand_update_with_default_config(plain_cfg):
-    kf = SimpleNamespace(**plain_cfg["engine"]["kalman"])
-    # P = 1 + 1e-6; R = 1e-8 + 1e-6 * 0.1^2 + 100 / 2e6 = 1e-8 + 1e-8 + 5e-5 = 5.002e-5
-    # K = 1.000001 / (1.000001 + 5.002e-5); xhat = ln 250 + K (ln 251 - ln 250); P = 1.000001 (1 - K)
-    xhat, p, _, _ = _kalman(math.log(250), 1.0, 0, True, True, 251.0, spread=0.1, depth=2e6, kf=kf)
+    # P = 1 + 1e-6; R = 5.002e-5; K = 1.000001 / (1.000001 + 5.002e-5); xhat = ln 250 + K (ln 251 - ln 250)
+    xhat, p, _, _ = _kalman(record(plain_cfg), math.log(250), 1.0, 0, True, True, 251.0, spread=0.1, depth=2e6)
     k = 1.000001 / (1.000001 + 5.002e-5)
     assert xhat == pytest.approx(math.log(250) + k * (math.log(251) - math.log(250)), rel=1e-12)
     assert p == pytest.approx(1.000001 * (1 - k), rel=1e-9)
 
 
-def test_kalman_r_is_clipped():
+def test_kalman_r_is_clipped(kf_prm, plain_cfg):
     # depth 1: R = 0.01 + 0.01 + 100 = 100.02 -> r_max 1; P = 0.03 -> K = 0.03 / 1.03
-    _, p, _, _ = _kalman(0.0, 0.02, 0, True, True, 1.01, spread=1.0, depth=1.0)
+    _, p, _, _ = _kalman(kf_prm, 0.0, 0.02, 0, True, True, 1.01, spread=1.0, depth=1.0)
     assert p == pytest.approx(0.03 * (1 - 0.03 / 1.03), rel=1e-12)
     # r_min 0.5 > everything else: R = clip(0.5 + 0 + 1e-6, 0.5, 1) = 0.500001; K = 0.03 / 0.530001
-    kf = SimpleNamespace(**{**vars(KF), "r_min": 0.5, "r_a": 0.0})
-    _, p, _, _ = _kalman(0.0, 0.02, 0, True, True, 1.01, spread=1.0, depth=1e8, kf=kf)
+    prm = record(plain_cfg, **{**KF, "kalman_r_min": 0.5, "kalman_r_a": 0.0})
+    _, p, _, _ = _kalman(prm, 0.0, 0.02, 0, True, True, 1.01, spread=1.0, depth=1e8)
     assert p == pytest.approx(0.03 * (1 - 0.03 / 0.530001), rel=1e-12)
 
 
-def test_kalman_rejects_jump_over_max_pct():
+def test_kalman_rejects_jump_over_max_pct(kf_prm):
     # y = 103 is 3 % from 100 > 2 %: only predict (P = 0.02 + 0.01), xhat stays, one reject counted
-    xhat, p, rej, has = _kalman(math.log(100), 0.02, 0, True, True, 103.0)
+    xhat, p, rej, has = _kalman(kf_prm, math.log(100), 0.02, 0, True, True, 103.0)
     assert xhat == math.log(100)
     assert p == pytest.approx(0.03, rel=1e-14)
     assert rej == 1.0 and has
     # 1.9 % is accepted, 2.1 % (either way) rejected
-    assert _kalman(math.log(100), 0.02, 0, True, True, 101.9)[2] == 0.0
-    assert _kalman(math.log(100), 0.02, 0, True, True, 102.1)[2] == 1.0
-    assert _kalman(math.log(100), 0.02, 0, True, True, 97.9)[2] == 1.0
+    assert _kalman(kf_prm, math.log(100), 0.02, 0, True, True, 101.9)[2] == 0.0
+    assert _kalman(kf_prm, math.log(100), 0.02, 0, True, True, 102.1)[2] == 1.0
+    assert _kalman(kf_prm, math.log(100), 0.02, 0, True, True, 97.9)[2] == 1.0
 
 
-def test_kalman_without_previous_fair_accepts_anything():
+def test_kalman_without_previous_fair_accepts_anything(kf_prm):
     # no previous fair value: y = 200 (100 % away) is accepted: K = 0.03 / 0.15 = 0.2
-    xhat, p, rej, has = _kalman(math.log(100), 0.02, 0, False, True, 200.0)
+    xhat, p, rej, has = _kalman(kf_prm, math.log(100), 0.02, 0, False, True, 200.0)
     assert xhat == pytest.approx(math.log(100) + 0.2 * math.log(2), rel=1e-14)
     assert p == pytest.approx(0.024, rel=1e-12)
     assert has and rej == 0.0
 
 
-def test_kalman_reanchors_on_third_consecutive_reject():
+def test_kalman_reanchors_on_third_consecutive_reject(kf_prm):
     x0 = math.log(100)
     # 1st and 2nd rejection count up; the 3rd re-anchors: xhat = ln 110, P = p_init = 1, rejects 0
     state = (x0, 0.02, 0.0, True)
     for expected_rejects in (1.0, 2.0):
-        state = _kalman(state[0], state[1], state[2], state[3], True, 110.0)
+        state = _kalman(kf_prm, state[0], state[1], state[2], state[3], True, 110.0)
         assert state[0] == x0 and state[2] == expected_rejects
     assert state[1] == pytest.approx(0.04, rel=1e-12)  # two predicts: 0.02 + 0.01 + 0.01
-    xhat, p, rej, has = _kalman(state[0], state[1], state[2], state[3], True, 110.0)
+    xhat, p, rej, has = _kalman(kf_prm, state[0], state[1], state[2], state[3], True, 110.0)
     assert xhat == pytest.approx(math.log(110), rel=1e-15)
     assert p == 1.0 and rej == 0.0 and has
     # an accepted observation in between resets the count: 2 rejects then an accepted one -> 0
-    assert _kalman(x0, 0.02, 2.0, True, True, 101.0)[2] == 0.0
+    assert _kalman(kf_prm, x0, 0.02, 2.0, True, True, 101.0)[2] == 0.0
     # a tick without observation neither counts nor resets
-    assert _kalman(x0, 0.02, 2.0, True, False, 110.0)[2] == 2.0
+    assert _kalman(kf_prm, x0, 0.02, 2.0, True, False, 110.0)[2] == 2.0
 
 
-def test_kalman_no_observation_only_predicts():
-    # no observation (y, spread, depth are NaN as 0/0 would give): xhat unchanged, P = 0.02 + 0.01 * 0.5
-    xhat, p, rej, has = _kalman(math.log(100), 0.02, 1.0, True, False, math.nan, spread=math.nan,
+def test_kalman_no_observation_only_predicts(kf_prm):
+    # no observation (y, spread, depth NaN as fair_observation gives them): xhat unchanged, P = 0.02 + 0.01 * 0.5
+    xhat, p, rej, has = _kalman(kf_prm, math.log(100), 0.02, 1.0, True, False, math.nan, spread=math.nan,
                                 depth=math.nan, dt=0.5)
     assert xhat == math.log(100)
     assert p == pytest.approx(0.025, rel=1e-14)
     assert rej == 1.0 and has
     # before any fair value, no observation leaves has_fair False
-    assert _kalman(math.log(100), 0.02, 0.0, False, False, math.nan)[3] is False
+    assert _kalman(kf_prm, math.log(100), 0.02, 0.0, False, False, math.nan)[3] is False
+    # one usable venue is fewer than min_healthy_for_kf = 2: no update either
+    out = kalman_step(kf_prm, math.log(100), 100.0, 0.02, 0.0, True, 1.0, 101.0, 0.12, 1.0)
+    assert out[0] == math.log(100) and out[1] == pytest.approx(0.03, rel=1e-14)
 
 
-def test_kalman_vectorised_runs():
-    # the four cases side by side: accept, reject, re-anchor, no observation
-    x0 = math.log(100)
-    xhat, p, rej, has = _kalman_step(
-        row(x0, x0, x0, x0), row(0.02, 0.02, 0.02, 0.02), row(0, 0, 2, 0), np.array([[True, True, True, True]]),
-        np.array([[True, True, True, False]]), row(101, 103, 110, np.nan), row(1, 1, 1, np.nan),
-        row(1000, 1000, 1000, np.nan), KF, 1.0)
-    close(xhat, row(x0 + 0.2 * (math.log(101) - x0), x0, math.log(110), x0), rel=1e-14)
-    close(p, row(0.024, 0.03, 1.0, 0.03))
-    assert rej.tolist() == [[0, 1, 0, 0]]
-    assert has.all()
+@pytest.mark.parametrize("rejects,observed,y,xhat_expected,p_expected,rejects_expected", [
+    # the four cases of the old per-run layout: accept, reject, re-anchor, no observation
+    (0, True, 101.0, math.log(100) + 0.2 * math.log(1.01), 0.024, 0.0),
+    (0, True, 103.0, math.log(100), 0.03, 1.0),
+    (2, True, 110.0, math.log(110), 1.0, 0.0),
+    (0, False, math.nan, math.log(100), 0.03, 0.0),
+])
+def test_kalman_cases_table(kf_prm, rejects, observed, y, xhat_expected, p_expected, rejects_expected):
+    xhat, p, rej, has = _kalman(kf_prm, math.log(100), 0.02, rejects, True, observed, y)
+    assert xhat == pytest.approx(xhat_expected, rel=1e-14)
+    assert p == pytest.approx(p_expected, rel=1e-12)
+    assert rej == rejects_expected and has
+
+
+@PROPERTY
+@given(x0=st.floats(4.0, 6.0), jump=st.floats(-0.0199, 0.0199), p=st.floats(1e-6, 1.0),
+       spread=st.floats(1e-3, 2.0), depth=st.floats(1e3, 1e8))
+def test_kalman_update_moves_toward_the_observation(kf_prm, x0, jump, p, spread, depth):
+    # an accepted update lands between xhat and ln y (0 < K < 1) and shrinks the predicted variance
+    y = math.exp(x0) * (1 + jump)
+    xhat, p_new, rej, has = _kalman(kf_prm, x0, p, 0, True, True, y, spread=spread, depth=depth)
+    lo, hi = sorted((x0, math.log(y)))
+    assert lo - 1e-12 <= xhat <= hi + 1e-12
+    assert 0.0 < p_new < p + 0.01 and rej == 0.0 and has
 
 
 # --------------------------------------------------------------------------------------------------
-# Effective volatility and control scalars (step 4)
+# Local volatility (step 2) and effective volatility with control scalars (step 4)
 # --------------------------------------------------------------------------------------------------
 
-VOL = SimpleNamespace(fv_vol_alpha_short=0.2, fv_vol_alpha_long=0.05, sigma_min=0.001, vol_ref=0.028125,
-                      vol_ratio_min=0.25, vol_ratio_max=4.0, c_spread=1.0, c_size=2.0, c_band=1.0)
+def test_local_vol_step_both_ewmas(plain_cfg):
+    # alpha short 0.2, long 0.05, from zero. Venue 0 moves +0.01 then -0.02 in log mid; venue 1 does not move:
+    # tick 1: r2 = 1e-4: short 0.2e-4 = 2e-5, long 0.05e-4 = 5e-6
+    # tick 2: r2 = 4e-4: short 2e-5 + 0.2 (4e-4 - 2e-5) = 9.6e-5; long 5e-6 + 0.05 (4e-4 - 5e-6) = 2.475e-5
+    # venue 1 starts at 1e-6 (short) and 3e-6 (long) and decays: short 0.8^2 1e-6, long 0.95^2 3e-6
+    prm = record(plain_cfg)
+    short, long_ = np.array([0.0, 1e-6]), np.array([0.0, 3e-6])
+    local_vol_step(prm, short, long_, np.array([0.0, 5.0]), np.array([0.01, 5.0]))
+    assert short[0] == pytest.approx(2e-5, rel=1e-12) and long_[0] == pytest.approx(5e-6, rel=1e-12)
+    local_vol_step(prm, short, long_, np.array([0.01, 5.0]), np.array([-0.01, 5.0]))
+    assert short[0] == pytest.approx(9.6e-5, rel=1e-12) and long_[0] == pytest.approx(2.475e-5, rel=1e-12)
+    assert short[1] == pytest.approx(0.64e-6, rel=1e-12) and long_[1] == pytest.approx(0.9025 * 3e-6, rel=1e-12)
 
 
-def _vol(var, ret):
-    return [float(a[0, 0]) for a in control.vol_scalars(row(var), row(ret), VOL)]
+def test_local_vol_converges_to_the_squared_return(plain_cfg):
+    # a constant return r: both EWMAs converge to r^2; the short one faster (after 20 steps from 0:
+    # short 1 - 0.8^20 = 98.8 % of r^2, long 1 - 0.95^20 = 64.2 %)
+    prm = record(plain_cfg, volatility_fv_vol_alpha_long=0.05)
+    short, long_ = np.zeros(1), np.zeros(1)
+    for i in range(20):
+        local_vol_step(prm, short, long_, np.array([0.003 * i]), np.array([0.003 * (i + 1)]))
+    assert short[0] == pytest.approx(9e-6 * (1 - 0.8 ** 20), rel=1e-9)
+    assert long_[0] == pytest.approx(9e-6 * (1 - 0.95 ** 20), rel=1e-9)
 
 
-def test_vol_floor_and_lower_clip():
+@pytest.fixture(scope="module")
+def vol_prm(plain_cfg):
+    return record(plain_cfg)
+
+
+def test_vol_floor_and_lower_clip(vol_prm):
     # var 0, ret 0: var 0, sigma_eff = max(0, 0.001) = 0.001; 0.001 / 0.028125 = 0.0356 -> clipped to 0.25;
     # bump = max(0.25 - 1, 0) = 0 -> every multiplier is 1
-    assert _vol(0.0, 0.0) == [0.0, 0.001, 0.25, 1.0, 1.0, 1.0]
+    assert vol_scalars(vol_prm, 0.0, 0.0) == (0.0, 0.001, 0.25, 1.0, 1.0, 1.0)
 
 
-def test_vol_hand_ewma():
+def test_vol_hand_ewma(vol_prm):
     # var = 0.8 * 1e-4 + 0.2 * 0.02^2 = 1.6e-4; sigma_eff = sqrt(1.6e-4) = 0.0126491;
     # vol_ratio = 0.0126491 / 0.028125 = 0.449751 (inside [0.25, 4]); bump 0
-    var, sigma, ratio, sm, qm, bm = _vol(1e-4, 0.02)
+    var, sigma, ratio, sm, qm, bm = vol_scalars(vol_prm, 1e-4, 0.02)
     assert var == pytest.approx(1.6e-4, rel=1e-12)
     assert sigma == pytest.approx(math.sqrt(1.6e-4), rel=1e-12)
     assert ratio == pytest.approx(math.sqrt(1.6e-4) / 0.028125, rel=1e-12)
     assert (sm, qm, bm) == (1.0, 1.0, 1.0)
 
 
-def test_vol_ratio_two():
+def test_vol_ratio_two(vol_prm):
     # var = ret^2 = 0.05625^2 stays 0.05625^2; sigma_eff 0.05625; vol_ratio = 0.05625 / 0.028125 = 2; bump 1:
     # spread_mult = 1 + 1 * 1 = 2; size_mult = 1 / (1 + 2 * 1) = 1/3; band_mult = 1 / (1 + 1 * 1) = 1/2
-    var, sigma, ratio, sm, qm, bm = _vol(0.05625 ** 2, 0.05625)
+    var, sigma, ratio, sm, qm, bm = vol_scalars(vol_prm, 0.05625 ** 2, 0.05625)
     assert sigma == pytest.approx(0.05625, rel=1e-12)
     assert ratio == pytest.approx(2.0, rel=1e-12)
     assert sm == pytest.approx(2.0, rel=1e-12)
@@ -332,62 +463,81 @@ def test_vol_ratio_two():
     assert bm == pytest.approx(0.5, rel=1e-12)
 
 
-def test_vol_upper_clip():
+def test_vol_upper_clip(vol_prm):
     # ret = 1: var = 0.2, sigma_eff = 0.447 -> ratio 15.9 -> clipped to 4; bump 3:
     # spread 1 + 3 = 4, size 1 / (1 + 6) = 1/7, band 1 / (1 + 3) = 1/4
-    var, sigma, ratio, sm, qm, bm = _vol(0.0, 1.0)
+    var, sigma, ratio, sm, qm, bm = vol_scalars(vol_prm, 0.0, 1.0)
     assert var == pytest.approx(0.2, rel=1e-15)
     assert ratio == 4.0
     assert (sm, qm, bm) == (4.0, 1 / 7, 0.25)
 
 
-def test_delta_limit():
-    risk = SimpleNamespace(delta_hard_limit_usd_base=100000.0, delta_limit_vol_ratio_floor=0.25)
+def test_delta_limit(vol_prm):
     # 100000 / max(2, 0.25) = 50000; 100000 / max(0.1, 0.25) = 400000; 100000 / 1 = 100000
-    close(control.delta_limit(row(2.0, 0.1, 1.0), risk), row(50000, 400000, 100000))
+    assert [delta_limit(vol_prm, r) for r in (2.0, 0.1, 1.0)] == [50000.0, 400000.0, 100000.0]
 
 
 # --------------------------------------------------------------------------------------------------
-# Toxicity and venue status (step 6)
+# Toxicity and venue health (step 6)
 # --------------------------------------------------------------------------------------------------
 
-TOX = SimpleNamespace(vol_tox_scale=0.5, tox_med_threshold=0.6, tox_high_threshold=0.9)
+def _health(prm, local, sigma_eff=1.0, depth=None, age=None, stale_ticks=1.0):
+    """venue_health on venues whose short local volatility is `local` (vol_short = local^2): (tox, status)."""
+    n = len(local)
+    mkt = market(n, depth=depth if depth is not None else [1e6] * n, age=age if age is not None else [0.0] * n)
+    vol_short = np.array(local, float) ** 2
+    tox, status = np.full(n, -1.0), np.full(n, -1, np.int64)
+    venue_health(prm, mkt, vol_short, sigma_eff, stale_ticks, tox, status)
+    return tox.tolist(), status.tolist()
 
 
-def test_toxicity_scores():
+def test_toxicity_scores(vol_prm):
     # sigma_eff 1: (local / 1 - 1) / 0.5 clipped to [0, 1]:
-    # 0.5 -> -1 -> 0; 1 -> 0; 1.25 -> 0.5; 1.375 -> 0.75; 1.5 -> 1; 2 -> 2 -> 1; no book -> 1
-    local = col(0.5, 1.0, 1.25, 1.375, 1.5, 2.0, 1.0)
-    has_book = col(1, 1, 1, 1, 1, 1, 0).astype(bool)
-    tox = control.toxicity(local, row(1.0), has_book, TOX)
-    assert tox[:, 0].tolist() == [0.0, 0.0, 0.5, 0.75, 1.0, 1.0, 1.0]
+    # 0.5 -> -1 -> 0; 1 -> 0; 1.25 -> 0.5; 1.375 -> 0.75; 1.5 -> 1; 2 -> 2 -> 1; no book (depth 0) -> 1
+    tox, _ = _health(vol_prm, [0.5, 1.0, 1.25, 1.375, 1.5, 2.0, 1.0], depth=[1e6] * 6 + [0.0])
+    assert tox == [0.0, 0.0, 0.5, 0.75, 1.0, 1.0, 1.0]
     # with sigma_eff 0.002 and local 0.0025: (1.25 - 1) / 0.5 = 0.5
-    assert control.toxicity(col(0.0025), row(0.002), col(1).astype(bool), TOX)[0, 0] == pytest.approx(0.5)
+    assert _health(vol_prm, [0.0025], sigma_eff=0.002)[0][0] == pytest.approx(0.5)
+    # local vol below sigma_min (0.001) counts as sigma_min: local 1e-4 against sigma_eff 0.0008 ->
+    # (0.001 / 0.0008 - 1) / 0.5 = 0.5
+    assert _health(vol_prm, [1e-4], sigma_eff=0.0008)[0][0] == pytest.approx(0.5, rel=1e-12)
 
 
-def test_venue_status_thresholds():
-    # < 0.6 Healthy; 0.6 <= tox < 0.9 Warning; >= 0.9 Disabled; stale Disabled whatever the score
-    tox = col(0.0, 0.5999, 0.6, 0.75, 0.8999, 0.9, 1.0, 0.0, 0.7)
-    stale = col(0, 0, 0, 0, 0, 0, 0, 1, 1).astype(bool)
-    status = control.venue_status(tox, stale, TOX)
-    assert status[:, 0].tolist() == [HEALTHY, HEALTHY, VENUE_WARNING, VENUE_WARNING, VENUE_WARNING, DISABLED,
-                                     DISABLED, DISABLED, DISABLED]
+def test_venue_status_thresholds(vol_prm, plain_cfg):
+    # < 0.6 Healthy; 0.6 <= tox < 0.9 Warning; >= 0.9 Disabled. local = 1 + 0.5 tox at sigma_eff 1:
+    # tox 0, 0.5998, 0.6 (+1 ulp), 0.75, 0.8998, 0.9 (+), 1 (local 1.5)
+    _, status = _health(vol_prm, [1.0, 1.2999, 1.30000001, 1.375, 1.4499, 1.45000001, 1.5])
+    assert status == [HEALTHY, HEALTHY, VENUE_WARNING, VENUE_WARNING, VENUE_WARNING, DISABLED, DISABLED]
+    # the thresholds are inclusive: with thresholds 0.5 and 0.75 (scores hit exactly by local 1.25, 1.375)
+    prm = record(plain_cfg, toxicity_tox_med_threshold=0.5, toxicity_tox_high_threshold=0.75)
+    tox, status = _health(prm, [1.2499999, 1.25, 1.3749999, 1.375])
+    assert tox[1] == 0.5 and tox[3] == 0.75
+    assert status == [HEALTHY, VENUE_WARNING, VENUE_WARNING, DISABLED]
 
 
-def test_no_book_means_disabled():
-    # no book -> tox 1 >= 0.9 -> Disabled
-    tox = control.toxicity(col(0.001), row(0.001), col(0).astype(bool), TOX)
-    assert control.venue_status(tox, col(0).astype(bool), TOX)[0, 0] == DISABLED
+def test_stale_book_is_disabled_and_no_book_too(vol_prm):
+    # stale (age 2 > 1 tick) Disabled whatever the score; age 1 is not stale; no book -> tox 1 -> Disabled
+    tox, status = _health(vol_prm, [1.0, 1.0, 1.4, 1.0], age=[2.0, 1.0, 5.0, 0.0], depth=[1e6, 1e6, 1e6, 0.0])
+    assert status == [DISABLED, HEALTHY, DISABLED, DISABLED]
+    assert tox[0] == 0.0 and tox[3] == 1.0
+    # a larger staleness allowance (5 ticks) lets venue 0 back: Healthy; venue 2 (age 5) Warning by its score 0.8
+    assert _health(vol_prm, [1.0, 1.0, 1.4], age=[2.0, 1.0, 5.0], stale_ticks=5.0)[1] == [HEALTHY, HEALTHY,
+                                                                                          VENUE_WARNING]
+
+
+def test_toxicity_is_not_absorbing(vol_prm):
+    # a venue Disabled by its score comes back when its local vol falls back to sigma_eff
+    mkt = market(1, depth=[1e6])
+    tox, status = np.zeros(1), np.zeros(1, np.int64)
+    venue_health(vol_prm, mkt, np.array([4.0]), 1.0, 1.0, tox, status)
+    assert status[0] == DISABLED
+    venue_health(vol_prm, mkt, np.array([1.0]), 1.0, 1.0, tox, status)
+    assert status[0] == HEALTHY and tox[0] == 0.0
 
 
 # --------------------------------------------------------------------------------------------------
 # Risk regime and kill switch (step 11); the spec's comparisons are inclusive.
 # --------------------------------------------------------------------------------------------------
-
-RISK = SimpleNamespace(delta_hard_limit_usd_base=100000.0, delta_warn_frac=0.7, basis_hard_limit_usd=10000.0,
-                       basis_warn_frac=0.7, daily_loss_limit=5000.0, pnl_warn_frac=0.5,
-                       delta_limit_vol_ratio_floor=0.25)
-
 
 @pytest.mark.parametrize("pnl,delta,basis,regime,kill", [
     (0.0, 0.0, 0.0, NORMAL, False),
@@ -415,68 +565,52 @@ RISK = SimpleNamespace(delta_hard_limit_usd_base=100000.0, delta_warn_frac=0.7, 
     # delta hard limit with a loss under the limit: HardLimit but no kill
     (-4000.0, 100000.0, 0.0, HARD_LIMIT, False),
 ])
-def test_risk_regime_thresholds(pnl, delta, basis, regime, kill):
-    got_regime, got_kill = control.risk_regime(row(pnl), row(delta), row(basis), row(100000.0), RISK)
-    assert int(got_regime[0, 0]) == regime
-    assert bool(got_kill[0, 0]) is kill
+def test_risk_regime_thresholds(vol_prm, pnl, delta, basis, regime, kill):
+    got_regime, got_kill = risk_regime(vol_prm, pnl, delta, basis, 100000.0)
+    assert int(got_regime) == regime
+    assert bool(got_kill) is kill
 
 
-def test_risk_regime_vectorised_with_per_run_limits():
-    # per-run loss limits (1, runs): 100, 5000, 200; pnl -100 -> kill, Warning(-100 <= -2500? no) Normal, Warning
-    risk = SimpleNamespace(**{**vars(RISK), "daily_loss_limit": row(100.0, 5000.0, 200.0)})
-    regime, kill = control.risk_regime(row(-100.0, -100.0, -100.0), row(0, 0, 0), row(0, 0, 0), row(1e5, 1e5, 1e5),
-                                       risk)
-    # run 0: -100 <= -100 -> HardLimit + kill; run 1: -100 > -2500 -> Normal; run 2: -100 <= -0.5*200 -> Warning
-    assert regime.tolist() == [[HARD_LIMIT, NORMAL, WARNING]]
-    assert kill.tolist() == [[True, False, False]]
+def test_risk_regime_with_per_run_limits(plain_cfg):
+    # per-run loss limits 100, 5000, 200, pnl -100 everywhere:
+    # run 0: -100 <= -100 -> HardLimit + kill; run 1: -100 > -2500 -> Normal; run 2: -100 <= -0.5 * 200 -> Warning
+    p = params_of(plain_cfg, runs=3, per_run={"engine.risk.daily_loss_limit": [100.0, 5000.0, 200.0]})
+    got = [risk_regime(p.table[i], -100.0, 0.0, 0.0, 1e5) for i in range(3)]
+    assert [(int(r), bool(k)) for r, k in got] == [(HARD_LIMIT, True), (NORMAL, False), (WARNING, False)]
+    # the limit is the one given: a 50000 delta is Warning against a 60000 limit (>= 42000), HardLimit at 50000
+    assert int(risk_regime(p.table[1], 0.0, 50000.0, 0.0, 60000.0)[0]) == WARNING
+    assert int(risk_regime(p.table[1], 0.0, 50000.0, 0.0, 50000.0)[0]) == HARD_LIMIT
 
 
 # --------------------------------------------------------------------------------------------------
-# MM quotes (step 7)
+# MM quotes (step 7). Venue 0 of the default config: gamma 0.1, k 1.5, base size 1, max 20, tick 0.01;
+# horizon 30 s, edge_local_min 0.5, edge_vol_mult 0.2, basis and funding weights 0.3, size_eta 0.1.
 # --------------------------------------------------------------------------------------------------
 
-def mm_eng(**venue_over):
-    venues = dict(gamma=0.1, k=1.5, base_order_size=1.0, max_order_size=20.0, tick_size=0.01)
-    venues.update(venue_over)
-    return SimpleNamespace(
-        venues=SimpleNamespace(**{k: (col(*v) if isinstance(v, (list, tuple)) else v) for k, v in venues.items()}),
-        mm=SimpleNamespace(quote_horizon_sec=30.0, edge_local_min=0.5, edge_vol_mult=0.2, basis_weight=0.3,
-                           funding_weight=0.3, size_eta=0.1, venue_warning_size_mult=0.5),
-        risk=SimpleNamespace(delta_hard_limit_usd_base=100000.0, delta_limit_vol_ratio_floor=0.25,
-                             delta_ratio_stop=2.0, spread_warn_mult=1.5, q_warn_cap=5.0))
-
-
-def quote(mid, fair, q, sigma, vol_ratio, funding=0.0, spread_mult=1.0, size_mult=1.0, regime=NORMAL,
-          status=HEALTHY, dollar_delta=None, eng=None):
-    eng = eng or mm_eng()
-    mid_arr = np.array(mid, float).reshape(-1, 1)
-    mid_res, fair_coef = control.quote_market_terms(mid_arr, np.zeros_like(mid_arr) + funding, eng.mm)
-    status_arr = np.zeros(mid_arr.shape, np.int64) + np.array(status).reshape(-1, 1)
-    dd = q * fair if dollar_delta is None else dollar_delta
-    limit = control.delta_limit(row(vol_ratio), eng.risk)
-    bid, ask, size, bid_ok, ask_ok = control.mm_quotes(
-        mid_res, fair_coef, row(fair), row(q), row(dd), row(sigma), row(vol_ratio), limit, row(spread_mult),
-        row(size_mult), np.array([[regime]]), status_arr, eng)
-    return bid[:, 0], ask[:, 0], size[:, 0], bid_ok[:, 0], ask_ok[:, 0]
+def _quote(prm, mid, fair, q, sigma, vol_ratio, funding=0.0, spread_mult=1.0, size_mult=1.0, regime=NORMAL,
+           status=HEALTHY, v=0):
+    limit = delta_limit(prm, vol_ratio)
+    return quote(prm, v, float(mid), float(funding), float(fair), float(q), float(sigma), float(vol_ratio),
+                 limit, float(spread_mult), float(size_mult), regime, status)
 
 
 def on_grid(price, tick=0.01):
     return abs(price / tick - round(price / tick)) < 1e-6
 
 
-def test_quote_hand_case_flat():
+def test_quote_hand_case_flat(vol_prm):
     # mid = fair = 250, q 0, sigma 0.01, vol_ratio 0.5:
     # gamma sigma^2 T = 0.1 * 1e-4 * 30 = 3e-4; half = max(1.5e-4 + 1/1.5, 0.5) = 0.6668167;
     # + 0.2 * 0.5 = 0.7668167; reservation 250 (no basis, no funding, no inventory);
     # bid = floor(249.2331833 / 0.01) * 0.01 = 249.23; ask = ceil(250.7668167 / 0.01) * 0.01 = 250.77; size 1
-    bid, ask, size, bid_ok, ask_ok = quote(250.0, 250.0, 0.0, 0.01, 0.5)
-    assert bid[0] == pytest.approx(249.23, abs=1e-9) and on_grid(bid[0])
-    assert ask[0] == pytest.approx(250.77, abs=1e-9) and on_grid(ask[0])
-    assert size[0] == 1.0
-    assert bid_ok[0] and ask_ok[0]
+    bid, ask, size, bid_ok, ask_ok = _quote(vol_prm, 250.0, 250.0, 0.0, 0.01, 0.5)
+    assert bid == pytest.approx(249.23, abs=1e-9) and on_grid(bid)
+    assert ask == pytest.approx(250.77, abs=1e-9) and on_grid(ask)
+    assert size == 1.0
+    assert bid_ok and ask_ok
 
 
-def test_quote_hand_case_basis_funding_inventory():
+def test_quote_hand_case_basis_funding_inventory(vol_prm):
     # mid 101, fair 100, funding 0.0008 per 8 h, q 2, sigma 0.02, vol_ratio 1:
     # gamma sigma^2 T = 0.1 * 4e-4 * 30 = 1.2e-3; half = 6e-4 + 0.6666667 + 0.2 = 0.8672667
     # res = 101 + 0.3 (101 - 100) + 0.3 * 0.0008 * (30 / 28800) * 100 - 1.2e-3 * 2 / 2
@@ -484,533 +618,655 @@ def test_quote_hand_case_basis_funding_inventory():
     # bid = floor((101.298825 - 0.8672667) / 0.01) = floor(10043.1558) -> 100.43
     # ask = ceil((101.298825 + 0.8672667) / 0.01) = ceil(10216.6092) -> 102.17
     # size = 1 * 1 / (1 + 0.1 * 2) = 0.8333333
-    bid, ask, size, bid_ok, ask_ok = quote(101.0, 100.0, 2.0, 0.02, 1.0, funding=0.0008)
-    assert bid[0] == pytest.approx(100.43, abs=1e-9) and on_grid(bid[0])
-    assert ask[0] == pytest.approx(102.17, abs=1e-9) and on_grid(ask[0])
-    assert size[0] == pytest.approx(1 / 1.2, rel=1e-14)
-    assert bid_ok[0] and ask_ok[0]
+    bid, ask, size, bid_ok, ask_ok = _quote(vol_prm, 101.0, 100.0, 2.0, 0.02, 1.0, funding=0.0008)
+    assert bid == pytest.approx(100.43, abs=1e-9) and on_grid(bid)
+    assert ask == pytest.approx(102.17, abs=1e-9) and on_grid(ask)
+    assert size == pytest.approx(1 / 1.2, rel=1e-14)
+    assert bid_ok and ask_ok
 
 
-def test_quote_warning_multipliers():
+def test_quote_warning_multipliers(vol_prm):
     # same case in Warning: half = 0.8672667 * 1.5 = 1.3009;
     # bid = floor((101.298825 - 1.3009) / 0.01) = floor(9999.7925) -> 99.99; ask = ceil(10259.9725) -> 102.60
-    bid, ask, size, _, _ = quote(101.0, 100.0, 2.0, 0.02, 1.0, funding=0.0008, regime=WARNING)
-    assert bid[0] == pytest.approx(99.99, abs=1e-9)
-    assert ask[0] == pytest.approx(102.60, abs=1e-9)
+    bid, ask, size, _, _ = _quote(vol_prm, 101.0, 100.0, 2.0, 0.02, 1.0, funding=0.0008, regime=WARNING)
+    assert bid == pytest.approx(99.99, abs=1e-9)
+    assert ask == pytest.approx(102.60, abs=1e-9)
     # size 0.8333 is under q_warn_cap 5: unchanged
-    assert size[0] == pytest.approx(1 / 1.2, rel=1e-14)
+    assert size == pytest.approx(1 / 1.2, rel=1e-14)
     # spread_mult 2 (vol_ratio 2): half = (1.5e-4 + 0.6666667 + 0.2 * 2) * 2 = 2.1336333 at sigma 0.01, fair 250
     # bid = floor(247.8663667 / 0.01) -> 247.86; ask = ceil(252.1336333 / 0.01) -> 252.14
-    bid, ask, _, _, _ = quote(250.0, 250.0, 0.0, 0.01, 2.0, spread_mult=2.0)
-    assert bid[0] == pytest.approx(247.86, abs=1e-9)
-    assert ask[0] == pytest.approx(252.14, abs=1e-9)
+    bid, ask, _, _, _ = _quote(vol_prm, 250.0, 250.0, 0.0, 0.01, 2.0, spread_mult=2.0)
+    assert bid == pytest.approx(247.86, abs=1e-9)
+    assert ask == pytest.approx(252.14, abs=1e-9)
 
 
-def test_quote_half_spread_floor_and_venue_columns():
-    # k = 100: 1/k = 0.01, so half = max(1.5e-4 + 0.01, 0.5) = 0.5, then + 0.2 * 0.25 = 0.55:
+def test_quote_half_spread_floor_and_two_venues(plain_cfg):
+    # venue 0 with k = 100: 1/k = 0.01, so half = max(1.5e-4 + 0.01, 0.5) = 0.5, then + 0.2 * 0.25 = 0.55:
     # bid = floor(99.45 / 0.01) * 0.01 = 99.45 (up to float), ask = 100.55.
-    # Two venues in one call, the second with k = 1.5 as in the flat case at mid 100:
+    # venue 1 set to gamma 0.1, k 1.5 as in the flat case at mid 100:
     # half = 0.6668167 + 0.05 = 0.7168167 -> bid floor(99.2831833) = 99.28, ask ceil(100.7168167) = 100.72
-    eng = mm_eng(k=[100.0, 1.5], gamma=[0.1, 0.1], base_order_size=[1.0, 1.0], max_order_size=[20.0, 20.0],
-                 tick_size=[0.01, 0.01])
-    bid, ask, _, ok_b, ok_a = quote([100.0, 100.0], 100.0, 0.0, 0.01, 0.25, eng=eng)
-    assert bid[0] == pytest.approx(99.45, abs=0.0100001) and bid[0] <= 99.45 + 1e-9
-    assert ask[0] == pytest.approx(100.55, abs=0.0100001) and ask[0] >= 100.55 - 1e-9
-    assert bid[1] == pytest.approx(99.28, abs=1e-9)
-    assert ask[1] == pytest.approx(100.72, abs=1e-9)
-    assert ok_b.all() and ok_a.all()
+    prm = record(plain_cfg, venues_k=[100.0, 1.5, 1.4, 1.5, 1.5], venues_gamma=[0.1] * 5)
+    bid, ask, _, ok_b, ok_a = _quote(prm, 100.0, 100.0, 0.0, 0.01, 0.25, v=0)
+    assert bid == pytest.approx(99.45, abs=0.0100001) and bid <= 99.45 + 1e-9
+    assert ask == pytest.approx(100.55, abs=0.0100001) and ask >= 100.55 - 1e-9
+    assert ok_b and ok_a
+    bid, ask, _, ok_b, ok_a = _quote(prm, 100.0, 100.0, 0.0, 0.01, 0.25, v=1)
+    assert bid == pytest.approx(99.28, abs=1e-9)
+    assert ask == pytest.approx(100.72, abs=1e-9)
+    assert ok_b and ok_a
 
 
-def test_quote_tick_grid_coarse_tick():
+def test_quote_tick_grid_coarse_tick(plain_cfg):
     # tick 0.5: flat case at 250 with half 0.7668167: bid = floor(249.2331833 / 0.5) * 0.5 = 249.0;
     # ask = ceil(250.7668167 / 0.5) * 0.5 = 251.0
-    bid, ask, _, _, _ = quote(250.0, 250.0, 0.0, 0.01, 0.5, eng=mm_eng(tick_size=0.5))
-    assert (bid[0], ask[0]) == (249.0, 251.0)
+    prm = record(plain_cfg, venues_tick_size=[0.5] * 5)
+    bid, ask, _, _, _ = _quote(prm, 250.0, 250.0, 0.0, 0.01, 0.5)
+    assert (bid, ask) == (249.0, 251.0)
 
 
-def test_quote_size_reductions():
-    # base 10, q 0, size_mult 1: 10; Warning -> min(10, 5) = 5; venue Warning -> 10 * 0.5 = 5;
-    # both -> 2.5
-    eng = mm_eng(base_order_size=10.0)
-    assert quote(250, 250, 0, 0.01, 1.0, eng=eng)[2][0] == 10.0
-    assert quote(250, 250, 0, 0.01, 1.0, regime=WARNING, eng=eng)[2][0] == 5.0
-    assert quote(250, 250, 0, 0.01, 1.0, status=VENUE_WARNING, eng=eng)[2][0] == 5.0
-    assert quote(250, 250, 0, 0.01, 1.0, regime=WARNING, status=VENUE_WARNING, eng=eng)[2][0] == 2.5
+@PROPERTY
+@given(mid=st.floats(50.0, 1000.0), fair_rel=st.floats(-0.01, 0.01), q=st.floats(-30.0, 30.0),
+       sigma=st.floats(1e-4, 0.05), vol_ratio=st.floats(0.25, 4.0), funding=st.floats(-0.003, 0.003),
+       regime=st.sampled_from([NORMAL, WARNING]))
+def test_quote_prices_on_the_grid_bid_floor_ask_ceil(plain_cfg, mid, fair_rel, q, sigma, vol_ratio, funding,
+                                                     regime):
+    # on a fine grid (0.01) and a coarse one (0.5, a multiple of it): both on their grids; the coarse bid is the
+    # fine bid floored (at or below it, less than 0.5 below), the coarse ask the fine ask ceiled
+    fair = mid * (1 + fair_rel)
+    fine = _quote(record(plain_cfg), mid, fair, q, sigma, vol_ratio, funding=funding, regime=regime)
+    coarse = _quote(record(plain_cfg, venues_tick_size=[0.5] * 5), mid, fair, q, sigma, vol_ratio,
+                    funding=funding, regime=regime)
+    for price, tick in ((fine[0], 0.01), (fine[1], 0.01), (coarse[0], 0.5), (coarse[1], 0.5)):
+        assert on_grid(price, tick)
+    assert fine[0] - 0.5 - 1e-9 < coarse[0] <= fine[0] + 1e-9
+    assert fine[1] - 1e-9 <= coarse[1] < fine[1] + 0.5 + 1e-9
+    assert fine[1] - fine[0] >= 2 * 0.5 - 1e-9  # at least twice edge_local_min apart
+    assert fine[2] == coarse[2]
+
+
+def test_quote_size_reductions(plain_cfg, vol_prm):
+    # base 10, q 0, size_mult 1: 10; Warning -> min(10, 5) = 5; venue Warning -> 10 * 0.5 = 5; both -> 2.5
+    prm = record(plain_cfg, venues_base_order_size=[10.0] * 5)
+    assert _quote(prm, 250, 250, 0, 0.01, 1.0)[2] == 10.0
+    assert _quote(prm, 250, 250, 0, 0.01, 1.0, regime=WARNING)[2] == 5.0
+    assert _quote(prm, 250, 250, 0, 0.01, 1.0, status=VENUE_WARNING)[2] == 5.0
+    assert _quote(prm, 250, 250, 0, 0.01, 1.0, regime=WARNING, status=VENUE_WARNING)[2] == 2.5
     # eta: base 1, q 5, size_mult 1/3: (1/3) / (1 + 0.1 * 5) = 2/9
-    assert quote(250, 250, 5.0, 0.01, 1.0, size_mult=1 / 3)[2][0] == pytest.approx(2 / 9, rel=1e-14)
+    assert _quote(vol_prm, 250, 250, 5.0, 0.01, 1.0, size_mult=1 / 3)[2] == pytest.approx(2 / 9, rel=1e-14)
     # cap at max_order_size: base 30 -> 20
-    assert quote(250, 250, 0, 0.01, 1.0, eng=mm_eng(base_order_size=30.0))[2][0] == 20.0
+    assert _quote(record(plain_cfg, venues_base_order_size=[30.0] * 5), 250, 250, 0, 0.01, 1.0)[2] == 20.0
 
 
-def test_quote_delta_ratio():
-    # vol_ratio 1: limit 100000. dollar delta 150000 -> rho 1.5 -> size x (2 - 1.5) = 0.5
-    b, a, size, ok_b, ok_a = quote(250, 250, 0.0, 0.01, 1.0, dollar_delta=150000.0)
-    assert size[0] == pytest.approx(0.5) and ok_b[0] and ok_a[0]
-    # vol_ratio 2: limit 100000 / 2 = 50000; -75000 -> rho 1.5 -> 0.5
-    assert quote(250, 250, 0.0, 0.01, 2.0, dollar_delta=-75000.0)[2][0] == pytest.approx(0.5)
-    # rho exactly 1: no reduction
-    assert quote(250, 250, 0.0, 0.01, 1.0, dollar_delta=100000.0)[2][0] == 1.0
+def test_quote_delta_ratio(plain_cfg):
+    # size_eta 0 so that only the delta taper acts; fair 250.
+    # vol_ratio 1: limit 100000. q 600: dollar delta 150000 -> rho 1.5 -> size x (2 - 1.5) = 0.5
+    prm = record(plain_cfg, mm_size_eta=0.0)
+    _, _, size, ok_b, ok_a = _quote(prm, 250, 250, 600.0, 0.01, 1.0)
+    assert size == pytest.approx(0.5) and ok_b and ok_a
+    # vol_ratio 2: limit 100000 / 2 = 50000; q -300 -> -75000 -> rho 1.5 -> 0.5
+    assert _quote(prm, 250, 250, -300.0, 0.01, 2.0)[2] == pytest.approx(0.5)
+    # rho exactly 1 (q 400 -> 100000): no reduction
+    assert _quote(prm, 250, 250, 400.0, 0.01, 1.0)[2] == 1.0
     # rho 2 and more: no quote on either side
-    for dd in (200000.0, 250000.0, -200000.0):
-        _, _, _, ok_b, ok_a = quote(250, 250, 0.0, 0.01, 1.0, dollar_delta=dd)
-        assert not ok_b[0] and not ok_a[0]
+    for q in (800.0, 1000.0, -800.0):
+        _, _, _, ok_b, ok_a = _quote(prm, 250, 250, q, 0.01, 1.0)
+        assert not ok_b and not ok_a
 
 
-def test_quote_hard_limit_reduce_only():
+def test_quote_hard_limit_reduce_only(vol_prm):
     # long: only the ask (a sell reduces |q|); short: only the bid; flat: nothing
-    _, _, _, ok_b, ok_a = quote(250, 250, 3.0, 0.01, 1.0, regime=HARD_LIMIT, dollar_delta=0.0)
-    assert (bool(ok_b[0]), bool(ok_a[0])) == (False, True)
-    _, _, _, ok_b, ok_a = quote(250, 250, -3.0, 0.01, 1.0, regime=HARD_LIMIT, dollar_delta=0.0)
-    assert (bool(ok_b[0]), bool(ok_a[0])) == (True, False)
-    _, _, _, ok_b, ok_a = quote(250, 250, 0.0, 0.01, 1.0, regime=HARD_LIMIT, dollar_delta=0.0)
-    assert (bool(ok_b[0]), bool(ok_a[0])) == (False, False)
+    normal = _quote(vol_prm, 250, 250, 3.0, 0.01, 1.0)
+    bid, ask, size, ok_b, ok_a = _quote(vol_prm, 250, 250, 3.0, 0.01, 1.0, regime=HARD_LIMIT)
+    assert (bool(ok_b), bool(ok_a)) == (False, True)
+    assert (bid, ask, size) == normal[:3]  # same prices and size as in Normal, one side only
+    _, _, _, ok_b, ok_a = _quote(vol_prm, 250, 250, -3.0, 0.01, 1.0, regime=HARD_LIMIT)
+    assert (bool(ok_b), bool(ok_a)) == (True, False)
+    _, _, _, ok_b, ok_a = _quote(vol_prm, 250, 250, 0.0, 0.01, 1.0, regime=HARD_LIMIT)
+    assert (bool(ok_b), bool(ok_a)) == (False, False)
+    # reduce-only and Disabled: nothing
+    _, _, _, ok_b, ok_a = _quote(vol_prm, 250, 250, 3.0, 0.01, 1.0, regime=HARD_LIMIT, status=DISABLED)
+    assert not ok_b and not ok_a
 
 
-def test_quote_disabled_and_nonpositive_bid():
-    _, _, _, ok_b, ok_a = quote(250, 250, 0.0, 0.01, 1.0, status=DISABLED)
-    assert not ok_b[0] and not ok_a[0]
+@PROPERTY
+@given(q=st.floats(-100.0, 100.0).filter(lambda x: x != 0.0), sigma=st.floats(1e-4, 0.05),
+       vol_ratio=st.floats(0.25, 4.0))
+def test_quote_hard_limit_only_the_reducing_side(vol_prm, q, sigma, vol_ratio):
+    _, _, _, ok_b, ok_a = _quote(vol_prm, 250, 250, q, sigma, vol_ratio, regime=HARD_LIMIT)
+    assert (bool(ok_b), bool(ok_a)) == (q < 0, q > 0)
+
+
+def test_quote_disabled_and_nonpositive_bid(plain_cfg, vol_prm):
+    _, _, _, ok_b, ok_a = _quote(vol_prm, 250, 250, 0.0, 0.01, 1.0, status=DISABLED)
+    assert not ok_b and not ok_a
     # mid 0.5: half 0.8668 at vol_ratio 1 -> bid = floor(-0.3668 / 0.01) * 0.01 < 0 -> no quote
-    bid, _, _, ok_b, ok_a = quote(0.5, 0.5, 0.0, 0.01, 1.0)
-    assert bid[0] < 0 and not ok_b[0] and not ok_a[0]
+    bid, _, _, ok_b, ok_a = _quote(vol_prm, 0.5, 0.5, 0.0, 0.01, 1.0)
+    assert bid < 0 and not ok_b and not ok_a
+    # base size 0 (the MM switched off): size 0, no quote on either side
+    _, _, size, ok_b, ok_a = _quote(record(plain_cfg, venues_base_order_size=[0.0] * 5), 250, 250, 0.0, 0.01, 1.0)
+    assert size == 0.0 and not ok_b and not ok_a
 
 
-def test_quote_with_real_params_per_venue(plain_cfg):
+def test_quote_with_real_params_per_venue(vol_prm):
     # the real 5-venue config: venue 1 (hyperliquid) has gamma 0.09, k 1.6. mid = fair = 250, q 0,
     # sigma 0.01, vol_ratio 0.25: half_1 = 0.09 * 1e-4 * 30 / 2 + 1/1.6 + 0.2 * 0.25 = 1.35e-4 + 0.625 + 0.05
     # = 0.675135 -> bid floor(249.324865 / 0.01) = 249.32, ask ceil(250.675135 / 0.01) = 250.68
-    p = build_params(plain_cfg["engine"], plain_cfg["market"], 1)
-    mid = np.full((5, 1), 250.0)
-    mid_res, fair_coef = control.quote_market_terms(mid, np.zeros((5, 1)), p.engine.mm)
-    bid, ask, size, ok_b, ok_a = control.mm_quotes(
-        mid_res, fair_coef, row(250.0), row(0.0), row(0.0), row(0.01), row(0.25), row(100000.0), row(1.0), row(1.0),
-        np.array([[NORMAL]]), np.zeros((5, 1), np.int64), p.engine)
-    assert bid.shape == (5, 1)
-    assert bid[1, 0] == pytest.approx(249.32, abs=1e-9)
-    assert ask[1, 0] == pytest.approx(250.68, abs=1e-9)
+    got = [quote(vol_prm, v, 250.0, 0.0, 250.0, 0.0, 0.01, 0.25, 100000.0, 1.0, 1.0, NORMAL, HEALTHY)
+           for v in range(5)]
+    assert got[1][0] == pytest.approx(249.32, abs=1e-9)
+    assert got[1][1] == pytest.approx(250.68, abs=1e-9)
     # venue 2 (aster): gamma 0.11, k 1.4: half = 1.65e-4 + 0.7142857 + 0.05 = 0.7644507
     # -> bid floor(249.2355493 / 0.01) = 249.23, ask ceil(250.7644507 / 0.01) = 250.77
-    assert bid[2, 0] == pytest.approx(249.23, abs=1e-9)
-    assert ask[2, 0] == pytest.approx(250.77, abs=1e-9)
-    assert (size == 1.0).all() and ok_b.all() and ok_a.all()
+    assert got[2][0] == pytest.approx(249.23, abs=1e-9)
+    assert got[2][1] == pytest.approx(250.77, abs=1e-9)
+    assert all(g[2] == 1.0 and g[3] and g[4] for g in got)
 
 
 # --------------------------------------------------------------------------------------------------
-# Hedge (step 8)
+# Hedge (step 8). Three venues: mids 100, spreads 0.2, 0.4, 0.2, taker 5, 5, 10 bps, tox 0, 0, 0.5;
+# band_base 4, floor 0.1, alpha 1, beta 1, max step 20, Warning x0.5, min slice 1e-4, max size 20.
 # --------------------------------------------------------------------------------------------------
 
-def hedge_eng(allowed=(True, True, True), max_size=(20.0, 20.0, 20.0), **hedge_over):
-    hedge = dict(band_base=4.0, band_mult_floor=0.1, alpha_hedge=1.0, beta_hedge=1.0, hedge_max_step=20.0,
-                 warning_step_mult=0.5, min_slice_tao=1e-4)
-    hedge.update(hedge_over)
-    venues = SimpleNamespace(hedge_allowed=np.array(allowed, bool).reshape(-1, 1), max_order_size=col(*max_size),
-                             taker_fee_bps=col(5.0, 5.0, 10.0))
-    return SimpleNamespace(hedge=SimpleNamespace(**hedge), venues=venues)
+HEDGE = dict(hedge_band_base=4.0, hedge_band_mult_floor=0.1, hedge_alpha_hedge=1.0, hedge_beta_hedge=1.0,
+             hedge_hedge_max_step=20.0, hedge_warning_step_mult=0.5, hedge_min_slice_tao=1e-4,
+             venues_taker_fee_bps=[5.0, 5.0, 10.0, 5.0, 5.0])
+HEDGE_MKT = market(3, mid=[100.0] * 3, spread=[0.2, 0.4, 0.2], depth=[1e6] * 3)
 
 
-def hedge(q, band_mult=1.0, regime=NORMAL, status=(0, 0, 0), tox=(0.0, 0.0, 0.5), eng=None):
-    eng = eng or hedge_eng()
-    # mids 100, spreads 0.2, 0.4, 0.2; taker 5, 5, 10 bps:
-    # cost_base = s/2 + fee * mid = 0.1 + 0.05, 0.2 + 0.05, 0.1 + 0.1 = 0.15, 0.25, 0.2
-    cost = control.hedge_cost_base(col(100, 100, 100), col(0.2, 0.4, 0.2), eng.venues)
-    close(cost, col(0.15, 0.25, 0.2), rel=1e-12)
-    q = np.array(q, float).reshape(1, -1)
-    runs = q.shape[1]
-    status_arr = np.repeat(np.array(status, np.int64).reshape(-1, 1), runs, axis=1)
-    tox_arr = np.repeat(col(*tox), runs, axis=1)
-    return control.hedge_orders(q, row(*([band_mult] * runs)), np.array([[regime] * runs]), status_arr, tox_arr,
-                                cost, eng)
+def _hedge(plain_cfg, q, band_mult=1.0, regime=NORMAL, status=(0, 0, 0), tox=(0.0, 0.0, 0.5), allowed=None,
+           max_size=None, **hedge_over):
+    fields = {**HEDGE, **hedge_over}
+    if allowed is not None:
+        fields["venues_hedge_allowed"] = [float(a) for a in allowed] + [1.0, 1.0]
+    if max_size is not None:
+        fields["venues_max_order_size"] = list(max_size) + [20.0, 20.0]
+    prm = record(plain_cfg, **fields)
+    dq = np.full(3, np.nan)
+    any_slice = hedge_orders(prm, HEDGE_MKT, float(q), float(band_mult), regime, np.array(status, np.int64),
+                             np.array(tox, float), dq)
+    assert any_slice == bool(np.any(dq != 0.0))
+    return dq
 
 
-# weights 1 / (cost (1 + tox)) = 1/0.15, 1/0.25, 1/(0.2 * 1.5) = 20/3, 4, 10/3; sum 14;
-# shares 10/21, 6/21, 5/21
+# cost = s/2 + fee * mid = 0.1 + 0.05, 0.2 + 0.05, 0.1 + 0.1 = 0.15, 0.25, 0.2;
+# weights 1 / (cost (1 + tox)) = 1/0.15, 1/0.25, 1/(0.2 * 1.5) = 20/3, 4, 10/3; sum 14; shares 10/21, 6/21, 5/21
 SHARES = np.array([10 / 21, 6 / 21, 5 / 21])
 
 
-def test_hedge_inside_band_is_none():
-    # band 4 * 1: |q| = 4 is not > 4; |q| = 3.9 inside; both sides
-    assert hedge([4.0]) is None
-    assert hedge([-3.9, 0.0, 4.0]) is None
+def close(a, b, rel=1e-12, abs_=1e-12):
+    np.testing.assert_allclose(np.asarray(a, dtype=float), np.asarray(b, dtype=float), rtol=rel, atol=abs_)
+
+
+def test_hedge_inside_band_is_none(plain_cfg):
+    # band 4 * 1: |q| = 4 is not > 4; |q| = 3.9 and 0 inside; both sides -> no slices, dq all zero
+    for q in (4.0, -3.9, 0.0, -4.0):
+        assert _hedge(plain_cfg, q).tolist() == [0.0, 0.0, 0.0]
     # band_mult 0.5 -> band 2: q 1.99 inside
-    assert hedge([1.99], band_mult=0.5) is None
+    assert _hedge(plain_cfg, 1.99, band_mult=0.5).tolist() == [0.0, 0.0, 0.0]
 
 
-def test_hedge_step_and_allocation():
+def test_hedge_step_and_allocation(plain_cfg):
     # q 10, band 4: step = -(10 - 4) * 1 = -6, split 10/21, 6/21, 5/21 -> -2.857, -1.714, -1.429
-    dq = hedge([10.0])
-    close(dq[:, 0], -6 * SHARES)
+    dq = _hedge(plain_cfg, 10.0)
+    close(dq, -6 * SHARES)
     assert dq.sum() == pytest.approx(-6.0, rel=1e-14)
     # short q -10: +6
-    close(hedge([-10.0])[:, 0], 6 * SHARES)
+    close(_hedge(plain_cfg, -10.0), 6 * SHARES)
 
 
-def test_hedge_band_mult_and_floor():
+def test_hedge_band_mult_and_floor(plain_cfg):
     # band_mult 0.5: band 2, q 10 -> -8
-    close(hedge([10.0], band_mult=0.5)[:, 0], -8 * SHARES)
+    close(_hedge(plain_cfg, 10.0, band_mult=0.5), -8 * SHARES)
     # band_mult 0.05 < floor 0.1: band 0.4, q 1 -> -0.6
-    close(hedge([1.0], band_mult=0.05)[:, 0], -0.6 * SHARES)
+    close(_hedge(plain_cfg, 1.0, band_mult=0.05), -0.6 * SHARES)
 
 
-def test_hedge_warning_halving_alpha_and_clip():
+def test_hedge_warning_halving_alpha_and_clip(plain_cfg):
     # Warning: -6 * 0.5 = -3
-    close(hedge([10.0], regime=WARNING)[:, 0], -3 * SHARES)
+    close(_hedge(plain_cfg, 10.0, regime=WARNING), -3 * SHARES)
     # alpha 0.5: -3; alpha 2 is clipped to 1: -6
-    close(hedge([10.0], eng=hedge_eng(alpha_hedge=0.5))[:, 0], -3 * SHARES)
-    close(hedge([10.0], eng=hedge_eng(alpha_hedge=2.0))[:, 0], -6 * SHARES)
+    close(_hedge(plain_cfg, 10.0, hedge_alpha_hedge=0.5), -3 * SHARES)
+    close(_hedge(plain_cfg, 10.0, hedge_alpha_hedge=2.0), -6 * SHARES)
     # q 50: excess 46 clipped to hedge_max_step 20; q -50 -> +20
-    close(hedge([50.0])[:, 0], -20 * SHARES)
-    close(hedge([-50.0])[:, 0], 20 * SHARES)
+    close(_hedge(plain_cfg, 50.0), -20 * SHARES)
+    close(_hedge(plain_cfg, -50.0), 20 * SHARES)
     # Warning with q 50: 46 * 0.5 = 23, still clipped to 20
-    close(hedge([50.0], regime=WARNING)[:, 0], -20 * SHARES)
+    close(_hedge(plain_cfg, 50.0, regime=WARNING), -20 * SHARES)
 
 
-def test_hedge_only_healthy_hedge_allowed_venues():
+def test_hedge_only_healthy_hedge_allowed_venues(plain_cfg):
     # venue 0 in Warning: weights 0, 4, 10/3, sum 22/3 -> shares 0, 6/11, 5/11
-    close(hedge([10.0], status=(VENUE_WARNING, 0, 0))[:, 0], -6 * np.array([0, 6 / 11, 5 / 11]))
+    close(_hedge(plain_cfg, 10.0, status=(VENUE_WARNING, 0, 0)), -6 * np.array([0, 6 / 11, 5 / 11]))
     # venue 2 Disabled: weights 20/3, 4, 0 -> shares 5/8, 3/8, 0
-    close(hedge([10.0], status=(0, 0, DISABLED))[:, 0], -6 * np.array([5 / 8, 3 / 8, 0]))
+    close(_hedge(plain_cfg, 10.0, status=(0, 0, DISABLED)), -6 * np.array([5 / 8, 3 / 8, 0]))
     # venue 1 not allowed to hedge: weights 20/3, 0, 10/3 -> shares 2/3, 0, 1/3
-    close(hedge([10.0], eng=hedge_eng(allowed=(True, False, True)))[:, 0], -6 * np.array([2 / 3, 0, 1 / 3]))
+    close(_hedge(plain_cfg, 10.0, allowed=(True, False, True)), -6 * np.array([2 / 3, 0, 1 / 3]))
     # no eligible venue: nothing, and no NaN
-    dq = hedge([10.0], status=(DISABLED, VENUE_WARNING, DISABLED))
-    assert dq.tolist() == [[0.0], [0.0], [0.0]]
+    assert _hedge(plain_cfg, 10.0, status=(DISABLED, VENUE_WARNING, DISABLED)).tolist() == [0.0, 0.0, 0.0]
+    # toxicity only re-weights: tox 0 everywhere -> weights 20/3, 4, 5 (sum 47/3) -> 20/47, 12/47, 15/47
+    close(_hedge(plain_cfg, 10.0, tox=(0.0, 0.0, 0.0)), -6 * np.array([20 / 47, 12 / 47, 15 / 47]))
 
 
-def test_hedge_slice_cap_and_min_slice():
+def test_hedge_slice_cap_and_min_slice(plain_cfg):
     # max_order_size 2 on venue 0: its slice 60/21 = 2.857 is capped to 2 (the rest is not re-allocated)
-    dq = hedge([10.0], eng=hedge_eng(max_size=(2.0, 20.0, 20.0)))
-    close(dq[:, 0], [-2.0, -6 * 6 / 21, -6 * 5 / 21])
+    close(_hedge(plain_cfg, 10.0, max_size=(2.0, 20.0, 20.0)), [-2.0, -6 * 6 / 21, -6 * 5 / 21])
     # q 4.0003: excess 0.0003 -> slices 1.4286e-4, 8.571e-5, 7.143e-5: the last two are under 1e-4, dropped
-    dq = hedge([4.0003])
-    assert dq[0, 0] == pytest.approx(-0.0003 * 10 / 21, rel=1e-6)
-    assert dq[1, 0] == 0.0 and dq[2, 0] == 0.0
+    dq = _hedge(plain_cfg, 4.0003)
+    assert dq[0] == pytest.approx(-0.0003 * 10 / 21, rel=1e-6)
+    assert dq[1] == 0.0 and dq[2] == 0.0
+    # q 4.0001: every slice under 1e-4 -> nothing at all (and hedge_orders says so)
+    assert _hedge(plain_cfg, 4.0001).tolist() == [0.0, 0.0, 0.0]
 
 
-def test_hedge_vectorised_runs():
-    # runs q = 10, 3 (inside), -50: steps -6, 0, +20
-    dq = hedge([10.0, 3.0, -50.0])
-    assert dq.shape == (3, 3)
-    close(dq, np.outer(SHARES, [-6.0, 0.0, 20.0]))
+@pytest.mark.parametrize("q,step", [(10.0, -6.0), (3.0, 0.0), (-50.0, 20.0)])
+def test_hedge_cases_table(plain_cfg, q, step):
+    # the old per-run layout: q = 10, 3 (inside), -50 -> steps -6, 0, +20
+    close(_hedge(plain_cfg, q), step * SHARES)
+
+
+@PROPERTY
+@given(q=st.floats(-200.0, 200.0), band_mult=st.floats(0.01, 1.0), regime=st.sampled_from([NORMAL, WARNING]),
+       tox=st.lists(st.floats(0.0, 1.0), min_size=3, max_size=3))
+def test_hedge_moves_toward_the_band_and_never_past_it(plain_cfg, q, band_mult, regime, tox):
+    # every slice reduces |q|, the total is at most hedge_max_step, and q after hedging stays outside or on the
+    # band (alpha <= 1: the hedge closes at most the excess)
+    dq = _hedge(plain_cfg, q, band_mult=band_mult, regime=regime, tox=tuple(tox))
+    band = 4.0 * max(band_mult, 0.1)
+    total = float(dq.sum())
+    assert np.all(dq * q <= 0.0)
+    assert abs(total) <= 20.0 + 1e-9
+    if abs(q) <= band:
+        assert total == 0.0
+    else:
+        assert abs(q + total) >= band - 1e-9
+        # only slices under min_slice (1e-4) are dropped: the largest share is >= 1/3, so that needs step < 3e-4
+        step = (abs(q) - band) * (0.5 if regime == WARNING else 1.0)
+        assert total != 0.0 or step < 3e-4 + 1e-12
 
 
 # --------------------------------------------------------------------------------------------------
-# Fill rule (step 9): P(fill) = 1 - exp(-A exp(-k max(d, 0)) dt); crossed quote fills with probability 1.
+# Fill rule (step 9): P(fill) = 1 - exp(-A dt exp(-k d)); a crossed quote (d < 0) always fills.
 # --------------------------------------------------------------------------------------------------
 
-def test_fill_thresholds_equal_the_intensity_rule():
-    # for a draw U, the quote at distance d fills iff U > exp(-A dt exp(-k max(d, 0))), which has probability
-    # 1 - exp(-A exp(-k max(d, 0)) dt); a distance d < 0 (crossed) fills for every U.
-    rng = np.random.default_rng(5)
-    u = rng.random((400, 1))
-    A, k, dt = 1.0, 1.5, 1.0
-    thr = fill_thresholds(u, A, k, dt)
-    for d in (-0.5, 0.0, 0.1, 0.5, 1.0, 2.0):
-        rule = u[:, 0] > math.exp(-A * dt * math.exp(-k * max(d, 0.0)))
-        fills = d < thr[:, 0]
-        if d < 0:
-            assert fills.all()
-            continue
-        # away from exact ties the two agree
-        tie = np.abs(u[:, 0] - math.exp(-A * dt * math.exp(-k * max(d, 0.0)))) < 1e-9
+@numba.njit(cache=True)
+def _count_fills(distance, uniforms, fill_rate, k):
+    never_below = math.exp(-fill_rate)
+    n = 0
+    for u in uniforms:
+        n += quote_fills(distance, u, fill_rate, k, never_below)
+    return n
+
+
+def test_fill_rule_equals_the_intensity_rule_draw_by_draw():
+    # for a draw U, the quote at distance d fills iff U > exp(-A dt exp(-k d)); away from exact ties the two agree
+    u = np.random.default_rng(5).random(400)
+    fill_rate, k = 1.0, 1.5
+    never_below = math.exp(-fill_rate)
+    for d in (0.0, 0.1, 0.5, 1.0, 2.0):
+        threshold = math.exp(-fill_rate * math.exp(-k * d))
+        rule = u > threshold
+        fills = np.array([quote_fills(d, x, fill_rate, k, never_below) for x in u])
+        tie = np.abs(u - threshold) < 1e-9
         assert (fills == rule)[~tie].all()
+        assert 0 < fills.sum() < len(u)
+
+
+def test_fill_rule_crossed_quote_always_fills():
+    # d < 0 fills for every draw, even those at or below exp(-A dt) that can never fill a quote at d >= 0
+    u = np.concatenate([[0.0, math.exp(-1.0), 0.5, 1 - 1e-16], np.random.default_rng(6).random(200)])
+    assert _count_fills(-1e-9, u, 1.0, 1.5) == len(u)
+    assert _count_fills(-3.0, u, 0.2, 1.5) == len(u)
+    assert _count_fills(0.0, np.array([0.0, math.exp(-1.0)]), 1.0, 1.5) == 0
+
+
+@pytest.mark.parametrize("fill_rate,k,d", [(1.0, 1.5, 0.0), (1.0, 1.5, 0.5), (0.5, 1.6, 0.7), (1.0, 1.4, 2.0),
+                                           (0.05, 1.5, 0.3)])
+def test_fill_frequency_by_simulation(fill_rate, k, d):
+    # 400k uniforms: the frequency of fills is 1 - exp(-A dt exp(-k d)) within 4 standard errors
+    u = np.random.default_rng(int(1000 * (fill_rate + k + d))).random(400_000)
+    p = 1.0 - math.exp(-fill_rate * math.exp(-k * d))
+    freq = _count_fills(d, u, fill_rate, k) / len(u)
+    assert abs(freq - p) < 4 * math.sqrt(p * (1 - p) / len(u))
+
+
+@PROPERTY
+@given(d1=st.floats(0.0, 5.0), d2=st.floats(0.0, 5.0), u=st.floats(0.0, 1.0, exclude_max=True),
+       fill_rate=st.floats(0.01, 3.0), k=st.floats(0.1, 3.0))
+def test_fill_rule_monotone_in_distance(d1, d2, u, fill_rate, k):
+    # with the same draw, a quote nearer the mid fills whenever a farther one does; u <= exp(-A dt) never fills
+    near, far = min(d1, d2), max(d1, d2)
+    never = math.exp(-fill_rate)
+    if quote_fills(far, u, fill_rate, k, never):
+        assert quote_fills(near, u, fill_rate, k, never)
+    if u <= never:
+        assert not quote_fills(near, u, fill_rate, k, never)
 
 
 # --------------------------------------------------------------------------------------------------
-# Market blocks (section 2): a run's path does not depend on how its ticks are split into rng blocks.
+# Random streams: the inline SFC64 is numpy's bit for bit; ziggurat normals are standard normal.
 # --------------------------------------------------------------------------------------------------
 
-def _box_muller(u1, u2):
-    from paraphina.engine.rng import box_muller
-
-    uniforms = np.array([*u1, *u2], float).reshape(1, -1, 1)
-    half = (1, len(u1), 1)
-    return box_muller(uniforms, np.empty(half, np.float32), np.empty(half, np.float32))[0, :, 0]
-
-
-def test_box_muller_hand_cases():
-    # u1 = 1 - e^-0.5: radius sqrt(-2 ln e^-0.5) = 1; u2 = 1/8: angle pi/4, cos = sin = 0.7071068
-    # u1 = 1 - e^-2: radius 2; u2 = 1/2: angle pi, cos -1, sin 0 -> (-2, 0)
-    # u1 = 0: radius sqrt(-2 ln 1) = 0 exactly, whatever the angle
-    z = _box_muller([1 - math.exp(-0.5), 1 - math.exp(-2.0), 0.0], [0.125, 0.5, 0.3])
-    cos_normals, sin_normals = z[:3], z[3:]
-    close(cos_normals, [math.sqrt(0.5), -2.0, 0.0], rel=1e-6, abs_=1e-6)
-    close(sin_normals, [math.sqrt(0.5), 0.0, 0.0], rel=1e-6, abs_=1e-6)
-    assert cos_normals[2] == 0.0 and sin_normals[2] == 0.0
+@numba.njit(cache=True)
+def _uniforms(s, n):
+    out = np.empty(n)
+    for i in range(n):
+        out[i], s = uniform(s)
+    return out
 
 
-def test_run_streams_give_standard_normals_and_uniforms():
-    # 200 runs x 400 ticks x 18 normals: mean within 5 standard errors of 0, variance of 1, 5 % outside 1.96,
-    # no correlation between the normal columns; uniforms with mean 1/2 and variance 1/12
-    from paraphina.engine.rng import RunStreams
-
-    streams = RunStreams(np.arange(200), 17, 17)
-    normals, uniforms = (np.concatenate(parts) for parts in zip(*(
-        tuple(a.copy() for a in streams.draw(100)) for _ in range(4))))
-    assert normals.shape == (400, 18, 200) and uniforms.shape == (400, 17, 200)
-    n = normals.size
-    assert abs(normals.mean()) < 5 / math.sqrt(n)
-    assert abs(normals.var() - 1.0) < 5 * math.sqrt(2 / n)
-    assert abs(np.mean(np.abs(normals) > 1.959964) - 0.05) < 5 * math.sqrt(0.05 * 0.95 / n)
-    corr = np.corrcoef(normals.transpose(1, 0, 2).reshape(18, -1))
-    assert np.abs(corr - np.eye(18)).max() < 5 / math.sqrt(normals[:, 0].size)
-    assert abs(uniforms.mean() - 0.5) < 5 * math.sqrt(1 / 12 / uniforms.size)
-    assert abs(uniforms.var() - 1 / 12) < 0.001
+@numba.njit(cache=True)
+def _raw(s, n):
+    out = np.empty(n, np.uint64)
+    for i in range(n):
+        out[i], s = next_u64(s)
+    return out
 
 
-def test_run_streams_follow_each_runs_own_generator():
-    # run i draws from SFC64(seed i) alone, 35 uniforms a tick in tick order: the first 18 make the normals
-    # (radius from the first 9, angle from the next 9: cos normals, then sin normals), the last 17 are the
-    # plain uniforms. The reference below is the same transform in double precision.
-    from paraphina.engine.rng import RunStreams
-
-    seeds = (3, 40, 41)
-    normals, uniforms = (a.copy() for a in RunStreams(np.array(seeds), 17, 17).draw(6))
-    for i, seed in enumerate(seeds):
-        u = np.random.Generator(np.random.SFC64(seed)).random((6, 35))
-        radius, angle = np.sqrt(-2.0 * np.log(1.0 - u[:, :9])), 2.0 * np.pi * u[:, 9:18]
-        expected = np.hstack([radius * np.cos(angle), radius * np.sin(angle)])
-        np.testing.assert_allclose(normals[:, :, i], expected, rtol=1e-6, atol=1e-6)
-        np.testing.assert_array_equal(uniforms[:, :, i], u[:, 18:])
+@numba.njit(cache=True)
+def _normals(s, n):
+    out = np.empty(n)
+    for i in range(n):
+        out[i], s = normal(s)
+    return out
 
 
-def test_run_streams_do_not_depend_on_the_batch_or_the_block_split():
-    # run 2 of a batch seeded 7, 8, 9 draws what a batch of seed 8 alone draws, in blocks of 10 or of 7 + 3
-    from paraphina.engine.rng import RunStreams
-
-    batch = [a[..., 1].copy() for a in RunStreams(np.array([7, 8, 9]), 17, 17).draw(10)]
-    alone = RunStreams(np.array([8]), 17, 17)
-    first = [a[..., 0].copy() for a in alone.draw(7)]
-    second = [a[..., 0].copy() for a in alone.draw(3)]
-    for whole, *parts in zip(batch, first, second):
-        np.testing.assert_array_equal(whole, np.concatenate(parts))
+@numba.njit(cache=True)
+def _tail_count(s, n, r):
+    count = 0
+    for _ in range(n):
+        x, s = normal(s)
+        count += abs(x) > r
+    return count
 
 
-def test_market_path_does_not_depend_on_block_split(plain_cfg):
-    # the same 10 ticks of draws, simulated as one block of 10 and as blocks of 7 + 3, give the same market
-    from paraphina.engine.market import draw_counts, initial_state, simulate_block
-    from paraphina.engine.rng import RunStreams
+def _state(seed):
+    return tuple(seed_states(np.array([seed]))[0])
 
-    p = build_params(plain_cfg["engine"], plain_cfg["market"], 2)
-    normals, uniforms = RunStreams(np.array([4, 5]), *draw_counts(p)).draw(10)
-    start = initial_state(p, 2)
-    whole = simulate_block(start, p, normals, uniforms, 0)
-    first = simulate_block(start, p, normals[:7], uniforms[:7], 0)
-    second = simulate_block(first.last, p, normals[7:], uniforms[7:], 7)
-    for name in ("x", "mid", "spread", "depth", "funding", "age", "stale", "stressed"):
-        split = np.concatenate([getattr(first, name), getattr(second, name)[1:]])
-        np.testing.assert_array_equal(split, getattr(whole, name), err_msg=name)
+
+def _u64(state):
+    """A stream state handed back to Python (plain ints) as the uint64 tuple the generators are typed for."""
+    return tuple(np.uint64(x) for x in state)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 12345, 2 ** 40 + 7])
+def test_sfc64_is_numpys_bit_for_bit(seed):
+    state = seed_states(np.array([seed]))[0]
+    assert state.tolist() == [int(x) for x in np.random.SFC64(seed).state["state"]["state"]]
+    np.testing.assert_array_equal(_raw(_state(seed), 5000), np.random.SFC64(seed).random_raw(5000))
+    np.testing.assert_array_equal(_uniforms(_state(seed), 5000),
+                                  np.random.Generator(np.random.SFC64(seed)).random(5000))
+
+
+def test_seed_states_one_stream_per_run():
+    # the states of a batch are each seed's own, in order: run 1 of seeds (7, 8, 9) is seed 8 alone
+    batch = seed_states(np.array([7, 8, 9]))
+    assert batch.shape == (3, 4) and batch.dtype == np.uint64
+    np.testing.assert_array_equal(batch[1], seed_states(np.array([8]))[0])
+    assert len({tuple(r) for r in batch.tolist()}) == 3
+
+
+def test_ziggurat_normals_pass_ks_test():
+    from scipy import stats
+
+    x = _normals(_state(20240601), 200_000)
+    assert stats.kstest(x, "norm").pvalue > 1e-3
+    assert abs(x.mean()) < 4 / math.sqrt(len(x))
+    assert abs(x.var() - 1.0) < 4 * math.sqrt(2 / len(x))
+    assert abs(np.mean(np.abs(x) > 1.959964) - 0.05) < 4 * math.sqrt(0.05 * 0.95 / len(x))
+    assert abs(np.mean(x > 0) - 0.5) < 4 * math.sqrt(0.25 / len(x))
+
+
+def test_ziggurat_is_numpys_layout():
+    # fast-path draws equal numpy's ziggurat (same layers, same bits) to table precision, draw for draw
+    np.testing.assert_allclose(_normals(_state(7), 2000),
+                               np.random.Generator(np.random.SFC64(7)).standard_normal(2000), rtol=1e-9, atol=0)
+
+
+def test_ziggurat_tail_beyond_r_at_the_right_rate():
+    # P(|Z| > 3.6541528853610088) = erfc(R / sqrt 2) = 2.58e-4: 50M draws expect 12,902 +- 114. A tail whose
+    # rejected samples restart the whole ziggurat instead of the tail (Marsaglia's tail accepts ~93 %) gives
+    # ~12,000, 8 standard errors short
+    n = 50_000_000
+    expected = n * math.erfc(ZIGGURAT_R / math.sqrt(2))
+    count = _tail_count(_state(99), n, ZIGGURAT_R)
+    assert abs(count - expected) < 4 * math.sqrt(expected)
+
+
+def test_ziggurat_tail_is_reached_on_both_sides():
+    # the tail (|x| > R) is sampled, on both sides, beyond the last layer: values up to ~5 appear in 5M draws
+    x = _normals(_state(3), 5_000_000)
+    tail = x[np.abs(x) > ZIGGURAT_R]
+    assert (tail > 0).sum() > 300 and (tail < 0).sum() > 300
+    assert np.abs(tail).max() > 4.5
+
+
+def test_tick_draws_are_the_runs_stream():
+    # a tick draws its normals then its uniforms from the run's stream: 17 normals and 17 uniforms per tick
+    # (5 venues, no size_random; 10 more uniforms with it), in stream order, the stream going on from tick to tick
+    n_normals, n_uniforms = draw_counts(5, False)
+    assert (n_normals, n_uniforms) == (17, 17)
+    assert draw_counts(5, True) == (17, 27)
+    assert draw_counts(2, False) == (8, 8)
+    normals, uniforms = np.empty(n_normals), np.empty(n_uniforms)
+    stream, reference = _state(42), _state(42)
+    for _ in range(3):
+        stream = _u64(draw_tick(stream, normals, uniforms))
+        expected_normals, expected_uniforms = [], []
+        for _ in range(n_normals):
+            x, reference = normal(reference)
+            reference = _u64(reference)
+            expected_normals.append(x)
+        for _ in range(n_uniforms):
+            u, reference = uniform(reference)
+            reference = _u64(reference)
+            expected_uniforms.append(u)
+        assert normals.tolist() == expected_normals and uniforms.tolist() == expected_uniforms
+    assert tuple(int(x) for x in stream) == tuple(int(x) for x in reference)
 
 
 # --------------------------------------------------------------------------------------------------
-# Fees through the engine (step 9): taker bps on hedge notional, maker minus rebate on MM notional.
+# Through the kernel (simulate): hedge execution and fees, mark to fair and funding, size_random, kills.
 # --------------------------------------------------------------------------------------------------
 
-def _record_fills(monkeypatch):
-    """Record every fill the tick loop books, through apply_fill (every position) or apply_fills (sparse):
-    (dq, price) per call as (venues, runs) arrays, zero where no fill."""
-    calls = []
-    real, real_sparse = sim_mod.apply_fill, sim_mod.apply_fills
-
-    def recording(q, entry, dq, price):
-        calls.append((np.array(dq, copy=True), np.where(dq != 0, price, 0.0)))
-        return real(q, entry, dq, price)
-
-    def recording_sparse(q, entry, idx, dq, price):
-        dense_dq, dense_price = np.zeros(q.shape), np.zeros(q.shape)
-        dense_dq.reshape(-1)[idx], dense_price.reshape(-1)[idx] = dq, price
-        calls.append((dense_dq, dense_price))
-        return real_sparse(q, entry, idx, dq, price)
-
-    monkeypatch.setattr(sim_mod, "apply_fill", recording)
-    monkeypatch.setattr(sim_mod, "apply_fills", recording_sparse)
-    return calls
-
-
-def _record_blocks(monkeypatch):
-    blocks = []
-    real = sim_mod.simulate_block
-
-    def recording(state, p, normals, uniforms, t0):
-        block = real(state, p, normals, uniforms, t0)
-        blocks.append((t0, block))
-        return block
-
-    monkeypatch.setattr(sim_mod, "simulate_block", recording)
-    return blocks
-
-
-def _params(overrides, runs=1, per_run=None):
-    plain = to_plain(compose_config(overrides, environ={}))
-    return build_params(plain["engine"], plain["market"], runs, per_run)
-
-
-def test_hedge_execution_and_taker_fees(monkeypatch):
-    # MM off (base size 0), calm market (no outages, no jumps); 30 TAO opened on venue 0 at 250.
-    # tick 0: every venue Healthy (tox 0 while local vol and sigma_eff sit at sigma_min), band 5.625:
-    #   step = -(30 - 5.625) = -24.375 -> clipped to -20; q after = 10
+def test_hedge_execution_and_taker_fees():
+    # MM off (base size 0), calm market; 30 TAO opened on venue 0 at 250, no fee.
+    # tick 0 acts on the initial market (mid_v = 250 exp(basis_mean_v), spread_v = mid_v * bps_v / 1e4, depth
+    # mean): every venue Healthy (local vol and sigma_eff at sigma_min -> tox 0), band 5.625:
+    #   step = -(30 - 5.625) = -24.375 -> clipped to -20, split by 1 / (spread/2 + 5 bps mid);
+    #   each slice sells at mid - (spread / 2 + 20 |dq| / depth mid) and pays 5 bps of |dq| price.
     # tick 1: step = -(10 - 5.625) = -4.375; q after = 5.625, then inside the band (no more hedging).
-    # Each slice sells at mid - (spread / 2 + 20 * size / depth * mid) and pays 5 bps of |size| * price.
-    calls = _record_fills(monkeypatch)
-    blocks = _record_blocks(monkeypatch)
-    p = _params(["market=calm", "ticks=5", "engine.initial_q_tao=30",
-                 "engine.venues.base_order_size=[0,0,0,0,0]"])
-    rows = []
-    seen = []
-
-    def observer(tick, ids, r):
-        rows.append({k: np.array(r[k], copy=True) for k in ("q_global_tao", "hedge_volume_tao", "fees_usd",
-                                                            "mm_fills", "venue_q_tao")})
-        seen.append(len(calls))
-
-    simulate(p, 5, [3], [observer])
-    assert rows[0]["hedge_volume_tao"][0, 0] == pytest.approx(20.0, rel=1e-12)
-    assert rows[0]["q_global_tao"][0, 0] == pytest.approx(10.0, rel=1e-12)
-    assert rows[1]["hedge_volume_tao"][0, 0] == pytest.approx(4.375, rel=1e-12)
-    assert rows[1]["q_global_tao"][0, 0] == pytest.approx(5.625, rel=1e-12)
+    p, res = run_rows(["market=calm", "engine.initial_q_tao=30", "engine.venues.base_order_size=[0,0,0,0,0]"],
+                      8, [3])
+    rows = res.rows.of(0)
+    mkt = p.table[0]
+    mid = np.exp(math.log(250.0) + mkt["basis_mean"])
+    spread = mid * mkt["spread_mean_bps"] / 1e4
+    depth = mkt["depth_mean_usd"]
+    weight = 1.0 / (spread / 2 + 5e-4 * mid)
+    dq = -20.0 * weight / weight.sum()
+    price = mid - (spread / 2 + 20.0 * np.abs(dq) / depth * mid)
+    fee0 = float(np.sum(np.abs(dq) * price * 5e-4))
+    r0 = rows[0]
+    assert r0["hedge_volume_tao"] == pytest.approx(20.0, rel=1e-12)
+    assert r0["q_global_tao"] == pytest.approx(10.0, rel=1e-12)
+    close(r0["venue_q_tao"], [30.0 + dq[0], *dq[1:]], rel=1e-12)
+    assert r0["fees_usd"] == pytest.approx(fee0, rel=1e-12)
+    # venue 0 realises (price_0 - 250) on what it sells; the new shorts realise nothing; fees come off
+    assert r0["pnl_realised"] == pytest.approx(-dq[0] * (price[0] - 250.0) - fee0, rel=1e-10)
+    assert rows[1]["hedge_volume_tao"] == pytest.approx(4.375, rel=1e-12)
+    assert rows[1]["q_global_tao"] == pytest.approx(5.625, rel=1e-12)
+    assert rows[1]["fees_usd"] - fee0 == pytest.approx(4.375 * 250 * 5e-4, rel=5e-3)
     for r in rows[2:]:
-        assert r["hedge_volume_tao"][0, 0] < 1e-9
-        assert r["q_global_tao"][0, 0] == pytest.approx(5.625, rel=1e-12)
-    assert all(int(r["mm_fills"][0, 0]) == 0 for r in rows)
-    # tick 0's fills: one call (the hedge), all sells; price and fee from the tick's market
-    assert seen[0] == 1
-    dq, price = calls[0]
-    assert (dq < 0).all()
-    t0, block = blocks[0]
-    assert t0 == 0
-    mid, spread, depth = block.mid[0], block.spread[0], block.depth[0]
-    impact_coeff = p.market.impact_coeff
-    close(price, mid - (spread / 2 + impact_coeff * np.abs(dq) / depth * mid), rel=1e-13)
-    fee0 = float(np.sum(np.abs(dq) * price * 5.0 / 1e4))
-    assert rows[0]["fees_usd"][0, 0] == pytest.approx(fee0, rel=1e-12)
-    # cumulative fees over the run = sum over every hedge slice of |size| * price * 5 bps
-    total = sum(float(np.sum(np.abs(d) * pr * 5e-4)) for d, pr in calls)
-    assert rows[-1]["fees_usd"][0, 0] == pytest.approx(total, rel=1e-12)
+        assert r["hedge_volume_tao"] == 0.0
+        assert r["q_global_tao"] == pytest.approx(5.625, rel=1e-12)
+        assert r["fees_usd"] == rows[1]["fees_usd"]
+    assert (rows["mm_fills"] == 0).all() and (rows["mm_quoted_sides"] == 0).all()
 
 
-def test_mark_to_fair_funding_and_observation_in_the_engine(monkeypatch):
+def _replay_market(prm, seed, ticks):
+    """The market path the kernel sees for one run: path[t] is the market tick t acts on."""
+    path = np.zeros(ticks + 1, market_state_dtype(5))
+    n_normals, n_uniforms = draw_counts(5, prm["fills_size_random"] != 0.0)
+    normals, uniforms = np.empty(n_normals), np.empty(n_uniforms)
+    initial_market(prm, path[0])
+    stream = _state(seed)
+    for t in range(ticks):
+        stream = _u64(draw_tick(stream, normals, uniforms))
+        market_step(prm, path[t], path[t + 1], normals, uniforms, t, prm["tick_ms"] / 1000.0)
+    return path
+
+
+def test_mark_to_fair_funding_and_observation_in_the_engine():
     # Calm market, MM off (base size 0), hedging off (band 1e9): only the 60 TAO opened on venue 0 at 250 with
     # no fee. Then every tick, with m0, f0 venue 0's mid and funding and S the row's fair value (spec 3, 5, 10, 11):
     #   pnl_realised = 0, fees 0; q = 60; delta = 60 S; basis = 60 (m0 - S); unrealised = 60 (S - 250);
     #   pnl_funding falls by 60 f0 m0 dt / 28800 per tick (dt = 1 s); pnl_total = unrealised + funding;
     #   y_mid = sum(depth * mid) / sum(depth) over venues not Disabled on the previous tick with a fresh book.
-    blocks = _record_blocks(monkeypatch)
-    p = _params(["market=calm", "engine.initial_q_tao=60", "engine.hedge.band_base=1e9",
-                 "engine.venues.base_order_size=[0,0,0,0,0]", "market.funding.mean=[0.002,0.001,-0.001,0.0005,0.0]"])
-    seen = []
-
-    def observer(tick, ids, r):
-        seen.append({k: np.array(v, copy=True) for k, v in r.items() if isinstance(v, np.ndarray)})
-
-    simulate(p, 30, [8], [observer])
-    assert len(blocks) == 1 and blocks[0][0] == 0
-    block = blocks[0][1]
+    ticks, seed = 30, 8
+    p, res = run_rows(["market=calm", "engine.initial_q_tao=60", "engine.hedge.band_base=1e9",
+                       "engine.venues.base_order_size=[0,0,0,0,0]",
+                       "market.funding.mean=[0.002,0.001,-0.001,0.0005,0.0]"], ticks, [seed])
+    rows = res.rows.of(0)
+    assert len(rows) == ticks and rows["t"].tolist() == list(range(ticks))
+    path = _replay_market(p.table[0], seed, ticks)
     funding_before = 0.0
-    prev_status = np.zeros((5, 1), np.int64)
-    for t, r in enumerate(seen):
-        mid, depth, f = block.mid[t], block.depth[t], block.funding[t]
-        fair = r["fair_value"][0, 0]
-        assert r["pnl_realised"][0, 0] == 0.0 and r["fees_usd"][0, 0] == 0.0
-        assert r["venue_q_tao"][:, 0].tolist() == [60.0, 0.0, 0.0, 0.0, 0.0]
-        assert r["q_global_tao"][0, 0] == 60.0
-        assert r["dollar_delta_usd"][0, 0] == pytest.approx(60 * fair, rel=1e-14)
-        assert r["basis_usd"][0, 0] == pytest.approx(60 * (mid[0, 0] - fair), rel=1e-9, abs=1e-9)
-        assert r["pnl_unrealised"][0, 0] == pytest.approx(60 * (fair - 250.0), rel=1e-9, abs=1e-9)
-        step = -60 * f[0, 0] * mid[0, 0] * 1.0 / 28800
-        assert r["pnl_funding"][0, 0] - funding_before == pytest.approx(step, rel=1e-9)
-        funding_before = r["pnl_funding"][0, 0]
-        assert r["pnl_total"][0, 0] == pytest.approx(r["pnl_unrealised"][0, 0] + r["pnl_funding"][0, 0], rel=1e-12)
-        usable = (prev_status[:, 0] != DISABLED) & (block.age[t][:, 0] <= 1) & (depth[:, 0] > 0)
+    prev_status = np.zeros(5, np.int64)
+    for t, r in enumerate(rows):
+        mkt = path[t]
+        fair = r["fair_value"]
+        assert r["pnl_realised"] == 0.0 and r["fees_usd"] == 0.0
+        assert r["venue_q_tao"].tolist() == [60.0, 0.0, 0.0, 0.0, 0.0]
+        assert r["q_global_tao"] == 60.0
+        assert r["dollar_delta_usd"] == pytest.approx(60 * fair, rel=1e-14)
+        assert r["basis_usd"] == pytest.approx(60 * (mkt["mid"][0] - fair), rel=1e-9, abs=1e-9)
+        assert r["basis_gross_usd"] == pytest.approx(abs(60 * (mkt["mid"][0] - fair)), rel=1e-9, abs=1e-9)
+        assert r["pnl_unrealised"] == pytest.approx(60 * (fair - 250.0), rel=1e-9, abs=1e-9)
+        step = -60 * mkt["funding"][0] * mkt["mid"][0] * 1.0 / 28800
+        assert r["pnl_funding"] - funding_before == pytest.approx(step, rel=1e-9)
+        funding_before = r["pnl_funding"]
+        assert r["pnl_total"] == pytest.approx(r["pnl_unrealised"] + r["pnl_funding"], rel=1e-12)
+        usable = (prev_status != DISABLED) & (mkt["age"] <= 1) & (mkt["depth"] > 0)
         assert usable.sum() >= 2
-        y = float(np.sum(depth[usable, 0] * mid[usable, 0]) / np.sum(depth[usable, 0]))
-        assert r["y_mid"][0, 0] == pytest.approx(y, rel=1e-12)
-        prev_status = r["venue_status"]
+        y = float(np.sum(mkt["depth"][usable] * mkt["mid"][usable]) / np.sum(mkt["depth"][usable]))
+        assert r["y_mid"] == pytest.approx(y, rel=1e-12)
+        assert abs(math.log(fair / y)) < 5e-3  # the filter follows the observation (with a lag) in a calm market
+        prev_status = r["venue_status"].astype(np.int64)
     # the funding mean of venue 0 is positive: a long pays funding
     assert funding_before < 0
 
 
-def test_mm_fees_maker_minus_rebate(monkeypatch):
-    # hedging off (band 1e9); maker fees 2, 1.5, 2, 2, 2 bps, rebates 0.5, 0, 1, 0, 0.25 bps:
-    # net 1.5, 1.5, 1, 2, 1.75 bps of each MM fill's notional |size| * quote price.
-    calls = _record_fills(monkeypatch)
-    p = _params(["ticks=60", "engine.hedge.band_base=1e9",
-                 "engine.venues.maker_rebate_bps=[0.5,0,1,0,0.25]"])
-    net_bps = col(1.5, 1.5, 1.0, 2.0, 1.75)
-    state = {"prev_fees": np.zeros((1, 2)), "n": 0, "fills": 0}
-
-    def observer(tick, ids, r):
-        new = calls[state["n"]:]
-        state["n"] = len(calls)
-        expected = sum((vsum(np.abs(d) * pr * net_bps / 1e4) for d, pr in new), np.zeros((1, 2)))
-        # MM prices are on the tick grid
-        for d, pr in new:
-            filled = d != 0
-            assert np.all(np.abs(pr[filled] / 0.01 - np.round(pr[filled] / 0.01)) < 1e-6)
-        close(r["fees_usd"] - state["prev_fees"], expected, rel=1e-10, abs_=1e-12)
-        assert (r["hedge_volume_tao"] == 0).all()
-        state["prev_fees"] = np.array(r["fees_usd"], copy=True)
-        state["fills"] += int(r["mm_fills"].sum())
-
-    simulate(p, 60, [1, 2], [observer])
-    assert state["fills"] > 10  # the check above covered real fills
+def test_mm_fees_maker_minus_rebate():
+    # hedging off (band 1e9). Maker fees 2, 1.5, 2, 2, 2 bps; rebates 0.5, 0, 0.5, 0.5, 0.5: net 1.5 bps on every
+    # venue, so each tick's fees are 1.5 bps of its MM notional (volume x a quote price within 2 % of the fair
+    # value: half-spread ~0.7 USD plus the inventory skew of the unhedged position)
+    _, res = run_rows(["engine.hedge.band_base=1e9", "engine.venues.maker_rebate_bps=[0.5,0,0.5,0.5,0.5]"], 300, [1])
+    rows = res.rows.of(0)
+    step_fees = np.diff(np.concatenate([[0.0], rows["fees_usd"]]))
+    filled = rows["mm_volume_tao"] > 0
+    assert rows["mm_fills"].sum() > 100 and (rows["hedge_volume_tao"] == 0).all()
+    assert (step_fees[~filled] == 0).all()
+    ratio = step_fees[filled] / (rows["mm_volume_tao"][filled] * rows["fair_value"][filled])
+    np.testing.assert_allclose(ratio, 1.5e-4, rtol=2e-2)
+    # rebates equal to the fees: no fees at all; rebates above them: the MM is paid (fees fall)
+    _, res = run_rows(["engine.hedge.band_base=1e9", "engine.venues.maker_rebate_bps=[2,1.5,2,2,2]"], 100, [1])
+    rows = res.rows.of(0)
+    assert rows["mm_fills"].sum() > 10 and np.abs(rows["fees_usd"]).max() < 1e-9
+    _, res = run_rows(["engine.hedge.band_base=1e9", "engine.venues.maker_rebate_bps=[3,2.5,3,3,3]"], 100, [1])
+    rows = res.rows.of(0)
+    assert rows["fees_usd"][-1] < 0 and np.all(np.diff(rows["fees_usd"]) <= 0)
 
 
-# --------------------------------------------------------------------------------------------------
-# Kill switch through the engine (step 11).
-# --------------------------------------------------------------------------------------------------
+def test_size_random_fills_a_fraction_of_the_quoted_size():
+    # calm market, hedging off, size_eta 0: a Healthy venue quotes exactly base size 1 TAO (size_mult 1 at
+    # vol_ratio 0.25, Normal regime, rho << 1), a venue in Warning 0.5. Whole fills: a tick's MM volume is a
+    # multiple of 0.5 and at most its fill count; random fractions (market.fills.size_random): not multiples,
+    # never more than the quoted size (<= fills x 1), and a uniform fraction on average (mean 1/2 of the size)
+    base = ["market=calm", "engine.hedge.band_base=1e9", "engine.mm.size_eta=0.0"]
+    _, res = run_rows(base, 1500, [4])
+    whole = res.rows.of(0)
+    filled = whole["mm_fills"] > 0
+    assert filled.sum() > 500
+    assert np.all(whole["mm_volume_tao"] <= whole["mm_fills"] + 1e-12)
+    np.testing.assert_allclose(whole["mm_volume_tao"] * 2, np.round(whole["mm_volume_tao"] * 2), atol=1e-9)
+    assert np.mean(whole["mm_volume_tao"][filled] == whole["mm_fills"][filled]) > 0.9  # mostly Healthy venues
+
+    _, res = run_rows([*base, "market.fills.size_random=true"], 1500, [4])
+    part = res.rows.of(0)
+    filled = part["mm_fills"] > 0
+    vol, fills = part["mm_volume_tao"][filled], part["mm_fills"][filled]
+    assert filled.sum() > 500
+    assert np.all(vol <= fills + 1e-12) and np.all(vol > 0)
+    off_grid = np.abs(vol * 2 - np.round(vol * 2)) > 1e-6
+    assert off_grid.mean() > 0.95
+    mean_fraction = vol.sum() / fills.sum()
+    assert 0.45 < mean_fraction < 0.55
+
 
 def test_kill_switch_fires_on_first_losing_tick_and_freezes_the_run():
     # volatile market, 60 TAO held (hedging off: band 1e9), seeds 11..18; odd runs have a 15 USD loss limit,
-    # even runs 1e12 (never reached). A run whose pnl_total reaches -15 is killed on that very tick.
+    # even runs 1e12 (never reached). A run whose pnl_total reaches -15 is killed on that very tick: its row is
+    # the last one, in HardLimit, num_ticks = time_to_kill + 1.
     limits = [1e12, 15.0] * 4
-    seeds = np.arange(11, 19)
     ticks = 300
-    p = _params(["market=volatile", "engine.initial_q_tao=60", "engine.hedge.band_base=1e9"], runs=8,
-                per_run={"engine.risk.daily_loss_limit": limits})
-    per_run: dict[int, list] = {i: [] for i in range(8)}
-
-    def observer(tick, ids, r):
-        for c, i in enumerate(ids.tolist()):
-            per_run[i].append((tick, float(r["pnl_total"][0, c]), bool(r["kill_switch"][0, c]),
-                               int(r["risk_regime"][0, c])))
-
-    result = simulate(p, ticks, seeds, [observer])
+    p, res = run_rows(["market=volatile", "engine.initial_q_tao=60", "engine.hedge.band_base=1e9"], ticks,
+                      list(range(11, 19)), per_run={"engine.risk.daily_loss_limit": limits},
+                      record_runs=tuple(range(8)))
     killed = []
     for i, limit in enumerate(limits):
-        rows_i = per_run[i]
-        assert [t for t, *_ in rows_i] == list(range(len(rows_i)))
-        losing = [t for t, pnl, _, _ in rows_i if pnl <= -limit]
-        m = result.run_metrics(i)
-        if losing:
-            first = losing[0]
+        rows = res.rows.of(i)
+        m = res.run_metrics(i)
+        assert rows["t"].tolist() == list(range(len(rows)))
+        # every row's regime and kill follow from its own numbers (step 11 on the post-fill state)
+        for r in rows:
+            regime, hit = risk_regime(p.table[i], r["pnl_total"], r["dollar_delta_usd"], r["basis_usd"],
+                                      r["delta_limit_usd"])
+            assert (int(regime), bool(hit)) == (int(r["risk_regime"]), bool(r["kill_switch"]))
+        losing = np.flatnonzero(rows["pnl_total"] <= -limit)
+        if len(losing):
+            first = int(losing[0])
             killed.append(i)
-            # the kill fires on the first tick with pnl_total <= -limit, in HardLimit; its row is the last
-            assert rows_i[-1][0] == first
-            assert rows_i[-1][2] is True and rows_i[-1][3] == HARD_LIMIT
-            assert not any(k for _, _, k, _ in rows_i[:-1])
-            assert m["kill_switch"] is True
-            assert m["time_to_kill"] == first
-            assert m["num_ticks"] == first + 1
-            assert m["final_pnl"] == rows_i[-1][1]
+            assert first == len(rows) - 1
+            assert rows[-1]["kill_switch"] == 1.0 and rows[-1]["risk_regime"] == HARD_LIMIT
+            assert not rows["kill_switch"][:-1].any()
+            assert m["kill_switch"] is True and m["time_to_kill"] == first
+            assert m["num_ticks"] == first + 1 == m["time_to_kill"] + 1
+            assert m["final_pnl"] == rows[-1]["pnl_total"]
         else:
-            assert len(rows_i) == ticks
-            assert m["kill_switch"] is False and m["time_to_kill"] is None
-            assert m["num_ticks"] == ticks
-            assert not any(k for _, _, k, _ in rows_i)
+            assert len(rows) == ticks
+            assert m["kill_switch"] is False and m["time_to_kill"] is None and m["num_ticks"] == ticks
+            assert not rows["kill_switch"].any()
     # the scenario really exercises kills mid-run while the other runs go on to the end
     assert killed and set(killed) <= {1, 3, 5, 7}
-    assert sum(0 < result.run_metrics(i)["time_to_kill"] < ticks - 1 for i in killed) >= 1
-    assert all(result.run_metrics(i)["num_ticks"] == ticks for i in (0, 2, 4, 6))
+    assert sum(0 < res.run_metrics(i)["time_to_kill"] < ticks - 1 for i in killed) >= 1
+    assert all(res.run_metrics(i)["num_ticks"] == ticks for i in (0, 2, 4, 6))
 
 
 def test_kill_switch_on_tick_zero():
     # MM off; 20 TAO opened at 250 and hedged at tick 0 (14.375 TAO sold) pays the taker fee
-    # 14.375 * ~250 * 5 bps = 1.80 USD plus half a spread (~0.05 USD per TAO, 0.7 USD) while the fair value moves
-    # by ~5e-5 (0.07 USD on the 5.625 TAO left): pnl_total ~ -2.4 after tick 0, so a 1 USD loss limit kills at
-    # t = 0 (num_ticks 1); a run with a 1e12 limit in the same batch runs all 20 ticks.
-    p = _params(["engine.initial_q_tao=20", "engine.venues.base_order_size=[0,0,0,0,0]"], runs=2,
-                per_run={"engine.risk.daily_loss_limit": [1.0, 1e12]})
-    result = simulate(p, 20, [11, 11])
-    assert result.run_metrics(0)["time_to_kill"] == 0
-    assert result.run_metrics(0)["num_ticks"] == 1
-    assert result.run_metrics(0)["final_pnl"] <= -1.0
-    assert result.run_metrics(1)["num_ticks"] == 20
-    assert result.run_metrics(1)["kill_switch"] is False
+    # 14.375 * ~250 * 5 bps = 1.80 USD plus half a spread (~0.05 USD per TAO, 0.7 USD): pnl_total ~ -2.4 after
+    # tick 0, so a 1 USD loss limit kills at t = 0 (num_ticks 1, one row); a 1e12 limit runs all 20 ticks.
+    _, res = run_rows(["engine.initial_q_tao=20", "engine.venues.base_order_size=[0,0,0,0,0]"], 20, [11, 11],
+                      per_run={"engine.risk.daily_loss_limit": [1.0, 1e12]}, record_runs=(0, 1))
+    m0, m1 = res.run_metrics(0), res.run_metrics(1)
+    assert m0["time_to_kill"] == 0 and m0["num_ticks"] == 1 and m0["kill_switch"] is True
+    assert m0["final_pnl"] <= -1.0
+    rows = res.rows.of(0)
+    assert len(rows) == 1 and rows[0]["kill_switch"] == 1.0 and rows[0]["risk_regime"] == HARD_LIMIT
+    assert rows[0]["hedge_volume_tao"] == pytest.approx(14.375, rel=1e-12)
+    assert m1["num_ticks"] == 20 and m1["kill_switch"] is False and len(res.rows.of(1)) == 20
+    # before the kill both runs are the same run (same seed): tick 0 rows agree but for the kill and regime
+    assert res.rows.of(1)[0]["pnl_total"] == rows[0]["pnl_total"]
+
+
+def test_regimes_warning_and_hard_limit_from_delta_through_simulate():
+    # 60 TAO held (no hedging) at ~250 is a 15000 USD delta. In a calm market vol_ratio sits at its 0.25 floor, so
+    # limit = base / max(0.25, 0.25) = 4 base: base 5000 -> 20000, and 15000 >= 0.7 * 20000 = 14000 is Warning;
+    # base 3000 -> 12000 <= 15000: HardLimit, without a kill (no loss limit hit)
+    _, res = run_rows(["market=calm", "engine.initial_q_tao=60", "engine.hedge.band_base=1e9",
+                       "engine.venues.base_order_size=[0,0,0,0,0]"], 20, [5, 5],
+                      per_run={"engine.risk.delta_hard_limit_usd_base": [5000.0, 3000.0]}, record_runs=(0, 1))
+    warn, hard = res.rows.of(0), res.rows.of(1)
+    assert np.all(warn["delta_limit_usd"] == 20000.0) and np.all(hard["delta_limit_usd"] == 12000.0)
+    assert np.all(warn["risk_regime"] == WARNING) and np.all(hard["risk_regime"] == HARD_LIMIT)
+    assert not hard["kill_switch"].any() and res.run_metrics(1)["num_ticks"] == 20
+    assert res.run_metrics(0)["frac_warning"] == 1.0 and res.run_metrics(1)["frac_hard"] == 1.0

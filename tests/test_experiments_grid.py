@@ -14,11 +14,12 @@ import pytest
 from omegaconf import OmegaConf
 
 from paraphina.config.loading import CONF_DIR, compose_config
-from paraphina.errors import ParaphinaError
+from paraphina.core.errors import ParaphinaError
 from paraphina.experiments import exp02, exp04, exp05, exp06, exp07, exp08
 from paraphina.experiments.cli import flat_config
 from paraphina.experiments.execution import run_many
-from paraphina.experiments.profiles import PROFILE_KNOBS, profile_yaml, profiles_batch
+from paraphina.core.names import PROFILE_KNOBS
+from paraphina.experiments.profiles import profile_yaml, profiles_batch
 from paraphina.experiments.records import ExperimentRecorder, latest_points, sweeps_dir
 from paraphina.runner.batch import run_batch
 from paraphina.tracking.runs import PARENT_TAG

@@ -15,7 +15,7 @@ from mlflow import MlflowClient
 from optuna.trial import TrialState
 
 from paraphina.config.loading import compose_config
-from paraphina.errors import ParaphinaError
+from paraphina.core.errors import ParaphinaError
 from paraphina.experiments import exp03, exp09, study
 from paraphina.experiments.grid import Axis
 from paraphina.experiments.records import ExperimentRecorder

@@ -9,10 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from paraphina.errors import ParaphinaError
-from paraphina.research.dataset import KNOB_KEYS, ROW_KEYS, append_rows, make_row, read_rows
-from paraphina.research.summary import format_summary, global_summary, per_profile_summary, top_runs
-from paraphina.research.telemetry import REQUIRED_KEYS, load_telemetry, max_drawdown, run_metrics
+from paraphina.core.errors import ParaphinaError
+from paraphina.core.names import ROW_KNOBS
+from paraphina.formats.dataset import ROW_KEYS, append_rows, make_row, read_rows
+from paraphina.world_model.summary import format_summary, global_summary, per_profile_summary, top_runs
+from paraphina.formats.telemetry import REQUIRED_KEYS, load_telemetry, max_drawdown, run_metrics
+
+DD_WEIGHT = 0.5  # conf/world_model/tiers.yaml utility_dd_weight
 
 # t, pnl_total, risk_regime, kill_switch, dollar_delta_usd, basis_usd: original keys only.
 HAND_TICKS = [
@@ -188,7 +191,7 @@ def test_make_row_keys_and_roundtrip(tmp_path: Path) -> None:
     assert back["profile"].iloc[0] == "conservative" and back["time_to_kill"].iloc[0] == 50
     with pytest.raises(ValueError, match="unknown knobs"):
         make_row(row, profile="x", knobs={"band": 1.0})
-    assert set(KNOB_KEYS) <= set(ROW_KEYS)
+    assert set(ROW_KNOBS) <= set(ROW_KEYS)
 
 
 def test_original_dataset_lines_missing_optional_keys(tmp_path: Path) -> None:
@@ -280,18 +283,18 @@ def test_top_runs_by_utility_stable_ties() -> None:
         }
     )
     # utilities 8, 8, 8, 10, 5: d first, then the ties in file order, then e
-    top = top_runs(df, n=4)
+    top = top_runs(df, 4, DD_WEIGHT)
     assert list(top["label"]) == ["d", "a", "b", "c"]
     assert list(top["utility"]) == [10.0, 8.0, 8.0, 8.0]
-    assert list(top_runs(df, n=5, dd_weight=0.0)["label"]) == ["e", "b", "d", "a", "c"]
+    assert list(top_runs(df, 5, 0.0)["label"]) == ["e", "b", "d", "a", "c"]
 
 
 def test_format_summary(dataset: pd.DataFrame) -> None:
-    text = format_summary(dataset, top_n=3)
+    text = format_summary(dataset, 3, DD_WEIGHT)
     assert "runs               30" in text and "Top 3 runs by utility (final_pnl - 0.5 * max_drawdown)" in text
-    best = top_runs(dataset, 1)["label"].iloc[0]
+    best = top_runs(dataset, 1, DD_WEIGHT)["label"].iloc[0]
     assert best in text.split("=== Top")[1].splitlines()[3]
     for profile in ("aggressive", "balanced", "conservative"):
         assert profile in text
     with pytest.raises(ParaphinaError, match="no runs"):
-        format_summary(dataset.iloc[:0], top_n=3)
+        format_summary(dataset.iloc[:0], 3, DD_WEIGHT)

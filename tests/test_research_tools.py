@@ -12,7 +12,8 @@ from mlflow import MlflowClient
 
 from conftest import free_port
 from paraphina.research import summary, telemetry_summary, ticks, transfer
-from paraphina.research.dataset import ROW_KEYS, read_rows
+from paraphina.world_model.summary import format_summary
+from paraphina.formats.dataset import ROW_KEYS, read_rows
 from paraphina.tracking.datasets import list_datasets, load_dataset
 from paraphina.tracking.ui import ui_command
 
@@ -150,7 +151,7 @@ def test_summary_of_file_and_missing_dataset(tmp_path: Path, tracking_uri: str, 
     capsys.readouterr()
     summary.main(["--input", str(out), "--top", "2"])
     printed = capsys.readouterr().out
-    assert printed == summary.format_summary(read_rows(out), 2) + "\n"
+    assert printed == format_summary(read_rows(out), 2, 0.5) + "\n"
     assert "=== Top 2 runs by utility" in printed and "mean max_drawdown  120.00" in printed
 
     err = one_line_error(capsys, lambda: summary.main(["--dataset", "beta", "--tracking-uri", tracking_uri]))

@@ -21,10 +21,11 @@ from conftest import free_port
 from paraphina.config.loading import compose_config, to_plain
 from paraphina.engine.simulate import SERIES_KEYS
 from paraphina.research import summary
-from paraphina.research.telemetry import load_telemetry, run_metrics
-from paraphina.run import execute
+from paraphina.world_model.summary import format_summary, global_summary, per_profile_summary, top_runs
+from paraphina.formats.telemetry import load_telemetry, run_metrics
+from paraphina.runner.job import execute
 from paraphina.runner.batch import config_hash, run_batch
-from paraphina.runner.recording import KNOB_CONFIG_KEYS
+from paraphina.core.names import KNOB_CONFIG_KEYS, ROW_KNOBS
 from paraphina.tracking.datasets import load_dataset
 from paraphina.tracking.runs import PARENT_TAG, flatten_params
 from paraphina.tracking.store import sqlite_path
@@ -80,7 +81,7 @@ def test_single_run_params_tags_metrics_series_artifacts(tmp_path: Path, trackin
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED" and run.info.run_name == "aggressive-s7"
 
-    knobs = {knob: str(float(OmegaConf.select(cfg, key))) for knob, key in KNOB_CONFIG_KEYS.items()}
+    knobs = {knob: str(float(OmegaConf.select(cfg, key))) for knob, key in KNOB_CONFIG_KEYS.items() if knob in ROW_KNOBS}
     run_sections = {key: value for key, value in to_plain(cfg).items()
                     if key not in ("world_model", "experiment_names", "tracking", "execution", "experiment", "seeds")}
     assert run.data.params == {**flatten_params(run_sections), **knobs}
@@ -206,7 +207,7 @@ def test_dataset_of_several_runs_summarises_like_pandas(tmp_path: Path, tracking
 
     frame = pd.DataFrame(expected)
     frame["kill_switch"] = frame["kill_switch"].astype(bool)
-    assert summary.global_summary(rows) == pytest.approx({
+    assert global_summary(rows) == pytest.approx({
         "runs": len(frame), "mean_final_pnl": frame["final_pnl"].mean(),
         "mean_max_drawdown": frame["max_drawdown"].mean(), "kill_fraction": frame["kill_switch"].mean(),
     }, rel=1e-12)  # fmt: skip
@@ -216,14 +217,14 @@ def test_dataset_of_several_runs_summarises_like_pandas(tmp_path: Path, tracking
         "final_pnl_std": grouped["final_pnl"].std(), "max_drawdown_mean": grouped["max_drawdown"].mean(),
         "kill_fraction": grouped["kill_switch"].mean(),
     })  # fmt: skip
-    pd.testing.assert_frame_equal(summary.per_profile_summary(rows), want, check_dtype=False, rtol=1e-12)
+    pd.testing.assert_frame_equal(per_profile_summary(rows), want, check_dtype=False, rtol=1e-12)
     frame["utility"] = frame["final_pnl"] - 0.5 * frame["max_drawdown"]
     best = frame.sort_values("utility", ascending=False)["label"].head(3).tolist()
-    assert summary.top_runs(rows, 3)["label"].tolist() == best
+    assert top_runs(rows, 3, 0.5)["label"].tolist() == best
 
     summary.main(["--dataset", "ds-sum", "--tracking-uri", tracking_uri, "--top", "3"])
     out = capsys.readouterr().out
-    assert out == summary.format_summary(rows, 3) + "\n"
+    assert out == format_summary(rows, 3, 0.5) + "\n"
     assert f"runs               {len(jobs)}" in out and best[0] in out
 
 

@@ -13,8 +13,8 @@ from mlflow import MlflowClient
 
 import paraphina.tracking.store as store_module
 from conftest import free_port
-from paraphina.errors import ParaphinaError
-from paraphina.research.dataset import ROW_KEYS, make_row
+from paraphina.core.errors import ParaphinaError
+from paraphina.formats.dataset import ROW_KEYS, make_row
 from paraphina.tracking.datasets import list_datasets, load_dataset, row_to_record
 from paraphina.tracking.runs import PARENT_TAG, RunRecord, RunWriter, flatten_params, git_commit
 from paraphina.tracking.store import (

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
 from paraphina.config.loading import compose_config
-from paraphina.errors import ParaphinaError
+from paraphina.core.errors import ParaphinaError
 from paraphina.world_model.presets import select_presets
 from paraphina.world_model.safety import budget_ratio, risk_scale, tune_preset
 from paraphina.world_model.stats import (
@@ -289,7 +289,7 @@ def test_select_presets_rejects_bad_tables(table, message):
 
 # --- Exp12 safety tuner ----------------------------------------------------------------------
 
-PRESET = {"band_base": 5.625, "size_eta": 0.1, "init_q_tao": 30.0, "delta_hard_limit_usd_base": 100000.0,
+PRESET = {"band_base": 5.625, "mm_size_eta": 0.1, "init_q_tao": 30.0, "delta_hard_limit_usd_base": 100000.0,
           "daily_loss_limit": 5000.0, "vol_ref": 0.028125}
 SCALE_RULES = {"threshold": 1.05, "floor": 0.1}  # the hand cases below assume these rules (conf/exp12.yaml's)
 TUNE_RULES = {**SCALE_RULES, "loss_tighten_threshold": 1.10}
@@ -313,7 +313,7 @@ def test_tune_preset_scales_and_tightens_the_loss_limit():
     # dd 6000 / 4000 = 1.5 -> scale 2/3; kill 0.04/0.05 = 0.8; loss 5000 > 4000*1.1 -> 4000
     tuned = tune_preset(PRESET, BALANCED, dd_mean=6000.0, kill_prob=0.04, **TUNE_RULES)
     assert tuned == {
-        "band_base": pytest.approx(3.75), "size_eta": pytest.approx(0.1 * 2 / 3), "init_q_tao": pytest.approx(20.0),
+        "band_base": pytest.approx(3.75), "mm_size_eta": pytest.approx(0.1 * 2 / 3), "init_q_tao": pytest.approx(20.0),
         "delta_hard_limit_usd_base": pytest.approx(200000 / 3), "daily_loss_limit": 4000.0, "vol_ref": 0.028125,
         "risk_scale": pytest.approx(2 / 3), "dd_ratio": 1.5, "kill_ratio": pytest.approx(0.8),
     }

@@ -5,15 +5,20 @@ typo, a wrong type or an unknown profile stops with one line before anything run
 """
 from __future__ import annotations
 
+import functools
+import itertools
 import math
 import os
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import MissingConfigException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from paraphina.config import schema
-from paraphina.errors import ParaphinaError
+from paraphina.core.errors import ParaphinaError
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
@@ -84,24 +89,18 @@ def check_profile(name: str) -> None:
 
 
 def explain_hydra_error(exc: BaseException) -> str:
-    """Turn a Hydra/OmegaConf composition error into one line that says what to fix."""
-    from hydra.errors import MissingConfigException
-
-    text = str(exc)
-    if isinstance(exc, MissingConfigException) or "Could not find '" in text or "Could not load '" in text:
-        for group in ("profile", "market", "engine", "world_model", "tracking"):
-            if f"'{group}/" in text or f"in '{group}'" in text:
-                name = text.split(f"{group}/", 1)[1].split("'", 1)[0] if f"{group}/" in text else "?"
-                return f"unknown {group} '{name}'; choose one of: {', '.join(available(group))}"
-    cause = exc.__cause__ or exc
-    full_key = getattr(cause, "full_key", None)
-    first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
-    if "not in struct" in text or "Could not override" in text or "Key '" in first and "not in" in first:
-        key = full_key or text.split("'", 2)[1]
+    """Turn a Hydra/OmegaConf composition error into one line that says what to fix, from the error's fields."""
+    if isinstance(exc, MissingConfigException) and exc.missing_cfg_file:
+        group, _, name = exc.missing_cfg_file.rpartition("/")
+        return f"unknown {group or 'config'} '{name}'; choose one of: {', '.join(exc.options or available(group))}"
+    cause = exc.__cause__ if isinstance(exc.__cause__, OmegaConfBaseException) else exc
+    first = (str(getattr(cause, "msg", None) or cause).strip().splitlines() or [type(cause).__name__])[0]
+    key = getattr(cause, "full_key", None)
+    if isinstance(cause, (ConfigAttributeError, ConfigKeyError)) and key:
         return f"unknown config key '{key}'; check its spelling (python -m paraphina.run --cfg job lists every key)"
-    if full_key:
-        return f"bad value for '{full_key}': {first}"
-    return " ".join(text.split("full_key")[0].split())
+    if key:
+        return f"bad value for '{key}': {first}"
+    return " ".join(str(cause).split())
 
 
 def compose_config(overrides: Sequence[str] = (), config_name: str = "config",
@@ -109,7 +108,6 @@ def compose_config(overrides: Sequence[str] = (), config_name: str = "config",
     """Compose conf/ with the environment's and the caller's overrides; validate; raise ParaphinaError."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
-    from hydra.errors import OverrideParseException
 
     environ = os.environ if environ is None else environ
     overrides = list(overrides)
@@ -149,19 +147,27 @@ def _reject_appended_keys(overrides: Iterable[str]) -> None:
             raise ParaphinaError(f"unknown config key '{override_key(o)}' in '{o}'; only '+profile=...' may be appended")
 
 
+@functools.lru_cache(maxsize=1)
+def override_parser() -> OverridesParser:
+    """Hydra's parser of command-line overrides (built once: building it takes ~50 ms)."""
+    return OverridesParser.create()
+
+
+def sweep_jobs(overrides: Sequence[str]) -> list[list[str]]:
+    """The overrides of each job of a multirun sweep (`seed=1,2` gives two jobs), in Hydra's order."""
+    try:
+        parsed = override_parser().parse_overrides(list(overrides))
+    except OverrideParseException as exc:
+        raise ParaphinaError(f"cannot parse overrides {' '.join(overrides)}: {str(exc).splitlines()[0]}") from exc
+    choices = [[f"{o.get_key_element()}={value}" for value in o.sweep_string_iterator()] if o.is_sweep_override()
+               else [o.input_line] for o in parsed]
+    return [list(job) for job in itertools.product(*choices)]
+
+
 def check_overrides(overrides: Sequence[str], config_name: str = "config") -> None:
     """Validate command-line overrides (each job of a multirun sweep) before Hydra starts any job."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    try:
-        parsed = OverridesParser.create().parse_overrides(list(overrides))
-        jobs = BasicSweeper.split_arguments(parsed, None)
-    except Exception as exc:
-        raise ParaphinaError(f"cannot parse overrides {' '.join(overrides)}: {str(exc).splitlines()[0]}") from exc
-    for batch in jobs:
-        for job in batch:
-            compose_config(job, config_name)
+    for job in sweep_jobs(overrides):
+        compose_config(job, config_name)
 
 
 def validate(cfg: DictConfig) -> None:

@@ -11,6 +11,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from paraphina.core.names import METRIC_KEYS
 from paraphina.engine.ledger import apply_fill
 from paraphina.engine.market import N_FAIR_UNIFORMS, draw_counts, initial_market, market_step
 from paraphina.engine.rng import normal, uniform
@@ -19,8 +20,6 @@ from paraphina.engine.strategy import (HARD_LIMIT, NORMAL, WARNING, delta_limit,
                                        measurement_noise, quote, quote_fills, risk_regime, taker_price,
                                        venue_health, vol_scalars)
 
-METRIC_KEYS = ("num_ticks", "final_pnl", "max_pnl", "min_pnl", "max_drawdown", "frac_normal", "frac_warning",
-               "frac_hard", "kill_switch", "time_to_kill", "max_abs_delta_usd", "max_abs_basis_usd")
 SERIES_KEYS = ("pnl_total", "q_global_tao", "sigma_eff", "dollar_delta_usd")
 # A telemetry row (ENGINE_SPEC section 4) and, last, what calibration probes look at.
 ROW_KEYS = ("t", "pnl_realised", "pnl_unrealised", "pnl_total", "risk_regime", "kill_switch", "q_global_tao",

@@ -12,7 +12,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from paraphina.errors import ParaphinaError
+from paraphina.core.errors import ParaphinaError
 
 # Top-level config sections whose fields are named without the section (market.regime.x -> regime_x).
 SECTIONS = ("engine", "market")

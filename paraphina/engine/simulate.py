@@ -12,8 +12,8 @@ from typing import Sequence
 import numba
 import numpy as np
 
-from paraphina.engine.kernel import (METRIC_KEYS, OUTCOME_DTYPE, SERIES_DTYPE, SERIES_KEYS, run_parallel,
-                                     run_serial, row_dtype)
+from paraphina.core.names import METRIC_KEYS
+from paraphina.engine.kernel import OUTCOME_DTYPE, SERIES_DTYPE, SERIES_KEYS, run_parallel, run_serial, row_dtype
 from paraphina.engine.market import market_state_dtype
 from paraphina.engine.params import Params
 from paraphina.engine.rng import seed_states

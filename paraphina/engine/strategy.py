@@ -14,8 +14,6 @@ from paraphina.engine.market import FUNDING_PERIOD_SEC
 
 NORMAL, WARNING, HARD_LIMIT = 0, 1, 2          # risk regimes
 HEALTHY, VENUE_WARNING, DISABLED = 0, 1, 2     # venue status
-REGIME_NAMES = ("Normal", "Warning", "HardLimit")
-STATUS_NAMES = ("Healthy", "Warning", "Disabled")
 
 
 @njit(cache=True)

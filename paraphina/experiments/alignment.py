@@ -16,14 +16,13 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from paraphina.errors import ParaphinaError
+from paraphina.core.errors import ParaphinaError
+from paraphina.core.names import PARENT_TAG
 from paraphina.world_model.stats import check_tier
 from paraphina.world_model.tiers import RiskTier, budget_margins, tier_score, tiers_from_mapping
 
 # Tag of alignment runs naming the dataset they read. Not `dataset`: that tag marks research rows, and
 # `tracking.datasets.load_dataset` would take a tagged alignment run for a malformed row.
-DATASET_SOURCE_TAG = "paraphina.dataset"
-SOURCE_RUN_TAG = "paraphina.source_run"
 VERDICTS = ("ok", "violated", "inconclusive")
 
 
@@ -199,7 +198,7 @@ def is_dataset_file(dataset: str) -> bool:
 def load_rows(cfg: DictConfig, dataset: str, source_run: str | None = None) -> pd.DataFrame:
     """Research rows of a dataset: an MLflow dataset (optionally only the rows recorded under one parent run,
     such as an Exp13 invocation) or a JSONL file in the original format."""
-    from paraphina.research.dataset import read_rows
+    from paraphina.formats.dataset import read_rows
     from paraphina.tracking.datasets import DATASET_TAG, _runs_frame, load_dataset, records_to_rows
     from paraphina.tracking.store import describe, resolve_tracking_uri, tracking_client
 
@@ -216,7 +215,7 @@ def load_rows(cfg: DictConfig, dataset: str, source_run: str | None = None) -> p
     try:
         experiment_id = client.get_run(source_run).info.experiment_id
         runs = client.search_runs([experiment_id], f"tags.{DATASET_TAG} = '{dataset}' and "
-                                  f"tags.`mlflow.parentRunId` = '{source_run}'", max_results=50000)
+                                  f"tags.`{PARENT_TAG}` = '{source_run}'", max_results=50000)
     except Exception as exc:
         raise ParaphinaError(f"cannot read the runs of {source_run} in {uri}: {describe(exc)}") from exc
     if not runs:

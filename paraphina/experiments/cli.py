@@ -7,7 +7,7 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from paraphina.config.loading import compose_config, to_plain
-from paraphina.errors import ParaphinaError
+from paraphina.core.errors import ParaphinaError
 from paraphina.tracking.runs import flatten_params
 
 

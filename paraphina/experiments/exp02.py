@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import pandas as pd
 
-from paraphina.commands import command_overrides
+from paraphina.config.commands import command_overrides
 from paraphina.config.loading import compose_config
-from paraphina.errors import ParaphinaError, cli_errors
+from paraphina.core.cli import cli_errors
+from paraphina.core.errors import ParaphinaError
 from paraphina.experiments.cli import print_table
 from paraphina.experiments.grid import Axis, axes_from_config
 from paraphina.experiments.records import ExperimentRecorder, sweeps_dir
 from paraphina.experiments.sweep import run_sweep
-from paraphina.plots import plot_heatmap
+from paraphina.formats.plots import plot_heatmap
 
 SUMMARY_COLUMNS = ("pnl_mean", "pnl_std", "dd_mean", "dd_worst", "kill_prob", "max_abs_delta_usd",
                    "max_abs_basis_usd")

@@ -15,10 +15,10 @@ import numpy as np
 from omegaconf import DictConfig
 
 from paraphina.config.loading import compose_config
-from paraphina.commands import command_overrides
-from paraphina.errors import cli_errors
+from paraphina.config.commands import command_overrides
+from paraphina.core.cli import cli_errors
 from paraphina.experiments.study import SearchOutcome, print_outcome, run_search
-from paraphina.plots import plot_heatmap, plot_trials_scatter
+from paraphina.formats.plots import plot_heatmap, plot_trials_scatter
 
 
 def plots(outcome: SearchOutcome, folder: Path) -> list[Path]:

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import pandas as pd
 
-from paraphina.engine.strategy import REGIME_NAMES
+from paraphina.core.names import REGIME_NAMES
 from paraphina.config.loading import compose_config
-from paraphina.commands import command_overrides
-from paraphina.errors import cli_errors
+from paraphina.config.commands import command_overrides
+from paraphina.core.cli import cli_errors
 from paraphina.experiments.cli import print_table
 from paraphina.experiments.grid import axes_from_config
 from paraphina.experiments.records import ExperimentRecorder

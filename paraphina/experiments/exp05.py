@@ -11,9 +11,10 @@ from __future__ import annotations
 import pandas as pd
 from omegaconf import DictConfig
 
-from paraphina.commands import command_overrides
+from paraphina.config.commands import command_overrides
 from paraphina.config.loading import compose_config
-from paraphina.errors import ParaphinaError, cli_errors
+from paraphina.core.cli import cli_errors
+from paraphina.core.errors import ParaphinaError
 from paraphina.experiments.cli import print_table
 from paraphina.experiments.records import ExperimentRecorder, latest_points, sweeps_dir
 from paraphina.world_model.presets import METRIC_COLUMNS

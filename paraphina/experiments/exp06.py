@@ -18,9 +18,10 @@ from typing import Callable, Sequence
 import pandas as pd
 from omegaconf import DictConfig
 
-from paraphina.commands import command_overrides
+from paraphina.config.commands import command_overrides
 from paraphina.config.loading import compose_config, override_key
-from paraphina.errors import ParaphinaError, cli_errors
+from paraphina.core.cli import cli_errors
+from paraphina.core.errors import ParaphinaError
 from paraphina.experiments.cli import check_composed, print_table
 from paraphina.experiments.records import ExperimentRecorder
 from paraphina.tracking.store import describe

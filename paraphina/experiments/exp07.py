@@ -12,11 +12,13 @@ import sys
 import pandas as pd
 from omegaconf import DictConfig
 
-from paraphina.commands import command_overrides
+from paraphina.config.commands import command_overrides
 from paraphina.config.loading import compose_config
-from paraphina.errors import ParaphinaError, cli_errors
+from paraphina.core.cli import cli_errors
+from paraphina.core.names import PROFILE_KNOBS
+from paraphina.core.errors import ParaphinaError
 from paraphina.experiments.cli import print_table
-from paraphina.experiments.profiles import PROFILE_KNOBS, profile_yaml
+from paraphina.experiments.profiles import profile_yaml
 from paraphina.experiments.records import ExperimentRecorder, latest_points, sweeps_dir
 from paraphina.world_model.presets import METRIC_COLUMNS, select_presets
 from paraphina.world_model.tiers import tiers_from_mapping

@@ -12,10 +12,11 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from paraphina.config.loading import compose_config
-from paraphina.commands import command_overrides
-from paraphina.errors import cli_errors
+from paraphina.config.commands import command_overrides
+from paraphina.core.names import PROFILE_KNOBS
+from paraphina.core.cli import cli_errors
 from paraphina.experiments.cli import check_composed, print_table
-from paraphina.experiments.profiles import PROFILE_KNOBS, config_knobs, profiles_batch
+from paraphina.experiments.profiles import config_knobs, profiles_batch
 from paraphina.experiments.records import ExperimentRecorder, point_summaries, sweeps_dir
 
 SUMMARY_COLUMNS = ("profile", "runs", "pnl_mean", "pnl_std", "dd_mean", "dd_min", "dd_worst", "kill_prob",

@@ -16,9 +16,10 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import DictConfig
 
-from paraphina.commands import command_overrides
+from paraphina.config.commands import command_overrides
 from paraphina.config.loading import compose_config
-from paraphina.errors import ParaphinaError, cli_errors
+from paraphina.core.cli import cli_errors
+from paraphina.core.errors import ParaphinaError
 from paraphina.experiments import alignment
 from paraphina.experiments.cli import print_table
 from paraphina.experiments.records import ExperimentRecorder, latest_points

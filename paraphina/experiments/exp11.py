@@ -16,9 +16,11 @@ from typing import Sequence
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from paraphina.commands import command_overrides
+from paraphina.config.commands import command_overrides
 from paraphina.config.loading import CONF_DIR, compose_config
-from paraphina.errors import ParaphinaError, cli_errors
+from paraphina.core.cli import cli_errors
+from paraphina.core.errors import ParaphinaError
+from paraphina.core.names import DATASET_SOURCE_TAG, SOURCE_RUN_TAG
 from paraphina.experiments import alignment
 from paraphina.experiments.cli import print_table
 from paraphina.experiments.records import ExperimentRecorder
@@ -85,9 +87,9 @@ def align(cfg: DictConfig, rows: pd.DataFrame, dataset: str) -> pd.DataFrame:
     notes += ([repeated] if repeated else []) + alignment.mixed_ticks_notes(rows, source)
     table = alignment.group_checks(rows, tiers, cfg.world_model.confidence, ex.by_label)
     keys = group_keys(cfg)
-    tags = {alignment.DATASET_SOURCE_TAG: dataset}
+    tags = {DATASET_SOURCE_TAG: dataset}
     if ex.source_run:
-        tags[alignment.SOURCE_RUN_TAG] = str(ex.source_run)
+        tags[SOURCE_RUN_TAG] = str(ex.source_run)
     with ExperimentRecorder(cfg, extra_tags=tags) as recorder:
         for _, row in table.iterrows():
             name = "-".join(str(row[k]) or "unlabelled" for k in keys)

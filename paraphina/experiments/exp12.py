@@ -14,18 +14,18 @@ from __future__ import annotations
 import pandas as pd
 from omegaconf import DictConfig
 
-from paraphina.commands import command_overrides
+from paraphina.config.commands import command_overrides
 from paraphina.config.loading import compose_config
-from paraphina.errors import ParaphinaError, cli_errors
+from paraphina.core.cli import cli_errors
+from paraphina.core.names import EXPERIMENT_TAG, KIND_TAG, POINT_KIND, PROFILE_KNOBS
+from paraphina.core.errors import ParaphinaError
 from paraphina.experiments import alignment
 from paraphina.experiments.cli import print_table
-from paraphina.experiments.profiles import PROFILE_KNOBS, profile_yaml
+from paraphina.experiments.profiles import profile_yaml
 from paraphina.experiments.records import ExperimentRecorder, latest_points, sweeps_dir
+from paraphina.tracking.runs import RunRecord
 from paraphina.world_model.safety import tune_preset
 
-# Research knob names (exp07 params, profile files) -> the keys tune_preset uses.
-TUNE_KEYS = {"band_base": "band_base", "mm_size_eta": "size_eta", "init_q_tao": "init_q_tao",
-             "delta_hard_limit_usd_base": "delta_hard_limit_usd_base", "daily_loss_limit": "daily_loss_limit"}
 REPORT_KNOBS = ("band_base", "mm_size_eta", "init_q_tao", "delta_hard_limit_usd_base", "daily_loss_limit")
 NO_ALIGNMENT = "no Exp11 alignment for this tier: exposure not scaled (the loss-limit rule still applies)"
 
@@ -50,10 +50,9 @@ def tune(cfg: DictConfig, preset: pd.Series, tier, risk: dict | None) -> tuple[d
     ex = cfg.experiment
     knobs = {k: float(preset[k]) for k in PROFILE_KNOBS}
     measured = (0.0, 0.0) if risk is None else (risk["dd_mean"], risk["kill_prob"])
-    result = tune_preset({TUNE_KEYS.get(k, k): v for k, v in knobs.items()}, tier, *measured,
+    result = tune_preset(knobs, tier, *measured,
                          loss_tighten_threshold=ex.loss_tighten_threshold, threshold=ex.threshold, floor=ex.floor)
-    back = {v: k for k, v in TUNE_KEYS.items()}
-    tuned = {back.get(k, k): float(v) for k, v in result.items()}
+    tuned = {k: float(v) for k, v in result.items()}
     if risk is None:
         tuned.update(dd_ratio=float("nan"), kill_ratio=float("nan"))
     report = {"tier": tier.name, "risk_scale": tuned["risk_scale"], "dd_ratio": tuned["dd_ratio"],
@@ -102,15 +101,13 @@ def run(cfg: DictConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
     profile_dir.mkdir(parents=True, exist_ok=True)
     tags = {"paraphina.source.exp07": exp07_run, "paraphina.source.exp11": exp11_run}
     with ExperimentRecorder(cfg, extra_tags=tags) as recorder:
-        from paraphina.tracking.runs import RunRecord
-
         for row, report in zip(tuned_rows, report_rows):
             name = row["tier"]
             (profile_dir / f"{name}.yaml").write_text(files[name])
             recorder.session.writer.log(RunRecord(
                 name=f"tuned-{name}", params={k: row[k] for k in PROFILE_KNOBS} | {"tier": name},
                 metrics=alignment.record_metrics({k: v for k, v in report.items() if k != "tier"}),
-                tags={"paraphina.kind": "point", "paraphina.experiment": "exp12", "tier": name},
+                tags={KIND_TAG: POINT_KIND, EXPERIMENT_TAG: cfg.experiment.id, "tier": name},
                 texts={f"profile/{name}.yaml": files[name]}), recorder.parent_id)
         recorder.finish(tables={"exp12_tuned_presets": tuned_table, "exp12_tuning_report": report_table},
                         metrics={"tiers_tuned": int((report_table["risk_scale"] < 1).sum()),

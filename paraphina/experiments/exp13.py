@@ -29,12 +29,15 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from paraphina.commands import command_overrides
+from paraphina.config.commands import command_overrides
 from paraphina.config.loading import CONF_DIR, PROFILE_ENV, compose_config, to_plain
-from paraphina.errors import ParaphinaError, cli_errors
+from paraphina.core.cli import cli_errors
+from paraphina.core.errors import ParaphinaError
+from paraphina.core.names import DATASET_SOURCE_TAG, EXPERIMENT_TAG
 from paraphina.experiments import alignment, exp11
 from paraphina.experiments.profiles import profiles_batch
 from paraphina.experiments.records import ExperimentRecorder, sweeps_dir
+from paraphina.world_model.summary import format_summary
 
 SHORTHANDS = {**{k: f"experiment.{k}" for k in ("runs_per_profile", "profiles", "label_prefix", "target")},
               "profile": "experiment.profiles"}
@@ -161,7 +164,7 @@ def run_round(cfg: DictConfig, opts: dict, recorder: ExperimentRecorder, overrid
         record = session.run_record(batch.configs[profile], result, i, hashes[profile], flat[profile], batch.per_run,
                                     telemetry=paths[i] if paths else None, plot=False, name=label,
                                     config_yaml=yamls[profile])
-        record.tags.update({"label": label, "paraphina.experiment": "exp13"})
+        record.tags.update({"label": label, EXPERIMENT_TAG: cfg.experiment.id})
         session.writer.log(record, recorder.parent_id)
     for profile in profiles:
         measured[profile].add(result.metrics, batch.rows(profile))
@@ -293,13 +296,11 @@ def markdown_report(header: list[str], matrix: pd.DataFrame, details: pd.DataFra
 
 def run(cfg: DictConfig) -> dict:
     """Run, record, summarise, align and report; returns the alignment table, report text and run ids."""
-    from paraphina.research.summary import format_summary
-
     opts = options(cfg)
     overrides = base_overrides(cfg)
     measured = {p: ProfileRuns() for p in opts["profiles"]}
     rounds = []
-    tags = {alignment.DATASET_SOURCE_TAG: opts["dataset"]}
+    tags = {DATASET_SOURCE_TAG: opts["dataset"]}
     with ExperimentRecorder(cfg, extra_tags=tags) as recorder:
         n = opts["runs"]
         rounds.append(run_round(cfg, opts, recorder, overrides, opts["profiles"], n, 0, True, measured))

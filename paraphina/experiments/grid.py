@@ -8,7 +8,7 @@ from typing import Mapping, Sequence
 import numpy as np
 from omegaconf import OmegaConf
 
-from paraphina.errors import ParaphinaError
+from paraphina.core.errors import ParaphinaError
 
 
 @dataclass(frozen=True)

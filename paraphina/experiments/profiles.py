@@ -15,17 +15,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from paraphina.config.loading import compose_config
 from paraphina.engine.simulate import BatchResult
-from paraphina.errors import ParaphinaError
+from paraphina.core.errors import ParaphinaError
+from paraphina.core.names import PROFILE_KNOBS
 from paraphina.experiments import grid
 from paraphina.experiments.cli import first_difference, flat_config
 from paraphina.experiments.execution import run_many
-from paraphina.runner.recording import KNOB_CONFIG_KEYS
-
-# The knobs a profile sets (ENGINE_SPEC section 6), by research name, and their config keys.
-PROFILE_KNOBS: dict[str, str] = {
-    **{knob: key for knob, key in KNOB_CONFIG_KEYS.items() if key.startswith("engine.")},
-    "delta_hard_limit_usd_base": "engine.risk.delta_hard_limit_usd_base",
-}
 # Sections whose scalar knobs may differ between the profiles of one batch.
 PER_RUN_SECTIONS = ("engine", "market")
 

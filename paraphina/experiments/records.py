@@ -13,13 +13,12 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from paraphina.config.loading import to_plain
-from paraphina.engine.simulate import METRIC_KEYS, BatchResult
-from paraphina.errors import ParaphinaError
+from paraphina.core.names import EXPERIMENT_KIND, EXPERIMENT_TAG, KIND_TAG, METRIC_KEYS, PARENT_TAG, POINT_KIND
+from paraphina.engine.simulate import BatchResult
+from paraphina.core.errors import ParaphinaError
 from paraphina.runner.aggregates import aggregate_metrics
 from paraphina.runner.recording import TrackingSession
 
-KIND_TAG = "paraphina.kind"
-EXPERIMENT_TAG = "paraphina.experiment"
 
 
 def sweeps_dir(cfg: DictConfig) -> Path:
@@ -62,7 +61,7 @@ class ExperimentRecorder:
 
         self.cfg = cfg
         self.session = TrackingSession.open(cfg, cfg.experiment.name)
-        tags = {KIND_TAG: "experiment", EXPERIMENT_TAG: cfg.experiment.id, **(extra_tags or {})}
+        tags = {KIND_TAG: EXPERIMENT_KIND, EXPERIMENT_TAG: cfg.experiment.id, **(extra_tags or {})}
         reopened = None if resume_tag is None else self._reopen(resume_tag, tags[resume_tag])
         self.resumed = reopened is not None
         self.parent_id = reopened or self.session.writer.start_parent(RunRecord(
@@ -80,7 +79,7 @@ class ExperimentRecorder:
         client = tracking_client(self.session.uri)
         try:
             runs = client.search_runs([self.session.experiment_id],
-                                      f"tags.`{KIND_TAG}` = 'experiment' and tags.`{tag}` = '{value}'",
+                                      f"tags.`{KIND_TAG}` = '{EXPERIMENT_KIND}' and tags.`{tag}` = '{value}'",
                                       order_by=["attributes.start_time DESC"], max_results=1)
             if runs:
                 client.update_run(runs[0].info.run_id, status="RUNNING")
@@ -94,7 +93,7 @@ class ExperimentRecorder:
         from paraphina.tracking.runs import RunRecord
 
         record = RunRecord(name=name, params=dict(params), metrics=dict(metrics),
-                           tags={KIND_TAG: "point", EXPERIMENT_TAG: self.cfg.experiment.id, **(tags or {})})
+                           tags={KIND_TAG: POINT_KIND, EXPERIMENT_TAG: self.cfg.experiment.id, **(tags or {})})
         if table is not None:
             record.texts["per_seed.csv"] = table.to_csv(index=False)
         return self.session.writer.log(record, self.parent_id)
@@ -155,13 +154,13 @@ def latest_points(cfg: DictConfig, experiment_id: str) -> tuple[pd.DataFrame, di
     name = cfg.experiment_names[experiment_id]
     experiment = client.get_experiment_by_name(name)
     parents = [] if experiment is None else client.search_runs(
-        [experiment.experiment_id], f"tags.`{KIND_TAG}` = 'experiment' and attributes.status = 'FINISHED'",
+        [experiment.experiment_id], f"tags.`{KIND_TAG}` = '{EXPERIMENT_KIND}' and attributes.status = 'FINISHED'",
         order_by=["attributes.start_time DESC"], max_results=1)
     if not parents:
         raise ParaphinaError(f"no finished {experiment_id} records in {uri}; "
                              f"run python -m paraphina.experiments.{experiment_id} first")
     parent = parents[0]
-    children = client.search_runs([experiment.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'",
+    children = client.search_runs([experiment.experiment_id], f"tags.`{PARENT_TAG}` = '{parent.info.run_id}'",
                                   max_results=50000)
     rows = []
     for run in children:

@@ -1,55 +1,23 @@
 """`python -m paraphina.research.telemetry_summary`: summarise one telemetry JSONL file, recording nothing.
 
-The original `tools/manual_telemetry_summary.py`. Also holds what the research tools share on the command line:
-a parser whose errors are one line (exit 2) and the readable block of a run's metrics.
+The original `tools/manual_telemetry_summary.py`; its block of a run's metrics is also what `research.ticks` prints.
 
     python -m paraphina.research.telemetry_summary --telemetry runs/manual_telemetry/test_run.jsonl
 """
 from __future__ import annotations
 
-import argparse
-import math
 from collections.abc import Mapping, Sequence
-from typing import Any, NoReturn
+from typing import Any
 
-from paraphina.errors import ParaphinaError, cli_errors
-from paraphina.research.summary import default_dd_weight
-from paraphina.research.telemetry import load_telemetry, run_metrics
-
-
-class ToolParser(argparse.ArgumentParser):
-    """An argparse parser whose usage errors are one line (`error: ...; see --help`) with exit code 2."""
-
-    def error(self, message: str) -> NoReturn:
-        raise ParaphinaError(f"{self.prog}: {message}; see {self.prog} --help")
+from paraphina.config.loading import compose_config
+from paraphina.core.cli import ToolParser, cli_errors
+from paraphina.formats.telemetry import load_telemetry, run_metrics
 
 
-def finite_float(text: str) -> float:
-    """argparse type: a finite number."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
-    return value
-
-
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
-    return value
-
-
-def format_metrics(metrics: Mapping[str, Any], title: str) -> str:
-    """The run-level metrics of one telemetry series (spec section 5) as a readable block."""
+def format_metrics(metrics: Mapping[str, Any], title: str, weight: float) -> str:
+    """The run-level metrics of one telemetry series (spec section 5) as a readable block; `weight` is the
+    utility's drawdown weight (world_model.utility_dd_weight)."""
     kill = f"FIRED at t={metrics['time_to_kill']}" if metrics["kill_switch"] else "not fired"
-    weight = default_dd_weight()
     utility = metrics["final_pnl"] - weight * metrics["max_drawdown"]
     return "\n".join(
         [
@@ -80,7 +48,8 @@ def build_parser() -> ToolParser:
 @cli_errors
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    print(format_metrics(run_metrics(load_telemetry(args.telemetry)), f"Telemetry summary: {args.telemetry}"))
+    weight = compose_config().world_model.utility_dd_weight
+    print(format_metrics(run_metrics(load_telemetry(args.telemetry)), f"Telemetry summary: {args.telemetry}", weight))
 
 
 if __name__ == "__main__":

@@ -9,88 +9,19 @@ The file is checked whole first: a bad line is reported as `file:line` and nothi
 """
 from __future__ import annotations
 
-import argparse
-import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from paraphina.config.loading import check_profile
-from paraphina.errors import ParaphinaError, cli_errors
-from paraphina.research.dataset import KNOB_KEYS, append_rows, make_row, read_rows
-from paraphina.research.telemetry import load_telemetry, run_metrics
-from paraphina.research.telemetry_summary import ToolParser, finite_float, format_metrics
-
-if TYPE_CHECKING:
-    from paraphina.tracking.runs import RunWriter
+from paraphina.config.loading import check_profile, compose_config
+from paraphina.core.cli import ToolParser, add_tracking_argument, cli_errors, finite_float
+from paraphina.core.names import ROW_KNOBS, TOOL_TAG
+from paraphina.formats.dataset import append_rows, check_appendable, make_row
+from paraphina.formats.telemetry import load_telemetry, run_metrics
+from paraphina.research.telemetry_summary import format_metrics
+from paraphina.tracking.datasets import check_dataset_name, research_writer, row_to_record
+from paraphina.tracking.store import reachable_uri
 
 DEFAULT_DATASET = "research_dataset"
-RESEARCH_EXPERIMENT = "research"
-TOOL_TAG = "paraphina.tool"
-
-
-def add_tracking_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--tracking-uri",
-        metavar="URI",
-        help="MLflow tracking store (default: $MLFLOW_TRACKING_URI, else the project's mlruns/mlflow.db)",
-    )
-
-
-def reachability_timeout_s() -> float:
-    """The reachability timeout of conf/tracking/default.yaml, the one the engine CLI uses."""
-    from omegaconf import OmegaConf
-
-    from paraphina.config.loading import CONF_DIR
-
-    return float(OmegaConf.load(CONF_DIR / "tracking" / "default.yaml").reachability_timeout_s)
-
-
-def reachable_uri(tracking_uri: str | None) -> str:
-    """The store to write to (flag, else $MLFLOW_TRACKING_URI, else the project's), checked: fails in one line."""
-    from paraphina.tracking.store import check_reachable, resolve_tracking_uri
-
-    uri = resolve_tracking_uri(tracking_uri)
-    check_reachable(uri, reachability_timeout_s())
-    return uri
-
-
-def research_writer(uri: str) -> RunWriter:
-    """A writer into the `research` experiment of a checked store, created (with the store) if missing."""
-    from paraphina.tracking.runs import RunWriter
-    from paraphina.tracking.store import prepare_store
-
-    experiment_id = prepare_store(uri, [RESEARCH_EXPERIMENT])[RESEARCH_EXPERIMENT]
-    return RunWriter(uri, experiment_id)
-
-
-def existing_store_uri(tracking_uri: str | None) -> str:
-    """The resolved, reachable store for reading; a SQLite file that does not exist yet is an error."""
-    from paraphina.tracking.store import check_reachable, resolve_tracking_uri, sqlite_path
-
-    uri = resolve_tracking_uri(tracking_uri)
-    path = sqlite_path(uri)
-    if path is not None and not path.exists():
-        raise ParaphinaError(
-            f"no tracking store at {path}; record runs first or point --tracking-uri / MLFLOW_TRACKING_URI to one"
-        )
-    check_reachable(uri, reachability_timeout_s())
-    return uri
-
-
-def check_appendable(path: str | os.PathLike[str]) -> None:
-    """Fail before recording anything when `--out` could not be appended to."""
-    target = Path(path).absolute()
-    folder = next((p for p in [target.parent, *target.parents] if p.exists()), None)
-    blocked = target if target.exists() and not os.access(target, os.W_OK) else None
-    if target.is_dir():
-        raise ParaphinaError(f"{path}: is a folder; --out takes a JSONL file")
-    if blocked is None and folder is not None and not os.access(folder, os.W_OK):
-        blocked = folder
-    if blocked is not None:
-        raise ParaphinaError(f"{path}: {blocked} is not writable; choose another --out")
-    if target.is_file() and target.stat().st_size > 0:
-        read_rows(target)  # an existing file must already be a research dataset: file:line error otherwise
 
 
 def build_parser() -> ToolParser:
@@ -109,19 +40,18 @@ def build_parser() -> ToolParser:
     parser.add_argument("--out", metavar="FILE.jsonl", help="also append the row to this JSONL dataset file")
     add_tracking_argument(parser)
     knobs = parser.add_argument_group("profile knobs recorded with the row (optional)")
-    for knob in KNOB_KEYS:
+    for knob in ROW_KNOBS:
         knobs.add_argument(f"--{knob.replace('_', '-')}", dest=knob, type=finite_float, metavar="X")
     return parser
 
 
 @cli_errors
 def main(argv: Sequence[str] | None = None) -> None:
-    from paraphina.tracking.datasets import check_dataset_name, row_to_record
-
     args = build_parser().parse_args(argv)
     check_dataset_name(args.dataset)
     check_profile(args.profile)
-    uri = reachable_uri(args.tracking_uri)  # before any work
+    cfg = compose_config()
+    uri = reachable_uri(args.tracking_uri, cfg.tracking.reachability_timeout_s)  # before any work
     metrics = run_metrics(load_telemetry(args.telemetry))  # the whole file, before anything is recorded
     if args.out:
         check_appendable(args.out)
@@ -133,13 +63,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         label=args.label,
         notes=args.notes,
         telemetry_path=str(telemetry),
-        knobs={knob: getattr(args, knob) for knob in KNOB_KEYS},
+        knobs={knob: getattr(args, knob) for knob in ROW_KNOBS},
     )
     record = row_to_record(row, args.dataset, args.label)
     record.tags[TOOL_TAG] = "research.ticks"
     record.artifacts.append((telemetry, "telemetry"))
     run_id = writer.log(record)
-    print(format_metrics(metrics, f"{args.label} ({args.profile}): {args.telemetry}"))
+    print(format_metrics(metrics, f"{args.label} ({args.profile}): {args.telemetry}", cfg.world_model.utility_dd_weight))
     print(f"recorded           run {run_id} in dataset '{args.dataset}' ({writer.tracking_uri})")
     if args.out:
         append_rows(args.out, [row])

@@ -16,21 +16,15 @@ from typing import Any
 
 import pandas as pd
 
-from paraphina.config.loading import check_profile
-from paraphina.errors import ParaphinaError, cli_errors
-from paraphina.research.dataset import ROW_FIELDS, ROW_KEYS, append_rows, read_rows
-from paraphina.research.telemetry import BOOL, INT, NUMBER
-from paraphina.research.telemetry_summary import ToolParser
-from paraphina.research.ticks import (
-    TOOL_TAG,
-    add_tracking_argument,
-    check_appendable,
-    existing_store_uri,
-    reachable_uri,
-    research_writer,
-)
-
-IMPORT_TAG = "dataset_import"
+from paraphina.config.loading import check_profile, compose_config
+from paraphina.core.cli import ToolParser, add_tracking_argument, cli_errors
+from paraphina.core.errors import ParaphinaError
+from paraphina.core.names import DATASET_IMPORT_KIND, IMPORT_TAG, KIND_TAG, TOOL_TAG
+from paraphina.formats.dataset import ROW_FIELDS, ROW_KEYS, append_rows, check_appendable, read_rows
+from paraphina.formats.telemetry import BOOL, INT, NUMBER
+from paraphina.tracking.datasets import check_dataset_name, load_dataset, research_writer, row_to_record
+from paraphina.tracking.runs import RunRecord
+from paraphina.tracking.store import existing_store_uri, reachable_uri
 
 
 def frame_to_rows(df: pd.DataFrame) -> list[dict[str, Any]]:
@@ -57,8 +51,6 @@ def frame_to_rows(df: pd.DataFrame) -> list[dict[str, Any]]:
 
 def export_dataset(tracking_uri: str, dataset: str, out: str | os.PathLike[str], append: bool = False) -> int:
     """Write dataset `dataset` to `out` as JSONL (a new file, or appended with `append`); returns the row count."""
-    from paraphina.tracking.datasets import load_dataset
-
     target = Path(out)
     if target.exists() and not append:
         raise ParaphinaError(f"{out}: already exists; choose a new file or pass --append to add to it")
@@ -74,16 +66,12 @@ def export_dataset(tracking_uri: str, dataset: str, out: str | os.PathLike[str],
     return len(rows)
 
 
-def import_rows(tracking_uri: str | None, dataset: str, source: str | os.PathLike[str]) -> dict[str, Any]:
-    """Validate all of `source`, then record its rows into `dataset`.
+def import_rows(uri: str, dataset: str, source: str | os.PathLike[str]) -> dict[str, Any]:
+    """Validate all of `source`, then record its rows into `dataset` of the checked store `uri`.
 
     Returns the store's URI, the import parent run id, the row count and the keys outside the research row
     that were not imported.
     """
-    from paraphina.tracking.datasets import row_to_record
-    from paraphina.tracking.runs import RunRecord
-
-    uri = reachable_uri(tracking_uri)
     df = read_rows(source)  # raises `file:line: ...` before anything is recorded
     rows = frame_to_rows(df)
     for i, row in enumerate(rows, start=1):
@@ -95,7 +83,7 @@ def import_rows(tracking_uri: str | None, dataset: str, source: str | os.PathLik
     stem = Path(source).stem
     parent = RunRecord(
         name=f"import-{stem}",
-        tags={IMPORT_TAG: dataset, "paraphina.kind": "dataset_import", TOOL_TAG: "research.transfer",
+        tags={IMPORT_TAG: dataset, KIND_TAG: DATASET_IMPORT_KIND, TOOL_TAG: "research.transfer",
               "source": str(Path(source).absolute()), "rows": str(len(rows))},
     )  # fmt: skip
     parent_id = writer.start_parent(parent)
@@ -133,16 +121,15 @@ def build_parser() -> ToolParser:
 
 @cli_errors
 def main(argv: Sequence[str] | None = None) -> None:
-    from paraphina.tracking.datasets import check_dataset_name
-
     args = build_parser().parse_args(argv)
     check_dataset_name(args.dataset)
+    timeout_s = compose_config().tracking.reachability_timeout_s
     if args.command == "export":
-        uri = existing_store_uri(args.tracking_uri)
+        uri = existing_store_uri(args.tracking_uri, timeout_s)
         n = export_dataset(uri, args.dataset, args.out, args.append)
         print(f"exported {n} rows of dataset '{args.dataset}' ({uri}) to {args.out}")
     else:
-        done = import_rows(args.tracking_uri, args.dataset, args.input)
+        done = import_rows(reachable_uri(args.tracking_uri, timeout_s), args.dataset, args.input)
         print(f"imported {done['rows']} rows from {args.input} into dataset '{args.dataset}' "
               f"(import run {done['run_id']}, {done['uri']})")
         if done["ignored"]:

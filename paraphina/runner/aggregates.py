@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from paraphina.engine.strategy import REGIME_NAMES
+from paraphina.core.names import REGIME_NAMES
 from paraphina.engine.simulate import BatchResult
 from paraphina.world_model.stats import wilson_interval
 

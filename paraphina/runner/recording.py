@@ -13,26 +13,22 @@ from typing import Mapping, Sequence
 from omegaconf import DictConfig, OmegaConf
 
 from paraphina.config.loading import to_plain
+from paraphina.core.names import DATASET_SOURCE_TAG, DATASET_TAG, ENGINE_RUN_KIND, KIND_TAG, KNOB_CONFIG_KEYS, ROW_KNOBS
 from paraphina.engine.simulate import SERIES_KEYS, BatchResult
-from paraphina.research.dataset import make_row
+from paraphina.formats.dataset import make_row
+from paraphina.formats.plots import plot_fan, plot_run
 from paraphina.runner.aggregates import aggregate_metrics
-
-# Research-row knobs (ENGINE_SPEC section 5) and the config keys they come from.
-KNOB_CONFIG_KEYS: dict[str, str] = {
-    "band_base": "engine.hedge.band_base",
-    "mm_size_eta": "engine.mm.size_eta",
-    "vol_ref": "engine.volatility.vol_ref",
-    "daily_loss_limit": "engine.risk.daily_loss_limit",
-    "init_q_tao": "engine.initial_q_tao",
-    "vol_scale": "market.vol_scale",
-}
+from paraphina.tracking.datasets import row_to_record
+from paraphina.tracking.runs import RunRecord, RunWriter, flatten_params, git_commit
+from paraphina.tracking.store import check_reachable, prepare_store, resolve_tracking_uri
 
 
 def run_knobs(cfg: DictConfig, per_run: Mapping[str, Sequence[float]] | None, i: int) -> dict[str, float]:
     """The structural knobs of run i: its per-run value where the batch varies it, else the config's."""
     per_run = per_run or {}
+    keys = {knob: KNOB_CONFIG_KEYS[knob] for knob in ROW_KNOBS}
     return {knob: float(per_run[key][i]) if key in per_run else float(OmegaConf.select(cfg, key))
-            for knob, key in KNOB_CONFIG_KEYS.items()}
+            for knob, key in keys.items()}
 
 
 def run_params(cfg: DictConfig) -> dict[str, str]:
@@ -41,8 +37,6 @@ def run_params(cfg: DictConfig) -> dict[str, str]:
     The harness's own settings (`tracking.unlogged_sections`) stay in the run's config.yaml only: they would
     double the params of every run, and params are the costliest part of a run's record.
     """
-    from paraphina.tracking.runs import flatten_params
-
     unlogged = set(cfg.tracking.unlogged_sections)
     return flatten_params({key: value for key, value in to_plain(cfg).items() if key not in unlogged})
 
@@ -53,13 +47,10 @@ class TrackingSession:
 
     uri: str
     experiment_id: str
-    writer: object
+    writer: RunWriter
 
     @classmethod
     def open(cls, cfg: DictConfig, experiment: str | None = None) -> "TrackingSession":
-        from paraphina.tracking.runs import RunWriter
-        from paraphina.tracking.store import check_reachable, prepare_store, resolve_tracking_uri
-
         uri = resolve_tracking_uri(cfg.tracking.uri)
         check_reachable(uri, cfg.tracking.reachability_timeout_s)
         name = experiment or cfg.tracking.experiment
@@ -67,10 +58,8 @@ class TrackingSession:
         return cls(uri, experiment_id, RunWriter(uri, experiment_id))
 
     def base_tags(self, cfg: DictConfig, chash: str) -> dict[str, str]:
-        from paraphina.tracking.runs import git_commit
-
         tags = {"profile": cfg.profile_name, "config_hash": chash, "market": cfg.market.scenario,
-                "paraphina.kind": "engine_run"}
+                KIND_TAG: ENGINE_RUN_KIND}
         commit = git_commit()
         if commit:
             tags["git_commit"] = commit
@@ -85,10 +74,6 @@ class TrackingSession:
                    config_yaml: str | None = None):
         """The record of engine run i of a batch: `flat` params (its own seed and per-run knobs added) and,
         unless `config_yaml` is None, the config as config.yaml."""
-        from paraphina.plots import plot_run
-        from paraphina.tracking.datasets import row_to_record
-        from paraphina.tracking.runs import RunRecord
-
         seed = int(result.seeds[i])
         name = name or f"{cfg.profile_name}-s{seed}"
         params = {**flat, "seed": str(seed)}
@@ -122,9 +107,6 @@ class TrackingSession:
 
     def _record_batch(self, cfg: DictConfig, result: BatchResult, chash: str, telemetry: list[Path],
                       parent_run_id: str | None, plot_dir: Path) -> str:
-        from paraphina.plots import plot_fan
-        from paraphina.tracking.runs import RunRecord
-
         flat = run_params(cfg)
         config_yaml = OmegaConf.to_yaml(cfg)
         n = len(result.seeds)
@@ -135,8 +117,8 @@ class TrackingSession:
             return self.writer.log(record, parent_run_id)
         name = f"{cfg.profile_name}-s{cfg.seed}-x{n}"
         tags = self.base_tags(cfg, chash)
-        if "dataset" in tags:  # the dataset is the set of research rows: the children, not their parent
-            tags["paraphina.dataset"] = tags.pop("dataset")
+        if DATASET_TAG in tags:  # the dataset is the set of research rows: the children, not their parent
+            tags[DATASET_SOURCE_TAG] = tags.pop(DATASET_TAG)
         parent = RunRecord(name=name, params=flat, tags={**tags, "seed": str(cfg.seed), "runs": str(n)},
                            texts={"config.yaml": config_yaml})
         parent_id = self.writer.start_parent(parent, parent_run_id)

@@ -12,10 +12,10 @@ from typing import Sequence
 
 import numpy as np
 
+from paraphina.core.errors import ParaphinaError
+from paraphina.core.names import REGIME_NAMES, STATUS_NAMES
 from paraphina.engine.kernel import ROW_KEYS
 from paraphina.engine.simulate import TickRows
-from paraphina.engine.strategy import REGIME_NAMES, STATUS_NAMES
-from paraphina.errors import ParaphinaError
 
 NUMBER_KEYS = ("pnl_realised", "pnl_unrealised", "pnl_total")
 AFTER_REGIME_KEYS = ("q_global_tao", "dollar_delta_usd", "basis_usd", "fair_value", "sigma_eff", "vol_ratio",

@@ -16,9 +16,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from paraphina.commands import command_overrides
+from paraphina.config.commands import command_overrides
 from paraphina.config.loading import compose_config
-from paraphina.errors import cli_errors
+from paraphina.core.cli import cli_errors
 from paraphina.runner.batch import config_hash, run_batch
 from paraphina.runner.recording import TrackingSession
 from paraphina.tracking.store import SQLITE_PREFIX

@@ -9,20 +9,19 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from paraphina.errors import ParaphinaError
-from paraphina.research.dataset import KNOB_KEYS, ROW_FIELDS, ROW_KEYS
-from paraphina.research.telemetry import BOOL, INT, METRIC_KEYS, NUMBER
-from paraphina.tracking.runs import RunRecord
-from paraphina.tracking.store import describe, tracking_client
+from paraphina.core.errors import ParaphinaError
+from paraphina.core.names import DATASET_TAG, KIND_TAG, METRIC_KEYS, RESEARCH_ROW_KIND, ROW_KNOBS
+from paraphina.formats.dataset import ROW_FIELDS, ROW_KEYS
+from paraphina.formats.telemetry import BOOL, INT, NUMBER
+from paraphina.tracking.runs import RunRecord, RunWriter
+from paraphina.tracking.store import describe, prepare_store, tracking_client
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
     from mlflow.store.entities import PagedList
 
-DATASET_TAG = "dataset"
-KIND_TAG = "paraphina.kind"
-RESEARCH_ROW_KIND = "research_row"
-TEXT_KEYS: tuple[str, ...] = tuple(key for key in ROW_KEYS if key not in METRIC_KEYS and key not in KNOB_KEYS)
+RESEARCH_EXPERIMENT = "research"
+TEXT_KEYS: tuple[str, ...] = tuple(key for key in ROW_KEYS if key not in METRIC_KEYS and key not in ROW_KNOBS)
 
 
 def row_to_record(row: Mapping[str, Any], dataset: str, name: str) -> RunRecord:
@@ -31,7 +30,7 @@ def row_to_record(row: Mapping[str, Any], dataset: str, name: str) -> RunRecord:
     tags.update({DATASET_TAG: dataset, KIND_TAG: RESEARCH_ROW_KIND})
     return RunRecord(
         name=name,
-        params={key: row[key] for key in KNOB_KEYS if row.get(key) is not None},
+        params={key: row[key] for key in ROW_KNOBS if row.get(key) is not None},
         tags=tags,
         metrics={key: None if row.get(key) is None else float(row[key]) for key in METRIC_KEYS},
     )
@@ -39,7 +38,7 @@ def row_to_record(row: Mapping[str, Any], dataset: str, name: str) -> RunRecord:
 
 def _column(runs_df: pd.DataFrame, key: str) -> pd.Series:
     """The stored column of a row key (tag, param or metric), all missing when no run has it."""
-    kind = "metrics" if key in METRIC_KEYS else "params" if key in KNOB_KEYS else "tags"
+    kind = "metrics" if key in METRIC_KEYS else "params" if key in ROW_KNOBS else "tags"
     column = f"{kind}.{key}"
     if column not in runs_df.columns:
         return pd.Series([None] * len(runs_df), index=runs_df.index, dtype=object)
@@ -132,3 +131,9 @@ def load_dataset(tracking_uri: str, name: str) -> pd.DataFrame:
         existing = ", ".join(list_datasets(tracking_uri)) or "none yet"
         raise ParaphinaError(f"no dataset '{name}' in {tracking_uri}; datasets there: {existing}")
     return records_to_rows(_runs_frame(runs))
+
+
+def research_writer(uri: str) -> RunWriter:
+    """A writer into the `research` experiment of a checked store, created (with the store) if missing."""
+    experiment_id = prepare_store(uri, [RESEARCH_EXPERIMENT])[RESEARCH_EXPERIMENT]
+    return RunWriter(uri, experiment_id)

@@ -18,13 +18,12 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
-from paraphina.errors import ParaphinaError
+from paraphina.core.errors import ParaphinaError
+from paraphina.core.names import PARENT_TAG
 from paraphina.tracking.store import describe, project_root, tracking_client
 
 if TYPE_CHECKING:
     from mlflow.entities import Metric
-
-PARENT_TAG = "mlflow.parentRunId"
 
 
 @dataclass

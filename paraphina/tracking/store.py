@@ -16,7 +16,7 @@ from contextlib import closing, contextmanager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
-from paraphina.errors import ParaphinaError
+from paraphina.core.errors import ParaphinaError
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -67,6 +67,25 @@ def check_reachable(uri: str, timeout_s: float) -> None:
     path = sqlite_path(uri)
     if path is not None:
         _check_folder(path)
+
+
+def reachable_uri(tracking_uri: str | None, timeout_s: float) -> str:
+    """The store to write to (flag, else $MLFLOW_TRACKING_URI, else the project's), checked: fails in one line."""
+    uri = resolve_tracking_uri(tracking_uri)
+    check_reachable(uri, timeout_s)
+    return uri
+
+
+def existing_store_uri(tracking_uri: str | None, timeout_s: float) -> str:
+    """The resolved, reachable store for reading; a SQLite file that does not exist yet is an error."""
+    uri = resolve_tracking_uri(tracking_uri)
+    path = sqlite_path(uri)
+    if path is not None and not path.exists():
+        raise ParaphinaError(
+            f"no tracking store at {path}; record runs first or point --tracking-uri / MLFLOW_TRACKING_URI to one"
+        )
+    check_reachable(uri, timeout_s)
+    return uri
 
 
 def _check_server(uri: str, timeout_s: float) -> None:

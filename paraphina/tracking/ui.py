@@ -13,7 +13,9 @@ import socket
 import sys
 from collections.abc import Sequence
 
-from paraphina.errors import ParaphinaError, cli_errors
+from paraphina.config.loading import compose_config
+from paraphina.core.cli import ToolParser, cli_errors
+from paraphina.core.errors import ParaphinaError
 from paraphina.tracking.store import (
     ARTIFACTS_DIR_NAME,
     check_reachable,
@@ -57,9 +59,6 @@ def url(host: str, port: int) -> str:
 
 @cli_errors
 def main(argv: Sequence[str] | None = None) -> None:
-    from paraphina.research.telemetry_summary import ToolParser
-    from paraphina.research.ticks import reachability_timeout_s
-
     parser = ToolParser(
         prog="python -m paraphina.tracking.ui",
         description="Start the MLflow UI on the project's tracking store (Ctrl-C stops it).",
@@ -72,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                         "else the project's mlruns/mlflow.db)")  # fmt: skip
     args = parser.parse_args(argv)
     uri = resolve_tracking_uri(args.tracking_uri)
-    check_reachable(uri, reachability_timeout_s())
+    check_reachable(uri, compose_config().tracking.reachability_timeout_s)
     if uri.startswith(("http://", "https://")):
         print(f"the tracking store is already a server: open {uri}", flush=True)
         return

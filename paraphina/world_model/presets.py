@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from paraphina.errors import ParaphinaError
+from paraphina.core.errors import ParaphinaError
 from paraphina.world_model.tiers import RiskTier, budget_margins, tier_score
 
 METRIC_COLUMNS = ("pnl_mean", "pnl_std", "dd_mean", "kill_prob")

@@ -8,11 +8,11 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
-from paraphina.errors import ParaphinaError
+from paraphina.core.errors import ParaphinaError
 from paraphina.world_model.tiers import RiskTier
 
-SCALED_KEYS = ("band_base", "size_eta", "init_q_tao", "delta_hard_limit_usd_base")
-"""Exposure knobs multiplied by the risk scale."""
+SCALED_KEYS = ("band_base", "mm_size_eta", "init_q_tao", "delta_hard_limit_usd_base")
+"""Exposure knobs (research names, core.names) multiplied by the risk scale."""
 LOSS_LIMIT_KEY = "daily_loss_limit"
 
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal, Union
 
 import numpy as np
 
-from paraphina.errors import ParaphinaError
+from paraphina.core.errors import ParaphinaError
 
 if TYPE_CHECKING:  # pandas only for type hints: the engine CLI does not pay its import
     import pandas as pd

@@ -7,6 +7,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+from pathlib import Path
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from typing import Any
@@ -14,11 +15,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from paraphina.errors import ParaphinaError
-from paraphina.research.telemetry import BOOL, INT, METRIC_KEYS, NUMBER, STR, Field, read_jsonl, records_frame
+from paraphina.core.errors import ParaphinaError
+from paraphina.core.names import METRIC_KEYS, ROW_KNOBS
+from paraphina.formats.telemetry import BOOL, INT, NUMBER, STR, Field, read_jsonl, records_frame
 
-KNOB_KEYS: tuple[str, ...] = ("band_base", "mm_size_eta", "vol_ref", "daily_loss_limit", "init_q_tao", "vol_scale")
-ROW_KEYS: tuple[str, ...] = ("timestamp_utc", "label", "profile", "notes", "telemetry_path", *METRIC_KEYS, *KNOB_KEYS)
+ROW_KEYS: tuple[str, ...] = ("timestamp_utc", "label", "profile", "notes", "telemetry_path", *METRIC_KEYS, *ROW_KNOBS)
 
 # What a dataset line must hold for the summaries; the rest may be absent in older files.
 ROW_FIELDS: dict[str, Field] = {
@@ -39,7 +40,7 @@ ROW_FIELDS: dict[str, Field] = {
     "time_to_kill": Field(INT, required=False),
     "max_abs_delta_usd": Field(NUMBER, required=False),
     "max_abs_basis_usd": Field(NUMBER, required=False),
-    **{key: Field(NUMBER, required=False) for key in KNOB_KEYS},
+    **{key: Field(NUMBER, required=False) for key in ROW_KNOBS},
 }
 
 
@@ -55,9 +56,9 @@ def make_row(
 ) -> dict[str, Any]:
     """A research row with exactly ROW_KEYS, in order; the timestamp defaults to now (UTC, ISO 8601)."""
     knobs = dict(knobs or {})
-    unknown = sorted(set(knobs) - set(KNOB_KEYS))
+    unknown = sorted(set(knobs) - set(ROW_KNOBS))
     if unknown:
-        raise ValueError(f"unknown knobs {unknown}; expected some of {list(KNOB_KEYS)}")
+        raise ValueError(f"unknown knobs {unknown}; expected some of {list(ROW_KNOBS)}")
     row: dict[str, Any] = {
         "timestamp_utc": timestamp_utc or datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "label": label,
@@ -66,7 +67,7 @@ def make_row(
         "telemetry_path": None if telemetry_path is None else os.fspath(telemetry_path),
     }
     row.update({key: metrics[key] for key in METRIC_KEYS})
-    row.update({key: None if knobs.get(key) is None else float(knobs[key]) for key in KNOB_KEYS})
+    row.update({key: None if knobs.get(key) is None else float(knobs[key]) for key in ROW_KNOBS})
     return row
 
 
@@ -109,3 +110,18 @@ def read_rows(path: str | os.PathLike[str]) -> pd.DataFrame:
     df = df.reindex(columns=[*ROW_KEYS, *(c for c in df.columns if c not in ROW_KEYS)])
     df["max_drawdown"] = np.abs(df["max_drawdown"])
     return df
+
+
+def check_appendable(path: str | os.PathLike[str]) -> None:
+    """Fail before anything is recorded when rows could not be appended to `path`."""
+    target = Path(path).absolute()
+    folder = next((p for p in [target.parent, *target.parents] if p.exists()), None)
+    blocked = target if target.exists() and not os.access(target, os.W_OK) else None
+    if target.is_dir():
+        raise ParaphinaError(f"{path}: is a folder; --out takes a JSONL file")
+    if blocked is None and folder is not None and not os.access(folder, os.W_OK):
+        blocked = folder
+    if blocked is not None:
+        raise ParaphinaError(f"{path}: {blocked} is not writable; choose another --out")
+    if target.is_file() and target.stat().st_size > 0:
+        read_rows(target)  # an existing file must already be a research dataset: file:line error otherwise

@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from paraphina.errors import ParaphinaError
+from paraphina.core.errors import ParaphinaError
+from paraphina.core.names import REGIME_NAMES
 
 REQUIRED_KEYS: tuple[str, ...] = (
     "t",
@@ -26,21 +27,6 @@ REQUIRED_KEYS: tuple[str, ...] = (
     "q_global_tao",
     "dollar_delta_usd",
     "basis_usd",
-)
-RISK_REGIMES: tuple[str, ...] = ("Normal", "Warning", "HardLimit")
-METRIC_KEYS: tuple[str, ...] = (
-    "num_ticks",
-    "final_pnl",
-    "max_pnl",
-    "min_pnl",
-    "max_drawdown",
-    "frac_normal",
-    "frac_warning",
-    "frac_hard",
-    "kill_switch",
-    "time_to_kill",
-    "max_abs_delta_usd",
-    "max_abs_basis_usd",
 )
 Kind = tuple[tuple[type, ...], str]
 
@@ -86,7 +72,7 @@ TELEMETRY_FIELDS: dict[str, Field] = {
     "pnl_realised": Field(NUMBER),
     "pnl_unrealised": Field(NUMBER),
     "pnl_total": Field(NUMBER),
-    "risk_regime": Field(STR, choices=RISK_REGIMES),
+    "risk_regime": Field(STR, choices=REGIME_NAMES),
     "kill_switch": Field(BOOL),
     "q_global_tao": Field(NUMBER),
     "dollar_delta_usd": Field(NUMBER),
@@ -199,6 +185,7 @@ def run_metrics(df: pd.DataFrame) -> dict[str, Any]:
         raise ParaphinaError("telemetry has no ticks; metrics need at least one")
     pnl = df["pnl_total"].to_numpy(dtype=float)
     regime = df["risk_regime"].to_numpy()
+    normal, warning, hard = REGIME_NAMES
     kill = df["kill_switch"].to_numpy(dtype=bool)
     killed = bool(kill.any())
     return {
@@ -207,9 +194,9 @@ def run_metrics(df: pd.DataFrame) -> dict[str, Any]:
         "max_pnl": float(pnl.max()),
         "min_pnl": float(pnl.min()),
         "max_drawdown": max_drawdown(pnl),
-        "frac_normal": float(np.mean(regime == "Normal")),
-        "frac_warning": float(np.mean(regime == "Warning")),
-        "frac_hard": float(np.mean(regime == "HardLimit")),
+        "frac_normal": float(np.mean(regime == normal)),
+        "frac_warning": float(np.mean(regime == warning)),
+        "frac_hard": float(np.mean(regime == hard)),
         "kill_switch": killed,
         "time_to_kill": int(df["t"].iloc[int(np.argmax(kill))]) if killed else None,
         "max_abs_delta_usd": float(np.abs(df["dollar_delta_usd"].to_numpy(dtype=float)).max()),

@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 
 from paraphina.config.loading import CONF_DIR
-from paraphina.errors import ParaphinaError
+from paraphina.core.errors import ParaphinaError
 
 
 def command_overrides(argv: list[str] | None, config_name: str, doc: str | None) -> list[str]:
