@@ -20,6 +20,7 @@ from paraphina.core.errors import ParaphinaError
 from paraphina.core.names import PARENT_TAG
 from paraphina.world_model.stats import check_tier
 from paraphina.world_model.tiers import RiskTier, budget_margins, tier_score, tiers_from_mapping
+from paraphina.tracking.store import all_runs, describe, resolve_tracking_uri, tracking_client
 
 # Tag of alignment runs naming the dataset they read. Not `dataset`: that tag marks research rows, and
 # `tracking.datasets.load_dataset` would take a tagged alignment run for a malformed row.
@@ -200,8 +201,6 @@ def load_rows(cfg: DictConfig, dataset: str, source_run: str | None = None) -> p
     such as an Exp13 invocation) or a JSONL file in the original format."""
     from paraphina.formats.dataset import read_rows
     from paraphina.tracking.datasets import DATASET_TAG, _runs_frame, load_dataset, records_to_rows
-    from paraphina.tracking.store import describe, resolve_tracking_uri, tracking_client
-
     if is_dataset_file(dataset):
         if source_run:
             raise ParaphinaError("source_run selects runs in MLflow; it cannot filter a JSONL dataset file")
@@ -214,8 +213,8 @@ def load_rows(cfg: DictConfig, dataset: str, source_run: str | None = None) -> p
     client = tracking_client(uri)
     try:
         experiment_id = client.get_run(source_run).info.experiment_id
-        runs = client.search_runs([experiment_id], f"tags.{DATASET_TAG} = '{dataset}' and "
-                                  f"tags.`{PARENT_TAG}` = '{source_run}'", max_results=50000)
+        runs = all_runs(client, [experiment_id], f"tags.{DATASET_TAG} = '{dataset}' and "
+                        f"tags.`{PARENT_TAG}` = '{source_run}'")
     except Exception as exc:
         raise ParaphinaError(f"cannot read the runs of {source_run} in {uri}: {describe(exc)}") from exc
     if not runs:
@@ -228,8 +227,6 @@ def load_rows(cfg: DictConfig, dataset: str, source_run: str | None = None) -> p
 
 def tracking_client_of(cfg: DictConfig):
     """An MlflowClient on the config's store."""
-    from paraphina.tracking.store import resolve_tracking_uri, tracking_client
-
     return tracking_client(resolve_tracking_uri(cfg.tracking.uri))
 
 

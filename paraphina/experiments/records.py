@@ -18,14 +18,14 @@ from paraphina.engine.simulate import BatchResult
 from paraphina.core.errors import ParaphinaError
 from paraphina.runner.aggregates import aggregate_metrics
 from paraphina.runner.recording import TrackingSession
+from paraphina.tracking import store
+from paraphina.tracking.store import all_runs, describe, resolve_tracking_uri, tracking_client
 
 
 
 def sweeps_dir(cfg: DictConfig) -> Path:
     """sweeps/<experiment>/ under the project root, created on demand."""
-    from paraphina.tracking.store import project_root
-
-    path = project_root() / "sweeps" / cfg.experiment.id
+    path = store.project_root() / "sweeps" / cfg.experiment.id
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -73,8 +73,6 @@ class ExperimentRecorder:
     def _reopen(self, tag: str, value: str) -> str | None:
         """The latest parent run of this experiment tagged `tag=value`, set RUNNING again; None if there is none."""
         from mlflow.exceptions import MlflowException
-
-        from paraphina.tracking.store import describe, tracking_client
 
         client = tracking_client(self.session.uri)
         try:
@@ -147,8 +145,6 @@ def latest_points(cfg: DictConfig, experiment_id: str) -> tuple[pd.DataFrame, di
 
     Returns (table, parent run info). Raises a one-line error naming the command to run when none exists.
     """
-    from paraphina.tracking.store import resolve_tracking_uri, tracking_client
-
     uri = resolve_tracking_uri(cfg.tracking.uri)
     client = tracking_client(uri)
     name = cfg.experiment_names[experiment_id]
@@ -160,8 +156,7 @@ def latest_points(cfg: DictConfig, experiment_id: str) -> tuple[pd.DataFrame, di
         raise ParaphinaError(f"no finished {experiment_id} records in {uri}; "
                              f"run python -m paraphina.experiments.{experiment_id} first")
     parent = parents[0]
-    children = client.search_runs([experiment.experiment_id], f"tags.`{PARENT_TAG}` = '{parent.info.run_id}'",
-                                  max_results=50000)
+    children = all_runs(client, [experiment.experiment_id], f"tags.`{PARENT_TAG}` = '{parent.info.run_id}'")
     rows = []
     for run in children:
         row = {"run_id": run.info.run_id, "run_name": run.data.tags.get("mlflow.runName", "")}

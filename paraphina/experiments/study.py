@@ -40,8 +40,8 @@ from paraphina.experiments.profiles import PER_RUN_SECTIONS, profiles_batch
 from paraphina.experiments.records import ExperimentRecorder, per_seed_table, point_summaries, sweeps_dir
 from paraphina.core.names import COMMAND_TAG, FEASIBLE_TAG, PARENT_TAG, STUDY_TAG, STUDY_UIDS_TAG, TRIAL_TAG
 from paraphina.tracking.runs import flatten_params
-from paraphina.tracking.store import describe, project_root, tracking_client
 from paraphina.world_model.tiers import RiskTier, budget_margins, tier_score, tiers_from_mapping
+from paraphina.tracking.store import all_runs, describe, project_root, resolve_tracking_uri, sqlite_path, tracking_client
 
 if TYPE_CHECKING:
     from tqdm import tqdm
@@ -340,8 +340,6 @@ class Search:
 def default_journal(tracking_uri: str | None) -> Path:
     """The journal beside the SQLite tracking store in use (mlruns/optuna.journal by default), so a study's
     resume state and its MLflow records live together; for a tracking server, the project's mlruns/."""
-    from paraphina.tracking.store import resolve_tracking_uri, sqlite_path
-
     db_path = sqlite_path(resolve_tracking_uri(tracking_uri))
     return (db_path.parent if db_path is not None else project_root() / "mlruns") / "optuna.journal"
 
@@ -441,8 +439,7 @@ def drop_orphans(recorder: ExperimentRecorder, studies: Sequence[optuna.Study]) 
     """Delete the parent's children whose trial is not complete (a run stopped between logging and telling)."""
     complete = {(s.study_name, str(t.number)) for s in studies for t in _completed(s)}
     client = tracking_client(recorder.session.uri)
-    children = client.search_runs([recorder.session.experiment_id], f"tags.`{PARENT_TAG}` = '{recorder.parent_id}'",
-                                  max_results=50000)
+    children = all_runs(client, [recorder.session.experiment_id], f"tags.`{PARENT_TAG}` = '{recorder.parent_id}'")
     orphans = [r for r in children if (r.data.tags.get(STUDY_TAG), r.data.tags.get(TRIAL_TAG)) not in complete]
     for run in orphans:
         client.delete_run(run.info.run_id)

@@ -14,7 +14,7 @@ from paraphina.core.names import DATASET_TAG, KIND_TAG, METRIC_KEYS, RESEARCH_RO
 from paraphina.formats.dataset import ROW_FIELDS, ROW_KEYS
 from paraphina.formats.telemetry import BOOL, INT, NUMBER
 from paraphina.tracking.runs import RunRecord, RunWriter
-from paraphina.tracking.store import describe, prepare_store, tracking_client
+from paraphina.tracking.store import all_runs, describe, prepare_store, tracking_client
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
@@ -102,11 +102,7 @@ def _search_all(tracking_uri: str, filter_string: str) -> list[Run]:
     try:
         experiments = _all_pages(lambda token: client.search_experiments(page_token=token))
         experiment_ids = [experiment.experiment_id for experiment in experiments]
-        return _all_pages(
-            lambda token: client.search_runs(
-                experiment_ids, filter_string, order_by=["attributes.start_time ASC"], page_token=token
-            )
-        )
+        return all_runs(client, experiment_ids, filter_string, ["attributes.start_time ASC"])
     except Exception as exc:
         raise ParaphinaError(f"cannot search runs in {tracking_uri}: {describe(exc)}") from exc
 

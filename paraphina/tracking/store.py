@@ -20,6 +20,7 @@ from paraphina.core.errors import ParaphinaError
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
+    from mlflow.entities import Run
 
 # MLflow 3 sends usage telemetry from background threads unless told not to; it reads this when imported,
 # and every use of MLflow here goes through this module. MLFLOW_DISABLE_TELEMETRY=false in the environment wins.
@@ -151,6 +152,19 @@ def describe(exc: BaseException, limit: int = 300) -> str:
     """An exception as one short line (MLflow's messages can span many lines)."""
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def all_runs(client: MlflowClient, experiment_ids: list[str], filter_string: str = "",
+             order_by: list[str] | None = None) -> list[Run]:
+    """Every run a search matches, page after page: one search returns a page, so a single call can truncate."""
+    runs: list[Run] = []
+    token = None
+    while True:
+        page = client.search_runs(experiment_ids, filter_string, order_by=order_by, page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
 
 
 def prepare_store(uri: str, experiment_names: list[str]) -> dict[str, str]:
