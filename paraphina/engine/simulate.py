@@ -76,6 +76,15 @@ class BatchResult:
 _LOADED: set = set()
 
 
+def _warm_up(kernel, args: tuple) -> None:
+    """Load the kernel (from the cache, or compiled once per machine) and run it for one tick of one run on
+    copies, so the first call's one-time costs (type dispatch of record arrays, starting the thread pool) are
+    not counted as the batch's engine time."""
+    table, states, markets, _, outcome, series, _, rows, _, every, _ = args
+    kernel(table[:1], states[:1].copy(), markets[:1].copy(), 1, outcome[:1].copy(), series[:1, :0].copy(), 0,
+           rows[:1, :0].copy(), np.full(1, -1, np.int64), every, np.zeros(0, np.int64))
+
+
 def simulate(p: Params, ticks: int, seeds: Sequence[int], threads: Threads, series_every: int = 0,
              record: RowRequest | None = None) -> BatchResult:
     """Run a batch: run i uses seed seeds[i] and record i of `p.table`."""
@@ -95,18 +104,22 @@ def simulate(p: Params, ticks: int, seeds: Sequence[int], threads: Threads, seri
     row_counts = np.zeros(len(record.runs), np.int64)
     args = (p.table, seed_states(seeds), markets, int(ticks), outcome, series, int(series_every), rows, row_slot,
             int(record.every), row_counts)
-    kernel = run_serial if runs < threads.serial_below else run_parallel
+    serial = runs < threads.serial_below
+    kernel = run_serial if serial else run_parallel
     started = time.perf_counter()
-    if (kernel, p.table.dtype) not in _LOADED:  # from the cache, or compiled once per machine
-        kernel.compile(tuple(numba.typeof(a) for a in args))  # typeof of record arrays costs ~0.1 ms each
+    if (kernel, p.table.dtype) not in _LOADED:
+        _warm_up(kernel, args)
         _LOADED.add((kernel, p.table.dtype))
     loaded = time.perf_counter()
-    previous = numba.get_num_threads()
-    numba.set_num_threads(min(threads.threads or numba.config.NUMBA_NUM_THREADS, numba.config.NUMBA_NUM_THREADS))
-    try:
+    if serial:  # no thread pool: setting its size would start it (a few ms)
         kernel(*args)
-    finally:
-        numba.set_num_threads(previous)
+    else:
+        previous = numba.get_num_threads()
+        numba.set_num_threads(min(threads.threads or numba.config.NUMBA_NUM_THREADS, numba.config.NUMBA_NUM_THREADS))
+        try:
+            kernel(*args)
+        finally:
+            numba.set_num_threads(previous)
     finished = time.perf_counter()
     return BatchResult(
         seeds=seeds, metrics={k: outcome[k].copy() for k in METRIC_KEYS},
