@@ -197,16 +197,46 @@ def validate(cfg: DictConfig) -> None:
         raise ParaphinaError(f"tracking.child_params names unknown config keys: {', '.join(unknown)}")
     if cfg.telemetry.mode == "jsonl" and not cfg.telemetry.path:
         raise ParaphinaError("telemetry.mode=jsonl needs telemetry.path=FILE (or PARAPHINA_TELEMETRY_PATH)")
-    if cfg.profile_name not in cfg.world_model.tiers:
+    if cfg.risk_tier not in cfg.world_model.tiers:
         raise ParaphinaError(f"profile '{cfg.profile_name}' has no risk tier; tiers: {', '.join(cfg.world_model.tiers)}")
     n_venues = len(cfg.engine.venues.names)
-    for section in ("engine.venues", "market.basis", "market.spread", "market.depth", "market.funding", "market.fills"):
+    for section in ("engine.venues", "market.basis", "market.spread", "market.depth", "market.funding", "market.flow"):
         node = OmegaConf.select(cfg, section)
         for key, value in node.items():
             if OmegaConf.is_list(value) and len(value) != n_venues:
                 raise ParaphinaError(f"{section}.{key} has {len(value)} values but there are {n_venues} venues")
     if min(cfg.engine.venues.tick_size) <= 0:
         raise ParaphinaError(f"engine.venues.tick_size={list(cfg.engine.venues.tick_size)} must all be positive")
+    validate_market(cfg.market)
+
+
+def branching_ratio(flow: DictConfig) -> float:
+    """Orders one market order triggers on average, both sides: jump (1 + cross) / decay (stationary below 1)."""
+    return flow.jump * (1.0 + flow.cross) / flow.decay
+
+
+def validate_market(market: DictConfig) -> None:
+    """The market's order flow must be stationary and its rates, sizes and probabilities meaningful."""
+    flow = market.flow
+    for key in ("decay", "order_median_usd"):
+        if not flow[key] > 0:
+            raise ParaphinaError(f"market.flow.{key}={flow[key]} must be positive")
+    for key in ("jump", "cross", "informed", "order_sigma", "impact_perm", "reach_k_bps", "stressed_mult"):
+        if flow[key] < 0:
+            raise ParaphinaError(f"market.flow.{key}={flow[key]} must not be negative")
+    for key, values in (("market.flow.rate", flow.rate), ("market.spread.half_bps", market.spread.half_bps)):
+        if min(values) < 0:
+            raise ParaphinaError(f"{key}={list(values)} must not be negative (orders per second, bps)")
+    if min(market.depth.mean_usd) <= 0:
+        raise ParaphinaError(f"market.depth.mean_usd={list(market.depth.mean_usd)} must all be positive")
+    if not 0 <= flow.touch_fill_prob <= 1:
+        raise ParaphinaError(f"market.flow.touch_fill_prob={flow.touch_fill_prob} must be a probability in [0, 1]")
+    if not -1 < flow.imbalance < 1:
+        raise ParaphinaError(f"market.flow.imbalance={flow.imbalance} must be between -1 and 1")
+    ratio = branching_ratio(flow)
+    if ratio >= 1:
+        raise ParaphinaError(f"market.flow branching ratio jump (1 + cross) / decay = {ratio:.3g} must be below 1 "
+                             "for a stationary flow; lower market.flow.jump or cross, or raise market.flow.decay")
 
 
 def to_plain(cfg: DictConfig) -> dict:

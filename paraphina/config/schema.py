@@ -18,7 +18,7 @@ class VenuesConfig:
     taker_fee_bps: list[float] = MISSING
     maker_rebate_bps: list[float] = MISSING
     gamma: list[float] = MISSING
-    k: list[float] = MISSING
+    k_bps: list[float] = MISSING
     w_liq: list[float] = MISSING
     w_fund: list[float] = MISSING
     hedge_allowed: list[bool] = MISSING
@@ -72,8 +72,8 @@ class RiskConfig:
 @dataclass
 class MMConfig:
     quote_horizon_sec: float = MISSING
-    edge_local_min: float = MISSING
-    edge_vol_mult: float = MISSING
+    edge_local_min_bps: float = MISSING
+    edge_vol_mult_bps: float = MISSING
     basis_weight: float = MISSING
     funding_weight: float = MISSING
     size_eta: float = MISSING
@@ -94,6 +94,10 @@ class HedgeConfig:
 @dataclass
 class ToxicityConfig:
     vol_tox_scale: float = MISSING
+    markout_tox_scale_bps: float = MISSING
+    markout_sec: float = MISSING
+    markout_alpha: float = MISSING
+    markout_decay: float = MISSING
     tox_med_threshold: float = MISSING
     tox_high_threshold: float = MISSING
 
@@ -136,7 +140,7 @@ class BasisConfig:
 
 @dataclass
 class SpreadConfig:
-    mean_bps: list[float] = MISSING
+    half_bps: list[float] = MISSING
     noise: float = MISSING
     stressed_mult: float = MISSING
 
@@ -162,9 +166,25 @@ class OutageConfig:
 
 
 @dataclass
-class FillsConfig:
-    intensity: list[float] = MISSING
-    size_random: bool = MISSING
+class AlphaConfig:
+    theta: float = MISSING
+    sigma: float = MISSING
+
+
+@dataclass
+class FlowConfig:
+    rate: list[float] = MISSING
+    decay: float = MISSING
+    jump: float = MISSING
+    cross: float = MISSING
+    informed: float = MISSING
+    imbalance: float = MISSING
+    stressed_mult: float = MISSING
+    order_median_usd: float = MISSING
+    order_sigma: float = MISSING
+    impact_perm: float = MISSING
+    touch_fill_prob: float = MISSING
+    reach_k_bps: float = MISSING
 
 
 @dataclass
@@ -175,12 +195,13 @@ class MarketConfig:
     vol_scale: float = MISSING
     regime: RegimeConfig = field(default_factory=RegimeConfig)
     jumps: JumpsConfig = field(default_factory=JumpsConfig)
+    alpha: AlphaConfig = field(default_factory=AlphaConfig)
     basis: BasisConfig = field(default_factory=BasisConfig)
     spread: SpreadConfig = field(default_factory=SpreadConfig)
     depth: DepthConfig = field(default_factory=DepthConfig)
     funding: FundingConfig = field(default_factory=FundingConfig)
     outage: OutageConfig = field(default_factory=OutageConfig)
-    fills: FillsConfig = field(default_factory=FillsConfig)
+    flow: FlowConfig = field(default_factory=FlowConfig)
     impact_coeff: float = MISSING
 
 
@@ -236,6 +257,7 @@ class ParaphinaConfig:
     seed: int = MISSING
     runs: int = MISSING
     profile_name: str = MISSING
+    risk_tier: str = MISSING          # the world-model tier the profile is judged against
     seeds: int = MISSING              # seeds per grid point or trial (experiments)
     label: Optional[str] = None
     dataset: Optional[str] = None

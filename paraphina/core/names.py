@@ -9,6 +9,10 @@ from __future__ import annotations
 METRIC_KEYS: tuple[str, ...] = ("num_ticks", "final_pnl", "max_pnl", "min_pnl", "max_drawdown", "frac_normal",
                                 "frac_warning", "frac_hard", "kill_switch", "time_to_kill", "max_abs_delta_usd",
                                 "max_abs_basis_usd")
+# Microstructure facts of a run (ENGINE_SPEC section 5, version 2): engine results and MLflow metrics; a
+# telemetry file does not carry them.
+MICROSTRUCTURE_KEYS: tuple[str, ...] = ("mm_fill_rate", "spread_capture_bps", "markout_30s_bps", "net_edge_bps",
+                                        "hedge_cost_usd")
 REGIME_NAMES: tuple[str, ...] = ("Normal", "Warning", "HardLimit")   # risk regime codes 0, 1, 2
 STATUS_NAMES: tuple[str, ...] = ("Healthy", "Warning", "Disabled")   # venue status codes 0, 1, 2
 

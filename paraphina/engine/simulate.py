@@ -12,8 +12,9 @@ from typing import Sequence
 import numba
 import numpy as np
 
-from paraphina.core.names import METRIC_KEYS
-from paraphina.engine.kernel import OUTCOME_DTYPE, SERIES_DTYPE, SERIES_KEYS, run_parallel, run_serial, row_dtype
+from paraphina.core.names import METRIC_KEYS, MICROSTRUCTURE_KEYS
+from paraphina.engine.kernel import (CALIBRATION_KEYS, OUTCOME_DTYPE, SERIES_DTYPE, SERIES_KEYS, run_parallel,
+                                     run_serial, row_dtype)
 from paraphina.engine.market import market_state_dtype
 from paraphina.engine.params import Params
 from paraphina.engine.rng import seed_states
@@ -52,7 +53,8 @@ class TickRows:
 
 @dataclass
 class BatchResult:
-    """Metrics of every run (arrays of length runs) and downsampled series (steps x runs)."""
+    """Metrics of every run (arrays of length runs), downsampled series (steps x runs), what calibration
+    measures per run (kernel.CALIBRATION_KEYS) and, when asked for, telemetry rows."""
 
     seeds: np.ndarray
     metrics: dict[str, np.ndarray]
@@ -60,6 +62,7 @@ class BatchResult:
     series_steps: np.ndarray
     series: dict[str, np.ndarray] = field(default_factory=dict)
     rows: TickRows | None = None
+    calibration: dict[str, np.ndarray] = field(default_factory=dict)
     kernel_seconds: float = 0.0   # the kernel's run alone
     load_seconds: float = 0.0     # loading (or, once per machine, compiling) the kernel before it
 
@@ -122,7 +125,8 @@ def simulate(p: Params, ticks: int, seeds: Sequence[int], threads: Threads, seri
             numba.set_num_threads(previous)
     finished = time.perf_counter()
     return BatchResult(
-        seeds=seeds, metrics={k: outcome[k].copy() for k in METRIC_KEYS},
+        seeds=seeds, metrics={k: outcome[k].copy() for k in (*METRIC_KEYS, *MICROSTRUCTURE_KEYS)},
+        calibration={k: outcome[k].copy() for k in CALIBRATION_KEYS},
         final_regime=outcome["final_regime"].astype(np.int64), series_steps=steps,
         series={k: np.ascontiguousarray(series[k].T) for k in SERIES_KEYS},
         rows=TickRows(runs=tuple(record.runs), rows=rows[:len(record.runs)], counts=row_counts) if record.runs else None,

@@ -1,4 +1,4 @@
-"""The strategy's steps (ENGINE_SPEC section 3, steps 2-8 and 11), one compiled function each.
+"""The strategy's steps (ENGINE_SPEC section 3, steps 2-9 and 11), one compiled function each.
 
 Each step reads one run's parameter record `prm` and scalars or per-venue arrays, and returns scalars or
 writes the per-venue arrays it is given; the kernel calls them in the spec's order and the tests call them
@@ -10,43 +10,47 @@ import math
 
 from numba import njit
 
-from paraphina.engine.market import FUNDING_PERIOD_SEC
+from paraphina.engine.market import BUY, FUNDING_PERIOD_SEC, MAX_ORDERS, SELL
+from paraphina.engine.rng import uniform
 
 NORMAL, WARNING, HARD_LIMIT = 0, 1, 2          # risk regimes
 HEALTHY, VENUE_WARNING, DISABLED = 0, 1, 2     # venue status
 
 
 @njit(cache=True)
-def local_vol_step(prm, vol_short, vol_long, log_mid, log_mid_next):
-    """Step 2: EWMAs (short and long) of each venue's squared log mid return, in place."""
+def local_vol_step(prm, vol_short, vol_long, log_mid, log_mid_next, dt):
+    """Step 2: EWMAs (short and long) of each venue's squared log mid return per second, in place."""
     for v in range(log_mid.shape[0]):
-        r2 = (log_mid_next[v] - log_mid[v]) ** 2
+        r2 = (log_mid_next[v] - log_mid[v]) ** 2 / dt
         vol_short[v] += prm.volatility_fv_vol_alpha_short * (r2 - vol_short[v])
         vol_long[v] += prm.volatility_fv_vol_alpha_long * (r2 - vol_long[v])
 
 
 @njit(cache=True)
-def fair_observation(mkt, status, stale_ticks):
-    """Step 3's observation from the usable venues (book fresh, depth > 0, not Disabled).
+def fair_observation(mkt, stale_ticks):
+    """Step 3's observation from the usable venues (book fresh, depth > 0; a venue Disabled for toxicity still
+    counts: its status acts on quoting and hedging only, which keeps toxicity from being absorbing).
 
-    Returns (count, depth-weighted mid, mean spread, mean depth); the means are NaN without usable venues.
+    Returns (count, depth-weighted mid, mean half-spread as a fraction of mid, mean depth); the means are NaN
+    without usable venues.
     """
     n_usable = depth_sum = weighted_mid = spread_sum = 0.0
     for v in range(mkt.mid.shape[0]):
-        if mkt.age[v] <= stale_ticks and mkt.depth[v] > 0.0 and status[v] != DISABLED:
+        if mkt.age[v] <= stale_ticks and mkt.depth[v] > 0.0:
             n_usable += 1.0
             depth_sum += mkt.depth[v]
             weighted_mid += mkt.depth[v] * mkt.mid[v]
-            spread_sum += mkt.spread[v]
+            spread_sum += mkt.half_spread[v]
     if n_usable == 0.0:
         return 0.0, math.nan, math.nan, math.nan
     return n_usable, weighted_mid / depth_sum, spread_sum / n_usable, depth_sum / n_usable
 
 
 @njit(cache=True)
-def measurement_noise(prm, spread_mean, depth_mean):
-    """R = clip(r_min + r_a spread^2 + r_b / depth, r_min, r_max), in squared log-price units."""
-    r = prm.kalman_r_min + prm.kalman_r_a * spread_mean * spread_mean + prm.kalman_r_b / depth_mean
+def measurement_noise(prm, half_spread_mean, depth_mean):
+    """R = clip(r_min + r_a h^2 + r_b / depth, r_min, r_max) in squared log price: h the mean half-spread as a
+    fraction of mid, depth in USD."""
+    r = prm.kalman_r_min + prm.kalman_r_a * half_spread_mean * half_spread_mean + prm.kalman_r_b / depth_mean
     return min(max(r, prm.kalman_r_min), prm.kalman_r_max)
 
 
@@ -71,13 +75,14 @@ def kalman_step(prm, xhat, fair, p_var, rejects, has_fair, n_usable, y_mid, r, d
 
 
 @njit(cache=True)
-def vol_scalars(prm, var_eff, ret):
-    """Step 4: EWMA variance of fair returns and the control scalars it drives (faithful).
+def vol_scalars(prm, var_eff, ret, dt):
+    """Step 4: EWMA variance of the fair value's log returns per second and the control scalars it drives
+    (faithful formulas; sigma_eff and vol_ref per sqrt(s)).
 
     Returns (var_eff, sigma_eff, vol_ratio, spread_mult, size_mult, band_mult).
     """
     a = prm.volatility_fv_vol_alpha_short
-    var_eff = (1.0 - a) * var_eff + a * ret * ret
+    var_eff = (1.0 - a) * var_eff + a * ret * ret / dt
     sigma_eff = max(math.sqrt(var_eff), prm.volatility_sigma_min)
     vol_ratio = min(max(sigma_eff / prm.volatility_vol_ref, prm.volatility_vol_ratio_min),
                     prm.volatility_vol_ratio_max)
@@ -110,13 +115,18 @@ def funding_payment(q, mkt, dt):
 
 
 @njit(cache=True)
-def venue_health(prm, mkt, vol_short, sigma_eff, stale_ticks, tox, status):
-    """Step 6: toxicity per venue (how far max(local vol, sigma_min) exceeds sigma_eff; 1 without a book)
-    and Healthy / Warning / Disabled from it and staleness, written into `tox` and `status`."""
+def venue_health(prm, mkt, vol_short, markout, sigma_eff, stale_ticks, tox, status):
+    """Step 6 (improvement, non-absorbing): toxicity per venue, the larger of how far max(local vol,
+    sigma_min) exceeds sigma_eff (faithful shape) and how far the recent markout of the venue's own fills
+    (`markout`, bps, negative when adverse) goes below zero; 1 without a book. Healthy / Warning / Disabled
+    from it and staleness, written into `tox` and `status`. Both terms decay when the venue calms down, so
+    a Disabled venue comes back."""
     for v in range(tox.shape[0]):
         if mkt.depth[v] > 0.0:
             local = max(math.sqrt(vol_short[v]), prm.volatility_sigma_min)
-            tox[v] = min(max((local / sigma_eff - 1.0) / prm.toxicity_vol_tox_scale, 0.0), 1.0)
+            by_vol = (local / sigma_eff - 1.0) / prm.toxicity_vol_tox_scale
+            by_markout = -markout[v] / prm.toxicity_markout_tox_scale_bps
+            tox[v] = min(max(by_vol, by_markout, 0.0), 1.0)
         else:
             tox[v] = 1.0
         if mkt.age[v] > stale_ticks:
@@ -134,15 +144,22 @@ def delta_limit(prm, vol_ratio):
 @njit(cache=True)
 def quote(prm, v, mid, funding, fair, q_total, sigma_eff, vol_ratio, limit, spread_mult, size_mult, regime,
           status):
-    """Step 7: venue v's Avellaneda-Stoikov quote (faithful formulas): (bid, ask, size, bid_ok, ask_ok).
+    """Step 7: venue v's Avellaneda-Stoikov quote (faithful shape, consistent units): (bid, ask, size, bid_ok,
+    ask_ok), prices in USD.
 
-    reservation = mid + basis_weight (mid - fair) + funding_weight f (T / 8 h) fair - gamma sigma^2 T q / 2;
-    prices on the venue's tick grid; in HardLimit only the side that reduces |q| is quoted (improvement).
+    sigma_p = sigma_eff S (USD per sqrt(s)); half = max(gamma sigma_p^2 T / 2 + 1 / k_usd, edge_local_min),
+    + edge_vol_mult vol_ratio, floored again, x spread_mult (x spread_warn_mult in Warning), with k_usd =
+    k_bps / (1e-4 mid) and the edges in bps of mid; reservation = mid + basis_weight (mid - fair) +
+    funding_weight f (T / 8 h) fair - gamma sigma_p^2 T q / 2; prices on the venue's tick grid; in HardLimit
+    only the side that reduces |q| is quoted (improvement).
     """
     horizon = prm.mm_quote_horizon_sec
-    risk_term = prm.venues_gamma[v] * horizon * sigma_eff * sigma_eff
-    half = max(risk_term * 0.5 + 1.0 / prm.venues_k[v], prm.mm_edge_local_min)
-    half = max(half + prm.mm_edge_vol_mult * vol_ratio, prm.mm_edge_local_min) * spread_mult
+    sigma_p = sigma_eff * fair
+    risk_term = prm.venues_gamma[v] * sigma_p * sigma_p * horizon
+    bps = 1e-4 * mid
+    edge_min = prm.mm_edge_local_min_bps * bps
+    half = max(risk_term * 0.5 + bps / prm.venues_k_bps[v], edge_min)
+    half = max(half + prm.mm_edge_vol_mult_bps * bps * vol_ratio, edge_min) * spread_mult
     if regime == WARNING:
         half *= prm.risk_spread_warn_mult
     reservation = (mid + prm.mm_basis_weight * (mid - fair)
@@ -172,7 +189,7 @@ def hedge_orders(prm, mkt, q_total, band_mult, regime, status, tox, dq):
 
     Outside band = band_base * max(band_mult, floor), trade alpha of the excess back (x warning_step_mult in
     Warning, at most hedge_max_step), split over Healthy venues that allow hedging by 1 / (cost (1 + beta tox)),
-    cost = half spread + taker fee of one TAO.
+    cost = half spread + taker fee of one TAO in USD.
     """
     n_venues = dq.shape[0]
     excess = abs(q_total) - prm.hedge_band_base * max(band_mult, prm.hedge_band_mult_floor)
@@ -188,7 +205,7 @@ def hedge_orders(prm, mkt, q_total, band_mult, regime, status, tox, dq):
     for v in range(n_venues):  # dq holds the weights first
         dq[v] = 0.0
         if prm.venues_hedge_allowed[v] != 0.0 and status[v] == HEALTHY:
-            cost = mkt.spread[v] * 0.5 + prm.venues_taker_fee_bps[v] / 1e4 * mkt.mid[v]
+            cost = (mkt.half_spread[v] + prm.venues_taker_fee_bps[v] / 1e4) * mkt.mid[v]
             dq[v] = 1.0 / (cost * (1.0 + prm.hedge_beta_hedge * tox[v]))
             total += dq[v]
     any_slice = False
@@ -201,22 +218,42 @@ def hedge_orders(prm, mkt, q_total, band_mult, regime, status, tox, dq):
 
 @njit(cache=True)
 def taker_price(prm, mkt, v, dq):
-    """Price of a hedge slice dq on venue v: mid +- (half spread + impact_coeff |dq| / depth mid)."""
-    slip = mkt.spread[v] * 0.5 + prm.impact_coeff * abs(dq) / mkt.depth[v] * mkt.mid[v]
-    return mkt.mid[v] + math.copysign(slip, dq)
+    """Price of a hedge slice dq on venue v: mid (1 +- (h + impact_coeff |dq| mid / depth)), h the book's
+    half-spread as a fraction of mid: the slice walks the book in proportion to its notional over depth."""
+    slip = mkt.half_spread[v] + prm.impact_coeff * abs(dq) * mkt.mid[v] / mkt.depth[v]
+    return mkt.mid[v] * (1.0 + math.copysign(slip, dq))
 
 
 @njit(cache=True)
-def quote_fills(distance, u, fill_rate, k, never_below):
-    """Whether a quote `distance` USD behind the end-of-tick mid fills: with probability
-    1 - exp(-A dt exp(-k d)) (Avellaneda-Stoikov intensity A exp(-k d)), i.e. when the uniform draw u exceeds
-    exp(-A dt exp(-k d)); a quote the mid has crossed (d < 0) fills. `fill_rate` is A dt and `never_below`
-    exp(-A dt): a draw at or below it cannot fill a quote at d >= 0, which spares the exponentials."""
-    if distance < 0.0:
-        return True
-    if u <= never_below:
-        return False
-    return u > math.exp(-fill_rate * math.exp(-k * distance))
+def reach_probability(prm, distance_bps):
+    """Probability that one market order on the quote's side reaches a quote `distance_bps` beyond the touch:
+    touch_fill_prob (the MM's share of the queue) at the touch, x exp(-reach_k_bps d) beyond it, rising to
+    1 inside the touch (d < 0)."""
+    return min(prm.flow_touch_fill_prob * math.exp(-prm.flow_reach_k_bps * distance_bps), 1.0)
+
+
+@njit(cache=True)
+def quote_fill(prm, mkt, mid_next, v, side, price, size, s):
+    """Step 9: how much of a resting quote fills from the tick's market orders: (TAO filled, stream state).
+
+    `side` is the side of the orders that take it (BUY for an ask, SELL for a bid). Each order reaches the
+    quote with `reach_probability` of its distance from the book's touch; a reaching order fills what is left
+    of the quote, or its own size if smaller. A quote the end-of-tick mid has crossed fills in full.
+    """
+    mid = mkt.mid[v]
+    if (side == BUY and mid_next >= price) or (side == SELL and mid_next <= price):
+        return size, s
+    touch = mid * (1.0 + mkt.half_spread[v]) if side == BUY else mid * (1.0 - mkt.half_spread[v])
+    distance_bps = ((price - touch) if side == BUY else (touch - price)) / mid * 1e4
+    p = reach_probability(prm, distance_bps)
+    filled = 0.0
+    for i in range(min(int(mkt.orders[v, side]), MAX_ORDERS)):
+        u, s = uniform(s)
+        if u < p:
+            filled += min(size - filled, mkt.order_usd[v, side, i] / mid)
+            if filled >= size:
+                break
+    return filled, s
 
 
 @njit(cache=True)
