@@ -1,57 +1,103 @@
-"""`python -m paraphina.calibrate`: measure the default market against ENGINE_SPEC section 9.
+"""`python -m paraphina.calibrate`: the default market against ENGINE_SPEC section 9, version 2.
 
-Runs every profile over N seeds in one engine batch each, with every run's rows recorded every
-`experiment.probe_every` ticks, and prints the per-profile table the README shows plus a pass/fail line
-per acceptance criterion.
+Runs every profile over N seeds of one session each (one engine batch per profile) and prints the target
+table: each figure of section 9, its target, the measured value per profile and pass / FAIL. Then the
+microstructure facts per market scenario, and the research loop's kill-probability ordering.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from omegaconf import DictConfig
+from scipy import stats
 
-from paraphina.config.loading import compose_config
 from paraphina.config.commands import command_overrides
+from paraphina.config.loading import compose_config
 from paraphina.core.cli import cli_errors
-from paraphina.engine.simulate import TickRows
+from paraphina.engine.simulate import BatchResult
 from paraphina.runner.batch import run_batch
+from paraphina.world_model.tiers import horizon_note
 
 
-class CalibrationProbe:
-    """What section 9 asks about, from the recorded rows of every run of a batch."""
+@dataclass(frozen=True)
+class Figure:
+    """One row of the target table: how to compute it from a batch, and its key in `experiment.targets`."""
 
-    def __init__(self, rows: TickRows) -> None:
-        runs = [rows.of(j) for j in range(len(rows.runs))]
-        every = np.concatenate(runs)
-        self.quoted = float(every["mm_quoted_sides"].sum())
-        self.filled = float(every["mm_fills"].sum())
-        self.hedge_runs = sum(bool((r["hedge_volume_tao"] > 0).any()) for r in runs)
-        self.spread_up_ticks = int((every["spread_mult"] > 1.0).sum())
-        self.sigma_above_ref_ticks = int((every["vol_ratio"] > 1.0).sum())
-        calm = every["market_stressed"] == 0.0
-        error = np.abs(np.log(every["fair_value"] / every["y_mid"]))
-        self.calm_errors = error[calm & np.isfinite(error)]
+    key: str
+    label: str
+    unit: str
 
 
-def profile_table(cfg_overrides: list[str], profiles: list[str], seeds: int) -> tuple[pd.DataFrame, dict]:
-    rows, probes = [], {}
-    for profile in profiles:
-        cfg = compose_config([f"+profile={profile}", f"runs={seeds}", *cfg_overrides], "calibrate")
-        result, _ = run_batch(cfg, rows_every=cfg.experiment.probe_every)
-        probe = CalibrationProbe(result.rows)
-        m = result.metrics
-        rows.append({"profile": profile, "runs": seeds, "pnl_mean": m["final_pnl"].mean(),
-                     "pnl_std": m["final_pnl"].std(ddof=1), "dd_mean": m["max_drawdown"].mean(),
-                     "kill_prob": m["kill_switch"].mean(), "frac_normal": m["frac_normal"].mean(),
-                     "frac_warning": m["frac_warning"].mean(), "frac_hard": m["frac_hard"].mean()})
-        probes[profile] = probe
-    return pd.DataFrame(rows).set_index("profile"), probes
+FIGURES = (
+    Figure("fill_rate", "MM fills per quoted side per second", "%"),
+    Figure("half_spread_ratio", "quoted half-spread / book half-spread", "x"),
+    Figure("spread_capture_bps", "spread capture", "bps"),
+    Figure("adverse_share", "adverse selection: -30 s markout / spread capture", "x"),
+    Figure("net_edge_bps", "net edge per MM notional, after fees and hedging", "bps"),
+    Figure("daily_sharpe", "session PnL mean / std", "x"),
+    Figure("frac_normal", "regime Normal", "%"),
+    Figure("frac_warning", "regime Warning", "%"),
+    Figure("frac_hard", "regime HardLimit", "%"),
+    Figure("calm_sigma_bps", "calm sigma (per sqrt(s), jumps apart)", "bps"),
+    Figure("big_jumps_per_day", "jumps of 2 % or more per day", "/day"),
+    Figure("stressed_disabled", "venues Disabled in the stressed regime", "%"),
+    Figure("calm_disabled", "venues Disabled in the calm regime", "%"),
+    Figure("tracking_error", "fair-value tracking in calm: median |ln(fair / S)|", "%"),
+)
 
 
-def jump_check(cfg_overrides: list[str], scenario: str, seeds: int) -> int:
-    cfg = compose_config([f"market={scenario}", f"runs={seeds}", *cfg_overrides], "calibrate")
+def figures(cfg: DictConfig, result: BatchResult) -> dict[str, float]:
+    """Every figure of the target table for one batch."""
+    m, c = result.metrics, result.calibration
+    notional = c["mm_notional"]
+    traded = notional.sum() > 0
+    capture = float(m["spread_capture_bps"] @ notional / notional.sum()) if traded else 0.0
+    markout = float(m["markout_30s_bps"] @ notional / notional.sum()) if traded else 0.0
+    pnl = m["final_pnl"]
+    jumps = cfg.market.jumps
+    big = cfg.experiment.big_jump
+    p_big = stats.norm.sf(big, jumps.mean, jumps.std) + stats.norm.cdf(-big, jumps.mean, jumps.std) if jumps.std > 0 \
+        else float(abs(jumps.mean) >= big)
+    rows = [result.rows.of(j) for j in range(len(result.rows.runs))]
+    every = np.concatenate(rows)
+    calm = every["market_stressed"] == 0.0
+    error = np.abs(np.log(every["fair_value"][calm] / every["true_fair"][calm]))
+    return {
+        "fill_rate": float(m["mm_fill_rate"] @ c["quoted_sides"] / max(c["quoted_sides"].sum(), 1.0)),
+        "half_spread_ratio": float(c["quoted_half_bps"].sum() / max(c["book_half_bps"].sum(), 1e-12)),
+        "spread_capture_bps": float(capture),
+        "adverse_share": float(-markout / capture) if capture else float("nan"),
+        "net_edge_bps": float(pnl.sum() / notional.sum() * 1e4) if traded else 0.0,
+        "daily_sharpe": float(pnl.mean() / pnl.std(ddof=1)) if pnl.std(ddof=1) > 0 else float("nan"),
+        "frac_normal": float(m["frac_normal"].mean()),
+        "frac_warning": float(m["frac_warning"].mean()),
+        "frac_hard": float(m["frac_hard"].mean()),
+        "calm_sigma_bps": float(np.sqrt(c["calm_r2"].sum() / max(c["calm_ticks"].sum(), 1.0)) * 1e4),
+        "big_jumps_per_day": float(c["jumps"].sum() / m["num_ticks"].sum() * 86400.0 / cfg.engine.tick_ms * 1000.0
+                                   * p_big),
+        "stressed_disabled": float(c["stressed_disabled"].sum() / max(c["stressed_venue_ticks"].sum(), 1.0)),
+        "calm_disabled": float(c["calm_disabled"].sum() / max(c["calm_venue_ticks"].sum(), 1.0)),
+        "tracking_error": float(np.median(error)) if error.size else float("nan"),
+        "kill_prob": float(m["kill_switch"].mean()),
+        "warning_from_delta": float(c["warning_from_delta"].sum()),
+        "warning_from_pnl": float(c["warning_from_pnl"].sum()),
+    }
+
+
+def measure(overrides: list[str], seeds: int) -> tuple[DictConfig, dict[str, float]]:
+    cfg = compose_config([f"runs={seeds}", *overrides], "calibrate")
     result, _ = run_batch(cfg, rows_every=cfg.experiment.probe_every)
-    return CalibrationProbe(result.rows).sigma_above_ref_ticks
+    return cfg, figures(cfg, result)
+
+
+def shown(value: float, unit: str) -> str:
+    return f"{value:.1%}" if unit == "%" else f"{value:.3g}"
+
+
+def target_text(low: float, high: float, unit: str) -> str:
+    return f"{shown(low, unit)}-{shown(high, unit)}"
 
 
 @cli_errors
@@ -59,32 +105,40 @@ def main(argv: list[str] | None = None) -> None:
     overrides = command_overrides(argv, "calibrate", __doc__)
     base = compose_config(overrides, "calibrate")
     exp = base.experiment
+    note = horizon_note(base.ticks, base.world_model.session_ticks)
+    if note:
+        print(note)
     print(f"calibration: market={base.market.scenario}  {exp.seeds} seeds x {base.ticks} ticks per profile")
-    table, probes = profile_table(overrides, list(exp.profiles), exp.seeds)
-    with pd.option_context("display.float_format", "{:,.3f}".format, "display.width", 140):
-        print(table.to_string())
-    low, high = exp.fill_rate_range
-    checks = []
-    for profile, probe in probes.items():
-        rate = probe.filled / max(probe.quoted, 1.0)
-        checks.append((f"{profile}: MM fill rate per quoted side {rate:.1%}", low <= rate <= high))
-        checks.append((f"{profile}: hedges fired in {probe.hedge_runs} of {exp.seeds} runs", probe.hedge_runs > 0))
-    checks.append(("Warning occurs on some ticks", table["frac_warning"].max() > 0))
-    checks.append(("HardLimit occurs on some ticks", table["frac_hard"].max() > 0))
-    spread_up = sum(p.spread_up_ticks for p in probes.values())
-    checks.append((f"vol controls move: spread_mult > 1 on {spread_up} run-ticks", spread_up > 0))
-    agg, cons = table.loc["aggressive", "kill_prob"], table.loc["conservative", "kill_prob"]
-    checks.append((f"aggressive kill probability {agg:.3f} strictly between 0 and 1", 0 < agg < 1))
-    checks.append((f"conservative kill probability {cons:.3f} not above aggressive's", cons <= agg))
-    checks.append(("final PnL spreads across seeds", bool((table["pnl_std"] > 0).all())))
-    calm = np.concatenate([p.calm_errors for p in probes.values()])
-    median = float(np.median(calm))
-    checks.append((f"calm tracking: median |ln(fair / y_mid)| {median:.5f}", median < exp.max_calm_tracking_error))
-    for scenario in exp.jump_scenarios:
-        ticks = jump_check(overrides, scenario, exp.seeds)
-        checks.append((f"{scenario}: sigma_eff above vol_ref on {ticks} run-ticks", ticks > 0))
-    for text, ok in checks:
-        print(f"  [{'ok' if ok else 'FAIL'}] {text}")
+    measured = {p: measure([f"+profile={p}", *overrides], exp.seeds)[1] for p in exp.profiles}
+    lines = []
+    for fig in FIGURES:
+        low, high = exp.targets[fig.key]
+        cells = []
+        for p in exp.profiles:
+            value = measured[p][fig.key]
+            cells.append(f"{shown(value, fig.unit)} {'ok' if low <= value <= high else 'FAIL'}")
+        lines.append([fig.label, target_text(low, high, fig.unit), *cells])
+    table = pd.DataFrame(lines, columns=["figure", "target", *exp.profiles])
+    with pd.option_context("display.width", 200, "display.max_colwidth", 60):
+        print(table.to_string(index=False))
+    for p in exp.profiles:
+        delta, pnl = measured[p]["warning_from_delta"], measured[p]["warning_from_pnl"]
+        print(f"  [{'ok' if delta > 0 and pnl > 0 else 'FAIL'}] {p}: Warning ticks from delta {delta:,.0f}, "
+              f"from PnL {pnl:,.0f} (both must occur)")
+    kills = [measured[p]["kill_prob"] for p in exp.profiles]
+    ordered = all(a < b for a, b in zip(kills, kills[1:]))
+    print(f"  [{'ok' if ordered else 'FAIL'}] kill probability in the order {' < '.join(exp.profiles)}: "
+          + ", ".join(f"{k:.3f}" for k in kills))
+    print(f"\nmicrostructure per scenario ({exp.scenario_seeds} seeds x {base.ticks} ticks, the balanced centre)")
+    rows = []
+    for scenario in exp.scenarios:
+        f = measure([f"market={scenario}", *overrides], exp.scenario_seeds)[1]
+        rows.append({"scenario": scenario, "fill rate": f"{f['fill_rate']:.1%}",
+                     "capture bps": f"{f['spread_capture_bps']:.2f}", "adverse share": f"{f['adverse_share']:.2f}",
+                     "net edge bps": f"{f['net_edge_bps']:.2f}", "sharpe": f"{f['daily_sharpe']:.2f}",
+                     "Disabled in stress": f"{f['stressed_disabled']:.1%}", "kill prob": f"{f['kill_prob']:.3f}"})
+    with pd.option_context("display.width", 200):
+        print(pd.DataFrame(rows).to_string(index=False))
 
 
 if __name__ == "__main__":

@@ -218,6 +218,7 @@ class TierConfig:
 @dataclass
 class WorldModelConfig:
     tiers: dict[str, TierConfig] = field(default_factory=dict)
+    session_ticks: int = MISSING
     confidence: float = MISSING
     utility_dd_weight: float = MISSING
 

@@ -29,7 +29,7 @@ ROW_KEYS = ("t", "pnl_realised", "pnl_unrealised", "pnl_total", "risk_regime", "
 ROW_VENUE_KEYS = ("venue_status", "venue_q_tao")
 PROBE_KEYS = ("mm_quoted_sides", "y_mid", "market_stressed", "true_fair")
 # What calibration (ENGINE_SPEC section 9) measures beyond the run metrics, accumulated over each run.
-CALIBRATION_KEYS = ("quoted_sides", "quoted_half_bps", "book_half_bps", "calm_ticks", "calm_r2", "jumps",
+CALIBRATION_KEYS = ("mm_notional", "quoted_sides", "quoted_half_bps", "book_half_bps", "calm_ticks", "calm_r2", "jumps",
                     "stressed_venue_ticks", "stressed_disabled", "calm_venue_ticks", "calm_disabled",
                     "warning_from_delta", "warning_from_pnl")
 
@@ -233,6 +233,7 @@ def run_one(prm, rng, markets, ticks, out, series, series_every, rows, every):
     out.markout_30s_bps = markout_usd * per_notional
     out.net_edge_bps = pnl_total * per_notional
     out.hedge_cost_usd = hedge_cost
+    out.mm_notional = mm_notional
     out.quoted_sides, out.quoted_half_bps, out.book_half_bps = quoted_sides, quoted_half_bps, book_half_bps
     out.calm_ticks, out.calm_r2, out.jumps = calm_ticks, calm_r2, jumps
     out.stressed_venue_ticks, out.stressed_disabled = stressed_venue_ticks, stressed_disabled

@@ -91,3 +91,11 @@ def budget_margins(tier: RiskTier, pnl_mean: Values, dd_mean: Values, kill_prob:
     }
     flags = {name.replace("_margin", "_ok"): margin >= 0 for name, margin in margins.items()}
     return {**margins, **flags}
+
+
+def horizon_note(ticks: int, session_ticks: int) -> str | None:
+    """The first line of a report whose sessions are shorter than the tiers' horizon, or None."""
+    if ticks >= session_ticks:
+        return None
+    return (f"note: sessions of {ticks:,} ticks are shorter than the tiers' horizon of {session_ticks:,} "
+            f"(world_model.session_ticks): daily budgets are judged on part of a day")
