@@ -1,5 +1,6 @@
 """`python -m paraphina.bench`: engine run-ticks per second per batch size and thread count, the cost of the
-random draws alone (the floor a run-tick cannot go below), compile and start-up times, and peak memory.
+random draws alone (those of a tick without market orders: the floor a run-tick cannot go below), compile
+and start-up times, and peak memory.
 
 Each batch size runs in a fresh process (so peak RSS belongs to that batch alone); every size and thread
 count is timed `repeats` times and the best is reported, with ratios from this one invocation.
@@ -32,7 +33,7 @@ def _best_of(repeats: int, call) -> float:
 
 def _measure(overrides: list[str], runs: int, queue) -> None:
     from paraphina.engine.kernel import draws_only
-    from paraphina.engine.market import draw_counts
+    from paraphina.engine.market import fixed_draws
     from paraphina.engine.rng import seed_states
     from paraphina.engine.simulate import Threads, simulate
     from paraphina.runner.batch import engine_params, run_seeds
@@ -45,7 +46,7 @@ def _measure(overrides: list[str], runs: int, queue) -> None:
         setting = Threads(threads=threads, serial_below=cfg.execution.serial_below)
         simulate(params, min(cfg.ticks, 10), seeds, setting)  # load the compiled kernel before timing
         seconds[threads] = _best_of(exp.repeats, lambda: simulate(params, cfg.ticks, seeds, setting))
-    counts = draw_counts(params.n_venues, bool(params.table["fills_size_random"].any()))
+    counts = fixed_draws(params.n_venues)
     states = seed_states(seeds)
     draws_only(states.copy(), 1, *counts)
     floor = _best_of(exp.repeats, lambda: draws_only(states.copy(), cfg.ticks, *counts))

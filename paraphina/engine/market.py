@@ -31,6 +31,13 @@ def market_state_dtype(n_venues: int) -> np.dtype:
                      ("order_usd", (np.float64, (n_venues, 2, MAX_ORDERS)))], align=True)
 
 
+def fixed_draws(n_venues: int) -> tuple[int, int]:
+    """(normals, uniforms) of a tick without market orders: the diffusion, the alpha and per venue basis,
+    funding and book noise; the regime, the jump arrival and per venue the outage and one Poisson draw per
+    side. Each order adds a normal (its size) and, per resting quote it could reach, a uniform."""
+    return 2 + 3 * n_venues, 2 + 3 * n_venues
+
+
 @njit(cache=True)
 def initial_market(prm, st):
     """The market at tick 0: fair price s0, calm, alpha 0, every venue at its means, flow at its base rate."""
@@ -73,23 +80,23 @@ def poisson(s, mean):
 
 
 @njit(cache=True)
-def base_intensity(prm, v, side, alpha, stressed):
-    """Market orders per second on venue v's side before excitation: rate exp(+-kappa alpha) (buys lean with
-    the alpha, sells against it), x imbalance, x stressed_mult in the stressed regime."""
-    tilt = prm.flow_informed * alpha
+def base_intensity(prm, v, side, tilt, stressed):
+    """Market orders per second on venue v's side before excitation: rate x tilt for buys and / tilt for
+    sells, tilt = exp(kappa alpha) (buys lean with the alpha, sells against it), x (1 +- imbalance),
+    x stressed_mult in the stressed regime."""
     if side == BUY:
-        base = prm.flow_rate[v] * math.exp(tilt) * (1.0 + prm.flow_imbalance)
+        base = prm.flow_rate[v] * tilt * (1.0 + prm.flow_imbalance)
     else:
-        base = prm.flow_rate[v] * math.exp(-tilt) * (1.0 - prm.flow_imbalance)
+        base = prm.flow_rate[v] / tilt * (1.0 - prm.flow_imbalance)
     return base * (prm.flow_stressed_mult if stressed else 1.0)
 
 
 @njit(cache=True)
-def hawkes_step(prm, intensity, base, own, other, dt):
-    """Next intensity of one side: decay toward `base` at rate `decay`, plus `jump` per order of this tick on
-    the same side and `cross` x `jump` per order on the other side (Bacry-Mastromatteo-Muzy 2015)."""
-    return (base + (intensity - base) * math.exp(-prm.flow_decay * dt)
-            + prm.flow_jump * (own + prm.flow_cross * other))
+def hawkes_step(prm, intensity, base, own, other, retained):
+    """Next intensity of one side: decay toward `base` (`retained` = exp(-decay dt) of the excess stays),
+    plus `jump` per order of this tick on the same side and `cross` x `jump` per order on the other side
+    (Bacry-Mastromatteo-Muzy 2015)."""
+    return base + (intensity - base) * retained + prm.flow_jump * (own + prm.flow_cross * other)
 
 
 @njit(cache=True)
@@ -139,6 +146,8 @@ def market_step(prm, cur, nxt, s, tick, dt):
     nxt.alpha = cur.alpha * (1.0 - prm.alpha_theta * dt) + prm.alpha_sigma * sqdt * z
     basis_phi = 1.0 - prm.basis_theta * dt
     funding_phi = 1.0 - prm.funding_theta * dt
+    retained = math.exp(-prm.flow_decay * dt)
+    tilt = math.exp(prm.flow_informed * cur.alpha)
     flipped = prm.funding_flip_tick >= 0.0 and tick + 1 >= prm.funding_flip_tick
     for v in range(n_venues):
         z, s = normal(s)
@@ -149,9 +158,9 @@ def market_step(prm, cur, nxt, s, tick, dt):
         nxt.funding[v] = cur.funding[v] * funding_phi + (prm.funding_theta * dt * funding_mean
                                                          + prm.funding_sigma * sqdt * z)
         for side in range(2):
-            base = base_intensity(prm, v, side, cur.alpha, stressed)
+            base = base_intensity(prm, v, side, tilt, stressed)
             nxt.intensity[v, side] = hawkes_step(prm, cur.intensity[v, side], base, cur.orders[v, side],
-                                                 cur.orders[v, 1 - side], dt)
+                                                 cur.orders[v, 1 - side], retained)
         u, s = uniform(s)
         nxt.outage[v] = markov_switch(cur.outage[v], u, prm.outage_p_start, 1.0 / prm.outage_mean_ticks)
         z, s = normal(s)

@@ -9,6 +9,14 @@ from omegaconf import DictConfig
 from paraphina.config.loading import compose_config, to_plain
 from paraphina.core.errors import ParaphinaError
 from paraphina.tracking.runs import flatten_params
+from paraphina.world_model.tiers import horizon_note
+
+
+def print_horizon_note(cfg: DictConfig) -> None:
+    """First line of a report that judges budgets on sessions shorter than the tiers' horizon."""
+    note = horizon_note(cfg.ticks, cfg.world_model.session_ticks)
+    if note:
+        print(note)
 
 
 def print_table(table: pd.DataFrame, columns: Sequence[str] | None = None, title: str | None = None) -> None:

@@ -11,7 +11,7 @@ from paraphina.core.names import REGIME_NAMES
 from paraphina.config.loading import compose_config
 from paraphina.config.commands import command_overrides
 from paraphina.core.cli import cli_errors
-from paraphina.experiments.cli import print_table
+from paraphina.experiments.cli import print_horizon_note, print_table
 from paraphina.experiments.grid import axes_from_config
 from paraphina.experiments.records import ExperimentRecorder
 from paraphina.experiments.sweep import run_sweep
@@ -31,6 +31,7 @@ def run(cfg) -> pd.DataFrame:
 @cli_errors
 def main(argv: list[str] | None = None) -> None:
     cfg = compose_config(command_overrides(argv, "exp04", __doc__), "exp04")
+    print_horizon_note(cfg)
     table = run(cfg)
     print_table(table, ["q0", "loss_limit", "pnl_mean", "dd_mean", "kill_prob", "frac_normal", "frac_warning",
                         "frac_hard", "final_regime"])

@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 from paraphina.config.loading import compose_config
 from paraphina.config.commands import command_overrides
 from paraphina.core.cli import cli_errors
+from paraphina.experiments.cli import print_horizon_note
 from paraphina.experiments.study import SearchOutcome, print_outcome, run_search
 from paraphina.formats.plots import plot_pareto_fronts
 
@@ -43,6 +44,7 @@ def run(cfg: DictConfig) -> SearchOutcome:
 @cli_errors
 def main(argv: list[str] | None = None) -> None:
     cfg = compose_config(command_overrides(argv, "exp09", __doc__), "exp09")
+    print_horizon_note(cfg)
     print_outcome(run(cfg))
 
 

@@ -35,6 +35,7 @@ from paraphina.core.cli import cli_errors
 from paraphina.core.errors import ParaphinaError
 from paraphina.core.names import DATASET_SOURCE_TAG, EXPERIMENT_TAG
 from paraphina.experiments import alignment, exp11
+from paraphina.experiments.cli import print_horizon_note
 from paraphina.experiments.profiles import profiles_batch
 from paraphina.experiments.records import ExperimentRecorder, sweeps_dir
 from paraphina.world_model.summary import format_summary
@@ -149,7 +150,7 @@ def run_round(cfg: DictConfig, opts: dict, recorder: ExperimentRecorder, overrid
     if telemetry:
         run_cfg = batch.cfg.copy()
         run_cfg.telemetry.mode = "jsonl"
-        run_cfg.telemetry.path = str(telemetry_dir(cfg, recorder) / "{profile}_s{seed}.jsonl")
+        run_cfg.telemetry.path = str(telemetry_dir(cfg, recorder) / "{profile}_s{seed}.jsonl.gz")
         result, paths = run_batch(run_cfg, batch.seeds, batch.per_run, profiles=batch.run_profiles())
     else:
         result = batch.run(f"exp13 {len(profiles)} profiles x {seeds} seeds")
@@ -364,6 +365,7 @@ def compose(argv: Sequence[str]) -> DictConfig:
 def main(argv: list[str] | None = None) -> None:
     started = time.perf_counter()
     cfg = compose(command_overrides(argv, "exp13", __doc__))
+    print_horizon_note(cfg)
     result = run(cfg)
     report(result)
     print(f"done in {time.perf_counter() - started:.1f} s; report: {sweeps_dir(cfg) / 'exp13_report.md'}")

@@ -5,6 +5,7 @@ file formats report problems the same way: `path:line: what is wrong`.
 """
 from __future__ import annotations
 
+import gzip
 import json
 import os
 from collections.abc import Mapping
@@ -16,6 +17,7 @@ import pandas as pd
 
 from paraphina.core.errors import ParaphinaError
 from paraphina.core.names import REGIME_NAMES
+from paraphina.formats.jsonl import is_gzip
 
 REQUIRED_KEYS: tuple[str, ...] = (
     "t",
@@ -101,7 +103,7 @@ def read_jsonl(path: str | os.PathLike[str], what: str) -> tuple[list[dict[str, 
     linenos: list[int] = []
     decode = _DECODER.decode
     try:
-        with open(path, "rb") as f:
+        with (gzip.open(path, "rb") if is_gzip(path) else open(path, "rb")) as f:
             for lineno, raw in enumerate(f, start=1):
                 try:
                     obj = decode(raw.decode("utf-8"))
@@ -117,7 +119,7 @@ def read_jsonl(path: str | os.PathLike[str], what: str) -> tuple[list[dict[str, 
                 linenos.append(lineno)
     except FileNotFoundError:
         raise ParaphinaError(f"{os.fspath(path)}: no such {what} file; check the path") from None
-    except OSError as exc:
+    except (OSError, EOFError) as exc:  # gzip's BadGzipFile is an OSError; a cut-off .gz ends in EOFError
         raise ParaphinaError(f"{os.fspath(path)}: cannot read the {what} file ({exc.strerror or exc})") from None
     if not records:
         raise ParaphinaError(f"{os.fspath(path)}: empty {what} file (no JSON lines); point to a file with data")
@@ -189,7 +191,7 @@ def run_metrics(df: pd.DataFrame) -> dict[str, Any]:
     kill = df["kill_switch"].to_numpy(dtype=bool)
     killed = bool(kill.any())
     return {
-        "num_ticks": int(len(df)),
+        "num_ticks": int(df["t"].iloc[-1]) + 1,  # rows may be every n-th tick (telemetry.every)
         "final_pnl": float(pnl[-1]),
         "max_pnl": float(pnl.max()),
         "min_pnl": float(pnl.min()),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from paraphina.core.names import REGIME_NAMES
+from paraphina.core.names import MICROSTRUCTURE_KEYS, REGIME_NAMES
 from paraphina.engine.simulate import BatchResult
 from paraphina.world_model.stats import wilson_interval
 
@@ -12,7 +12,8 @@ QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 
 
 def aggregate_metrics(result: BatchResult, confidence: float, rows: np.ndarray | None = None) -> dict[str, float]:
-    """Batch aggregates: final PnL distribution, drawdowns, kill probability with its interval, regimes."""
+    """Batch aggregates: final PnL distribution, drawdowns, kill probability with its interval, regimes, the
+    mean microstructure facts."""
     idx = slice(None) if rows is None else rows
     m = {k: np.asarray(v)[idx] for k, v in result.metrics.items()}
     pnl, n = m["final_pnl"], len(m["final_pnl"])
@@ -26,6 +27,8 @@ def aggregate_metrics(result: BatchResult, confidence: float, rows: np.ndarray |
            "frac_normal": float(m["frac_normal"].mean()), "frac_warning": float(m["frac_warning"].mean()),
            "frac_hard": float(m["frac_hard"].mean()), "max_abs_delta_usd": float(m["max_abs_delta_usd"].max()),
            "max_abs_basis_usd": float(m["max_abs_basis_usd"].max())}
+    for key in MICROSTRUCTURE_KEYS:
+        out[f"{key}_mean"] = float(m[key].mean())
     final = np.asarray(result.final_regime)[idx]
     for code, regime in enumerate(REGIME_NAMES):
         out[f"final_{regime.lower()}_frac"] = float((final == code).mean())

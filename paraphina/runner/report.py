@@ -23,7 +23,15 @@ def run_summary(result: BatchResult, i: int = 0) -> str:
         f"HardLimit {m['frac_hard']:.1%}",
         f"  max |delta|    {m['max_abs_delta_usd']:>12,.2f} USD   max |basis| {m['max_abs_basis_usd']:,.2f} USD",
         f"  kill switch    {kill}   ({m['num_ticks']} ticks run)",
+        market_making(m["mm_fill_rate"], m["spread_capture_bps"], m["markout_30s_bps"], m["net_edge_bps"],
+                      m["hedge_cost_usd"]),
     ])
+
+
+def market_making(fill_rate: float, capture: float, markout: float, edge: float, hedge_cost: float) -> str:
+    """The microstructure facts (ENGINE_SPEC section 5) in one line."""
+    return (f"  market making  fills {fill_rate:.1%} of quoted sides  capture {capture:.2f} bps  "
+            f"30 s markout {markout:.2f} bps  net edge {edge:.2f} bps  hedge cost {hedge_cost:,.2f} USD")
 
 
 def batch_summary(result: BatchResult, confidence: float) -> str:
@@ -38,6 +46,8 @@ def batch_summary(result: BatchResult, confidence: float) -> str:
         f"  regimes        Normal {a['frac_normal']:.1%}  Warning {a['frac_warning']:.1%}  HardLimit {a['frac_hard']:.1%}",
         f"  kill prob      {a['kill_prob']:.3f}  ({kills} of {n}; {confidence:.0%} interval "
         f"{a['kill_prob_low']:.3f}-{a['kill_prob_high']:.3f})",
+        market_making(a["mm_fill_rate_mean"], a["spread_capture_bps_mean"], a["markout_30s_bps_mean"],
+                      a["net_edge_bps_mean"], a["hedge_cost_usd_mean"]) + " (means)",
     ])
 
 

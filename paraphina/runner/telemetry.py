@@ -1,4 +1,5 @@
-"""JSONL telemetry (ENGINE_SPEC section 4): one file per run, one object per tick.
+"""JSONL telemetry (ENGINE_SPEC section 4): one file per run, one object per row (every `telemetry.every`
+ticks); a path ending in .gz is written gzip-compressed.
 
 Files are written beside their final name and renamed into place when the batch completes, so an
 interrupted run leaves nothing half-written; an unwritable path is an error before the engine starts.
@@ -16,6 +17,7 @@ from paraphina.core.errors import ParaphinaError
 from paraphina.core.names import REGIME_NAMES, STATUS_NAMES
 from paraphina.engine.kernel import ROW_KEYS
 from paraphina.engine.simulate import TickRows
+from paraphina.formats.jsonl import open_jsonl_writer
 
 NUMBER_KEYS = ("pnl_realised", "pnl_unrealised", "pnl_total")
 AFTER_REGIME_KEYS = ("q_global_tao", "dollar_delta_usd", "basis_usd", "fair_value", "sigma_eff", "vol_ratio",
@@ -65,7 +67,7 @@ class TelemetryWriter:
                 raise ParaphinaError(f"telemetry path {path} is a folder; give a file, e.g. {path / 'run.jsonl'}")
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
-                self._files.append(open(tmp, "w", encoding="utf-8"))
+                self._files.append(open_jsonl_writer(path, tmp))
             except OSError as exc:
                 self._abort()
                 raise ParaphinaError(f"cannot write telemetry to {path} ({exc.strerror}); "
@@ -115,4 +117,6 @@ class TelemetryWriter:
         status, venue_q = row[len(ROW_KEYS)], row[len(ROW_KEYS) + 1]
         obj["venue_status"] = {v: STATUS_NAMES[int(s)] for v, s in zip(self.venues, status)}
         obj["venue_q_tao"] = dict(zip(self.venues, venue_q.tolist()))
+        obj["market_orders"] = int(values["market_orders"])
+        obj["alpha"] = values["alpha"]
         return json.dumps(obj, allow_nan=False) + "\n"
