@@ -179,7 +179,7 @@ def validate(cfg: DictConfig) -> None:
     for key, minimum in (("seed", 0), ("seeds", 1), ("tracking.series_points", 1),
                          ("execution.chunk_runs", 1),
                          ("execution.threads", 0), ("execution.serial_below", 0),
-                         ("telemetry.every", 1)):
+                         ("telemetry.every", 1), ("world_model.session_ticks", 1)):
         if OmegaConf.select(cfg, key) < minimum:
             raise ParaphinaError(f"{key}={OmegaConf.select(cfg, key)} must be at least {minimum}")
     for key in ("engine.tick_ms", "market.outage.mean_ticks", "market.s0"):
