@@ -81,7 +81,7 @@ def profiles_batch(profiles: Sequence[str], overrides: Sequence[str] = (), confi
 
 def _check_only_knobs_differ(configs: Mapping[str, DictConfig]) -> None:
     """Profiles of one batch must agree on everything outside the engine and market sections."""
-    diff = first_difference({name: flat_config(cfg, exclude=(*PER_RUN_SECTIONS, "profile_name"))
+    diff = first_difference({name: flat_config(cfg, exclude=(*PER_RUN_SECTIONS, "profile_name", "risk_tier"))
                              for name, cfg in configs.items()})
     if diff is not None:
         key, a, b = diff
