@@ -14,7 +14,10 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from paraphina.config.loading import compose_config
+from paraphina.config.loading import compose_config, to_plain
+from paraphina.core.names import METRIC_KEYS, MICROSTRUCTURE_KEYS
+from paraphina.engine.params import build_params
+from paraphina.engine.simulate import RowRequest, Threads, simulate
 from paraphina.formats.telemetry import load_telemetry, run_metrics
 from paraphina.runner.batch import config_hash, run_batch
 
@@ -22,7 +25,7 @@ REQUIRED_KEYS = ("t", "pnl_realised", "pnl_unrealised", "pnl_total", "risk_regim
                  "dollar_delta_usd", "basis_usd")
 ADDED_KEYS = ("fair_value", "sigma_eff", "vol_ratio", "spread_mult", "size_mult", "band_mult", "delta_limit_usd",
               "basis_gross_usd", "pnl_funding", "fees_usd", "mm_fills", "mm_volume_tao", "hedge_volume_tao",
-              "venue_status", "venue_q_tao")
+              "venue_status", "venue_q_tao", "market_orders", "alpha")
 VENUES = ["extended", "hyperliquid", "aster", "lighter", "paradex"]
 
 # Volatile market, seeds 11..18, 60 TAO opened at the start. Runs 2, 3, 4, 5 and 7 have a 15 USD loss limit
@@ -80,6 +83,7 @@ def check_rows(rows: list[dict], risk: dict, vol: dict, ticks: int) -> None:
         for key in REQUIRED_KEYS + ADDED_KEYS:
             assert key in r, key
         assert type(r["t"]) is int and type(r["kill_switch"]) is bool and type(r["mm_fills"]) is int
+        assert type(r["market_orders"]) is int and r["market_orders"] >= 0
         for key, value in r.items():
             if key in ("risk_regime", "kill_switch", "venue_status", "venue_q_tao"):
                 continue
@@ -117,8 +121,11 @@ def check_rows(rows: list[dict], risk: dict, vol: dict, ticks: int) -> None:
 
 
 def assert_metrics_match_file(online: dict, path: Path) -> None:
+    # the section-5 metrics a telemetry file carries; the microstructure metrics (v2) are the engine's alone
     offline = run_metrics(load_telemetry(path))
-    assert set(offline) == set(online)
+    assert set(offline) == set(METRIC_KEYS) and set(online) == set(METRIC_KEYS) | set(MICROSTRUCTURE_KEYS)
+    for key in MICROSTRUCTURE_KEYS:
+        assert math.isfinite(online[key]), key
     for key in ("num_ticks", "kill_switch", "time_to_kill"):
         assert online[key] == offline[key], key
     for key, value in offline.items():
@@ -350,3 +357,100 @@ def test_engine_imports_nothing_of_tracking_experiments_or_files():
     assert "paraphina.engine.kernel" in loaded
     assert all(m.split(".")[:2] in (["paraphina", "engine"], ["paraphina", "core"]) or m == "paraphina"
                for m in loaded), loaded
+
+
+# --------------------------------------------------------------------------------------------------
+# Version 2: the microstructure metrics, adverse selection, toxicity over a session (seeded, fast).
+# --------------------------------------------------------------------------------------------------
+
+POOL = Threads(threads=0, serial_below=1)
+
+
+def sim(overrides, runs, ticks, seed=0, record=None):
+    """(params, result) of `runs` runs from seed `seed` of the composed config."""
+    plain = to_plain(compose(*overrides))
+    p = build_params(plain["engine"], plain["market"], runs)
+    return p, simulate(p, ticks, np.arange(seed, seed + runs), POOL, record=record)
+
+
+def test_mm_is_adversely_selected_in_toxic_flow():
+    # market=toxic_flow (informed, clustered flow that moves the price): the MM's fills lose on their 30 s
+    # markout on average (per traded notional over all runs) and in most runs: at least 32 of 48 (a sign test,
+    # P(>= 32 of 48 | no effect) = 0.014; the run figures are heavy-tailed, so no t-test)
+    _, res = sim(("market=toxic_flow",), 48, 1500, seed=100)
+    m, notional = res.metrics["markout_30s_bps"], res.calibration["mm_notional"]
+    assert np.all(np.isfinite(m)) and notional.min() > 0
+    assert np.sum(m * notional) / np.sum(notional) < 0
+    assert (m < 0).sum() >= 32 and np.median(m) < 0
+
+
+def test_markouts_worse_with_more_informed_flow():
+    # the same seeds with the alpha tilt off (kappa 0) and strong (kappa 4e5, alpha sigma 2e-6): more informed
+    # flow, worse markouts on average (paired by seed)
+    base = ("market.alpha.sigma=2e-6", "market.flow.jump=0.2", "market.flow.cross=0.25", "market.flow.decay=0.5")
+    _, off = sim((*base, "market.flow.informed=0"), 48, 1500, seed=7)
+    _, on = sim((*base, "market.flow.informed=4e5"), 48, 1500, seed=7)
+    diff = on.metrics["markout_30s_bps"] - off.metrics["markout_30s_bps"]
+    assert diff.mean() < -3 * diff.std(ddof=1) / math.sqrt(len(diff))
+
+
+def test_microstructure_metrics_finite_and_consistent():
+    # default market, every row recorded: mm_fill_rate = fills / quoted sides in [0, 1] (a side fills at most
+    # once a tick), net_edge_bps = final_pnl / MM notional x 1e4, hedge_cost_usd >= 0, zero without hedging
+    runs, ticks = 12, 1500
+    _, res = sim(("ticks=5",), runs, ticks, seed=40, record=RowRequest(runs=tuple(range(runs)), every=1))
+    m, cal = res.metrics, res.calibration
+    for key in MICROSTRUCTURE_KEYS:
+        assert np.all(np.isfinite(m[key])), key
+    assert np.all((m["mm_fill_rate"] >= 0) & (m["mm_fill_rate"] <= 1)) and m["mm_fill_rate"].max() > 0
+    assert np.all(m["hedge_cost_usd"] >= 0)
+    notional = cal["mm_notional"]
+    assert np.all(notional > 0)
+    np.testing.assert_allclose(m["net_edge_bps"], m["final_pnl"] / notional * 1e4, rtol=1e-12)
+    for i in range(runs):
+        rows = res.rows.of(i)
+        assert np.all(rows["mm_fills"] <= rows["mm_quoted_sides"])
+        assert m["mm_fill_rate"][i] == pytest.approx(rows["mm_fills"].sum() / rows["mm_quoted_sides"].sum(),
+                                                     rel=1e-12)
+        assert cal["quoted_sides"][i] == rows["mm_quoted_sides"].sum()
+        # MM notional: the volume at about the fair value (within 1 %)
+        assert notional[i] == pytest.approx(float(np.sum(rows["mm_volume_tao"] * rows["fair_value"])), rel=1e-2)
+        hedged = rows["hedge_volume_tao"].sum()
+        assert (m["hedge_cost_usd"][i] > 0) == (hedged > 0)
+    # hedging off: no hedge cost at all
+    _, res = sim(("engine.hedge.band_base=1e9",), 4, 500, seed=40)
+    assert np.all(res.metrics["hedge_cost_usd"] == 0.0)
+
+
+def test_spread_capture_at_least_the_quoted_floor_when_no_quote_crosses_the_mid():
+    # gamma 0 and basis / funding weights 0: the reservation is the venue's mid, so every bid sits below it and
+    # every ask above it, at least edge_local_min + edge_vol_mult x vol_ratio_min bps away (times spread_mult
+    # >= 1). Each fill captures that much of its notional: spread_capture_bps >= that floor, run by run
+    over = ("engine.venues.gamma=[0,0,0,0,0]", "engine.mm.basis_weight=0", "engine.mm.funding_weight=0")
+    cfg = compose(*over)
+    floor = (cfg.engine.mm.edge_local_min_bps + cfg.engine.mm.edge_vol_mult_bps * cfg.engine.volatility.vol_ratio_min)
+    _, res = sim(over, 16, 1000, seed=3)
+    cap = res.metrics["spread_capture_bps"]
+    assert np.all(res.calibration["mm_notional"] > 0)
+    assert np.all(cap >= floor * (1 - 1e-9)) and floor > 0
+    # the default MM (skewed quotes) still captures a positive spread on average
+    _, res = sim(("ticks=5",), 16, 1000, seed=3)
+    assert res.metrics["spread_capture_bps"].mean() > 0
+
+
+def test_no_venue_stays_disabled_in_a_calm_market():
+    # toxicity is not absorbing (v2): in market=calm every venue that is Disabled at some tick is Healthy or in
+    # Warning again later (bar spells still open in the last 500 ticks), and no venue is Disabled most of the time
+    runs, ticks = 6, 4000
+    _, res = sim(("market=calm",), runs, ticks, seed=50, record=RowRequest(runs=tuple(range(runs)), every=1))
+    disabled_spells = 0
+    for i in range(runs):
+        status = res.rows.of(i)["venue_status"]
+        for v in range(status.shape[1]):
+            d = status[:, v] == 2
+            assert d.mean() < 0.5
+            starts = np.flatnonzero(d[1:] & ~d[:-1]) + 1
+            for s in starts[starts < ticks - 500]:
+                disabled_spells += 1
+                assert not d[s:].all(), (i, v, s)
+    assert disabled_spells > 0, "the check needs Disabled spells to look at"

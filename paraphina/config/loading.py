@@ -205,17 +205,21 @@ def validate(cfg: DictConfig) -> None:
         for key, value in node.items():
             if OmegaConf.is_list(value) and len(value) != n_venues:
                 raise ParaphinaError(f"{section}.{key} has {len(value)} values but there are {n_venues} venues")
+    if min(cfg.engine.venues.base_order_size) < 0 or min(cfg.engine.venues.max_order_size) < 0:
+        raise ParaphinaError("engine.venues.base_order_size and max_order_size must not be negative (TAO; 0 = no quotes)")
     if min(cfg.engine.venues.tick_size) <= 0:
         raise ParaphinaError(f"engine.venues.tick_size={list(cfg.engine.venues.tick_size)} must all be positive")
-    validate_market(cfg.market)
+    validate_market(cfg.market, cfg.engine.tick_ms / 1000.0)
 
 
-def branching_ratio(flow: DictConfig) -> float:
-    """Orders one market order triggers on average, both sides: jump (1 + cross) / decay (stationary below 1)."""
-    return flow.jump * (1.0 + flow.cross) / flow.decay
+def branching_ratio(flow: DictConfig, dt: float) -> float:
+    """Orders one market order triggers on average, both sides, in the engine's tick recursion:
+    jump (1 + cross) dt / (1 - exp(-decay dt)); the flow is stationary below 1. It tends to the
+    continuous-time ratio jump (1 + cross) / decay as the tick dt shrinks."""
+    return flow.jump * (1.0 + flow.cross) * dt / -math.expm1(-flow.decay * dt)
 
 
-def validate_market(market: DictConfig) -> None:
+def validate_market(market: DictConfig, dt: float) -> None:
     """The market's order flow must be stationary and its rates, sizes and probabilities meaningful."""
     flow = market.flow
     for key in ("decay", "order_median_usd"):
@@ -233,10 +237,11 @@ def validate_market(market: DictConfig) -> None:
         raise ParaphinaError(f"market.flow.touch_fill_prob={flow.touch_fill_prob} must be a probability in [0, 1]")
     if not -1 < flow.imbalance < 1:
         raise ParaphinaError(f"market.flow.imbalance={flow.imbalance} must be between -1 and 1")
-    ratio = branching_ratio(flow)
+    ratio = branching_ratio(flow, dt)
     if ratio >= 1:
-        raise ParaphinaError(f"market.flow branching ratio jump (1 + cross) / decay = {ratio:.3g} must be below 1 "
-                             "for a stationary flow; lower market.flow.jump or cross, or raise market.flow.decay")
+        raise ParaphinaError(f"market.flow branching ratio jump (1 + cross) dt / (1 - exp(-decay dt)) = {ratio:.3g} "
+                             "must be below 1 for a stationary flow; lower market.flow.jump or cross, or raise "
+                             "market.flow.decay")
 
 
 def to_plain(cfg: DictConfig) -> dict:

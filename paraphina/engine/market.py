@@ -17,6 +17,8 @@ from paraphina.engine.rng import normal, uniform
 
 FUNDING_PERIOD_SEC = 8 * 3600.0  # funding rates are quoted per 8 hours
 BUY, SELL = 0, 1                 # market-order sides: a buy lifts asks, a sell hits bids
+POISSON_CHUNK = 30.0  # the largest mean one inversion handles
+RECIPROCALS = 1.0 / np.maximum(np.arange(64.0), 1.0)  # 1 / k: the Poisson inversion multiplies, not divides
 MAX_ORDERS = 32                  # orders per venue, side and tick kept one by one for the fills (more still move
                                  # the price; at the default rates 32 in one second has a probability below 1e-20)
 
@@ -68,13 +70,27 @@ def markov_switch(on, u, p_enter, p_exit):
 
 @njit(cache=True)
 def poisson(s, mean):
-    """(a Poisson count with this mean, next state), by inversion: one uniform and one exp per unit."""
+    """(a Poisson count with this mean, next state), by inversion: one uniform and one exp per
+    POISSON_CHUNK of mean (a sum of independent Poisson counts is Poisson; exp(-mean) would underflow for a
+    mean above about 745)."""
+    k = 0
+    while mean > POISSON_CHUNK:
+        part, s = poisson_small(s, POISSON_CHUNK)
+        k += part
+        mean -= POISSON_CHUNK
+    part, s = poisson_small(s, mean)
+    return k + part, s
+
+
+@njit(cache=True)
+def poisson_small(s, mean):
+    """A Poisson count by inversion of its distribution function, for a mean whose exp(-mean) is normal."""
     u, s = uniform(s)
     p = math.exp(-mean)
     cumulative, k = p, 0
     while u > cumulative and p > 0.0:
         k += 1
-        p *= mean / k
+        p *= mean * RECIPROCALS[k] if k < RECIPROCALS.shape[0] else mean / k
         cumulative += p
     return k, s
 
@@ -93,9 +109,11 @@ def base_intensity(prm, v, side, tilt, stressed):
 
 @njit(cache=True)
 def hawkes_step(prm, intensity, base, own, other, retained):
-    """Next intensity of one side: decay toward `base` (`retained` = exp(-decay dt) of the excess stays),
-    plus `jump` per order of this tick on the same side and `cross` x `jump` per order on the other side
-    (Bacry-Mastromatteo-Muzy 2015)."""
+    """Next intensity of one side (ENGINE_SPEC 2.3): decay toward `base` (`retained` = exp(-decay dt) of the
+    excess stays), plus `jump` per order of this tick on the same side and `cross` x `jump` per order on the
+    other side (Bacry-Mastromatteo-Muzy 2015). One order triggers jump dt / (1 - retained) orders on its side
+    in all, so the flow is stationary when jump (1 + cross) dt / (1 - exp(-decay dt)) < 1, which tends to the
+    continuous-time ratio jump (1 + cross) / decay as dt -> 0 (config.loading.branching_ratio)."""
     return base + (intensity - base) * retained + prm.flow_jump * (own + prm.flow_cross * other)
 
 

@@ -5,8 +5,10 @@ stream is its own, so results do not depend on the batch, its order or the threa
 """
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Sequence
 
 import numba
@@ -79,6 +81,33 @@ class BatchResult:
 _LOADED: set = set()
 
 
+def _cache_folder() -> Path:
+    """Where numba caches this package's compiled functions (NUMBA_CACHE_DIR mirrors the source tree)."""
+    here = Path(__file__).resolve().parent
+    if numba.config.CACHE_DIR:
+        return Path(numba.config.CACHE_DIR) / here.relative_to(here.anchor)
+    return here / "__pycache__"
+
+
+def _drop_stale_cache() -> None:
+    """Delete the compiled cache when any engine source changed since it was written.
+
+    numba keys a cached function by its own file only, but the kernel's machine code includes every step it
+    calls from the other engine modules: after an edit of market.py, a cached run_one would still run the old
+    market step. A digest of all engine sources, stored beside the cache, decides.
+    """
+    sources = sorted(Path(__file__).resolve().parent.glob("*.py"))
+    digest = hashlib.sha256(b"".join(p.read_bytes() for p in sources)).hexdigest()
+    folder = _cache_folder()
+    stamp = folder / "engine-sources.sha256"
+    if stamp.is_file() and stamp.read_text() == digest:
+        return
+    for cached in (*folder.glob("*.nbi"), *folder.glob("*.nbc")):
+        cached.unlink(missing_ok=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(digest)
+
+
 def _warm_up(kernel, args: tuple) -> None:
     """Load the kernel (from the cache, or compiled once per machine) and run it for one tick of one run on
     copies, so the first call's one-time costs (type dispatch of record arrays, starting the thread pool) are
@@ -111,6 +140,8 @@ def simulate(p: Params, ticks: int, seeds: Sequence[int], threads: Threads, seri
     kernel = run_serial if serial else run_parallel
     started = time.perf_counter()
     if (kernel, p.table.dtype) not in _LOADED:
+        if not _LOADED:
+            _drop_stale_cache()
         _warm_up(kernel, args)
         _LOADED.add((kernel, p.table.dtype))
     loaded = time.perf_counter()

@@ -243,11 +243,14 @@ def quote_fill(prm, mkt, mid_next, v, side, price, size, s):
     mid = mkt.mid[v]
     if (side == BUY and mid_next >= price) or (side == SELL and mid_next <= price):
         return size, s
+    orders = min(int(mkt.orders[v, side]), MAX_ORDERS)
+    if orders == 0:
+        return 0.0, s
     touch = mid * (1.0 + mkt.half_spread[v]) if side == BUY else mid * (1.0 - mkt.half_spread[v])
     distance_bps = ((price - touch) if side == BUY else (touch - price)) / mid * 1e4
     p = reach_probability(prm, distance_bps)
     filled = 0.0
-    for i in range(min(int(mkt.orders[v, side]), MAX_ORDERS)):
+    for i in range(orders):
         u, s = uniform(s)
         if u < p:
             filled += min(size - filled, mkt.order_usd[v, side, i] / mid)
