@@ -385,11 +385,11 @@ def test_mm_is_adversely_selected_in_toxic_flow():
 
 
 def test_markouts_worse_with_more_informed_flow():
-    # the same seeds with the alpha tilt off (kappa 0) and strong (kappa 4e5, alpha sigma 2e-6): more informed
-    # flow, worse markouts on average (paired by seed)
-    base = ("market.alpha.sigma=2e-6", "market.flow.jump=0.2", "market.flow.cross=0.25", "market.flow.decay=0.5")
+    # the same seeds with the alpha tilt off (kappa 0) and strong (kappa 1e5: kappa x std(alpha) about 0.5):
+    # more informed flow, worse markouts on average (paired by seed)
+    base = ("market.flow.jump=0.2", "market.flow.cross=0.25", "market.flow.decay=0.5")
     _, off = sim((*base, "market.flow.informed=0"), 48, 1500, seed=7)
-    _, on = sim((*base, "market.flow.informed=4e5"), 48, 1500, seed=7)
+    _, on = sim((*base, "market.flow.informed=1e5"), 48, 1500, seed=7)
     diff = on.metrics["markout_30s_bps"] - off.metrics["markout_30s_bps"]
     assert diff.mean() < -3 * diff.std(ddof=1) / math.sqrt(len(diff))
 
@@ -439,10 +439,13 @@ def test_spread_capture_at_least_the_quoted_floor_when_no_quote_crosses_the_mid(
 
 
 def test_no_venue_stays_disabled_in_a_calm_market():
-    # toxicity is not absorbing (v2): in market=calm every venue that is Disabled at some tick is Healthy or in
-    # Warning again later (bar spells still open in the last 500 ticks), and no venue is Disabled most of the time
+    # toxicity is not absorbing (v2): in market=calm, with a markout score sensitive enough to disable venues
+    # now and then (2 bps of adverse markout = a score of 1), every venue that is Disabled at some tick is
+    # Healthy or in Warning again later (bar spells still open in the last 500 ticks), and no venue is Disabled
+    # most of the time
     runs, ticks = 6, 4000
-    _, res = sim(("market=calm",), runs, ticks, seed=50, record=RowRequest(runs=tuple(range(runs)), every=1))
+    _, res = sim(("market=calm", "engine.toxicity.markout_tox_scale_bps=2"), runs, ticks, seed=50,
+                 record=RowRequest(runs=tuple(range(runs)), every=1))
     disabled_spells = 0
     for i in range(runs):
         status = res.rows.of(i)["venue_status"]

@@ -72,7 +72,7 @@ def base(prm, v, side, alpha, stressed):
 
 def hawkes(prm, intensity, base_rate, own, other, dt):
     """hawkes_step with its retained share exp(-decay dt) computed from dt."""
-    return hawkes_step(prm, intensity, base_rate, own, other, math.exp(-prm["flow_decay"] * dt), dt)
+    return hawkes_step(prm, intensity, base_rate, own, other, math.exp(-prm["flow_decay"] * dt))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -80,22 +80,22 @@ def hawkes(prm, intensity, base_rate, own, other, dt):
 # --------------------------------------------------------------------------------------------------
 
 def test_hawkes_step_by_hand(flow_prm):
-    # decay 0.5, jump 0.2, cross 0.25. intensity 2, base 0.5, 3 orders on this side, 2 on the other, dt 1: each
-    # order adds jump (1 - e^-0.5) / 0.5 = 0.157387736115; 0.5 + 1.5 e^-0.5 + 0.157387736115 (3 + 0.25 * 2)
-    # = 0.5 + 0.909795989569 + 0.550857076402 = 1.960653065971
-    assert hawkes(flow_prm, 2.0, 0.5, 3.0, 2.0, 1.0) == pytest.approx(1.960653065971, rel=1e-12)
+    # decay 0.5, jump 0.2, cross 0.25. intensity 2, base 0.5, 3 orders on this side, 2 on the other, dt 1:
+    # 0.5 + (2 - 0.5) e^-0.5 + 0.2 (3 + 0.25 * 2) = 0.5 + 0.909795989569 + 0.7 = 2.109795989569
+    assert hawkes(flow_prm, 2.0, 0.5, 3.0, 2.0, 1.0) == pytest.approx(2.109795989569, rel=1e-12)
     # no orders, dt 2: 0.5 + 1.5 e^-1 = 1.051819161757; from below the base it rises toward it: 0.5 - 0.5 e^-1
     assert hawkes(flow_prm, 2.0, 0.5, 0.0, 0.0, 2.0) == pytest.approx(1.051819161757, rel=1e-12)
     assert hawkes(flow_prm, 0.0, 0.5, 0.0, 0.0, 2.0) == pytest.approx(0.5 - 0.5 * math.exp(-1.0), rel=1e-12)
-    # only the other side traded (4 orders): + 0.157387736115 * 0.25 * 4 = 0.157387736115 on top of the decay
-    assert hawkes(flow_prm, 0.5, 0.5, 0.0, 4.0, 1.0) == pytest.approx(0.657387736115, rel=1e-12)
-    # over all later ticks one order adds jump / decay = 0.4 expected orders on its side, whatever the tick
-    for dt in (0.1, 1.0, 5.0):
+    # only the other side traded (4 orders): + 0.2 * 0.25 * 4 = 0.2 on top of the decay
+    assert hawkes(flow_prm, 0.5, 0.5, 0.0, 4.0, 1.0) == pytest.approx(0.7, rel=1e-12)
+    # over all later ticks one order triggers jump dt / (1 - e^(-decay dt)) expected orders on its side: the
+    # branching ratio the config checks (0.4 as dt -> 0, 0.508 at dt = 1)
+    for dt in (0.01, 1.0, 5.0):
         excess, total = hawkes(flow_prm, 0.0, 0.0, 1.0, 0.0, dt), 0.0
-        for _ in range(2000):
+        for _ in range(20000):
             total += excess * dt
             excess = hawkes(flow_prm, excess, 0.0, 0.0, 0.0, dt)
-        assert total == pytest.approx(0.4, rel=1e-9)
+        assert total == pytest.approx(0.2 * dt / -math.expm1(-0.5 * dt), rel=1e-9)
     # at its base without orders the intensity stays there
     assert hawkes(flow_prm, 0.8, 0.8, 0.0, 0.0, 1.0) == pytest.approx(0.8, rel=1e-15)
 
@@ -144,7 +144,7 @@ def test_market_step_updates_the_intensity_from_the_ticks_orders(flow_prm):
         for side in (BUY, SELL):
             b = base(flow_prm, v, side, 1e-6, False)
             expected = (b + (cur["intensity"][v, side] - b) * math.exp(-0.5)
-                        + 0.2 * (1 - math.exp(-0.5)) / 0.5 * (orders[v, side] + 0.25 * orders[v, 1 - side]))
+                        + 0.2 * (orders[v, side] + 0.25 * orders[v, 1 - side]))
             assert nxt["intensity"][v, side] == pytest.approx(expected, rel=1e-12)
 
 
@@ -286,20 +286,24 @@ def one_line_error(*overrides) -> str:
 
 
 def test_branching_ratio_of_the_composed_flow():
+    # jump (1 + cross) dt / (1 - e^(-decay dt)): 0.3 x 1.5 x 1 / (1 - e^-0.9) = 0.759171..., and it tends to the
+    # continuous-time 0.3 x 1.5 / 0.9 = 0.5 as the tick shrinks
     cfg = compose("market.flow.jump=0.3", "market.flow.cross=0.5", "market.flow.decay=0.9")
-    assert branching_ratio(cfg.market.flow) == pytest.approx(0.3 * 1.5 / 0.9, rel=1e-12)
+    assert branching_ratio(cfg.market.flow, 1.0) == pytest.approx(0.45 / (1 - math.exp(-0.9)), rel=1e-12)
+    assert branching_ratio(cfg.market.flow, 1e-6) == pytest.approx(0.5, rel=1e-6)
 
 
-@pytest.mark.parametrize("jump,cross,decay", [(0.4, 0.25, 0.5), (0.6, 0.0, 0.5), (0.3, 1.0, 0.5), (1.0, 0.25, 1.0)])
+@pytest.mark.parametrize("jump,cross,decay", [(0.4, 0.25, 0.5), (0.6, 0.0, 0.5), (0.3, 1.0, 0.5), (0.7, 0.25, 1.0)])
 def test_nonstationary_flow_is_rejected_naming_the_branching_ratio(jump, cross, decay):
-    # jump (1 + cross) / decay >= 1: 0.4 x 1.25 / 0.5 = 1 (the boundary), 1.2, 1.2, 1.25
+    # jump (1 + cross) / (1 - e^-decay) >= 1 at 1 s ticks: 0.5 / 0.3935 = 1.27, 1.53, 1.53, 0.875 / 0.632 = 1.38
     message = one_line_error(f"market.flow.jump={jump}", f"market.flow.cross={cross}", f"market.flow.decay={decay}")
     assert "branching ratio" in message and "market.flow" in message
 
 
 def test_stationary_flow_just_below_one_is_accepted():
-    cfg = compose("market.flow.jump=0.39", "market.flow.cross=0.25", "market.flow.decay=0.5")
-    assert branching_ratio(cfg.market.flow) == pytest.approx(0.975)
+    # 0.3 x 1.25 / (1 - e^-0.5) = 0.953
+    cfg = compose("market.flow.jump=0.3", "market.flow.cross=0.25", "market.flow.decay=0.5")
+    assert branching_ratio(cfg.market.flow, 1.0) == pytest.approx(0.375 / -math.expm1(-0.5), rel=1e-12)
 
 
 @pytest.mark.parametrize("overrides,names", [
@@ -459,10 +463,13 @@ def test_order_counts_cluster_with_a_positive_branching_ratio():
 
 
 def test_every_accepted_flow_is_stationary_in_the_discretised_engine():
-    # jump 0.36, cross 0.25, decay 0.5: ratio 0.9 < 1 is accepted, and the tick recursion, whose excitation is
-    # the kernel averaged over the tick, is stationary at the same ratio: the mean count of the last 1000 of
-    # 3000 ticks stays within 10x the stationary mean 4.6 / (1 - 0.9) = 46
-    counts = _order_counts((*CONSTANT_BASE, "market.flow.jump=0.36", "market.flow.cross=0.25"), 3000, 1)
+    # jump 0.36, cross 0.25, decay 0.5 (continuous-time ratio 0.9) explodes in the tick recursion
+    # (0.45 / (1 - e^-0.5) = 1.14), so the config refuses it; jump 0.283 (ratio 0.9 in the recursion) is
+    # accepted and stays bounded: the mean count of the last 1000 of 3000 ticks within 10x the stationary
+    # mean 4.6 / (1 - 0.9) = 46
+    with pytest.raises(ParaphinaError, match="branching ratio"):
+        compose(*CONSTANT_BASE, "market.flow.jump=0.36", "market.flow.cross=0.25")
+    counts = _order_counts((*CONSTANT_BASE, "market.flow.jump=0.283", "market.flow.cross=0.25"), 3000, 1)
     assert counts[-1000:].mean() < 460
 
 
@@ -476,6 +483,6 @@ def test_shipped_scenarios_flow_near_its_stationary_rate(scenario):
     # 2 sum(rate) / (1 - branching ratio) (the alpha tilt, stress and the tick discretisation raise it somewhat)
     cfg = compose(f"market={scenario}")
     flow = cfg.market.flow
-    stationary = 2 * sum(flow.rate) / (1 - branching_ratio(flow))
+    stationary = 2 * sum(flow.rate) / (1 - branching_ratio(flow, cfg.engine.tick_ms / 1000.0))
     counts = _order_counts((f"market={scenario}",), 2000, 2)
     assert counts.mean() < 4 * stationary
