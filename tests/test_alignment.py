@@ -364,7 +364,9 @@ def test_exp13_minimal_command_end_to_end_then_exp12_from_its_alignment(uri, tmp
     assert all(Path(p).exists() and Path(p).parent.parent == tmp_path / "sweeps" / "exp13" / "telemetry"
                for p in rows["telemetry_path"])
     conservative = rows.set_index("profile").loc["conservative"]
-    assert conservative["band_base"] == 2.62125 and conservative["daily_loss_limit"] == 2000.0
+    shipped = compose_config(["+profile=conservative"], environ={}).engine
+    assert conservative["band_base"] == shipped.hedge.band_base
+    assert conservative["daily_loss_limit"] == shipped.risk.daily_loss_limit
 
     client = tracking_client(uri)
     parent = client.search_runs([client.get_experiment_by_name(NAMES["exp13"]).experiment_id],
@@ -376,7 +378,7 @@ def test_exp13_minimal_command_end_to_end_then_exp12_from_its_alignment(uri, tmp
     children = children_of(uri, parent.info.run_id)
     assert set(children) == set(rows["label"])
     assert [a.path for a in client.list_artifacts(children["exp13_balanced_r000"].info.run_id, "telemetry")] == [
-        "telemetry/balanced_s0.jsonl"]
+        "telemetry/balanced_s0.jsonl.gz"]
     alignment_run = client.search_runs([client.get_experiment_by_name(NAMES["exp11"]).experiment_id],
                                        "tags.`paraphina.kind` = 'experiment'")[0]
     assert alignment_run.data.tags["paraphina.source_run"] == parent.info.run_id
@@ -391,12 +393,12 @@ def test_exp13_minimal_command_end_to_end_then_exp12_from_its_alignment(uri, tmp
 def test_exp13_decisive_stops_at_the_cap_and_overrides_reach_every_profile(uri, capsys):
     exp13.main(["ticks=30", "runs_per_profile=1", "profiles=conservative,aggressive", "target=decisive",
                 "experiment.decisive.max_runs_per_profile=5", "experiment.decisive.min_batch=2", "seed=7",
-                "engine.risk.daily_loss_limit=3000", "label_prefix=dec", "dataset=dec", f"tracking.uri={uri}"])
+                "engine.risk.daily_loss_limit=3500", "label_prefix=dec", "dataset=dec", f"tracking.uri={uri}"])
     out = capsys.readouterr().out
     rows = load_dataset(uri, "dec")
     counts = rows["profile"].value_counts().to_dict()
     assert set(counts) <= {"conservative", "aggressive"} and max(counts.values()) <= 5
-    assert (rows["daily_loss_limit"] == 3000.0).all()  # the command's override reached every profile
+    assert (rows["daily_loss_limit"] == 3500.0).all()  # the command's override reached every profile
     assert "target decisive" in out and ("cap of 5 runs was reached" in out or "keep every budget" in out)
     assert sorted(rows.loc[rows["profile"] == "conservative", "label"])[:2] == ["dec_conservative_r000",
                                                                                  "dec_conservative_r001"]

@@ -281,7 +281,7 @@ def test_telemetry_every_downsamples_and_keeps_the_kill_row(kill_batch, tmp_path
     for i, seed in enumerate(KILL_SEEDS):
         full = read_rows(files[seed])
         rows = read_rows(sparse_files[seed])
-        expected = [r for r in full if r["t"] % 7 == 0 or r["kill_switch"]]
+        expected = [r for r in full if r["t"] % 7 == 0 or r["kill_switch"] or r["t"] == KILL_TICKS - 1]
         assert rows == expected
         saw_kill |= rows[-1]["kill_switch"] and rows[-1]["t"] % 7 != 0
         assert sparse.run_metrics(i) == result.run_metrics(i)

@@ -152,8 +152,9 @@ def test_exp08_validates_profiles_in_one_batch(store: str) -> None:
     for row in children.itertuples():
         assert client.get_run(row.run_id).data.tags["profile"] == row.run_name
     conservative = children[children["run_name"] == "conservative"].iloc[0]
-    assert conservative["engine.hedge.band_base"] == conservative["band_base"] == 2.62125
-    assert conservative["delta_hard_limit_usd_base"] == 46600.0
+    shipped = compose_config(["+profile=conservative"], environ={}).engine
+    assert conservative["engine.hedge.band_base"] == conservative["band_base"] == shipped.hedge.band_base
+    assert conservative["delta_hard_limit_usd_base"] == shipped.risk.delta_hard_limit_usd_base
 
 
 def test_profiles_batch_equals_separate_runs() -> None:
@@ -206,8 +207,10 @@ def test_exp07_picks_the_presets_budgets_and_score_imply(tmp_path: Path, capsys:
     client = tracking_client(uri)
     child = children[children["run_name"] == "preset-conservative"].iloc[0]
     assert client.get_run(child["run_id"]).data.tags["relaxed"] == "true"
-    expected = {"band_base": 3.5, "mm_size_eta": 0.07, "vol_ref": 0.028125, "daily_loss_limit": 2000.0,
-                "init_q_tao": -25.0, "delta_hard_limit_usd_base": 100000.0}
+    centre = compose_config([], environ={}).engine
+    expected = {"band_base": 3.5, "mm_size_eta": 0.07, "vol_ref": centre.volatility.vol_ref,
+                "daily_loss_limit": 2000.0, "init_q_tao": -25.0,
+                "delta_hard_limit_usd_base": centre.risk.delta_hard_limit_usd_base}
     assert {k: child[k] for k in PROFILE_KNOBS} == expected
     assert child["score"] == pytest.approx(-209.0) and child["dd_margin"] == pytest.approx(1500.0)
 

@@ -22,7 +22,7 @@ from paraphina.experiments.records import ExperimentRecorder
 from paraphina.experiments.sweep import run_sweep
 from paraphina.runner.batch import run_batch
 
-TINY_GRID = ("experiment.space.eta.values=[0.05,0.2]", "experiment.space.vol_ref.values=[0.01,0.02,0.04]")
+TINY_GRID = ("experiment.space.eta.values=[0.05,0.2]", "experiment.space.vol_ref.values=[0.0001,0.0002,0.0004]")
 
 
 @pytest.fixture(autouse=True)
@@ -53,7 +53,7 @@ def children(tmp_path: Path, experiment: str) -> tuple[list, list]:
 def test_default_exp03_space_is_the_16_point_grid(tmp_path: Path) -> None:
     search = study.Search.prepare(compose(tmp_path, "exp03"), [("balanced", "balanced")])
     assert search.sampler == "grid" and search.n_trials == 16
-    assert [d.values for d in search.dims] == [(0.05, 0.1, 0.2, 0.4), (0.01, 0.02, 0.04, 0.08)]
+    assert [d.values for d in search.dims] == [(0.05, 0.1, 0.2, 0.4), (7.5e-5, 1.5e-4, 3.0e-4, 6.0e-4)]
     assert search.targets[0].study_name == "exp03-grid-60x2-balanced"
 
 
@@ -61,7 +61,7 @@ def test_grid_sampler_reproduces_the_grid_sweep(tmp_path: Path) -> None:
     cfg = compose(tmp_path, "exp03", *TINY_GRID, "experiment.batch_size=4")
     outcome = exp03.run(cfg)
     table = outcome.table
-    expected = set(itertools.product([0.05, 0.2], [0.01, 0.02, 0.04]))
+    expected = set(itertools.product([0.05, 0.2], [0.0001, 0.0002, 0.0004]))
     assert len(table) == 6 and set(zip(table["eta"], table["vol_ref"])) == expected
     assert sorted(table["trial"]) == list(range(6))
     # the same points run as a plain grid sweep give the same numbers (common seeds, per-run knobs)
@@ -78,7 +78,7 @@ def test_tpe_runs_n_trials_and_refuses_changed_settings(tmp_path: Path) -> None:
     tpe = ("experiment.sampler=tpe", "experiment.n_trials=5", "experiment.batch_size=2")
     outcome = exp03.run(compose(tmp_path, "exp03", *tpe))
     assert len(outcome.table) == 5 and outcome.studies[0].target.study_name == "exp03-tpe-60x2-balanced"
-    assert outcome.table["eta"].between(0.05, 0.4).all() and outcome.table["vol_ref"].between(0.01, 0.08).all()
+    assert outcome.table["eta"].between(0.05, 0.4).all() and outcome.table["vol_ref"].between(7.5e-5, 6.0e-4).all()
     assert (tmp_path / "sweeps" / "exp03" / "exp03_tpe_pnl_mean.png").is_file()
     with pytest.raises(ParaphinaError, match="space.eta.high=0.4, this command gives 0.3") as error:
         exp03.run(compose(tmp_path, "exp03", *tpe, "experiment.space.eta.high=0.3"))
@@ -122,7 +122,7 @@ def test_interrupted_study_resumes_without_loss_or_duplicates(tmp_path: Path, mo
     assert len(complete) == 6 and [t.number for t in complete][:2] == [0, 1]
     assert {t.number: t.params for t in complete[:2]} == kept
     assert set(tuple(sorted(t.params.items())) for t in complete) == {
-        (("eta", e), ("vol_ref", v)) for e, v in itertools.product([0.05, 0.2], [0.01, 0.02, 0.04])}
+        (("eta", e), ("vol_ref", v)) for e, v in itertools.product([0.05, 0.2], [0.0001, 0.0002, 0.0004])}
     assert not [t for t in resumed.trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
     assert len(outcome.table) == 6
     (again,), points = children(tmp_path, cfg.experiment.name)
@@ -146,7 +146,9 @@ def test_one_engine_batch_per_round_and_constraints_visible(tmp_path: Path, monk
     outcome = exp09.run(cfg)
     assert [n for n, _ in calls] == [2 * 2 * 2]   # 2 profiles x 2 trials x 2 seeds in ONE engine batch
     per_run = calls[0][1]
-    assert list(per_run["engine.risk.delta_hard_limit_usd_base"]) == [46600.0] * 4 + [86400.0] * 4
+    limits = [compose(tmp_path, "exp09", f"+profile={p}").engine.risk.delta_hard_limit_usd_base
+              for p in ("conservative", "aggressive")]
+    assert list(per_run["engine.risk.delta_hard_limit_usd_base"]) == [limits[0]] * 4 + [limits[1]] * 4
     for profile in ("conservative", "aggressive"):
         trials = load(tmp_path, f"exp09-60x2-{profile}").get_trials(states=(TrialState.COMPLETE,))
         assert len(trials) == 2

@@ -85,7 +85,7 @@ def test_single_run_params_tags_metrics_series_artifacts(tmp_path: Path, trackin
     run_sections = {key: value for key, value in to_plain(cfg).items()
                     if key not in ("world_model", "experiment_names", "tracking", "execution", "experiment", "seeds")}
     assert run.data.params == {**flatten_params(run_sections), **knobs}
-    assert run.data.params["engine.hedge.band_base"] == knobs["band_base"] == "4.86"
+    assert run.data.params["engine.hedge.band_base"] == knobs["band_base"] == str(cfg.engine.hedge.band_base)
     assert "market.vol_scale" in run.data.params and "world_model.confidence" not in run.data.params
     expected_tags = {"profile": "aggressive", "seed": "7", "config_hash": config_hash(cfg),
                      "market": cfg.market.scenario, "label": "single-7", "dataset": "ds-single"}  # fmt: skip
@@ -116,7 +116,7 @@ def test_single_run_params_tags_metrics_series_artifacts(tmp_path: Path, trackin
 
     (row,) = load_dataset(tracking_uri, "ds-single").to_dict("records")
     assert row["label"] == "single-7" and row["profile"] == "aggressive" and row["telemetry_path"] == str(telemetry)
-    assert row["final_pnl"] == engine_metrics["final_pnl"] and row["band_base"] == 4.86
+    assert row["final_pnl"] == engine_metrics["final_pnl"] and row["band_base"] == cfg.engine.hedge.band_base
 
 
 def test_batch_parent_children_and_aggregates(tmp_path: Path, tracking_uri: str) -> None:

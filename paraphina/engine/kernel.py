@@ -48,7 +48,7 @@ def row_dtype(n_venues: int) -> np.dtype:
 def run_one(prm, rng, markets, ticks, out, series, series_every, rows, every):
     """Run one session of `ticks`: metrics into the record `out`, the stepped series into `series` (one record
     per step, every `series_every` ticks) and, when `rows` has room, telemetry rows every `every` ticks (and
-    the firing tick's). Returns how many rows were written."""
+    the last tick's, or the firing tick's). Returns how many rows were written."""
     n_venues = markets[0].mid.shape[0]
     dt = prm.tick_ms / 1000.0
     stale_ticks = prm.book_stale_ms / prm.tick_ms
@@ -188,7 +188,7 @@ def run_one(prm, rng, markets, ticks, out, series, series_every, rows, every):
             step.pnl_total, step.q_global_tao, step.sigma_eff, step.dollar_delta_usd = (pnl_total, q_total, sigma_eff,
                                                                                         dollar_delta)
         # 12. telemetry row
-        if n_rows < rows.shape[0] and (t % every == 0 or killed):
+        if n_rows < rows.shape[0] and (t % every == 0 or killed or t == ticks - 1):
             row = rows[n_rows]
             n_rows += 1
             row.t, row.pnl_realised, row.pnl_unrealised, row.pnl_total = t, realised, pnl_unrealised, pnl_total

@@ -129,7 +129,7 @@ def simulate(p: Params, ticks: int, seeds: Sequence[int], threads: Threads, seri
     series = np.zeros((runs, len(steps)), SERIES_DTYPE)
     markets = np.zeros((runs, 2), market_state_dtype(p.n_venues))
     record = record or RowRequest(runs=())
-    capacity = -(-ticks // record.every) + 1 if record.runs else 0
+    capacity = -(-ticks // record.every) + 1 if record.runs else 0  # every `every`-th tick and the last one
     rows = np.zeros((max(len(record.runs), 1), capacity), row_dtype(p.n_venues))
     row_slot = np.full(runs, -1, np.int64)
     row_slot[list(record.runs)] = np.arange(len(record.runs))

@@ -191,7 +191,8 @@ def run_metrics(df: pd.DataFrame) -> dict[str, Any]:
     kill = df["kill_switch"].to_numpy(dtype=bool)
     killed = bool(kill.any())
     return {
-        "num_ticks": int(df["t"].iloc[-1]) + 1,  # rows may be every n-th tick (telemetry.every)
+        # rows may be every n-th tick (telemetry.every, with the last tick's row); the original's t is 1-based
+        "num_ticks": int(df["t"].iloc[-1] - df["t"].iloc[0]) + 1,
         "final_pnl": float(pnl[-1]),
         "max_pnl": float(pnl.max()),
         "min_pnl": float(pnl.min()),
