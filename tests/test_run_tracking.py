@@ -25,7 +25,7 @@ from paraphina.world_model.summary import format_summary, global_summary, per_pr
 from paraphina.formats.telemetry import load_telemetry, run_metrics
 from paraphina.runner.job import execute
 from paraphina.runner.batch import config_hash, run_batch
-from paraphina.core.names import KNOB_CONFIG_KEYS, ROW_KNOBS
+from paraphina.core.names import KNOB_CONFIG_KEYS, METRIC_KEYS, MICROSTRUCTURE_KEYS, ROW_KNOBS
 from paraphina.tracking.datasets import load_dataset
 from paraphina.tracking.runs import PARENT_TAG, flatten_params
 from paraphina.tracking.store import sqlite_path
@@ -97,10 +97,11 @@ def test_single_run_params_tags_metrics_series_artifacts(tmp_path: Path, trackin
             assert key not in run.data.metrics
         else:
             assert run.data.metrics[key] == float(value), key
-    # The telemetry file condenses to the same run metrics as the engine computed online.
+    # The telemetry file condenses to the same run metrics as the engine computed online (the microstructure
+    # facts need each venue's fills and later mids, which a telemetry row does not carry).
     from_file = run_metrics(load_telemetry(telemetry))
-    assert from_file.keys() == engine_metrics.keys()
-    for key, value in engine_metrics.items():
+    assert from_file.keys() == set(METRIC_KEYS) and set(engine_metrics) == {*METRIC_KEYS, *MICROSTRUCTURE_KEYS}
+    for key, value in ((k, engine_metrics[k]) for k in METRIC_KEYS):
         assert from_file[key] == (value if value is None else pytest.approx(value, rel=1e-12, abs=1e-9)), key
 
     for key in SERIES_KEYS:
