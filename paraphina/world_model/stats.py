@@ -1,5 +1,9 @@
 """Statistical verdicts on risk budgets: a point estimate alone cannot show "kill probability <= 1 %".
 
+Superseded by world_model.verdicts, power and sequential (ENGINE_SPEC section 7, version 2):
+Wilson bounds and "runs needed at the observed rate" do not keep their error rates at small
+n. Kept until the experiments move to those modules.
+
 Each budget check reports a 95 % interval (Wilson for probabilities, Student t for means),
 a verdict (`ok`, `violated`, or `inconclusive` when the interval straddles the budget) and,
 when inconclusive, how many runs per profile would decide it at the observed rate or mean.
