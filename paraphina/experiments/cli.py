@@ -19,12 +19,17 @@ def print_horizon_note(cfg: DictConfig) -> None:
         print(note)
 
 
+def readable_number(value: float) -> str:
+    """Three decimals, or three significant digits for small values (a vol_ref of 7.5e-05 is not 0.000)."""
+    return f"{value:.3g}" if 0 < abs(value) < 0.01 else f"{value:,.3f}"
+
+
 def print_table(table: pd.DataFrame, columns: Sequence[str] | None = None, title: str | None = None) -> None:
     """Print a table with readable number formatting."""
     if title:
         print(title)
     shown = table if columns is None else table[[c for c in columns if c in table.columns]]
-    with pd.option_context("display.float_format", "{:,.3f}".format, "display.width", 160,
+    with pd.option_context("display.float_format", readable_number, "display.width", 160,
                            "display.max_columns", 30, "display.max_rows", 500):
         print(shown.to_string(index=False))
 

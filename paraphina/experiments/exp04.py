@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> None:
     cfg = compose_config(command_overrides(argv, "exp04", __doc__), "exp04")
     print_horizon_note(cfg)
     table = run(cfg)
-    print_table(table, ["q0", "loss_limit", "pnl_mean", "dd_mean", "kill_prob", "frac_normal", "frac_warning",
+    print_table(table, [*cfg.experiment.grid, "pnl_mean", "dd_mean", "kill_prob", "frac_normal", "frac_warning",
                         "frac_hard", "final_regime"])
 
 
