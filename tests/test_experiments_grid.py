@@ -234,7 +234,7 @@ def test_grid_typo_stops_before_anything_is_recorded(tmp_path: Path, capsys: pyt
 
 def test_exp06_dry_run_plans_and_runs_nothing(tmp_path: Path) -> None:
     uri = sqlite_uri(tmp_path)
-    given = overrides(uri, "experiment.dry_run=true", "experiment.skip=[exp03]",
+    given = overrides(uri, "dry_run=true", "skip=[exp03]",
                       "experiment.suite.exp05.entry=paraphina.experiments.no_such_step:run")
     plan = exp06.run(compose_config(given, "exp06"), given).set_index("step")
     assert plan["status"].to_dict() == {"baseline": "planned", "exp02": "planned", "exp03": "skipped",

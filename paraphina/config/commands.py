@@ -16,8 +16,11 @@ def command_overrides(argv: list[str] | None, config_name: str, doc: str | None)
     args = list(sys.argv[1:] if argv is None else argv)
     if {"-h", "--help"} & set(args):
         print((doc or "").strip())
-        print(f"\nSettings (conf/{config_name}.yaml; every key of `python -m paraphina.run --cfg job` applies too):\n")
-        print((CONF_DIR / f"{config_name}.yaml").read_text())
+        path = next(p for p in (CONF_DIR / f"{config_name}.yaml", CONF_DIR / "experiment" / f"{config_name}.yaml")
+                    if p.is_file())
+        print(f"\nSettings ({path.relative_to(CONF_DIR.parent)}; every key of `python -m paraphina.run --cfg job` "
+              f"applies too):\n")
+        print(path.read_text())
         raise SystemExit(0)
     flags = [a for a in args if a.startswith("-")]
     if flags:

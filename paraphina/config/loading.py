@@ -14,10 +14,10 @@ from typing import Iterable, Mapping, Sequence
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import MissingConfigException, OverrideParseException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
-from paraphina.config import schema
+from paraphina.config import experiments, schema
 from paraphina.core.errors import ParaphinaError
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
@@ -38,8 +38,17 @@ TEXT_ENV_KEYS: dict[str, str] = {
 PROFILE_ENV = "PARAPHINA_RISK_PROFILE"
 TELEMETRY_MODES = ("off", "jsonl")
 CHILD_CONFIG_MODES = ("parent", "full")
+MINIMUMS: dict[str, int] = {
+    "seed": 0, "seeds": 1, "tracking.series_points": 1, "execution.chunk_runs": 1, "execution.threads": 0,
+    "execution.serial_below": 0, "telemetry.every": 1,
+    # the experiments' counts, where the config has them
+    "experiment.n_trials": 1, "experiment.batch_size": 1, "experiment.show_top": 1, "experiment.top_n": 1,
+    "experiment.summary_top": 1, "runs_per_profile": 1, "experiment.decisive.max_runs_per_profile": 1,
+    "experiment.decisive.min_batch": 1,
+}
 
 schema.register()
+experiments.register()
 
 
 def override_key(override: str) -> str:
@@ -105,7 +114,7 @@ def explain_hydra_error(exc: BaseException) -> str:
 
 def compose_config(overrides: Sequence[str] = (), config_name: str = "config",
                    environ: Mapping[str, str] | None = None) -> DictConfig:
-    """Compose conf/ with the environment's and the caller's overrides; validate; raise ParaphinaError."""
+    """Compose conf/ with the environment's and the caller's overrides; resolve; validate; raise ParaphinaError."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
@@ -116,9 +125,7 @@ def compose_config(overrides: Sequence[str] = (), config_name: str = "config",
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR), job_name="paraphina"):
-            cfg = compose(config_name=config_name, overrides=full)
-        if not uses_hydra_resolver(full):  # an interpolation that cannot resolve fails now, not mid-run
-            OmegaConf.to_container(cfg, resolve=True)
+            cfg = job_config(compose(config_name=config_name, overrides=full, return_hydra_config=True))
     except ParaphinaError:
         raise
     except OverrideParseException as exc:
@@ -128,6 +135,30 @@ def compose_config(overrides: Sequence[str] = (), config_name: str = "config",
     finally:
         GlobalHydra.instance().clear()
     validate(cfg)
+    return cfg
+
+
+def job_config(cfg: DictConfig) -> DictConfig:
+    """A composed config without Hydra's node, every value resolved as in a job of Hydra's app runner.
+
+    `${hydra:...}` values (e.g. Exp11's `${hydra:runtime.choices.profile}`) read the config's own Hydra node;
+    the app runner's Hydra config, if any, is left as it was.
+    """
+    from hydra.core.hydra_config import HydraConfig
+
+    current = HydraConfig.instance()
+    previous = current.cfg
+    current.set_config(cfg)
+    try:
+        with open_dict(cfg):
+            del cfg["hydra"]
+        try:
+            OmegaConf.resolve(cfg)  # an interpolation that cannot resolve fails now, not mid-run
+        except OmegaConfBaseException:
+            OmegaConf.to_container(cfg, resolve=True)  # the same error, naming the key
+            raise
+    finally:
+        current.cfg = previous
     return cfg
 
 
@@ -176,12 +207,10 @@ def validate(cfg: DictConfig) -> None:
         raise ParaphinaError(f"ticks={cfg.ticks} must be a positive number of ticks, e.g. ticks=2000")
     if cfg.runs < 1:
         raise ParaphinaError(f"runs={cfg.runs} must be at least 1, e.g. runs=64")
-    for key, minimum in (("seed", 0), ("seeds", 1), ("tracking.series_points", 1),
-                         ("execution.chunk_runs", 1),
-                         ("execution.threads", 0), ("execution.serial_below", 0),
-                         ("telemetry.every", 1)):
-        if OmegaConf.select(cfg, key) < minimum:
-            raise ParaphinaError(f"{key}={OmegaConf.select(cfg, key)} must be at least {minimum}")
+    for key, minimum in MINIMUMS.items():
+        value = OmegaConf.select(cfg, key)
+        if value is not None and value < minimum:
+            raise ParaphinaError(f"{key}={value} must be at least {minimum}")
     for key in ("engine.tick_ms", "market.outage.mean_ticks", "market.s0"):
         if not OmegaConf.select(cfg, key) > 0:
             raise ParaphinaError(f"{key}={OmegaConf.select(cfg, key)} must be positive")

@@ -252,4 +252,4 @@ class ParaphinaConfig:
 
 def register() -> None:
     """Put the schema in Hydra's ConfigStore; conf/config.yaml lists it first in its defaults."""
-    ConfigStore.instance().store(name="paraphina_schema", node=ParaphinaConfig)
+    ConfigStore.instance().store(group="schema", name="paraphina", node=ParaphinaConfig, package="_global_")
