@@ -5,6 +5,7 @@ the commands are started together once per module and the tests read their resul
 """
 from __future__ import annotations
 
+import importlib
 import os
 import re
 import subprocess
@@ -247,13 +248,26 @@ def test_env_overrides_and_hydra_wins(var, key, value):
     assert OmegaConf.select(cfg, key) == value
 
 
-@pytest.mark.parametrize("module", ["paraphina.experiments.exp04", "paraphina.experiments.exp13", "paraphina.bench"])
-def test_compose_commands_have_help_and_reject_flags(module, tmp_path):
-    shown = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, cwd=tmp_path,
-                           env=_env({}), timeout=120)
+@pytest.mark.parametrize("module", ["exp04", "exp13"])
+def test_experiments_are_hydra_apps(module, capsys):
+    """--help, --cfg job and -m as for paraphina.run; an unknown flag is Hydra's usage error (exit 2)."""
+    main = importlib.import_module(f"paraphina.experiments.{module}").main
+    with pytest.raises(SystemExit) as stop:
+        main(["--help"])
+    assert stop.value.code == 0 and f"conf/experiment/{module}.yaml" in capsys.readouterr().out
+    main(["--cfg", "job", "ticks=7"])
+    assert "ticks: 7" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as stop:
+        main(["--bogus"])
+    assert stop.value.code == 2 and "unrecognized arguments: --bogus" in capsys.readouterr().err
+
+
+def test_compose_commands_have_help_and_reject_flags(tmp_path):
+    shown = subprocess.run([sys.executable, "-m", "paraphina.bench", "--help"], capture_output=True, text=True,
+                           cwd=tmp_path, env=_env({}), timeout=120)
     assert shown.returncode == 0 and "Settings (conf/" in shown.stdout
-    bad = subprocess.run([sys.executable, "-m", module, "--bogus"], capture_output=True, text=True, cwd=tmp_path,
-                         env=_env({}), timeout=120)
+    bad = subprocess.run([sys.executable, "-m", "paraphina.bench", "--bogus"], capture_output=True, text=True,
+                         cwd=tmp_path, env=_env({}), timeout=120)
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines() == ["error: unknown option --bogus; this command takes Hydra overrides "
                                                "key=value and --help"]

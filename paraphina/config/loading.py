@@ -1,12 +1,12 @@
 """Composing conf/ into a validated config, with the original environment variables as overrides.
 
-Every entry point goes through `compose_config` (or `check_overrides` before `hydra.main`), so a
-typo, a wrong type or an unknown profile stops with one line before anything runs.
+Tests, trials and steps compose through `compose_config`, entry points through Hydra's app runner
+(config.commands); either way a typo, a wrong type or an unknown profile stops with one line before
+anything runs.
 """
 from __future__ import annotations
 
 import functools
-import itertools
 import math
 import os
 from pathlib import Path
@@ -48,7 +48,6 @@ MINIMUMS: dict[str, int] = {
 }
 
 schema.register()
-experiments.register()
 
 
 def override_key(override: str) -> str:
@@ -99,6 +98,8 @@ def check_profile(name: str) -> None:
 
 def explain_hydra_error(exc: BaseException) -> str:
     """Turn a Hydra/OmegaConf composition error into one line that says what to fix, from the error's fields."""
+    if isinstance(exc, OverrideParseException):
+        return f"cannot parse override {exc.override}: {exc.message.splitlines()[0]}"
     if isinstance(exc, MissingConfigException) and exc.missing_cfg_file:
         group, _, name = exc.missing_cfg_file.rpartition("/")
         return f"unknown {group or 'config'} '{name}'; choose one of: {', '.join(exc.options or available(group))}"
@@ -120,16 +121,15 @@ def compose_config(overrides: Sequence[str] = (), config_name: str = "config",
 
     environ = os.environ if environ is None else environ
     overrides = list(overrides)
-    _reject_appended_keys(overrides)
+    reject_appended_keys(overrides)
     full = env_overrides(environ, overrides) + overrides
+    experiments.register(config_name)
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR), job_name="paraphina"):
             cfg = job_config(compose(config_name=config_name, overrides=full, return_hydra_config=True))
     except ParaphinaError:
         raise
-    except OverrideParseException as exc:
-        raise ParaphinaError(f"cannot parse overrides {' '.join(overrides)}: {str(exc).splitlines()[0]}") from exc
     except Exception as exc:  # Hydra and OmegaConf raise many types; all are the user's input here
         raise ParaphinaError(explain_hydra_error(exc)) from exc
     finally:
@@ -152,25 +152,22 @@ def job_config(cfg: DictConfig) -> DictConfig:
     try:
         with open_dict(cfg):
             del cfg["hydra"]
-        try:
-            OmegaConf.resolve(cfg)  # an interpolation that cannot resolve fails now, not mid-run
-        except OmegaConfBaseException:
-            OmegaConf.to_container(cfg, resolve=True)  # the same error, naming the key
-            raise
+        resolve(cfg)
     finally:
         current.cfg = previous
     return cfg
 
 
-def uses_hydra_resolver(overrides: Iterable[str]) -> bool:
-    """Whether an override reads Hydra's runtime (`${hydra:job.name}`), which only Hydra's app runner sets.
+def resolve(cfg: DictConfig) -> None:
+    """Resolve every interpolation in place: one that cannot resolve fails now, naming its key, not mid-run."""
+    try:
+        OmegaConf.resolve(cfg)
+    except OmegaConfBaseException:
+        OmegaConf.to_container(cfg, resolve=True)  # the same error with the key it happened at
+        raise
 
-    Overrides split out of a sweep come back escaped (`$\\{hydra\\:job.name\\}`), hence the backslashes dropped.
-    """
-    return any("${hydra:" in o.replace("\\", "") for o in overrides)
 
-
-def _reject_appended_keys(overrides: Iterable[str]) -> None:
+def reject_appended_keys(overrides: Iterable[str]) -> None:
     """`+engine.typo=1` slips past structured configs: only config groups may be appended."""
     groups = {"profile"}
     for o in overrides:
@@ -182,23 +179,6 @@ def _reject_appended_keys(overrides: Iterable[str]) -> None:
 def override_parser() -> OverridesParser:
     """Hydra's parser of command-line overrides (built once: building it takes ~50 ms)."""
     return OverridesParser.create()
-
-
-def sweep_jobs(overrides: Sequence[str]) -> list[list[str]]:
-    """The overrides of each job of a multirun sweep (`seed=1,2` gives two jobs), in Hydra's order."""
-    try:
-        parsed = override_parser().parse_overrides(list(overrides))
-    except OverrideParseException as exc:
-        raise ParaphinaError(f"cannot parse overrides {' '.join(overrides)}: {str(exc).splitlines()[0]}") from exc
-    choices = [[f"{o.get_key_element()}={value}" for value in o.sweep_string_iterator()] if o.is_sweep_override()
-               else [o.input_line] for o in parsed]
-    return [list(job) for job in itertools.product(*choices)]
-
-
-def check_overrides(overrides: Sequence[str], config_name: str = "config") -> None:
-    """Validate command-line overrides (each job of a multirun sweep) before Hydra starts any job."""
-    for job in sweep_jobs(overrides):
-        compose_config(job, config_name)
 
 
 def validate(cfg: DictConfig) -> None:

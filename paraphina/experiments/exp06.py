@@ -18,9 +18,8 @@ from typing import Callable, Sequence
 import pandas as pd
 from omegaconf import DictConfig
 
-from paraphina.config.commands import command_overrides
+from paraphina.config.commands import hydra_command, task_overrides
 from paraphina.config.loading import compose_config, override_key
-from paraphina.core.cli import cli_errors
 from paraphina.core.errors import ParaphinaError
 from paraphina.experiments.cli import check_composed, print_table
 from paraphina.experiments.records import ExperimentRecorder
@@ -133,10 +132,9 @@ def run(cfg: DictConfig, overrides: Sequence[str] = ()) -> pd.DataFrame:
     return table
 
 
-@cli_errors
-def main(argv: list[str] | None = None) -> None:
-    overrides = command_overrides(argv, "exp06", __doc__)
-    cfg = compose_config(overrides, "exp06")
+def command(cfg: DictConfig) -> None:
+    """What the command line runs: the experiment, then its tables on the console."""
+    overrides = task_overrides()
     table = run(cfg, overrides)
     title = "Exp06 plan (dry run: nothing ran)" if cfg.dry_run else "\nExp06 status"
     columns = None if cfg.dry_run else ["step", "status", "seconds", "error"]
@@ -147,6 +145,8 @@ def main(argv: list[str] | None = None) -> None:
               f"{', '.join(failed)}", file=sys.stderr)
         raise SystemExit(EXIT_STEP_FAILED)
 
+
+main = hydra_command("exp06", command)
 
 if __name__ == "__main__":
     main()

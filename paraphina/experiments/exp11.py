@@ -14,9 +14,8 @@ from __future__ import annotations
 import pandas as pd
 from omegaconf import DictConfig
 
-from paraphina.config.commands import command_overrides
-from paraphina.config.loading import compose_config
-from paraphina.core.cli import cli_errors
+from paraphina.config.commands import hydra_command
+from paraphina.config.loading import PROFILE_ENV, compose_config
 from paraphina.core.errors import ParaphinaError
 from paraphina.core.names import DATASET_SOURCE_TAG, SOURCE_RUN_TAG
 from paraphina.experiments import alignment
@@ -103,12 +102,13 @@ def report(cfg: DictConfig, table: pd.DataFrame, dataset: str) -> None:
         print(f"note: {note}")
 
 
-@cli_errors
-def main(argv: list[str] | None = None) -> None:
-    cfg = compose_config(command_overrides(argv, CONFIG_NAME, __doc__), CONFIG_NAME)
+def command(cfg: DictConfig) -> None:
+    """What the command line runs: the experiment, then its tables on the console."""
     table = run(cfg)
     report(cfg, table, str(cfg.dataset))
 
+
+main = hydra_command(CONFIG_NAME, command, ignored_env=(PROFILE_ENV,))
 
 if __name__ == "__main__":
     main()

@@ -28,9 +28,8 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from paraphina.config.commands import command_overrides
+from paraphina.config.commands import hydra_command
 from paraphina.config.loading import PROFILE_ENV, compose_config, to_plain
-from paraphina.core.cli import cli_errors
 from paraphina.core.errors import ParaphinaError
 from paraphina.config.experiments import Target
 from paraphina.core.names import DATASET_SOURCE_TAG, EXPERIMENT_TAG
@@ -330,15 +329,15 @@ def report(result: dict) -> None:
     print(result["conclusion"])
 
 
-@cli_errors
-def main(argv: list[str] | None = None) -> None:
+def command(cfg: DictConfig) -> None:
+    """What the command line runs: the experiment, then its tables on the console."""
     started = time.perf_counter()
-    environ = {k: v for k, v in os.environ.items() if k != PROFILE_ENV}  # the profiles are explicit here
-    cfg = compose_config(command_overrides(argv, CONFIG_NAME, __doc__), CONFIG_NAME, environ)
     result = run(cfg)
     report(result)
     print(f"done in {time.perf_counter() - started:.1f} s; report: {sweeps_dir(cfg) / 'exp13_report.md'}")
 
+
+main = hydra_command(CONFIG_NAME, command, ignored_env=(PROFILE_ENV,))
 
 if __name__ == "__main__":
     main()
