@@ -503,15 +503,6 @@ def constraint_values(tier: RiskTier, metrics: Mapping[str, float]) -> dict[str,
 # --- outcome ------------------------------------------------------------------------------------
 
 
-def pareto_mask(values: np.ndarray) -> np.ndarray:
-    """Rows (all objectives to minimise) that no other row dominates."""
-    mask = np.ones(len(values), dtype=bool)
-    for i, row in enumerate(values):
-        dominated = np.all(values <= row, axis=1) & np.any(values < row, axis=1)
-        mask[i] = not dominated.any()
-    return mask
-
-
 def study_outcome(search: Search, target: Target, study: optuna.Study) -> StudyOutcome:
     """The study's completed trials (every run of the command so far), its best trial(s) and their commands."""
     rows = []
@@ -522,20 +513,19 @@ def study_outcome(search: Search, target: Target, study: optuna.Study) -> StudyO
         rows.append({"profile": target.profile, "trial": t.number, **t.params, **result["metrics"], **feasible,
                      **constraints, "run_id": result["run_id"]})
     table = pd.DataFrame(rows)
-    pool, note = table, ""
-    if "feasible" in table and not table["feasible"].any():
-        note = f"no trial met the {target.tier.name} tier's budgets; best infeasible shown"
-    elif "feasible" in table:
-        pool = table[table["feasible"]]
-    signs = np.array([-1.0 if d == "maximize" else 1.0 for d in search.objective.directions])
-    oriented = pool[list(search.objective.columns)].to_numpy(dtype=float) * signs
-    best = pool[pareto_mask(oriented)] if len(signs) > 1 else pool.iloc[[int(np.argmin(oriented[:, 0]))]]
-    best = best.sort_values(list(search.objective.columns)[0], ascending=signs[0] > 0, ignore_index=True)
+    first = search.objective.columns[0]
+    ascending = search.objective.directions[0] == "minimize"
+    front = {t.number for t in study.best_trials}  # Optuna's best (Pareto front), of the feasible trials if constrained
+    note = "" if front else f"no trial met the {target.tier.name} tier's budgets; the trials by {first} shown"
+    best = table[table["trial"].isin(front)] if front else table
+    best = best.sort_values(first, ascending=ascending, ignore_index=True)
+    if len(search.objective.columns) == 1:
+        best = best.head(1)
     commands = [search.command(target, {d.name: float(row[d.name]) for d in search.dims})
                 for _, row in best.head(search.cfg.experiment.show_top).iterrows()]
     compose_config(commands[0])  # the printed commands compose as they stand, through the CLI's own path
     commands = [f"{RUN_COMMAND} {shlex.join(overrides)}" for overrides in commands]
-    table = table.sort_values(list(search.objective.columns)[0], ascending=signs[0] > 0, ignore_index=True)
+    table = table.sort_values(first, ascending=ascending, ignore_index=True)
     return StudyOutcome(target, table, best, commands, note)
 
 

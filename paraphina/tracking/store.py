@@ -1,6 +1,7 @@
 """Where MLflow runs live: resolve the tracking URI, check it before a run starts, create the store once.
 
-MLflow is imported inside the functions that need it, so resolving or checking a URI costs nothing.
+MLflow is imported inside the functions that open a store, after `quiet_mlflow`, so resolving or checking a
+URI costs nothing and MLflow's settings are in place before it loads.
 """
 from __future__ import annotations
 
@@ -21,10 +22,6 @@ from paraphina.core.errors import ParaphinaError
 if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.entities import Run
-
-# MLflow 3 sends usage telemetry from background threads unless told not to; it reads this when imported,
-# and every use of MLflow here goes through this module. MLFLOW_DISABLE_TELEMETRY=false in the environment wins.
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 SQLITE_PREFIX = "sqlite:///"
 STORE_LOCK_NAME = ".store.lock"
@@ -121,7 +118,12 @@ def _check_folder(db_path: Path) -> None:
 def quiet_mlflow() -> None:
     """Keep MLflow's chatter out of our output: INFO lines at database creation, its libraries' deprecations,
     and the "View run ... at" line (plus the extra run lookup behind it) at the end of every run on a server.
+
+    Called before MLflow is first imported (every store is opened here): MLflow 3 reads
+    MLFLOW_DISABLE_TELEMETRY when imported and otherwise sends usage telemetry from background threads.
+    MLFLOW_DISABLE_TELEMETRY=false in the environment wins.
     """
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     for name in ("mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -130,9 +132,9 @@ def quiet_mlflow() -> None:
 
 def tracking_client(uri: str) -> MlflowClient:
     """An MlflowClient on `uri` with MLflow's logging quietened; MLflow caches the store behind it."""
+    quiet_mlflow()
     from mlflow import MlflowClient
 
-    quiet_mlflow()
     return MlflowClient(tracking_uri=uri)
 
 
@@ -169,6 +171,7 @@ def all_runs(client: MlflowClient, experiment_ids: list[str], filter_string: str
 
 def prepare_store(uri: str, experiment_names: list[str]) -> dict[str, str]:
     """Create the store and the experiments if missing (once, under a file lock for SQLite); name -> experiment_id."""
+    quiet_mlflow()
     from mlflow.exceptions import MlflowException
 
     db_path = sqlite_path(uri)
