@@ -39,9 +39,7 @@ def empty_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, empty_store: Path) -> str:
     """A fresh store in tmp_path; sweeps/<exp>/ copies go to tmp_path too (not the checkout)."""
-    import paraphina.tracking.store as store
-
-    monkeypatch.setattr(store, "project_root", lambda: tmp_path)
+    monkeypatch.chdir(tmp_path)  # paths.root
     (tmp_path / "mlruns").mkdir()
     shutil.copyfile(empty_store, tmp_path / "mlruns" / "mlflow.db")
     return f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"

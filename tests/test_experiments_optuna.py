@@ -28,7 +28,7 @@ TINY_GRID = ("experiment.space.eta.values=[0.05,0.2]", "experiment.space.vol_ref
 @pytest.fixture(autouse=True)
 def tmp_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """sweeps/ (and any default path) under tmp_path instead of the checkout."""
-    monkeypatch.setattr("paraphina.tracking.store.project_root", lambda: tmp_path)
+    monkeypatch.chdir(tmp_path)  # paths.root
     return tmp_path
 
 

@@ -229,6 +229,13 @@ class ExecutionConfig:
 
 
 @dataclass
+class PathsConfig:
+    root: str = MISSING
+    store: str = MISSING
+    sweeps: str = MISSING
+
+
+@dataclass
 class ParaphinaConfig:
     """The primary config of every entry point (experiments add their own section)."""
 
@@ -246,6 +253,7 @@ class ParaphinaConfig:
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     execution: ExecutionConfig = field(default_factory=ExecutionConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
     experiment_names: dict[str, str] = field(default_factory=dict)
     experiment: Any = None
 

@@ -208,7 +208,7 @@ def load_rows(cfg: DictConfig, dataset: str, source_run: str | None = None) -> p
         if source_run:
             raise ParaphinaError("source_run selects runs in MLflow; it cannot filter a JSONL dataset file")
         return read_rows(dataset)
-    uri = resolve_tracking_uri(cfg.tracking.uri)
+    uri = resolve_tracking_uri(cfg.tracking.uri, cfg.paths.store)
     if not source_run:
         return load_dataset(uri, dataset)
     if "'" in dataset or "'" in source_run:
@@ -230,7 +230,7 @@ def load_rows(cfg: DictConfig, dataset: str, source_run: str | None = None) -> p
 
 def tracking_client_of(cfg: DictConfig):
     """An MlflowClient on the config's store."""
-    return tracking_client(resolve_tracking_uri(cfg.tracking.uri))
+    return tracking_client(resolve_tracking_uri(cfg.tracking.uri, cfg.paths.store))
 
 
 def child_tags(cfg: DictConfig, run_ids: Iterable[str]) -> list[dict[str, str]]:

@@ -49,7 +49,7 @@ def run(cfg: DictConfig) -> pd.DataFrame:
             from paraphina.tracking.datasets import list_datasets
             from paraphina.tracking.store import resolve_tracking_uri
 
-            names = list_datasets(resolve_tracking_uri(cfg.tracking.uri))
+            names = list_datasets(resolve_tracking_uri(cfg.tracking.uri, cfg.paths.store))
             existing = f"; datasets there: {', '.join(names) or 'none yet'}"
         except ParaphinaError:
             pass

@@ -41,7 +41,7 @@ from paraphina.experiments.records import ExperimentRecorder, per_seed_table, po
 from paraphina.core.names import COMMAND_TAG, FEASIBLE_TAG, PARENT_TAG, STUDY_TAG, STUDY_UIDS_TAG, TRIAL_TAG
 from paraphina.tracking.runs import flatten_params
 from paraphina.world_model.tiers import RiskTier, budget_margins, tier_score, tiers_from_mapping
-from paraphina.tracking.store import all_runs, describe, project_root, resolve_tracking_uri, sqlite_path, tracking_client
+from paraphina.tracking.store import all_runs, describe, resolve_tracking_uri, sqlite_path, tracking_client
 
 if TYPE_CHECKING:
     from tqdm import tqdm
@@ -300,26 +300,26 @@ class Search:
 # --- storage and studies ------------------------------------------------------------------------
 
 
-def default_journal(tracking_uri: str | None) -> Path:
+def default_journal(paths: DictConfig, tracking_uri: str | None) -> Path:
     """The journal beside the SQLite tracking store in use (mlruns/optuna.journal by default), so a study's
-    resume state and its MLflow records live together; for a tracking server, the project's mlruns/."""
-    db_path = sqlite_path(resolve_tracking_uri(tracking_uri))
-    return (db_path.parent if db_path is not None else project_root() / "mlruns") / "optuna.journal"
+    resume state and its MLflow records live together; for a tracking server, the one in `paths.store`."""
+    db_path = sqlite_path(resolve_tracking_uri(tracking_uri, paths.store))
+    return (db_path.parent if db_path is not None else Path(paths.store)) / "optuna.journal"
 
 
-def open_storage(setting: str | None, tracking_uri: str | None = None) -> tuple[optuna.storages.BaseStorage, str]:
+def open_storage(setting: str | Path) -> tuple[optuna.storages.BaseStorage, str]:
     """The Optuna storage and how to name it: a URL (RDB, e.g. postgresql://), else a journal file."""
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
-    if setting and "://" in setting:
-        label = re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", setting)
+    if "://" in str(setting):
+        label = re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", str(setting))
         try:
             return optuna.storages.RDBStorage(setting), label
         except Exception as exc:  # drivers and databases raise many types
             raise ParaphinaError(f"cannot open the Optuna storage {label}: {describe(exc)}; "
                                  f"check experiment.study.storage") from exc
-    path = Path(setting).expanduser().absolute() if setting else default_journal(tracking_uri)
+    path = Path(setting).expanduser().absolute()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(str(path))), str(path)
@@ -538,7 +538,7 @@ def run_search(cfg: DictConfig, targets: Sequence[tuple[str, str]],
     """
     search = Search.prepare(cfg, targets)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage, label = open_storage(cfg.experiment.study.storage, cfg.tracking.uri)
+    storage, label = open_storage(cfg.experiment.study.storage or default_journal(cfg.paths, cfg.tracking.uri))
     studies = [open_study(search, t, storage, label) for t in search.targets]
     uids = ",".join(s.user_attrs[UID_ATTR] for s in studies)
     with ExperimentRecorder(cfg, {STUDY_UIDS_TAG: uids}, resume_tag=STUDY_UIDS_TAG) as recorder:

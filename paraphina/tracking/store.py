@@ -29,18 +29,9 @@ ARTIFACTS_DIR_NAME = "artifacts"
 _CHECKPOINT_AT_EXIT: set[Path] = set()  # stores whose write-ahead log this process folds back at exit
 
 
-def project_root() -> Path:
-    """The folder holding the `paraphina` package (the checkout's root).
-
-    Found from this file rather than `paraphina.__file__`, which is None when the editable install
-    registered `paraphina` as a namespace package.
-    """
-    return Path(__file__).resolve().parents[2]
-
-
-def default_tracking_uri() -> str:
-    """The project's SQLite store: `mlruns/mlflow.db` under the project root, as an absolute URI."""
-    return f"{SQLITE_PREFIX}{project_root() / 'mlruns' / 'mlflow.db'}"
+def default_tracking_uri(store: str | Path) -> str:
+    """The SQLite store `mlflow.db` in the folder `store` (the config's `paths.store`), as an absolute URI."""
+    return f"{SQLITE_PREFIX}{Path(store).absolute() / 'mlflow.db'}"
 
 
 def sqlite_path(uri: str) -> Path | None:
@@ -50,9 +41,9 @@ def sqlite_path(uri: str) -> Path | None:
     return Path(uri[len(SQLITE_PREFIX):]).expanduser().absolute()
 
 
-def resolve_tracking_uri(configured: str | None) -> str:
-    """The URI to use: `tracking.uri` from the config, else $MLFLOW_TRACKING_URI, else the project store."""
-    uri = configured or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
+def resolve_tracking_uri(configured: str | None, store: str | Path) -> str:
+    """The URI to use: `tracking.uri` from the config, else $MLFLOW_TRACKING_URI, else the SQLite store in `store`."""
+    uri = configured or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(store)
     path = sqlite_path(uri)
     return uri if path is None else f"{SQLITE_PREFIX}{path}"
 
@@ -67,16 +58,16 @@ def check_reachable(uri: str, timeout_s: float) -> None:
         _check_folder(path)
 
 
-def reachable_uri(tracking_uri: str | None, timeout_s: float) -> str:
-    """The store to write to (flag, else $MLFLOW_TRACKING_URI, else the project's), checked: fails in one line."""
-    uri = resolve_tracking_uri(tracking_uri)
+def reachable_uri(tracking_uri: str | None, store: str | Path, timeout_s: float) -> str:
+    """The store to write to (flag, else $MLFLOW_TRACKING_URI, else the one in `store`), checked: fails in one line."""
+    uri = resolve_tracking_uri(tracking_uri, store)
     check_reachable(uri, timeout_s)
     return uri
 
 
-def existing_store_uri(tracking_uri: str | None, timeout_s: float) -> str:
+def existing_store_uri(tracking_uri: str | None, store: str | Path, timeout_s: float) -> str:
     """The resolved, reachable store for reading; a SQLite file that does not exist yet is an error."""
-    uri = resolve_tracking_uri(tracking_uri)
+    uri = resolve_tracking_uri(tracking_uri, store)
     path = sqlite_path(uri)
     if path is not None and not path.exists():
         raise ParaphinaError(
