@@ -11,10 +11,10 @@ from paraphina.config.loading import compose_config, to_plain
 
 @pytest.fixture(scope="session", autouse=True)
 def isolated_project_outputs(tmp_path_factory):
-    """In-process runs write sweeps/ and default stores under a temp folder, never into the checkout's."""
+    """The tests run in a temp folder: `paths.root` (sweeps/, the default store) is never the checkout."""
     root = tmp_path_factory.mktemp("project")
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("paraphina.tracking.store.project_root", lambda: root)
+        patch.chdir(root)
         yield root
 
 

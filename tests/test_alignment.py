@@ -17,7 +17,6 @@ from omegaconf import OmegaConf
 
 from paraphina.config.loading import compose_config
 from paraphina.experiments import exp10, exp11, exp12, exp13
-from paraphina.experiments.alignment import shorthand_overrides
 from paraphina.formats.dataset import append_rows, make_row
 from paraphina.tracking.datasets import load_dataset, row_to_record
 from paraphina.tracking.runs import RunRecord, RunWriter
@@ -40,9 +39,7 @@ def empty_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, empty_store: Path) -> str:
     """A fresh store in tmp_path; sweeps/<exp>/ copies go to tmp_path too (not the checkout)."""
-    import paraphina.tracking.store as store
-
-    monkeypatch.setattr(store, "project_root", lambda: tmp_path)
+    monkeypatch.chdir(tmp_path)  # paths.root
     (tmp_path / "mlruns").mkdir()
     shutil.copyfile(empty_store, tmp_path / "mlruns" / "mlflow.db")
     return f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
@@ -153,14 +150,14 @@ def test_exp11_filters_and_groups_by_label(uri):
     rows = research_rows({"conservative": CONSERVATIVE, "balanced": BALANCED})
     rows += research_rows({"balanced": [(40.0, 500.0, True)]}, label="exp13")
     record_dataset(uri, "mixed", rows)
-    cfg = exp11.compose(["dataset=mixed", "profile=balanced", "label_contains=day1", "by_label=true",
-                         f"tracking.uri={uri}"])
+    cfg = compose("exp11", uri, "dataset=mixed", "filter.profile=balanced", "filter.label_contains=day1",
+                  "by_label=true")
     table = exp11.run(cfg)
     assert table["label"].tolist() == ["day1_balanced_r000", "day1_balanced_r001"]
     assert table["pnl_mean"].tolist() == [10.0, 20.0] and (table["runs"] == 1).all()
     assert table["dd_verdict"].tolist() == ["inconclusive"] * 2  # one run has no spread
     assert table["dd_runs_needed"].isna().all()
-    exp13_only = exp11.run(exp11.compose(["dataset=mixed", "label_contains=exp13", f"tracking.uri={uri}"]))
+    exp13_only = exp11.run(compose("exp11", uri, "dataset=mixed", "label_contains=exp13"))
     assert exp13_only[["profile", "runs", "kills"]].values.tolist() == [["balanced", 1, 1]]
 
 
@@ -207,7 +204,8 @@ def test_exp11_bad_inputs_say_what_is_wrong(uri, capsys):
 
     assert "no dataset 'nope'" in error("dataset=nope") and "hand, odd" in error("dataset=nope")
     assert "needs dataset=NAME" in error()
-    assert "profile 'mystery' has no risk tier" in error("dataset=hand", "profile=mystery")
+    assert "profile 'mystery' has no risk tier" in error("dataset=hand", "filter.profile=mystery")
+    assert "unknown profile 'mystery'; choose one of" in error("dataset=hand", "profile=mystery")
     assert "no run in dataset 'odd' has a profile with a risk tier" in error("dataset=odd")
     msg = error("dataset=hand", "profile=balanced")
     assert "no runs of profile 'balanced'" in msg and "profiles there: conservative, mystery" in msg
@@ -219,18 +217,17 @@ def test_exp11_bad_inputs_say_what_is_wrong(uri, capsys):
     assert "profile 'mystery' (2 run(s) in dataset 'hand') has no risk tier; skipped" in capsys.readouterr().out
 
 
-def test_shorthands_of_the_issue_commands():
-    assert shorthand_overrides(["+profile=balanced", "ticks=5"], exp11.SHORTHANDS) == [
-        "experiment.profile=balanced", "ticks=5"]
-    cfg = exp11.compose(["dataset=X", "profile=balanced", "label_contains=exp13"])
-    assert (cfg.dataset, cfg.experiment.profile, cfg.experiment.label_contains) == ("X", "balanced", "exp13")
-    assert cfg.engine.hedge.band_base == compose_config([], environ={}).engine.hedge.band_base  # not the group
-    cfg = exp13.compose(["ticks=1000", "runs_per_profile=1", "dataset=research_dataset_v004",
-                         "profiles=conservative,aggressive", "target=decisive", "label_prefix=daily"])
-    assert (cfg.ticks, cfg.experiment.runs_per_profile, cfg.dataset) == (1000, 1, "research_dataset_v004")
-    assert list(cfg.experiment.profiles) == ["conservative", "aggressive"]
-    assert (cfg.experiment.target, cfg.experiment.label_prefix) == ("decisive", "daily")
-    assert list(exp13.compose(["profile=balanced"]).experiment.profiles) == ["balanced"]
+def test_the_original_flags_are_aliases_of_the_typed_settings():
+    cfg = compose_config(["dataset=X", "profile=balanced", "label_contains=exp13", "source_run=r1"], "exp11")
+    assert (cfg.dataset, cfg.filter.profile, cfg.filter.label_contains, cfg.filter.source_run) == (
+        "X", "balanced", "exp13", "r1")
+    assert compose_config(["filter.profile=aggressive"], "exp11").filter.profile == "aggressive"
+    assert compose_config([], "exp11").filter.profile is None
+    cfg = compose_config(["ticks=1000", "runs_per_profile=1", "dataset=research_dataset_v004",
+                          "profiles=[conservative,aggressive]", "target=decisive", "label_prefix=daily"], "exp13")
+    assert (cfg.ticks, cfg.runs_per_profile, cfg.dataset) == (1000, 1, "research_dataset_v004")
+    assert list(cfg.profiles) == ["conservative", "aggressive"]
+    assert (cfg.target, cfg.label_prefix) == ("decisive", "daily")
 
 
 # --- Exp12 -------------------------------------------------------------------------------------
@@ -391,7 +388,7 @@ def test_exp13_minimal_command_end_to_end_then_exp12_from_its_alignment(uri, tmp
 
 
 def test_exp13_decisive_stops_at_the_cap_and_overrides_reach_every_profile(uri, capsys):
-    exp13.main(["ticks=30", "runs_per_profile=1", "profiles=conservative,aggressive", "target=decisive",
+    exp13.main(["ticks=30", "runs_per_profile=1", "profiles=[conservative,aggressive]", "target=decisive",
                 "experiment.decisive.max_runs_per_profile=5", "experiment.decisive.min_batch=2", "seed=7",
                 "engine.risk.daily_loss_limit=3500", "label_prefix=dec", "dataset=dec", f"tracking.uri={uri}"])
     out = capsys.readouterr().out
@@ -406,11 +403,11 @@ def test_exp13_decisive_stops_at_the_cap_and_overrides_reach_every_profile(uri, 
 
 
 @pytest.mark.parametrize("args, message", [
-    (["profiles=conservative,nope"], "unknown profile 'nope'"),
+    (["profiles=[conservative,nope]"], "profile(s) nope have no risk tier"),
     (["dataset=runs/research_dataset_v004.jsonl"], "looks like a file"),
-    (["runs_per_profile=0"], "runs_per_profile=0 must be a whole number"),
-    (["target=forever"], "target='forever' is not one of fixed, decisive"),
-    (["label_prefix="], "label_prefix"),
+    (["runs_per_profile=0"], "runs_per_profile=0 must be at least 1"),
+    (["target=forever"], "expected one of [fixed, decisive]"),
+    (["runs_per_profile=two"], "runs_per_profile"),
 ])
 def test_exp13_bad_inputs_stop_before_running(uri, capsys, args, message):
     with pytest.raises(SystemExit):

@@ -1,14 +1,19 @@
 """`python -m paraphina.run` as a user runs it: summaries, multirun, and one-line errors on bad input.
 
-Every command runs as a subprocess in its own empty working folder (so nothing lands in the repository);
-the commands are started together once per module and the tests read their results, to keep wall time low.
+Every command runs in this process through the same `main` as `python -m paraphina.run` (Hydra's app runner
+on the command line given), in its own empty working folder and a clean environment, once per module; the
+tests read the results. One command runs as a real interpreter start, to check the module runs as a program.
 """
 from __future__ import annotations
 
+import contextlib
+import importlib
+import io
 import os
 import re
 import subprocess
 import sys
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +21,7 @@ import pytest
 
 from paraphina.config.loading import compose_config
 from paraphina.core.errors import ParaphinaError
+from paraphina.run import main as run_main
 
 NO_TRACKING = "tracking.enabled=false"  # these runs test the CLI, not MLflow records (tests/test_run_tracking.py)
 TIMEOUT_S = 180
@@ -69,28 +75,45 @@ BAD_INPUT = ["unknown_profile", "ticks_zero", "ticks_negative", "runs_zero", "ty
              "bad_profile_env", "unwritable_telemetry", "sweep_without_m", "bad_interpolation", "bad_parse"]
 
 
+def run_in_process(args: list[str], cwd: Path, extra_env: dict[str, str]) -> Done:
+    """`python -m paraphina.run ARGS` in this process: exit code, stdout and stderr (a traceback if it raised)."""
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        patch.chdir(cwd)
+        for key in [k for k in os.environ if k.startswith("PARAPHINA_") or k == "MLFLOW_TRACKING_URI"]:
+            patch.delenv(key)
+        for key, value in extra_env.items():
+            patch.setenv(key, value)
+        try:
+            run_main(args)
+        except SystemExit as stop:
+            code = 0 if stop.code is None else stop.code
+        except Exception:  # a bug: the test shows it
+            traceback.print_exc(file=err)
+            code = 1
+    return Done(args, cwd, code, out.getvalue(), err.getvalue())
+
+
 @pytest.fixture(scope="module")
 def done(tmp_path_factory) -> dict[str, Done]:
-    """Start every command at once, then wait for all of them."""
-    running = {}
+    """Every command, one after another."""
+    results = {}
     for name, (args, extra_env, files) in COMMANDS.items():
         cwd = tmp_path_factory.mktemp(f"cli_{name}")
         for f in files:
             (cwd / f).write_text("a file, not a folder\n")
-        proc = subprocess.Popen([sys.executable, "-m", "paraphina.run", *args], cwd=cwd, env=_env(extra_env),
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        running[name] = (proc, args, cwd)
-    results = {}
-    try:
-        for name, (proc, args, cwd) in running.items():
-            out, err = proc.communicate(timeout=TIMEOUT_S)
-            results[name] = Done(args, cwd, proc.returncode, out, err)
-    finally:
-        for proc, _, _ in running.values():
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+        results[name] = run_in_process(args, cwd, extra_env)
     return results
+
+
+def test_the_module_runs_as_a_program(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "paraphina.run", "ticks=10", NO_TRACKING, "tiks=1"],
+                          capture_output=True, text=True, cwd=tmp_path, env=_env({}), timeout=TIMEOUT_S)
+    assert done.returncode == 2 and done.stderr.startswith("error: unknown config key 'tiks'")
+    done = subprocess.run([sys.executable, "-m", "paraphina.run", "ticks=10", NO_TRACKING],
+                          capture_output=True, text=True, cwd=tmp_path, env=_env({}), timeout=TIMEOUT_S)
+    assert done.returncode == 0 and "final PnL" in done.stdout and not done.stderr
 
 
 def _ok(d: Done) -> None:
@@ -249,13 +272,26 @@ def test_env_overrides_and_hydra_wins(var, key, value):
     assert OmegaConf.select(cfg, key) == value
 
 
-@pytest.mark.parametrize("module", ["paraphina.experiments.exp04", "paraphina.experiments.exp13", "paraphina.bench"])
-def test_compose_commands_have_help_and_reject_flags(module, tmp_path):
-    shown = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, cwd=tmp_path,
-                           env=_env({}), timeout=120)
+@pytest.mark.parametrize("module", ["exp04", "exp13"])
+def test_experiments_are_hydra_apps(module, capsys):
+    """--help, --cfg job and -m as for paraphina.run; an unknown flag is Hydra's usage error (exit 2)."""
+    main = importlib.import_module(f"paraphina.experiments.{module}").main
+    with pytest.raises(SystemExit) as stop:
+        main(["--help"])
+    assert stop.value.code == 0 and f"conf/experiment/{module}.yaml" in capsys.readouterr().out
+    main(["--cfg", "job", "ticks=7"])
+    assert "ticks: 7" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as stop:
+        main(["--bogus"])
+    assert stop.value.code == 2 and "unrecognized arguments: --bogus" in capsys.readouterr().err
+
+
+def test_compose_commands_have_help_and_reject_flags(tmp_path):
+    shown = subprocess.run([sys.executable, "-m", "paraphina.bench", "--help"], capture_output=True, text=True,
+                           cwd=tmp_path, env=_env({}), timeout=120)
     assert shown.returncode == 0 and "Settings (conf/" in shown.stdout
-    bad = subprocess.run([sys.executable, "-m", module, "--bogus"], capture_output=True, text=True, cwd=tmp_path,
-                         env=_env({}), timeout=120)
+    bad = subprocess.run([sys.executable, "-m", "paraphina.bench", "--bogus"], capture_output=True, text=True,
+                         cwd=tmp_path, env=_env({}), timeout=120)
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines() == ["error: unknown option --bogus; this command takes Hydra overrides "
                                                "key=value and --help"]
@@ -284,17 +320,13 @@ def test_out_of_range_numbers_stop_before_the_run(override, fragment):
 def test_telemetry_folder_path_is_refused_and_leaves_nothing(tmp_path):
     folder = tmp_path / "teldir"
     folder.mkdir()
-    done = subprocess.run([sys.executable, "-m", "paraphina.run", "ticks=10", "tracking.enabled=false",
-                           "telemetry.mode=jsonl", f"telemetry.path={folder}"],
-                          capture_output=True, text=True, cwd=tmp_path, env=_env({}), timeout=120)
+    done = run_in_process(["ticks=10", NO_TRACKING, "telemetry.mode=jsonl", f"telemetry.path={folder}"], tmp_path, {})
     assert done.returncode == 2 and "is a folder" in done.stderr and "Traceback" not in done.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["teldir"] and not list(folder.iterdir())
 
 
 def test_multirun_jobs_write_separate_telemetry(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "paraphina.run", "-m", "+profile=conservative,aggressive", "seed=3",
-                           "ticks=10", "tracking.enabled=false", "telemetry.mode=jsonl",
-                           f"telemetry.path={tmp_path / 'tel' / 'run.jsonl'}"],
-                          capture_output=True, text=True, cwd=tmp_path, env=_env({}), timeout=240)
+    done = run_in_process(["-m", "+profile=conservative,aggressive", "seed=3", "ticks=10", NO_TRACKING,
+                           "telemetry.mode=jsonl", f"telemetry.path={tmp_path / 'tel' / 'run.jsonl'}"], tmp_path, {})
     assert done.returncode == 0, done.stderr
     assert sorted(p.name for p in (tmp_path / "tel").iterdir()) == ["run-j0.jsonl", "run-j1.jsonl"]

@@ -29,7 +29,8 @@ from paraphina.world_model.tiers import tier_score, tiers_from_mapping
 TINY = ["ticks=30", "seeds=2"]
 GRIDS = {
     "exp02": ["experiment.grid.q0.values=[0,25]", "experiment.grid.band.values=[2.5,10]"],
-    "exp04": ["experiment.grid.q0.values=[0,25]", "experiment.grid.loss_limit.values=[2000,4000]"],
+    "exp04": ["experiment.grid.q0.values=[0,25]", "experiment.grid.loss_limit.values=[2000,4000]",
+              "experiment.grid.band.values=[200]"],
 }
 METRICS = ["pnl_mean", "pnl_std", "dd_mean", "dd_worst", "kill_prob", "kill_prob_high", "frac_hard",
            "max_abs_delta_usd"]
@@ -101,7 +102,7 @@ def test_exp02_records_points_and_heatmaps(store: str, grids: dict[str, pd.DataF
 
 
 def test_exp04_records_points(store: str, grids: dict[str, pd.DataFrame]) -> None:
-    children = assert_children_match(store, "exp04", grids["exp04"], ["q0", "loss_limit"])
+    children = assert_children_match(store, "exp04", grids["exp04"], ["q0", "loss_limit", "band"])
     assert (children["engine.risk.daily_loss_limit"] == children["loss_limit"]).all()
 
 
@@ -237,7 +238,7 @@ def test_grid_typo_stops_before_anything_is_recorded(tmp_path: Path, capsys: pyt
 
 def test_exp06_dry_run_plans_and_runs_nothing(tmp_path: Path) -> None:
     uri = sqlite_uri(tmp_path)
-    given = overrides(uri, "experiment.dry_run=true", "experiment.skip=[exp03]",
+    given = overrides(uri, "dry_run=true", "skip=[exp03]",
                       "experiment.suite.exp05.entry=paraphina.experiments.no_such_step:run")
     plan = exp06.run(compose_config(given, "exp06"), given).set_index("step")
     assert plan["status"].to_dict() == {"baseline": "planned", "exp02": "planned", "exp03": "skipped",

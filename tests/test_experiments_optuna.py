@@ -28,7 +28,7 @@ TINY_GRID = ("experiment.space.eta.values=[0.05,0.2]", "experiment.space.vol_ref
 @pytest.fixture(autouse=True)
 def tmp_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """sweeps/ (and any default path) under tmp_path instead of the checkout."""
-    monkeypatch.setattr("paraphina.tracking.store.project_root", lambda: tmp_path)
+    monkeypatch.chdir(tmp_path)  # paths.root
     return tmp_path
 
 
@@ -194,11 +194,11 @@ def test_trial_config_is_the_cli_config_and_the_command_reruns_it(tmp_path: Path
 
 
 @pytest.mark.parametrize("override, message", [
-    ("experiment.space.eta.key=engine.mm.size_etaa", "not a config key"),
+    ("experiment.space.eta.key=engine.mm.size_etaa", "not a numeric knob"),
     ("experiment.space.eta.hgih=0.5", "unknown config key"),
-    ("experiment.space.eta.low=0.0x5", "must be a finite number"),
+    ("experiment.space.eta.low=0.0x5", "bad value for 'experiment.space.eta.low'"),
     ("experiment.space.eta.key=engine.venues.names", "not a numeric knob"),
-    ("experiment.sampler=tpee", "not one of grid, tpe, nsga2"),
+    ("experiment.sampler=tpee", "expected one of \\[grid, tpe, nsga2\\]"),
 ])
 def test_search_space_typo_stops_before_any_trial(tmp_path: Path, override: str, message: str) -> None:
     with pytest.raises(ParaphinaError, match=message) as error:

@@ -93,13 +93,13 @@ def expected_frame(rows: list[dict]) -> pd.DataFrame:
 
 def test_uri_resolution(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    root = store_module.project_root()  # tests run with the project root moved to a temp folder (conftest)
-    assert default_tracking_uri() == f"sqlite:////{str(root / 'mlruns' / 'mlflow.db').lstrip('/')}"
-    assert resolve_tracking_uri(None) == default_tracking_uri()
+    store = tmp_path / "mlruns"
+    assert default_tracking_uri(store) == f"sqlite:////{str(store / 'mlflow.db').lstrip('/')}"
+    assert resolve_tracking_uri(None, store) == default_tracking_uri(store)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
-    assert resolve_tracking_uri(None) == "http://127.0.0.1:5000"
+    assert resolve_tracking_uri(None, store) == "http://127.0.0.1:5000"
     monkeypatch.chdir(tmp_path)
-    assert resolve_tracking_uri("sqlite:///rel/mlflow.db") == f"sqlite:///{tmp_path / 'rel' / 'mlflow.db'}"
+    assert resolve_tracking_uri("sqlite:///rel/mlflow.db", store) == f"sqlite:///{tmp_path / 'rel' / 'mlflow.db'}"
 
 
 def test_flatten_params() -> None:

@@ -1,12 +1,12 @@
 """Composing conf/ into a validated config, with the original environment variables as overrides.
 
-Every entry point goes through `compose_config` (or `check_overrides` before `hydra.main`), so a
-typo, a wrong type or an unknown profile stops with one line before anything runs.
+Tests, trials and steps compose through `compose_config`, entry points through Hydra's app runner
+(config.commands); either way a typo, a wrong type or an unknown profile stops with one line before
+anything runs.
 """
 from __future__ import annotations
 
 import functools
-import itertools
 import math
 import os
 from pathlib import Path
@@ -14,10 +14,10 @@ from typing import Iterable, Mapping, Sequence
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import MissingConfigException, OverrideParseException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
-from paraphina.config import schema
+from paraphina.config import experiments, schema
 from paraphina.core.errors import ParaphinaError
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
@@ -38,6 +38,14 @@ TEXT_ENV_KEYS: dict[str, str] = {
 PROFILE_ENV = "PARAPHINA_RISK_PROFILE"
 TELEMETRY_MODES = ("off", "jsonl")
 CHILD_CONFIG_MODES = ("parent", "full")
+MINIMUMS: dict[str, int] = {
+    "seed": 0, "seeds": 1, "tracking.series_points": 1, "execution.chunk_runs": 1, "execution.threads": 0,
+    "execution.serial_below": 0, "telemetry.every": 1, "world_model.session_ticks": 1,
+    # the experiments' counts, where the config has them
+    "experiment.n_trials": 1, "experiment.batch_size": 1, "experiment.show_top": 1, "experiment.top_n": 1,
+    "experiment.summary_top": 1, "runs_per_profile": 1, "experiment.decisive.max_runs_per_profile": 1,
+    "experiment.decisive.min_batch": 1,
+}
 
 schema.register()
 
@@ -90,6 +98,8 @@ def check_profile(name: str) -> None:
 
 def explain_hydra_error(exc: BaseException) -> str:
     """Turn a Hydra/OmegaConf composition error into one line that says what to fix, from the error's fields."""
+    if isinstance(exc, OverrideParseException):
+        return f"cannot parse override {exc.override}: {exc.message.splitlines()[0]}"
     if isinstance(exc, MissingConfigException) and exc.missing_cfg_file:
         group, _, name = exc.missing_cfg_file.rpartition("/")
         return f"unknown {group or 'config'} '{name}'; choose one of: {', '.join(exc.options or available(group))}"
@@ -105,24 +115,21 @@ def explain_hydra_error(exc: BaseException) -> str:
 
 def compose_config(overrides: Sequence[str] = (), config_name: str = "config",
                    environ: Mapping[str, str] | None = None) -> DictConfig:
-    """Compose conf/ with the environment's and the caller's overrides; validate; raise ParaphinaError."""
+    """Compose conf/ with the environment's and the caller's overrides; resolve; validate; raise ParaphinaError."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
     environ = os.environ if environ is None else environ
     overrides = list(overrides)
-    _reject_appended_keys(overrides)
+    reject_appended_keys(overrides)
     full = env_overrides(environ, overrides) + overrides
+    experiments.register(config_name)
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR), job_name="paraphina"):
-            cfg = compose(config_name=config_name, overrides=full)
-        if not uses_hydra_resolver(full):  # an interpolation that cannot resolve fails now, not mid-run
-            OmegaConf.to_container(cfg, resolve=True)
+            cfg = job_config(compose(config_name=config_name, overrides=full, return_hydra_config=True))
     except ParaphinaError:
         raise
-    except OverrideParseException as exc:
-        raise ParaphinaError(f"cannot parse overrides {' '.join(overrides)}: {str(exc).splitlines()[0]}") from exc
     except Exception as exc:  # Hydra and OmegaConf raise many types; all are the user's input here
         raise ParaphinaError(explain_hydra_error(exc)) from exc
     finally:
@@ -131,15 +138,36 @@ def compose_config(overrides: Sequence[str] = (), config_name: str = "config",
     return cfg
 
 
-def uses_hydra_resolver(overrides: Iterable[str]) -> bool:
-    """Whether an override reads Hydra's runtime (`${hydra:job.name}`), which only Hydra's app runner sets.
+def job_config(cfg: DictConfig) -> DictConfig:
+    """A composed config without Hydra's node, every value resolved as in a job of Hydra's app runner.
 
-    Overrides split out of a sweep come back escaped (`$\\{hydra\\:job.name\\}`), hence the backslashes dropped.
+    `${hydra:...}` values (e.g. Exp11's `${hydra:runtime.choices.profile}`) read the config's own Hydra node;
+    the app runner's Hydra config, if any, is left as it was.
     """
-    return any("${hydra:" in o.replace("\\", "") for o in overrides)
+    from hydra.core.hydra_config import HydraConfig
+
+    current = HydraConfig.instance()
+    previous = current.cfg
+    current.set_config(cfg)
+    try:
+        with open_dict(cfg):
+            del cfg["hydra"]
+        resolve(cfg)
+    finally:
+        current.cfg = previous
+    return cfg
 
 
-def _reject_appended_keys(overrides: Iterable[str]) -> None:
+def resolve(cfg: DictConfig) -> None:
+    """Resolve every interpolation in place: one that cannot resolve fails now, naming its key, not mid-run."""
+    try:
+        OmegaConf.resolve(cfg)
+    except OmegaConfBaseException:
+        OmegaConf.to_container(cfg, resolve=True)  # the same error with the key it happened at
+        raise
+
+
+def reject_appended_keys(overrides: Iterable[str]) -> None:
     """`+engine.typo=1` slips past structured configs: only config groups may be appended."""
     groups = {"profile"}
     for o in overrides:
@@ -153,35 +181,16 @@ def override_parser() -> OverridesParser:
     return OverridesParser.create()
 
 
-def sweep_jobs(overrides: Sequence[str]) -> list[list[str]]:
-    """The overrides of each job of a multirun sweep (`seed=1,2` gives two jobs), in Hydra's order."""
-    try:
-        parsed = override_parser().parse_overrides(list(overrides))
-    except OverrideParseException as exc:
-        raise ParaphinaError(f"cannot parse overrides {' '.join(overrides)}: {str(exc).splitlines()[0]}") from exc
-    choices = [[f"{o.get_key_element()}={value}" for value in o.sweep_string_iterator()] if o.is_sweep_override()
-               else [o.input_line] for o in parsed]
-    return [list(job) for job in itertools.product(*choices)]
-
-
-def check_overrides(overrides: Sequence[str], config_name: str = "config") -> None:
-    """Validate command-line overrides (each job of a multirun sweep) before Hydra starts any job."""
-    for job in sweep_jobs(overrides):
-        compose_config(job, config_name)
-
-
 def validate(cfg: DictConfig) -> None:
     """Checks the schema cannot express: positive counts, venue list lengths, known modes and profiles."""
     if cfg.ticks <= 0:
         raise ParaphinaError(f"ticks={cfg.ticks} must be a positive number of ticks, e.g. ticks=2000")
     if cfg.runs < 1:
         raise ParaphinaError(f"runs={cfg.runs} must be at least 1, e.g. runs=64")
-    for key, minimum in (("seed", 0), ("seeds", 1), ("tracking.series_points", 1),
-                         ("execution.chunk_runs", 1),
-                         ("execution.threads", 0), ("execution.serial_below", 0),
-                         ("telemetry.every", 1), ("world_model.session_ticks", 1)):
-        if OmegaConf.select(cfg, key) < minimum:
-            raise ParaphinaError(f"{key}={OmegaConf.select(cfg, key)} must be at least {minimum}")
+    for key, minimum in MINIMUMS.items():
+        value = OmegaConf.select(cfg, key)
+        if value is not None and value < minimum:
+            raise ParaphinaError(f"{key}={value} must be at least {minimum}")
     for key in ("engine.tick_ms", "market.outage.mean_ticks", "market.s0"):
         if not OmegaConf.select(cfg, key) > 0:
             raise ParaphinaError(f"{key}={OmegaConf.select(cfg, key)} must be positive")

@@ -251,6 +251,13 @@ class ExecutionConfig:
 
 
 @dataclass
+class PathsConfig:
+    root: str = MISSING
+    store: str = MISSING
+    sweeps: str = MISSING
+
+
+@dataclass
 class ParaphinaConfig:
     """The primary config of every entry point (experiments add their own section)."""
 
@@ -269,10 +276,11 @@ class ParaphinaConfig:
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     execution: ExecutionConfig = field(default_factory=ExecutionConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
     experiment_names: dict[str, str] = field(default_factory=dict)
     experiment: Any = None
 
 
 def register() -> None:
     """Put the schema in Hydra's ConfigStore; conf/config.yaml lists it first in its defaults."""
-    ConfigStore.instance().store(name="paraphina_schema", node=ParaphinaConfig)
+    ConfigStore.instance().store(group="schema", name="paraphina", node=ParaphinaConfig, package="_global_")

@@ -156,7 +156,7 @@ def repeated_runs_note(rows: pd.DataFrame, source: str) -> str | None:
     if not repeats:
         return None
     return (f"{repeats} run(s) in {source} repeat another run (same profile, label and metrics, e.g. Exp13 rerun "
-            f"with the same seeds) and count as independent runs; narrow with source_run= or label_contains=")
+            f"with the same seeds) and count as independent runs; narrow with filter.source_run= or filter.label_contains=")
 
 
 def mixed_ticks_notes(rows: pd.DataFrame, source: str) -> list[str]:
@@ -167,13 +167,16 @@ def mixed_ticks_notes(rows: pd.DataFrame, source: str) -> list[str]:
         lengths = sorted(set(int(t) for t in ticks))
         if len(lengths) > 1:
             notes.append(f"profile '{profile}' in {source} mixes runs of {', '.join(map(str, lengths))} ticks; "
-                         f"narrow with source_run= or label_contains= to compare like with like")
+                         f"narrow with filter.source_run= or filter.label_contains= to compare like with like")
     return notes
 
 
-def filter_rows(rows: pd.DataFrame, source: str, profile: str | None = None,
+def filter_rows(rows: pd.DataFrame, source: str, tiers: Mapping[str, RiskTier], profile: str | None = None,
                 label_contains: str | None = None) -> pd.DataFrame:
-    """Keep one profile and/or the labels containing a text; an empty result names the filter that emptied it."""
+    """Keep one profile (it must have a tier) and/or the labels containing a text; an empty result names the
+    filter that emptied it."""
+    if profile is not None and profile not in tiers:
+        raise ParaphinaError(f"profile '{profile}' has no risk tier; choose one of: {', '.join(tiers)}")
     if rows.empty:
         raise ParaphinaError(f"{source} has no runs")
     if profile is not None:
@@ -205,7 +208,7 @@ def load_rows(cfg: DictConfig, dataset: str, source_run: str | None = None) -> p
         if source_run:
             raise ParaphinaError("source_run selects runs in MLflow; it cannot filter a JSONL dataset file")
         return read_rows(dataset)
-    uri = resolve_tracking_uri(cfg.tracking.uri)
+    uri = resolve_tracking_uri(cfg.tracking.uri, cfg.paths.store)
     if not source_run:
         return load_dataset(uri, dataset)
     if "'" in dataset or "'" in source_run:
@@ -227,7 +230,7 @@ def load_rows(cfg: DictConfig, dataset: str, source_run: str | None = None) -> p
 
 def tracking_client_of(cfg: DictConfig):
     """An MlflowClient on the config's store."""
-    return tracking_client(resolve_tracking_uri(cfg.tracking.uri))
+    return tracking_client(resolve_tracking_uri(cfg.tracking.uri, cfg.paths.store))
 
 
 def child_tags(cfg: DictConfig, run_ids: Iterable[str]) -> list[dict[str, str]]:
@@ -337,22 +340,3 @@ def format_verdicts(long: pd.DataFrame, keys: Sequence[str], confidence: float) 
         "runs needed: runs per profile that would decide an inconclusive budget if the observed rate (or mean "
         "and spread) held; ? = not projectable (a single run has no spread, or the estimate sits on the budget)",
     ])
-
-
-def shorthand_overrides(argv: Sequence[str], keys: Mapping[str, str], lists: Sequence[str] = ()) -> list[str]:
-    """Command-line shorthands of experiment options: `key=value` becomes `<keys[key]>=value`.
-
-    The options live under `experiment.` (the structured config rejects unknown top-level keys), while
-    the original tools took them as flags; `runs_per_profile=1` thus works as written. A `+` in front is
-    dropped (so `+profile=x` is the shorthand too), and a list option given as `a,b` becomes `[a,b]`.
-    """
-    out = []
-    for arg in argv:
-        key, sep, value = arg.partition("=")
-        name = key.lstrip("+")
-        if sep and name in keys:
-            if name in lists and not value.startswith("["):
-                value = f"[{value}]"
-            arg = f"{keys[name]}={value}"
-        out.append(arg)
-    return out

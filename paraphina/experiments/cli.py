@@ -61,5 +61,5 @@ def check_composed(cfg: DictConfig, overrides: Sequence[str]) -> None:
     expected = compose_config(overrides, cfg.experiment.id)
     diff = first_difference({"given": flat_config(cfg), "composed": flat_config(expected)})
     if diff is not None:
-        raise ParaphinaError(f"the config given differs in '{diff[0]}' from conf/{cfg.experiment.id}.yaml with "
+        raise ParaphinaError(f"the config given differs in '{diff[0]}' from experiment {cfg.experiment.id} with "
                              f"overrides {list(overrides)}; pass the overrides the config was composed from")

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import pandas as pd
 
-from paraphina.config.commands import command_overrides
-from paraphina.config.loading import compose_config
-from paraphina.core.cli import cli_errors
+from omegaconf import DictConfig
+
+from paraphina.config.commands import hydra_command
 from paraphina.core.errors import ParaphinaError
 from paraphina.experiments.cli import print_table
 from paraphina.experiments.grid import Axis, axes_from_config
@@ -47,13 +47,14 @@ def run(cfg) -> pd.DataFrame:
     return table
 
 
-@cli_errors
-def main(argv: list[str] | None = None) -> None:
-    cfg = compose_config(command_overrides(argv, "exp02", __doc__), "exp02")
+def command(cfg: DictConfig) -> None:
+    """What the command line runs: the experiment, then its tables on the console."""
     table = run(cfg)
     print_table(table, [a for a in cfg.experiment.grid] + list(SUMMARY_COLUMNS))
     print(f"tables and heatmaps in {sweeps_dir(cfg)}")
 
+
+main = hydra_command("exp02", command)
 
 if __name__ == "__main__":
     main()

@@ -14,9 +14,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig
 
-from paraphina.config.loading import compose_config
-from paraphina.config.commands import command_overrides
-from paraphina.core.cli import cli_errors
+from paraphina.config.commands import hydra_command
 from paraphina.experiments.study import SearchOutcome, print_outcome, run_search
 from paraphina.formats.plots import plot_heatmap, plot_trials_scatter
 
@@ -42,11 +40,12 @@ def run(cfg: DictConfig) -> SearchOutcome:
     return run_search(cfg, [(cfg.profile_name, cfg.experiment.tier)], plots)
 
 
-@cli_errors
-def main(argv: list[str] | None = None) -> None:
-    cfg = compose_config(command_overrides(argv, "exp03", __doc__), "exp03")
+def command(cfg: DictConfig) -> None:
+    """What the command line runs: the experiment, then its tables on the console."""
     print_outcome(run(cfg))
 
+
+main = hydra_command("exp03", command)
 
 if __name__ == "__main__":
     main()

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import pandas as pd
 
+from omegaconf import DictConfig
+
+from paraphina.config.commands import hydra_command
 from paraphina.core.names import REGIME_NAMES
-from paraphina.config.loading import compose_config
-from paraphina.config.commands import command_overrides
-from paraphina.core.cli import cli_errors
 from paraphina.experiments.cli import print_horizon_note, print_table
 from paraphina.experiments.grid import axes_from_config
 from paraphina.experiments.records import ExperimentRecorder
@@ -28,14 +28,15 @@ def run(cfg) -> pd.DataFrame:
     return table
 
 
-@cli_errors
-def main(argv: list[str] | None = None) -> None:
-    cfg = compose_config(command_overrides(argv, "exp04", __doc__), "exp04")
+def command(cfg: DictConfig) -> None:
+    """What the command line runs: the experiment, then its tables on the console."""
     print_horizon_note(cfg)
     table = run(cfg)
     print_table(table, [*cfg.experiment.grid, "pnl_mean", "dd_mean", "kill_prob", "frac_normal", "frac_warning",
                         "frac_hard", "final_regime"])
 
+
+main = hydra_command("exp04", command)
 
 if __name__ == "__main__":
     main()

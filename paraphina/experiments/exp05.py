@@ -11,9 +11,7 @@ from __future__ import annotations
 import pandas as pd
 from omegaconf import DictConfig
 
-from paraphina.config.commands import command_overrides
-from paraphina.config.loading import compose_config
-from paraphina.core.cli import cli_errors
+from paraphina.config.commands import hydra_command
 from paraphina.core.errors import ParaphinaError
 from paraphina.experiments.cli import print_table
 from paraphina.experiments.records import ExperimentRecorder, latest_points, sweeps_dir
@@ -68,13 +66,14 @@ def run(cfg: DictConfig) -> dict[str, pd.DataFrame]:
     return top
 
 
-@cli_errors
-def main(argv: list[str] | None = None) -> None:
-    cfg = compose_config(command_overrides(argv, "exp05", __doc__), "exp05")
+def command(cfg: DictConfig) -> None:
+    """What the command line runs: the experiment, then its tables on the console."""
     for source, table in run(cfg).items():
         print_table(table, SHOWN_COLUMNS, title=f"\n{source}: top {len(table)} by {cfg.experiment.tier} tier score")
     print(f"\nranked tables in {sweeps_dir(cfg)}")
 
+
+main = hydra_command("exp05", command)
 
 if __name__ == "__main__":
     main()

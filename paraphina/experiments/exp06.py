@@ -18,18 +18,15 @@ from typing import Callable, Sequence
 import pandas as pd
 from omegaconf import DictConfig
 
-from paraphina.config.commands import command_overrides
+from paraphina.config.commands import hydra_command, task_overrides
 from paraphina.config.loading import compose_config, override_key
-from paraphina.core.cli import cli_errors
 from paraphina.core.errors import ParaphinaError
 from paraphina.experiments.cli import check_composed, print_table
 from paraphina.experiments.records import ExperimentRecorder
 from paraphina.tracking.store import describe
 
-SHORTHANDS = ("steps", "skip", "dry_run")
-"""Exp06 keys that may be given without their `experiment.` prefix on the command line."""
-OWN_PREFIX = "experiment."
-"""Overrides of exp06's own section; every other override is shared with the steps."""
+OWN_KEYS = ("steps", "skip", "dry_run", "experiment")
+"""Exp06's own settings (conf/experiment/exp06.yaml); every other override is shared with the steps."""
 EXIT_STEP_FAILED = 1
 
 
@@ -46,12 +43,12 @@ def plan(cfg: DictConfig, overrides: Sequence[str]) -> list[Step]:
     """Every suite step in order, marked selected or not; unknown names in steps/skip stop with one line."""
     suite = cfg.experiment.suite
     valid = list(suite)
-    chosen = valid if cfg.experiment.steps is None else list(cfg.experiment.steps)
-    skip = list(cfg.experiment.skip)
+    chosen = valid if cfg.steps is None else list(cfg.steps)
+    skip = list(cfg.skip)
     unknown = [s for s in [*chosen, *skip] if s not in suite]
     if unknown:
         raise ParaphinaError(f"unknown step(s) {', '.join(map(str, unknown))}; valid steps: {', '.join(valid)}")
-    shared = [o for o in overrides if not override_key(o).startswith(OWN_PREFIX)]
+    shared = [o for o in overrides if override_key(o).split(".")[0] not in OWN_KEYS]
     return [Step(name, spec.entry, spec.config, [*shared, *spec.overrides], name in chosen and name not in skip)
             for name, spec in suite.items()]
 
@@ -82,7 +79,7 @@ def one_line(exc: Exception) -> str:
 
 def run_step(step: Step, position: str) -> dict:
     """Run one step, never raising (but for an interrupt): its status row."""
-    print(f"\n[{position}] {step.name}  (conf/{step.config}.yaml {' '.join(step.overrides)})", flush=True)
+    print(f"\n[{position}] {step.name}  (config {step.config} {' '.join(step.overrides)})", flush=True)
     started = time.perf_counter()
     status, error = "ok", ""
     try:
@@ -121,7 +118,7 @@ def run(cfg: DictConfig, overrides: Sequence[str] = ()) -> pd.DataFrame:
     """
     check_composed(cfg, overrides)
     steps = plan(cfg, overrides)
-    if cfg.experiment.dry_run:
+    if cfg.dry_run:
         return dry_run(steps)
     selected = [s for s in steps if s.selected]
     with ExperimentRecorder(cfg) as recorder:
@@ -135,26 +132,21 @@ def run(cfg: DictConfig, overrides: Sequence[str] = ()) -> pd.DataFrame:
     return table
 
 
-def expand_shorthands(argv: Sequence[str]) -> list[str]:
-    """`steps=[...]` -> `experiment.steps=[...]`, likewise skip and dry_run."""
-    return [f"{OWN_PREFIX}{o}" if override_key(o) in SHORTHANDS and not o.startswith(("+", "~")) else o
-            for o in argv]
-
-
-@cli_errors
-def main(argv: list[str] | None = None) -> None:
-    overrides = expand_shorthands(command_overrides(argv, "exp06", __doc__))
-    cfg = compose_config(overrides, "exp06")
+def command(cfg: DictConfig) -> None:
+    """What the command line runs: the experiment, then its tables on the console."""
+    overrides = task_overrides()
     table = run(cfg, overrides)
-    title = "Exp06 plan (dry run: nothing ran)" if cfg.experiment.dry_run else "\nExp06 status"
-    columns = None if cfg.experiment.dry_run else ["step", "status", "seconds", "error"]
+    title = "Exp06 plan (dry run: nothing ran)" if cfg.dry_run else "\nExp06 status"
+    columns = None if cfg.dry_run else ["step", "status", "seconds", "error"]
     print_table(table, columns, title=title)
     failed = table[table["status"].isin(["failed", "invalid"])]["step"].tolist()
     if failed:
-        print(f"error: {len(failed)} step(s) {'invalid' if cfg.experiment.dry_run else 'failed'}: "
+        print(f"error: {len(failed)} step(s) {'invalid' if cfg.dry_run else 'failed'}: "
               f"{', '.join(failed)}", file=sys.stderr)
         raise SystemExit(EXIT_STEP_FAILED)
 
+
+main = hydra_command("exp06", command)
 
 if __name__ == "__main__":
     main()

@@ -12,9 +12,7 @@ import sys
 import pandas as pd
 from omegaconf import DictConfig
 
-from paraphina.config.commands import command_overrides
-from paraphina.config.loading import compose_config
-from paraphina.core.cli import cli_errors
+from paraphina.config.commands import hydra_command
 from paraphina.core.names import PROFILE_KNOBS
 from paraphina.core.errors import ParaphinaError
 from paraphina.experiments.cli import print_table
@@ -77,14 +75,15 @@ def run(cfg: DictConfig) -> pd.DataFrame:
     return presets
 
 
-@cli_errors
-def main(argv: list[str] | None = None) -> None:
-    cfg = compose_config(command_overrides(argv, "exp07", __doc__), "exp07")
+def command(cfg: DictConfig) -> None:
+    """What the command line runs: the experiment, then its tables on the console."""
     presets = run(cfg)
     print_table(presets, ["tier", "rank", "relaxed", "source_run", "score", *METRIC_COLUMNS, *MARGIN_COLUMNS],
                 title=f"Exp07 presets per risk tier (from the latest {cfg.experiment.source} grid)")
     print(f"presets and ready profiles (<tier>.yaml) in {sweeps_dir(cfg)}")
 
+
+main = hydra_command("exp07", command)
 
 if __name__ == "__main__":
     main()

@@ -11,10 +11,8 @@ from typing import Sequence
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from paraphina.config.loading import compose_config
-from paraphina.config.commands import command_overrides
+from paraphina.config.commands import hydra_command, task_overrides
 from paraphina.core.names import PROFILE_KNOBS
-from paraphina.core.cli import cli_errors
 from paraphina.experiments.cli import check_composed, print_horizon_note, print_table
 from paraphina.experiments.profiles import config_knobs, profiles_batch
 from paraphina.experiments.records import ExperimentRecorder, point_summaries, sweeps_dir
@@ -44,15 +42,16 @@ def run(cfg: DictConfig, overrides: Sequence[str] = ()) -> pd.DataFrame:
     return table
 
 
-@cli_errors
-def main(argv: list[str] | None = None) -> None:
-    overrides = command_overrides(argv, "exp08", __doc__)
-    cfg = compose_config(overrides, "exp08")
+def command(cfg: DictConfig) -> None:
+    """What the command line runs: the experiment, then its tables on the console."""
+    overrides = task_overrides()
     print_horizon_note(cfg)
     table = run(cfg, overrides)
     print_table(table, SUMMARY_COLUMNS, title=f"Exp08 profile validation: {cfg.seeds} seeds x {cfg.ticks} ticks")
     print(f"summary in {sweeps_dir(cfg)}")
 
+
+main = hydra_command("exp08", command)
 
 if __name__ == "__main__":
     main()

@@ -14,9 +14,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from paraphina.config.loading import compose_config
-from paraphina.config.commands import command_overrides
-from paraphina.core.cli import cli_errors
+from paraphina.config.commands import hydra_command
 from paraphina.experiments.cli import print_horizon_note
 from paraphina.experiments.study import SearchOutcome, print_outcome, run_search
 from paraphina.formats.plots import plot_pareto_fronts
@@ -41,12 +39,13 @@ def run(cfg: DictConfig) -> SearchOutcome:
     return run_search(cfg, targets, pareto_plot if cfg.experiment.multi_objective else (lambda outcome, folder: []))
 
 
-@cli_errors
-def main(argv: list[str] | None = None) -> None:
-    cfg = compose_config(command_overrides(argv, "exp09", __doc__), "exp09")
+def command(cfg: DictConfig) -> None:
+    """What the command line runs: the experiment, then its tables on the console."""
     print_horizon_note(cfg)
     print_outcome(run(cfg))
 
+
+main = hydra_command("exp09", command)
 
 if __name__ == "__main__":
     main()

@@ -16,9 +16,7 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import DictConfig
 
-from paraphina.config.commands import command_overrides
-from paraphina.config.loading import compose_config
-from paraphina.core.cli import cli_errors
+from paraphina.config.commands import hydra_command
 from paraphina.core.errors import ParaphinaError
 from paraphina.experiments import alignment
 from paraphina.experiments.cli import print_table
@@ -128,12 +126,13 @@ def report(cfg: DictConfig, table: pd.DataFrame) -> None:
             print(f"note: tier {row['tier']}: {problem} ({FIXES[problem]})")
 
 
-@cli_errors
-def main(argv: list[str] | None = None) -> None:
-    cfg = compose_config(command_overrides(argv, "exp10", __doc__), "exp10")
+def command(cfg: DictConfig) -> None:
+    """What the command line runs: the experiment, then its tables on the console."""
     table = run(cfg)
     report(cfg, table)
 
+
+main = hydra_command("exp10", command)
 
 if __name__ == "__main__":
     main()

@@ -5,42 +5,39 @@
     python -m paraphina.experiments.exp11 dataset=runs/research_dataset_v004.jsonl   # the original file format
 
 Groups the runs by profile (and label with by_label=true); per group: pnl_ok, dd_ok, kill_ok, signed
-margins, the tier score, and per budget the estimate, interval, verdict and runs needed. `profile=` here
-is a filter (experiment.profile), not the config group: the command-line shorthands are rewritten before
-Hydra composes (Hydra 1.3 cannot show a compose()d config which group option was chosen).
+margins, the tier score, and per budget the estimate, interval, verdict and runs needed. The runs are
+narrowed by `filter.profile`, `filter.label_contains` and `filter.source_run`; `profile=`, `label_contains=`
+and `source_run=` are the original tool's spellings of them (conf/experiment/exp11.yaml).
 """
 from __future__ import annotations
 
-from typing import Sequence
-
 import pandas as pd
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from paraphina.config.commands import command_overrides
-from paraphina.config.loading import CONF_DIR, compose_config
-from paraphina.core.cli import cli_errors
+from paraphina.config.commands import hydra_command
+from paraphina.config.loading import PROFILE_ENV, compose_config
 from paraphina.core.errors import ParaphinaError
 from paraphina.core.names import DATASET_SOURCE_TAG, SOURCE_RUN_TAG
 from paraphina.experiments import alignment
 from paraphina.experiments.cli import print_table
 from paraphina.experiments.records import ExperimentRecorder
 
-SHORTHANDS = {key: f"experiment.{key}" for key in ("profile", "label_contains", "by_label", "source_run")}
+CONFIG_NAME = "exp11"
 TABLE_COLUMNS = ("profile", "label", "tier", "runs", "pnl_mean", "dd_mean", "kill_prob", "pnl_ok", "dd_ok", "kill_ok",
                  "pnl_margin", "dd_margin", "kill_margin", "score", "verdict")
 
 
-def config_for(cfg: DictConfig, **options) -> DictConfig:
-    """An Exp11 config on `cfg`'s store and world model (e.g. Exp13's), with conf/exp11.yaml's options updated."""
-    out = cfg.copy()
-    out.experiment = OmegaConf.load(CONF_DIR / "exp11.yaml").experiment
-    for key, value in options.items():
-        out.experiment[key] = value
+def config_for(cfg: DictConfig, **filters: str | None) -> DictConfig:
+    """The default Exp11 config on `cfg`'s store and world model (e.g. Exp13's), with `filters` set."""
+    out = compose_config([], CONFIG_NAME, environ={})
+    out.tracking, out.world_model = cfg.tracking, cfg.world_model
+    for key, value in filters.items():
+        out.filter[key] = value
     return out
 
 
 def group_keys(cfg: DictConfig) -> list[str]:
-    return ["profile", "label"] if cfg.experiment.by_label else ["profile"]
+    return ["profile", "label"] if cfg.by_label else ["profile"]
 
 
 def run(cfg: DictConfig) -> pd.DataFrame:
@@ -52,23 +49,13 @@ def run(cfg: DictConfig) -> pd.DataFrame:
             from paraphina.tracking.datasets import list_datasets
             from paraphina.tracking.store import resolve_tracking_uri
 
-            names = list_datasets(resolve_tracking_uri(cfg.tracking.uri))
+            names = list_datasets(resolve_tracking_uri(cfg.tracking.uri, cfg.paths.store))
             existing = f"; datasets there: {', '.join(names) or 'none yet'}"
         except ParaphinaError:
             pass
         raise ParaphinaError(f"exp11 needs dataset=NAME (an MLflow dataset) or dataset=FILE.jsonl{existing}")
-    _check_options(cfg)
-    rows = alignment.load_rows(cfg, str(dataset), cfg.experiment.source_run)
+    rows = alignment.load_rows(cfg, str(dataset), cfg.filter.source_run)
     return align(cfg, rows, str(dataset))
-
-
-def _check_options(cfg: DictConfig) -> None:
-    ex = cfg.experiment
-    tiers = alignment.load_tiers(cfg)
-    if ex.profile is not None and str(ex.profile) not in tiers:
-        raise ParaphinaError(f"profile '{ex.profile}' has no risk tier; choose one of: {', '.join(tiers)}")
-    if not isinstance(ex.by_label, bool):
-        raise ParaphinaError(f"by_label={ex.by_label!r} must be true or false")
 
 
 def align(cfg: DictConfig, rows: pd.DataFrame, dataset: str) -> pd.DataFrame:
@@ -76,20 +63,18 @@ def align(cfg: DictConfig, rows: pd.DataFrame, dataset: str) -> pd.DataFrame:
 
     `table.attrs["notes"]` holds the notes: profiles skipped for want of a tier, repeated runs, mixed run lengths.
     """
-    _check_options(cfg)
-    ex = cfg.experiment
+    rows_filter = cfg.filter
     tiers = alignment.load_tiers(cfg)
-    source = f"dataset '{dataset}'" + (f" (run {ex.source_run})" if ex.source_run else "")
-    rows = alignment.filter_rows(rows, source, None if ex.profile is None else str(ex.profile),
-                                 None if ex.label_contains is None else str(ex.label_contains))
+    source = f"dataset '{dataset}'" + (f" (run {rows_filter.source_run})" if rows_filter.source_run else "")
+    rows = alignment.filter_rows(rows, source, tiers, rows_filter.profile, rows_filter.label_contains)
     rows, notes = alignment.drop_untiered(rows, tiers, source)
     repeated = alignment.repeated_runs_note(rows, source)
     notes += ([repeated] if repeated else []) + alignment.mixed_ticks_notes(rows, source)
-    table = alignment.group_checks(rows, tiers, cfg.world_model.confidence, ex.by_label)
+    table = alignment.group_checks(rows, tiers, cfg.world_model.confidence, cfg.by_label)
     keys = group_keys(cfg)
     tags = {DATASET_SOURCE_TAG: dataset}
-    if ex.source_run:
-        tags[SOURCE_RUN_TAG] = str(ex.source_run)
+    if rows_filter.source_run:
+        tags[SOURCE_RUN_TAG] = rows_filter.source_run
     with ExperimentRecorder(cfg, extra_tags=tags) as recorder:
         for _, row in table.iterrows():
             name = "-".join(str(row[k]) or "unlabelled" for k in keys)
@@ -117,17 +102,13 @@ def report(cfg: DictConfig, table: pd.DataFrame, dataset: str) -> None:
         print(f"note: {note}")
 
 
-def compose(argv: Sequence[str]) -> DictConfig:
-    """The Exp11 config of a command line, shorthands included (`profile=` filters, it is not the group)."""
-    return compose_config(alignment.shorthand_overrides(argv, SHORTHANDS), "exp11")
-
-
-@cli_errors
-def main(argv: list[str] | None = None) -> None:
-    cfg = compose(command_overrides(argv, "exp11", __doc__))
+def command(cfg: DictConfig) -> None:
+    """What the command line runs: the experiment, then its tables on the console."""
     table = run(cfg)
     report(cfg, table, str(cfg.dataset))
 
+
+main = hydra_command(CONFIG_NAME, command, ignored_env=(PROFILE_ENV,))
 
 if __name__ == "__main__":
     main()

@@ -14,9 +14,7 @@ from __future__ import annotations
 import pandas as pd
 from omegaconf import DictConfig
 
-from paraphina.config.commands import command_overrides
-from paraphina.config.loading import compose_config
-from paraphina.core.cli import cli_errors
+from paraphina.config.commands import hydra_command
 from paraphina.core.names import EXPERIMENT_TAG, KIND_TAG, POINT_KIND, PROFILE_KNOBS
 from paraphina.core.errors import ParaphinaError
 from paraphina.experiments import alignment
@@ -137,15 +135,16 @@ def changes_text(cfg: DictConfig, report: pd.DataFrame, profile_dir) -> str:
     return "\n".join(lines)
 
 
-@cli_errors
-def main(argv: list[str] | None = None) -> None:
-    cfg = compose_config(command_overrides(argv, "exp12", __doc__), "exp12")
+def command(cfg: DictConfig) -> None:
+    """What the command line runs: the experiment, then its tables on the console."""
     tuned, report = run(cfg)
     print_table(tuned, ["tier", *PROFILE_KNOBS, "risk_scale", "dd_ratio", "kill_ratio"],
                 title="=== Exp12 tuned presets ===")
     print()
     print(changes_text(cfg, report, tuned.attrs["profile_dir"]))
 
+
+main = hydra_command("exp12", command)
 
 if __name__ == "__main__":
     main()

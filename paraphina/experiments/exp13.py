@@ -2,7 +2,7 @@
 
     python -m paraphina.experiments.exp13                       # 3 profiles x 2 seeds x 2000 ticks
     python -m paraphina.experiments.exp13 ticks=1000 runs_per_profile=1 dataset=research_dataset_v004
-    python -m paraphina.experiments.exp13 profiles=conservative,aggressive label_prefix=daily target=decisive
+    python -m paraphina.experiments.exp13 profiles=[conservative,aggressive] label_prefix=daily target=decisive
 
 Every profile runs the same seeds (seed, seed+1, ...) in ONE engine batch (experiments.profiles), with
 JSONL telemetry per run under sweeps/exp13/telemetry/<exp13 run id>/. Each engine run is an MLflow run
@@ -12,8 +12,8 @@ cover the rows of this invocation; the end-to-end report gives, per profile, the
 and is attached to the Exp13 parent as exp13_report.md. target=decisive keeps adding seeds to the
 profiles with an undecided budget until every verdict is decided or experiment.decisive.max_runs_per_profile.
 
-Shorthands: runs_per_profile=, profiles=, label_prefix=, target= set experiment.*; profile= / +profile=
-(one profile) set experiment.profiles. PARAPHINA_RISK_PROFILE is ignored here: the profiles are explicit.
+runs_per_profile=, profiles=, label_prefix= and target= are the original tool's flags
+(conf/experiment/exp13.yaml). PARAPHINA_RISK_PROFILE is ignored here: the profiles are explicit.
 """
 from __future__ import annotations
 
@@ -23,16 +23,15 @@ import os
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
-from paraphina.config.commands import command_overrides
-from paraphina.config.loading import CONF_DIR, PROFILE_ENV, compose_config, to_plain
-from paraphina.core.cli import cli_errors
+from paraphina.config.commands import hydra_command
+from paraphina.config.loading import PROFILE_ENV, compose_config, to_plain
 from paraphina.core.errors import ParaphinaError
+from paraphina.config.experiments import Target
 from paraphina.core.names import DATASET_SOURCE_TAG, EXPERIMENT_TAG
 from paraphina.experiments import alignment, exp11
 from paraphina.experiments.cli import print_horizon_note
@@ -40,10 +39,6 @@ from paraphina.experiments.profiles import profiles_batch
 from paraphina.experiments.records import ExperimentRecorder, sweeps_dir
 from paraphina.world_model.summary import format_summary
 
-SHORTHANDS = {**{k: f"experiment.{k}" for k in ("runs_per_profile", "profiles", "label_prefix", "target")},
-              "profile": "experiment.profiles"}
-LIST_SHORTHANDS = ("profiles", "profile")
-TARGETS = ("fixed", "decisive")
 CONFIG_NAME = "exp13"
 
 
@@ -64,45 +59,24 @@ class ProfileRuns:
 # --- options -----------------------------------------------------------------------------------
 
 
-def options(cfg: DictConfig) -> dict:
-    """Checked experiment options: profiles (list), runs_per_profile, label_prefix, target, decisive settings."""
-    ex = cfg.experiment
-    profiles = ex.profiles
-    profiles = [str(p) for p in profiles] if isinstance(profiles, (ListConfig, list, tuple)) else [str(profiles)]
-    if not profiles:
-        raise ParaphinaError("profiles=[] names no profile; e.g. profiles=conservative,balanced,aggressive")
+def check(cfg: DictConfig) -> None:
+    """What the schema cannot say: every profile has a tier, the cap covers the first round, and `dataset`
+    names an MLflow dataset."""
     tiers = alignment.load_tiers(cfg)
-    available = sorted(p.stem for p in (CONF_DIR / "profile").glob("*.yaml"))
-    for p in profiles:
-        if p not in available:
-            raise ParaphinaError(f"unknown profile '{p}'; choose from: {', '.join(available)}")
-        if p not in tiers:
-            raise ParaphinaError(f"profile '{p}' has no risk tier to check it against; tiers: {', '.join(tiers)}")
-    runs = _positive_int("runs_per_profile", ex.runs_per_profile)
-    if ex.target not in TARGETS:
-        raise ParaphinaError(f"target={ex.target!r} is not one of {', '.join(TARGETS)}")
-    cap = _positive_int("experiment.decisive.max_runs_per_profile", ex.decisive.max_runs_per_profile)
-    if ex.target == "decisive" and cap < runs:
-        raise ParaphinaError(f"experiment.decisive.max_runs_per_profile={cap} is below runs_per_profile={runs}")
-    prefix = str(ex.label_prefix or "")
-    if not prefix or "'" in prefix:
-        raise ParaphinaError(f"label_prefix={ex.label_prefix!r} must be a non-empty text without quotes")
-    dataset = cfg.get("dataset")
-    if not dataset:
+    untiered = [p for p in cfg.profiles if p not in tiers]
+    if untiered:
+        raise ParaphinaError(f"profile(s) {', '.join(untiered)} have no risk tier to check them against; "
+                             f"tiers: {', '.join(tiers)}")
+    cap = cfg.experiment.decisive.max_runs_per_profile
+    if cfg.target == Target.decisive and cap < cfg.runs_per_profile:
+        raise ParaphinaError(f"experiment.decisive.max_runs_per_profile={cap} is below "
+                             f"runs_per_profile={cfg.runs_per_profile}")
+    if not cfg.dataset:
         raise ParaphinaError("exp13 needs dataset=NAME: the MLflow research dataset its rows join")
-    if alignment.is_dataset_file(str(dataset)):
-        raise ParaphinaError(f"dataset={dataset} looks like a file; exp13 records into an MLflow dataset "
-                             f"(e.g. dataset={os.path.basename(str(dataset)).removesuffix('.jsonl')}); "
+    if alignment.is_dataset_file(cfg.dataset):
+        raise ParaphinaError(f"dataset={cfg.dataset} looks like a file; exp13 records into an MLflow dataset "
+                             f"(e.g. dataset={os.path.basename(cfg.dataset).removesuffix('.jsonl')}); "
                              f"python -m paraphina.research.transfer exports it to JSONL")
-    return {"profiles": profiles, "runs": runs, "prefix": prefix, "target": str(ex.target), "cap": cap,
-            "min_batch": _positive_int("experiment.decisive.min_batch", ex.decisive.min_batch),
-            "decisive_telemetry": bool(ex.decisive.telemetry), "dataset": str(dataset)}
-
-
-def _positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ParaphinaError(f"{name}={value!r} must be a whole number of at least 1")
-    return value
 
 
 def _leaves(tree: dict, prefix: str = "") -> dict[str, object]:
@@ -122,15 +96,15 @@ def _override_value(value: object) -> str:
 
 
 def base_overrides(cfg: DictConfig) -> list[str]:
-    """Overrides that turn conf/exp13.yaml into `cfg` (outside `experiment`), for composing each profile.
+    """Overrides that turn the default exp13 config into `cfg` (outside `experiment`), for composing each profile.
 
     profiles_batch composes `+profile=NAME` plus these, so a run(cfg) from tests or the command line
     gives the profiles exactly the settings of `cfg`.
     """
     default = compose_config([], CONFIG_NAME, environ={})
     if cfg.profile_name != default.profile_name:
-        raise ParaphinaError(f"exp13 runs the profiles of experiment.profiles; compose it without a profile "
-                             f"(got profile '{cfg.profile_name}'), e.g. profiles={cfg.profile_name}")
+        raise ParaphinaError(f"exp13 runs the profiles of `profiles`; compose it without a profile "
+                             f"(got profile '{cfg.profile_name}'), e.g. profiles=[{cfg.profile_name}]")
     mine, base = (_leaves({k: v for k, v in to_plain(c).items() if k != "experiment"}) for c in (cfg, default))
     return [f"{key}={_override_value(value)}" for key, value in mine.items() if base.get(key, object()) != value]
 
@@ -138,7 +112,7 @@ def base_overrides(cfg: DictConfig) -> list[str]:
 # --- engine runs -------------------------------------------------------------------------------
 
 
-def run_round(cfg: DictConfig, opts: dict, recorder: ExperimentRecorder, overrides: list[str], profiles: list[str],
+def run_round(cfg: DictConfig, recorder: ExperimentRecorder, overrides: list[str], profiles: list[str],
               seeds: int, offset: int, telemetry: bool, measured: dict[str, ProfileRuns]) -> dict:
     """One engine batch of profiles x seeds (seed + offset, ...), each run recorded as a research row."""
     from paraphina.runner.batch import config_hash, run_batch
@@ -161,7 +135,7 @@ def run_round(cfg: DictConfig, opts: dict, recorder: ExperimentRecorder, overrid
     hashes = {p: config_hash(c) for p, c in batch.configs.items()}
     yamls = {p: OmegaConf.to_yaml(c) for p, c in batch.configs.items()}
     for i, profile in enumerate(batch.run_profiles()):
-        label = f"{opts['prefix']}_{profile}_r{int(result.seeds[i]) - cfg.seed:03d}"
+        label = f"{cfg.label_prefix}_{profile}_r{int(result.seeds[i]) - cfg.seed:03d}"
         record = session.run_record(batch.configs[profile], result, i, hashes[profile], flat[profile], batch.per_run,
                                     telemetry=paths[i] if paths else None, plot=False, name=label,
                                     config_yaml=yamls[profile])
@@ -194,7 +168,7 @@ def next_count(n: int, need: int, min_batch: int, cap: int) -> int:
     return min(cap, max(n + min_batch, need))
 
 
-def decisive_rounds(cfg: DictConfig, opts: dict, recorder: ExperimentRecorder, overrides: list[str],
+def decisive_rounds(cfg: DictConfig, recorder: ExperimentRecorder, overrides: list[str],
                     measured: dict[str, ProfileRuns], rounds: list[dict]) -> bool:
     """Add seeds to the profiles with an undecided budget until all are decided or at the cap (True if capped).
 
@@ -202,21 +176,22 @@ def decisive_rounds(cfg: DictConfig, opts: dict, recorder: ExperimentRecorder, o
     share one engine batch, and every profile keeps the seeds seed, seed+1, ... (common random numbers).
     """
     tiers = alignment.load_tiers(cfg)
+    decisive = cfg.experiment.decisive
     counts = {p: len(m.final_pnl) for p, m in measured.items()}
     active = list(measured)
     while True:
         checks = {p: alignment.run_checks(tiers[p], measured[p].final_pnl, measured[p].max_drawdown,
                                           measured[p].kill_switch, cfg.world_model.confidence) for p in active}
         needs = undecided(checks, counts)
-        todo = {p: next_count(counts[p], need, opts["min_batch"], opts["cap"])
-                for p, need in needs.items() if counts[p] < opts["cap"]}
+        todo = {p: next_count(counts[p], need, decisive.min_batch, decisive.max_runs_per_profile)
+                for p, need in needs.items() if counts[p] < decisive.max_runs_per_profile}
         if not todo:
             return bool(needs)
         groups: dict[tuple[int, int], list[str]] = {}
         for p, target in todo.items():
             groups.setdefault((counts[p], target), []).append(p)
-        stats = [run_round(cfg, opts, recorder, overrides, profiles, target - start, start,
-                           opts["decisive_telemetry"], measured) for (start, target), profiles in groups.items()]
+        stats = [run_round(cfg, recorder, overrides, profiles, target - start, start, decisive.telemetry, measured)
+                 for (start, target), profiles in groups.items()]
         rounds.append({k: sum(s[k] for s in stats) for k in stats[0]})
         moves = ", ".join(f"{p} {counts[p]} -> {t}" for p, t in todo.items())
         print(f"round {len(rounds)}: runs per profile {moves} (projected to decide): engine "
@@ -247,7 +222,7 @@ def verdict_matrix(table: pd.DataFrame) -> pd.DataFrame:
     })
 
 
-def conclusion(table: pd.DataFrame, opts: dict, capped: bool) -> str:
+def conclusion(table: pd.DataFrame, cap: int, capped: bool) -> str:
     """One line saying what the verdicts mean and what would decide the open ones."""
     bad = table.loc[table["verdict"] == "violated", "profile"].tolist()
     open_ = table.loc[table["verdict"] == "inconclusive", "profile"].tolist()
@@ -259,7 +234,7 @@ def conclusion(table: pd.DataFrame, opts: dict, capped: bool) -> str:
                                                                           table[f"{b.prefix}_verdict"])
                  if verdict == "inconclusive" and not pd.isna(v)]
         hint = f"up to {max(needs)} runs per profile would decide them" if needs else "more runs would decide them"
-        how = f"the cap of {opts['cap']} runs was reached" if capped else "rerun with target=decisive"
+        how = f"the cap of {cap} runs was reached" if capped else "rerun with target=decisive"
         parts.append(f"UNDECIDED: {', '.join(open_)} ({hint}; {how})")
     if not parts:
         parts.append("all profiles keep every budget")
@@ -297,31 +272,31 @@ def markdown_report(header: list[str], matrix: pd.DataFrame, details: pd.DataFra
 
 def run(cfg: DictConfig) -> dict:
     """Run, record, summarise, align and report; returns the alignment table, report text and run ids."""
-    opts = options(cfg)
+    check(cfg)
     overrides = base_overrides(cfg)
-    measured = {p: ProfileRuns() for p in opts["profiles"]}
+    measured = {p: ProfileRuns() for p in cfg.profiles}
     rounds = []
-    tags = {DATASET_SOURCE_TAG: opts["dataset"]}
+    tags = {DATASET_SOURCE_TAG: cfg.dataset}
     with ExperimentRecorder(cfg, extra_tags=tags) as recorder:
-        n = opts["runs"]
-        rounds.append(run_round(cfg, opts, recorder, overrides, opts["profiles"], n, 0, True, measured))
-        print(f"round 1: {len(opts['profiles'])} profile(s) x {n} seed(s): engine {rounds[0]['engine_s']:.2f} s, "
+        n = cfg.runs_per_profile
+        rounds.append(run_round(cfg, recorder, overrides, cfg.profiles, n, 0, True, measured))
+        print(f"round 1: {len(cfg.profiles)} profile(s) x {n} seed(s): engine {rounds[0]['engine_s']:.2f} s, "
               f"{rounds[0]['runs']} research rows recorded in {rounds[0]['record_s']:.2f} s", flush=True)
-        capped = opts["target"] == "decisive" and decisive_rounds(cfg, opts, recorder, overrides, measured, rounds)
+        capped = cfg.target == Target.decisive and decisive_rounds(cfg, recorder, overrides, measured, rounds)
 
-        rows = alignment.load_rows(cfg, opts["dataset"], recorder.parent_id)
+        rows = alignment.load_rows(cfg, cfg.dataset, recorder.parent_id)
         summary = format_summary(rows, int(cfg.experiment.summary_top), cfg.world_model.utility_dd_weight)
         cfg11 = exp11.config_for(cfg, source_run=recorder.parent_id)
-        table = exp11.align(cfg11, rows, opts["dataset"])
+        table = exp11.align(cfg11, rows, cfg.dataset)
         details = alignment.verdict_rows(table, ["profile"])
         matrix = verdict_matrix(table)
-        end = conclusion(table, opts, capped)
+        end = conclusion(table, cfg.experiment.decisive.max_runs_per_profile, capped)
         total = sum(r["runs"] for r in rounds)
         header = [
-            f"dataset `{opts['dataset']}`: {total} research rows, labels `{opts['prefix']}_<profile>_rNNN`",
-            f"{len(opts['profiles'])} profile(s) x {opts['runs']} seed(s)"
+            f"dataset `{cfg.dataset}`: {total} research rows, labels `{cfg.label_prefix}_<profile>_rNNN`",
+            f"{len(cfg.profiles)} profile(s) x {cfg.runs_per_profile} seed(s)"
             f"{' in the first round' if len(rounds) > 1 else ''} from seed {cfg.seed}, {cfg.ticks} ticks, "
-            f"market {cfg.market.scenario}, target {opts['target']} ({len(rounds)} round(s))",
+            f"market {cfg.market.scenario}, target {cfg.target} ({len(rounds)} round(s))",
             f"telemetry: {sum(r['telemetry'] for r in rounds)} JSONL file(s) in {telemetry_dir(cfg, recorder)}",
             f"MLflow: exp13 run {recorder.parent_id}, exp11 run {table.attrs['run_id']} ({recorder.session.uri})",
             f"generated {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M:%SZ')}",
@@ -355,21 +330,16 @@ def report(result: dict) -> None:
     print(result["conclusion"])
 
 
-def compose(argv: Sequence[str]) -> DictConfig:
-    """The Exp13 config of a command line (shorthands included; PARAPHINA_RISK_PROFILE ignored)."""
-    environ = {k: v for k, v in os.environ.items() if k != PROFILE_ENV}
-    return compose_config(alignment.shorthand_overrides(argv, SHORTHANDS, LIST_SHORTHANDS), CONFIG_NAME, environ)
-
-
-@cli_errors
-def main(argv: list[str] | None = None) -> None:
+def command(cfg: DictConfig) -> None:
+    """What the command line runs: the experiment, then its tables on the console."""
     started = time.perf_counter()
-    cfg = compose(command_overrides(argv, "exp13", __doc__))
     print_horizon_note(cfg)
     result = run(cfg)
     report(result)
     print(f"done in {time.perf_counter() - started:.1f} s; report: {sweeps_dir(cfg) / 'exp13_report.md'}")
 
+
+main = hydra_command(CONFIG_NAME, command, ignored_env=(PROFILE_ENV,))
 
 if __name__ == "__main__":
     main()

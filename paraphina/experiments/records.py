@@ -18,14 +18,13 @@ from paraphina.engine.simulate import BatchResult
 from paraphina.core.errors import ParaphinaError
 from paraphina.runner.aggregates import aggregate_metrics
 from paraphina.runner.recording import TrackingSession
-from paraphina.tracking import store
 from paraphina.tracking.store import all_runs, describe, resolve_tracking_uri, tracking_client
 
 
 
 def sweeps_dir(cfg: DictConfig) -> Path:
-    """sweeps/<experiment>/ under the project root, created on demand."""
-    path = store.project_root() / "sweeps" / cfg.experiment.id
+    """<paths.sweeps>/<experiment>/, created on demand."""
+    path = Path(cfg.paths.sweeps).absolute() / cfg.experiment.id
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -145,7 +144,7 @@ def latest_points(cfg: DictConfig, experiment_id: str) -> tuple[pd.DataFrame, di
 
     Returns (table, parent run info). Raises a one-line error naming the command to run when none exists.
     """
-    uri = resolve_tracking_uri(cfg.tracking.uri)
+    uri = resolve_tracking_uri(cfg.tracking.uri, cfg.paths.store)
     client = tracking_client(uri)
     name = cfg.experiment_names[experiment_id]
     experiment = client.get_experiment_by_name(name)

@@ -41,13 +41,11 @@ from paraphina.experiments.records import ExperimentRecorder, per_seed_table, po
 from paraphina.core.names import COMMAND_TAG, FEASIBLE_TAG, PARENT_TAG, STUDY_TAG, STUDY_UIDS_TAG, TRIAL_TAG
 from paraphina.tracking.runs import flatten_params
 from paraphina.world_model.tiers import RiskTier, budget_margins, tier_score, tiers_from_mapping
-from paraphina.tracking.store import all_runs, describe, project_root, resolve_tracking_uri, sqlite_path, tracking_client
+from paraphina.tracking.store import all_runs, describe, resolve_tracking_uri, sqlite_path, tracking_client
 
 if TYPE_CHECKING:
     from tqdm import tqdm
 
-SAMPLERS = ("grid", "tpe", "nsga2")
-SPACE_KEYS = ("key", "low", "high", "log", "values")
 UID_ATTR = "paraphina.uid"
 DEFINITION_ATTR = "paraphina.definition"
 RESULT_ATTR = "paraphina.result"
@@ -133,12 +131,6 @@ class SearchOutcome:
 # --- settings -----------------------------------------------------------------------------------
 
 
-def _number(value: object, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ParaphinaError(f"{where}={value!r} must be a finite number")
-    return float(value)
-
-
 def search_space(space: Mapping, cfg: DictConfig, sampler: str) -> list[Dimension]:
     """The dimensions of `experiment.space` (`name: {key, low, high, log, values}`), each checked against cfg."""
     if not space:
@@ -146,47 +138,26 @@ def search_space(space: Mapping, cfg: DictConfig, sampler: str) -> list[Dimensio
     dims = []
     for name, spec in space.items():
         where = f"experiment.space.{name}"
-        if not isinstance(spec, Mapping):
-            raise ParaphinaError(f"{where} must be a mapping of {', '.join(SPACE_KEYS)}")
-        unknown = sorted(set(map(str, spec)) - set(SPACE_KEYS))
-        if unknown:
-            raise ParaphinaError(f"{where} has unknown key(s) {', '.join(unknown)}; expected {', '.join(SPACE_KEYS)}")
-        key = spec.get("key")
-        if not isinstance(key, str) or not key.startswith(tuple(f"{s}." for s in PER_RUN_SECTIONS)):
-            raise ParaphinaError(f"{where}.key={key!r} must name an engine or market knob, e.g. engine.mm.size_eta")
-        current = OmegaConf.select(cfg, key)
-        if current is None:
-            raise ParaphinaError(f"{where}.key={key} is not a config key (python -m paraphina.run --cfg job lists them)")
+        if not spec.key.startswith(tuple(f"{s}." for s in PER_RUN_SECTIONS)):
+            raise ParaphinaError(f"{where}.key={spec.key!r} must name an engine or market knob, e.g. engine.mm.size_eta")
+        current = OmegaConf.select(cfg, spec.key)
         if isinstance(current, bool) or not isinstance(current, (int, float)):
-            raise ParaphinaError(f"{where}.key={key} is not a numeric knob (it holds {current!r})")
-        values = tuple(_number(v, f"{where}.values[{i}]") for i, v in enumerate(spec.get("values") or ()))
-        low = _number(spec.get("low", min(values, default=None)), f"{where}.low")
-        high = _number(spec.get("high", max(values, default=None)), f"{where}.high")
-        log = _flag(spec.get("log", False), f"{where}.log")
-        if not low < high:
-            raise ParaphinaError(f"{where}: low={low:g} must be below high={high:g}")
-        if log and low <= 0:
+            raise ParaphinaError(f"{where}.key={spec.key} is not a numeric knob (python -m paraphina.run --cfg job "
+                                 f"lists them)")
+        values = tuple(spec["values"])
+        low = min(values, default=None) if spec.low is None else spec.low
+        high = max(values, default=None) if spec.high is None else spec.high
+        if low is None or high is None or not low < high:
+            raise ParaphinaError(f"{where}: low={low} must be below high={high}")
+        if spec.log and low <= 0:
             raise ParaphinaError(f"{where}: a log range needs low > 0, got {low:g}")
         if sampler == "grid" and not values:
             raise ParaphinaError(f"sampler=grid needs {where}.values, the grid's values of {name}")
         outside = [v for v in values if not low <= v <= high]
         if sampler == "grid" and outside:
             raise ParaphinaError(f"{where}.values {outside} lie outside [low, high] = [{low:g}, {high:g}]")
-        dims.append(Dimension(str(name), key, low, high, log, values))
+        dims.append(Dimension(str(name), spec.key, low, high, spec.log, values))
     return dims
-
-
-def _sampler_name(experiment: DictConfig) -> str:
-    name = experiment.sampler or ("nsga2" if experiment.multi_objective else "tpe")
-    if name not in SAMPLERS:
-        raise ParaphinaError(f"experiment.sampler={name} is not one of {', '.join(SAMPLERS)}")
-    return name
-
-
-def _positive_int(value: object, where: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ParaphinaError(f"{where}={value!r} must be a whole number of at least 1")
-    return value
 
 
 def _trial_budget(experiment: DictConfig, dims: Sequence[Dimension], sampler: str) -> int:
@@ -197,11 +168,10 @@ def _trial_budget(experiment: DictConfig, dims: Sequence[Dimension], sampler: st
             raise ParaphinaError("experiment.n_trials=null means the grid's size, but some knob has no values; "
                                  "set experiment.n_trials=N")
         return grid_size
-    n_trials = _positive_int(experiment.n_trials, "experiment.n_trials")
-    if sampler == "grid" and n_trials > grid_size:
-        raise ParaphinaError(f"experiment.n_trials={n_trials} exceeds the grid's {grid_size} points; "
+    if sampler == "grid" and experiment.n_trials > grid_size:
+        raise ParaphinaError(f"experiment.n_trials={experiment.n_trials} exceeds the grid's {grid_size} points; "
                              f"use at most {grid_size} or another sampler")
-    return n_trials
+    return experiment.n_trials
 
 
 def _hydra_value(value: object) -> str:
@@ -257,12 +227,6 @@ def with_overrides(base: DictConfig, overrides: Sequence[str]) -> DictConfig:
     return cfg
 
 
-def _flag(value: object, where: str) -> bool:
-    if not isinstance(value, bool):
-        raise ParaphinaError(f"{where}={value!r} must be true or false")
-    return value
-
-
 def _varying_keys(cfg: DictConfig, dims: Sequence[Dimension], targets: Sequence[Target]) -> list[str]:
     """The searched keys, and every engine/market key on which a target differs from the batch's config (cfg)."""
     mine = flat_config(cfg, PER_RUN_SECTIONS)
@@ -270,7 +234,9 @@ def _varying_keys(cfg: DictConfig, dims: Sequence[Dimension], targets: Sequence[
     for target in targets:
         for key, text in flat_config(target.base, PER_RUN_SECTIONS).items():
             if text != mine.get(key) and key not in keys:
-                _number(OmegaConf.select(target.base, key), f"{key} of profile {target.profile}")
+                value = OmegaConf.select(target.base, key)
+                if isinstance(value, bool) or not isinstance(value, (int, float)):
+                    raise ParaphinaError(f"{key} of profile {target.profile} is {value!r}, not a number")
                 keys.append(key)
     return keys
 
@@ -293,13 +259,10 @@ class Search:
     def prepare(cls, cfg: DictConfig, targets: Sequence[tuple[str, str]]) -> Search:
         """Check the settings and compose each (profile, tier) target; a bad one stops with one line."""
         experiment = cfg.experiment
-        sampler = _sampler_name(experiment)
+        multi = experiment.multi_objective
+        sampler = str(experiment.sampler or ("nsga2" if multi else "tpe"))
         dims = search_space(experiment.space, cfg, sampler)
-        multi = _flag(experiment.multi_objective, "experiment.multi_objective")
-        budgets = _flag(experiment.budgets, "experiment.budgets")
         n_trials = _trial_budget(experiment, dims, sampler)
-        batch_size = _positive_int(experiment.batch_size, "experiment.batch_size")
-        _positive_int(experiment.show_top, "experiment.show_top")
         tiers = tiers_from_mapping(cfg.world_model.tiers)
         unknown = [tier for _, tier in targets if tier not in tiers]
         if unknown:
@@ -312,8 +275,8 @@ class Search:
         for target in composed:  # the range ends compose for every target, before any trial runs
             for end in ("low", "high"):
                 with_overrides(target.base, [f"{d.key}={getattr(d, end)!r}" for d in dims])
-        return cls(cfg, dims, sampler, PARETO if multi else SCORE, budgets, n_trials, batch_size, composed,
-                   _varying_keys(cfg, dims, composed))
+        return cls(cfg, dims, sampler, PARETO if multi else SCORE, experiment.budgets, n_trials, experiment.batch_size,
+                   composed, _varying_keys(cfg, dims, composed))
 
     def knob_overrides(self, knobs: Mapping[str, float]) -> list[str]:
         return [f"{d.key}={knobs[d.name]!r}" for d in self.dims]
@@ -337,26 +300,26 @@ class Search:
 # --- storage and studies ------------------------------------------------------------------------
 
 
-def default_journal(tracking_uri: str | None) -> Path:
+def default_journal(paths: DictConfig, tracking_uri: str | None) -> Path:
     """The journal beside the SQLite tracking store in use (mlruns/optuna.journal by default), so a study's
-    resume state and its MLflow records live together; for a tracking server, the project's mlruns/."""
-    db_path = sqlite_path(resolve_tracking_uri(tracking_uri))
-    return (db_path.parent if db_path is not None else project_root() / "mlruns") / "optuna.journal"
+    resume state and its MLflow records live together; for a tracking server, the one in `paths.store`."""
+    db_path = sqlite_path(resolve_tracking_uri(tracking_uri, paths.store))
+    return (db_path.parent if db_path is not None else Path(paths.store)) / "optuna.journal"
 
 
-def open_storage(setting: str | None, tracking_uri: str | None = None) -> tuple[optuna.storages.BaseStorage, str]:
+def open_storage(setting: str | Path) -> tuple[optuna.storages.BaseStorage, str]:
     """The Optuna storage and how to name it: a URL (RDB, e.g. postgresql://), else a journal file."""
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
-    if setting and "://" in setting:
-        label = re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", setting)
+    if "://" in str(setting):
+        label = re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", str(setting))
         try:
             return optuna.storages.RDBStorage(setting), label
         except Exception as exc:  # drivers and databases raise many types
             raise ParaphinaError(f"cannot open the Optuna storage {label}: {describe(exc)}; "
                                  f"check experiment.study.storage") from exc
-    path = Path(setting).expanduser().absolute() if setting else default_journal(tracking_uri)
+    path = Path(setting).expanduser().absolute()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(str(path))), str(path)
@@ -540,15 +503,6 @@ def constraint_values(tier: RiskTier, metrics: Mapping[str, float]) -> dict[str,
 # --- outcome ------------------------------------------------------------------------------------
 
 
-def pareto_mask(values: np.ndarray) -> np.ndarray:
-    """Rows (all objectives to minimise) that no other row dominates."""
-    mask = np.ones(len(values), dtype=bool)
-    for i, row in enumerate(values):
-        dominated = np.all(values <= row, axis=1) & np.any(values < row, axis=1)
-        mask[i] = not dominated.any()
-    return mask
-
-
 def study_outcome(search: Search, target: Target, study: optuna.Study) -> StudyOutcome:
     """The study's completed trials (every run of the command so far), its best trial(s) and their commands."""
     rows = []
@@ -559,20 +513,19 @@ def study_outcome(search: Search, target: Target, study: optuna.Study) -> StudyO
         rows.append({"profile": target.profile, "trial": t.number, **t.params, **result["metrics"], **feasible,
                      **constraints, "run_id": result["run_id"]})
     table = pd.DataFrame(rows)
-    pool, note = table, ""
-    if "feasible" in table and not table["feasible"].any():
-        note = f"no trial met the {target.tier.name} tier's budgets; best infeasible shown"
-    elif "feasible" in table:
-        pool = table[table["feasible"]]
-    signs = np.array([-1.0 if d == "maximize" else 1.0 for d in search.objective.directions])
-    oriented = pool[list(search.objective.columns)].to_numpy(dtype=float) * signs
-    best = pool[pareto_mask(oriented)] if len(signs) > 1 else pool.iloc[[int(np.argmin(oriented[:, 0]))]]
-    best = best.sort_values(list(search.objective.columns)[0], ascending=signs[0] > 0, ignore_index=True)
+    first = search.objective.columns[0]
+    ascending = search.objective.directions[0] == "minimize"
+    front = {t.number for t in study.best_trials}  # Optuna's best (Pareto front), of the feasible trials if constrained
+    note = "" if front else f"no trial met the {target.tier.name} tier's budgets; the trials by {first} shown"
+    best = table[table["trial"].isin(front)] if front else table
+    best = best.sort_values(first, ascending=ascending, ignore_index=True)
+    if len(search.objective.columns) == 1:
+        best = best.head(1)
     commands = [search.command(target, {d.name: float(row[d.name]) for d in search.dims})
                 for _, row in best.head(search.cfg.experiment.show_top).iterrows()]
     compose_config(commands[0])  # the printed commands compose as they stand, through the CLI's own path
     commands = [f"{RUN_COMMAND} {shlex.join(overrides)}" for overrides in commands]
-    table = table.sort_values(list(search.objective.columns)[0], ascending=signs[0] > 0, ignore_index=True)
+    table = table.sort_values(first, ascending=ascending, ignore_index=True)
     return StudyOutcome(target, table, best, commands, note)
 
 
@@ -585,7 +538,7 @@ def run_search(cfg: DictConfig, targets: Sequence[tuple[str, str]],
     """
     search = Search.prepare(cfg, targets)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage, label = open_storage(cfg.experiment.study.storage, cfg.tracking.uri)
+    storage, label = open_storage(cfg.experiment.study.storage or default_journal(cfg.paths, cfg.tracking.uri))
     studies = [open_study(search, t, storage, label) for t in search.targets]
     uids = ",".join(s.user_attrs[UID_ATTR] for s in studies)
     with ExperimentRecorder(cfg, {STUDY_UIDS_TAG: uids}, resume_tag=STUDY_UIDS_TAG) as recorder:

@@ -32,7 +32,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.input is not None:
         df = read_rows(args.input)
     else:
-        df = load_dataset(existing_store_uri(args.tracking_uri, cfg.tracking.reachability_timeout_s), args.dataset)
+        df = load_dataset(existing_store_uri(args.tracking_uri, cfg.paths.store, cfg.tracking.reachability_timeout_s), args.dataset)
     print(format_summary(df, args.top, cfg.world_model.utility_dd_weight))
 
 

@@ -51,7 +51,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     check_dataset_name(args.dataset)
     check_profile(args.profile)
     cfg = compose_config()
-    uri = reachable_uri(args.tracking_uri, cfg.tracking.reachability_timeout_s)  # before any work
+    uri = reachable_uri(args.tracking_uri, cfg.paths.store, cfg.tracking.reachability_timeout_s)  # before any work
     metrics = run_metrics(load_telemetry(args.telemetry))  # the whole file, before anything is recorded
     if args.out:
         check_appendable(args.out)

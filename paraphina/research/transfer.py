@@ -123,13 +123,14 @@ def build_parser() -> ToolParser:
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     check_dataset_name(args.dataset)
-    timeout_s = compose_config().tracking.reachability_timeout_s
+    cfg = compose_config()
+    store, timeout_s = cfg.paths.store, cfg.tracking.reachability_timeout_s
     if args.command == "export":
-        uri = existing_store_uri(args.tracking_uri, timeout_s)
+        uri = existing_store_uri(args.tracking_uri, store, timeout_s)
         n = export_dataset(uri, args.dataset, args.out, args.append)
         print(f"exported {n} rows of dataset '{args.dataset}' ({uri}) to {args.out}")
     else:
-        done = import_rows(reachable_uri(args.tracking_uri, timeout_s), args.dataset, args.input)
+        done = import_rows(reachable_uri(args.tracking_uri, store, timeout_s), args.dataset, args.input)
         print(f"imported {done['rows']} rows from {args.input} into dataset '{args.dataset}' "
               f"(import run {done['run_id']}, {done['uri']})")
         if done["ignored"]:

@@ -15,7 +15,6 @@ from omegaconf import DictConfig
 from paraphina.core.cli import fail
 from paraphina.core.errors import ParaphinaError
 from paraphina.core.names import KIND_TAG, MULTIRUN_KIND, PARENT_ENV
-from paraphina.runner.recording import TrackingSession
 from paraphina.tracking.runs import RunRecord
 
 
@@ -23,10 +22,12 @@ class MultirunParent(Callback):
     """Groups the jobs of one Hydra multirun under one parent MLflow run."""
 
     def __init__(self) -> None:
-        self.session: TrackingSession | None = None
+        self.session = None
         self.run_id: str | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from paraphina.runner.recording import TrackingSession  # pandas (0.3 s): Hydra builds callbacks for every run
+
         if not config.tracking.enabled:
             return
         try:

@@ -51,7 +51,7 @@ class TrackingSession:
 
     @classmethod
     def open(cls, cfg: DictConfig, experiment: str | None = None) -> "TrackingSession":
-        uri = resolve_tracking_uri(cfg.tracking.uri)
+        uri = resolve_tracking_uri(cfg.tracking.uri, cfg.paths.store)
         check_reachable(uri, cfg.tracking.reachability_timeout_s)
         name = experiment or cfg.tracking.experiment
         experiment_id = prepare_store(uri, [name])[name]

@@ -20,7 +20,7 @@ import numpy as np
 
 from paraphina.core.errors import ParaphinaError
 from paraphina.core.names import PARENT_TAG
-from paraphina.tracking.store import describe, project_root, tracking_client
+from paraphina.tracking.store import describe, tracking_client
 
 if TYPE_CHECKING:
     from mlflow.entities import Metric
@@ -77,7 +77,7 @@ def git_commit() -> str | None:
     """The checked-out commit of the project, or None outside a git checkout or without git (asked once)."""
     try:
         done = subprocess.run(
-            ["git", "-C", str(project_root()), "rev-parse", "HEAD"], capture_output=True, text=True, check=False
+            ["git", "-C", str(Path(__file__).parent), "rev-parse", "HEAD"], capture_output=True, text=True, check=False
         )
     except OSError:
         return None

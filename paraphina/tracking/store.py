@@ -1,6 +1,7 @@
 """Where MLflow runs live: resolve the tracking URI, check it before a run starts, create the store once.
 
-MLflow is imported inside the functions that need it, so resolving or checking a URI costs nothing.
+MLflow is imported inside the functions that open a store, after `quiet_mlflow`, so resolving or checking a
+URI costs nothing and MLflow's settings are in place before it loads.
 """
 from __future__ import annotations
 
@@ -22,28 +23,15 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.entities import Run
 
-# MLflow 3 sends usage telemetry from background threads unless told not to; it reads this when imported,
-# and every use of MLflow here goes through this module. MLFLOW_DISABLE_TELEMETRY=false in the environment wins.
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-
 SQLITE_PREFIX = "sqlite:///"
 STORE_LOCK_NAME = ".store.lock"
 ARTIFACTS_DIR_NAME = "artifacts"
 _CHECKPOINT_AT_EXIT: set[Path] = set()  # stores whose write-ahead log this process folds back at exit
 
 
-def project_root() -> Path:
-    """The folder holding the `paraphina` package (the checkout's root).
-
-    Found from this file rather than `paraphina.__file__`, which is None when the editable install
-    registered `paraphina` as a namespace package.
-    """
-    return Path(__file__).resolve().parents[2]
-
-
-def default_tracking_uri() -> str:
-    """The project's SQLite store: `mlruns/mlflow.db` under the project root, as an absolute URI."""
-    return f"{SQLITE_PREFIX}{project_root() / 'mlruns' / 'mlflow.db'}"
+def default_tracking_uri(store: str | Path) -> str:
+    """The SQLite store `mlflow.db` in the folder `store` (the config's `paths.store`), as an absolute URI."""
+    return f"{SQLITE_PREFIX}{Path(store).absolute() / 'mlflow.db'}"
 
 
 def sqlite_path(uri: str) -> Path | None:
@@ -53,9 +41,9 @@ def sqlite_path(uri: str) -> Path | None:
     return Path(uri[len(SQLITE_PREFIX):]).expanduser().absolute()
 
 
-def resolve_tracking_uri(configured: str | None) -> str:
-    """The URI to use: `tracking.uri` from the config, else $MLFLOW_TRACKING_URI, else the project store."""
-    uri = configured or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
+def resolve_tracking_uri(configured: str | None, store: str | Path) -> str:
+    """The URI to use: `tracking.uri` from the config, else $MLFLOW_TRACKING_URI, else the SQLite store in `store`."""
+    uri = configured or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(store)
     path = sqlite_path(uri)
     return uri if path is None else f"{SQLITE_PREFIX}{path}"
 
@@ -70,16 +58,16 @@ def check_reachable(uri: str, timeout_s: float) -> None:
         _check_folder(path)
 
 
-def reachable_uri(tracking_uri: str | None, timeout_s: float) -> str:
-    """The store to write to (flag, else $MLFLOW_TRACKING_URI, else the project's), checked: fails in one line."""
-    uri = resolve_tracking_uri(tracking_uri)
+def reachable_uri(tracking_uri: str | None, store: str | Path, timeout_s: float) -> str:
+    """The store to write to (flag, else $MLFLOW_TRACKING_URI, else the one in `store`), checked: fails in one line."""
+    uri = resolve_tracking_uri(tracking_uri, store)
     check_reachable(uri, timeout_s)
     return uri
 
 
-def existing_store_uri(tracking_uri: str | None, timeout_s: float) -> str:
+def existing_store_uri(tracking_uri: str | None, store: str | Path, timeout_s: float) -> str:
     """The resolved, reachable store for reading; a SQLite file that does not exist yet is an error."""
-    uri = resolve_tracking_uri(tracking_uri)
+    uri = resolve_tracking_uri(tracking_uri, store)
     path = sqlite_path(uri)
     if path is not None and not path.exists():
         raise ParaphinaError(
@@ -121,7 +109,12 @@ def _check_folder(db_path: Path) -> None:
 def quiet_mlflow() -> None:
     """Keep MLflow's chatter out of our output: INFO lines at database creation, its libraries' deprecations,
     and the "View run ... at" line (plus the extra run lookup behind it) at the end of every run on a server.
+
+    Called before MLflow is first imported (every store is opened here): MLflow 3 reads
+    MLFLOW_DISABLE_TELEMETRY when imported and otherwise sends usage telemetry from background threads.
+    MLFLOW_DISABLE_TELEMETRY=false in the environment wins.
     """
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     for name in ("mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -130,9 +123,9 @@ def quiet_mlflow() -> None:
 
 def tracking_client(uri: str) -> MlflowClient:
     """An MlflowClient on `uri` with MLflow's logging quietened; MLflow caches the store behind it."""
+    quiet_mlflow()
     from mlflow import MlflowClient
 
-    quiet_mlflow()
     return MlflowClient(tracking_uri=uri)
 
 
@@ -169,6 +162,7 @@ def all_runs(client: MlflowClient, experiment_ids: list[str], filter_string: str
 
 def prepare_store(uri: str, experiment_names: list[str]) -> dict[str, str]:
     """Create the store and the experiments if missing (once, under a file lock for SQLite); name -> experiment_id."""
+    quiet_mlflow()
     from mlflow.exceptions import MlflowException
 
     db_path = sqlite_path(uri)

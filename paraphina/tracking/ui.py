@@ -70,8 +70,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--tracking-uri", metavar="URI", help="store to serve (default: $MLFLOW_TRACKING_URI, "
                         "else the project's mlruns/mlflow.db)")  # fmt: skip
     args = parser.parse_args(argv)
-    uri = resolve_tracking_uri(args.tracking_uri)
-    check_reachable(uri, compose_config().tracking.reachability_timeout_s)
+    cfg = compose_config()
+    uri = resolve_tracking_uri(args.tracking_uri, cfg.paths.store)
+    check_reachable(uri, cfg.tracking.reachability_timeout_s)
     if uri.startswith(("http://", "https://")):
         print(f"the tracking store is already a server: open {uri}", flush=True)
         return

@@ -43,7 +43,7 @@ def tune_preset(
 
     Keys of the preset other than the tuned ones pass through unchanged. The loss limit
     becomes the tier's drawdown budget when it exceeds that budget by more than
-    `loss_tighten_threshold` times. The three rules come from conf/exp12.yaml.
+    `loss_tighten_threshold` times. The three rules come from conf/experiment/exp12.yaml.
     """
     missing = [k for k in (*SCALED_KEYS, LOSS_LIMIT_KEY) if k not in preset]
     if missing:
