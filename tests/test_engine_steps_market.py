@@ -9,18 +9,17 @@ record fields each case depends on are set explicitly, never read from today's c
 """
 from __future__ import annotations
 
-import copy
 import math
 
 import numba
 import numpy as np
 import pytest
+from engine_records import record
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from paraphina.engine.market import (FUNDING_PERIOD_SEC, initial_market, market_state_dtype, market_step,
                                      markov_switch)
-from paraphina.engine.params import build_params
 from paraphina.engine.rng import seed_states
 
 N = 5                       # venues of the composed config (checked below)
@@ -39,17 +38,10 @@ QUIET = dict(MEANS, mu=0.0, vol_scale=1.0, regime_sigma_calm=0.0, regime_sigma_s
              outage_p_start=0.0, outage_mean_ticks=20.0)
 
 
-def params_of(plain_cfg, **fields):
-    p = build_params(copy.deepcopy(plain_cfg["engine"]), copy.deepcopy(plain_cfg["market"]), 1)
-    for name, value in fields.items():
-        p.table[name] = value
-    return p.table[0]
-
-
 @pytest.fixture(scope="module")
 def quiet(plain_cfg):
     assert len(plain_cfg["engine"]["venues"]["names"]) == N
-    return params_of(plain_cfg, **QUIET)
+    return record(plain_cfg, **QUIET)
 
 
 def path(prm, ticks):
@@ -93,7 +85,7 @@ def test_initial_market(quiet):
 
 
 def test_initial_intensity_is_the_base_rate(plain_cfg):
-    prm = params_of(plain_cfg, **{**QUIET, "flow_rate": [0.5, 0.8, 0.4, 0.3, 0.3]})
+    prm = record(plain_cfg, **{**QUIET, "flow_rate": [0.5, 0.8, 0.4, 0.3, 0.3]})
     st0 = path(prm, 0)[0]
     assert st0["intensity"].tolist() == [[r, r] for r in (0.5, 0.8, 0.4, 0.3, 0.3)]
     assert st0["orders"].tolist() == [[0.0, 0.0]] * N
@@ -156,7 +148,7 @@ def test_quiet_step_changes_nothing(quiet):
 def test_drift_and_alpha(plain_cfg):
     # mu 1e-4 per s, dt 4 s: x' = x + 4e-4. With alpha a = 1e-5 per s on the current tick: x' = x + (mu + a) dt
     # = x + 4.4e-4, and the alpha decays: a' = a (1 - theta dt) = 1e-5 (1 - 0.02 * 4) = 9.2e-6
-    prm = params_of(plain_cfg, **{**QUIET, "mu": 1e-4})
+    prm = record(plain_cfg, **{**QUIET, "mu": 1e-4})
     states = path(prm, 1)
     nxt, _ = step(prm, states, 0, dt=4.0)
     assert nxt["x"] == pytest.approx(math.log(250.0) + 4e-4, abs=1e-15)
@@ -179,7 +171,7 @@ def test_diffusion_is_sigma_sqrt_dt_times_one_normal(plain_cfg):
     for seed in (3, 4, 5):
         eps = []
         for fields, sigma, dt in cases:
-            prm = params_of(plain_cfg, **{**QUIET, **fields})
+            prm = record(plain_cfg, **{**QUIET, **fields})
             states = path(prm, 1)
             nxt, _ = step(prm, states, 0, dt=dt, seed=seed)
             eps.append((nxt["x"] - math.log(250.0) + 0.5 * sigma * sigma * dt) / (sigma * math.sqrt(dt)))
@@ -189,7 +181,7 @@ def test_diffusion_is_sigma_sqrt_dt_times_one_normal(plain_cfg):
 
 def test_diffusion_normals_are_standard_normal(plain_cfg):
     # 20,000 steps at sigma 1.5e-4: the recovered eps have mean 0 and variance 1 (4 standard errors)
-    prm = params_of(plain_cfg, **{**QUIET, "regime_sigma_calm": 1.5e-4})
+    prm = record(plain_cfg, **{**QUIET, "regime_sigma_calm": 1.5e-4})
     n = 20_000
     states = path(prm, 1)
     nxt = np.zeros(1, market_state_dtype(N))[0]
@@ -206,7 +198,7 @@ def test_diffusion_normals_are_standard_normal(plain_cfg):
 
 def test_jumps(plain_cfg, quiet):
     # rate x dt >= 1: a jump every tick (u < 1); size mean + std z = 0.01 exactly with std 0
-    prm = params_of(plain_cfg, **{**QUIET, "jumps_rate": 1.0, "jumps_mean": 0.01, "jumps_std": 0.0})
+    prm = record(plain_cfg, **{**QUIET, "jumps_rate": 1.0, "jumps_mean": 0.01, "jumps_std": 0.0})
     states = path(prm, 1)
     nxt, jump = step(prm, states, 0)
     assert jump == 0.01
@@ -214,14 +206,14 @@ def test_jumps(plain_cfg, quiet):
     # the mids follow the fair price: every venue's mid up by e^0.01
     close(nxt["mid"], 250.0 * np.exp(BASIS_MEAN + 0.01), rel=1e-13)
     # rate 0.5 per s and dt 2 s is a jump for sure too; rate 0 never jumps
-    prm = params_of(plain_cfg, **{**QUIET, "jumps_rate": 0.5, "jumps_mean": -0.02, "jumps_std": 0.0})
+    prm = record(plain_cfg, **{**QUIET, "jumps_rate": 0.5, "jumps_mean": -0.02, "jumps_std": 0.0})
     assert step(prm, path(prm, 1), 0, dt=2.0)[1] == -0.02
     assert step(quiet, path(quiet, 1), 0)[1] == 0.0
 
 
 def test_jump_frequency_and_size(plain_cfg):
     # rate 0.2 per tick, size N(0, 0.01): about 20 % of 20,000 ticks jump (4 s.e.), and their sizes have std 0.01
-    prm = params_of(plain_cfg, **{**QUIET, "jumps_rate": 0.2, "jumps_mean": 0.0, "jumps_std": 0.01})
+    prm = record(plain_cfg, **{**QUIET, "jumps_rate": 0.2, "jumps_mean": 0.0, "jumps_std": 0.01})
     states = path(prm, 1)
     nxt = np.zeros(1, market_state_dtype(N))[0]
     s = stream_of(21)
@@ -251,7 +243,7 @@ def test_basis_and_funding_ou_steps(quiet):
 
 def test_basis_noise_has_its_stationary_std(plain_cfg):
     # OU with theta 0.05, sigma 2e-5 per sqrt(s): stationary std sigma / sqrt(2 theta - theta^2 dt) = 6.49e-5
-    prm = params_of(plain_cfg, **{**QUIET, "basis_sigma": 2e-5})
+    prm = record(plain_cfg, **{**QUIET, "basis_sigma": 2e-5})
     states = path(prm, 1)
     nxt = np.zeros(1, market_state_dtype(N))[0]
     s = stream_of(5)
@@ -267,7 +259,7 @@ def test_basis_noise_has_its_stationary_std(plain_cfg):
 
 def test_stressed_regime_widens_the_book_and_thins_it(plain_cfg):
     # p_calm_to_stressed 1: the next tick is stressed for sure; half-spread x2, depth x0.5
-    prm = params_of(plain_cfg, **{**QUIET, "regime_p_calm_to_stressed": 1.0, "regime_p_stressed_to_calm": 0.0})
+    prm = record(plain_cfg, **{**QUIET, "regime_p_calm_to_stressed": 1.0, "regime_p_stressed_to_calm": 0.0})
     states = path(prm, 2)
     nxt, _ = step(prm, states, 0)
     assert nxt["stressed"] == 1.0
@@ -275,14 +267,14 @@ def test_stressed_regime_widens_the_book_and_thins_it(plain_cfg):
     close(nxt["depth"], DEPTH * 0.5, rel=1e-15)
     # p_stressed_to_calm 0: stays stressed; with book noise 0.2 and the same stream the book moves with
     # exp(+-0.2 z): half-spread x depth stays bps / 1e4 x mean depth x 2 x 0.5
-    prm = params_of(plain_cfg, **{**QUIET, "regime_p_calm_to_stressed": 1.0, "regime_p_stressed_to_calm": 0.0,
+    prm = record(plain_cfg, **{**QUIET, "regime_p_calm_to_stressed": 1.0, "regime_p_stressed_to_calm": 0.0,
                                   "spread_noise": 0.2})
     nxt, _ = step(prm, states, 1)
     assert nxt["stressed"] == 1.0
     close(nxt["half_spread"] * nxt["depth"], HALF_BPS / 1e4 * DEPTH, rel=1e-12)
     assert not np.allclose(nxt["depth"], DEPTH * 0.5)
     # p_stressed_to_calm 1: leaves it (the draw u < 1 always), calm book again
-    prm = params_of(plain_cfg, **{**QUIET, "regime_p_stressed_to_calm": 1.0})
+    prm = record(plain_cfg, **{**QUIET, "regime_p_stressed_to_calm": 1.0})
     nxt, _ = step(prm, states, 1)
     assert nxt["stressed"] == 0.0
     close(nxt["depth"], DEPTH, rel=1e-15)
@@ -292,7 +284,7 @@ def test_stressed_regime_widens_the_book_and_thins_it(plain_cfg):
 def test_outage_holds_the_book_and_its_age_grows(plain_cfg):
     # p_start 1 and mean length 1e12 ticks: every venue goes down at tick 0 and stays down; the books stay as
     # they were while the fair price moves (mu 1e-3 per s), and their age grows by one tick per tick
-    down = params_of(plain_cfg, **{**QUIET, "mu": 1e-3, "outage_p_start": 1.0, "outage_mean_ticks": 1e12})
+    down = record(plain_cfg, **{**QUIET, "mu": 1e-3, "outage_p_start": 1.0, "outage_mean_ticks": 1e12})
     states = path(down, 4)
     book = {k: states[0][k].copy() for k in ("log_mid", "mid", "half_spread", "depth")}
     for t in range(3):
@@ -302,7 +294,7 @@ def test_outage_holds_the_book_and_its_age_grows(plain_cfg):
             assert nxt[k].tolist() == v.tolist(), k
     assert states[3]["x"] == pytest.approx(math.log(250.0) + 3e-3, abs=1e-14)
     # mean length 1 tick: the outage ends for sure (stays only if u >= 1); fresh books at the new fair price
-    back = params_of(plain_cfg, **{**QUIET, "mu": 1e-3, "outage_p_start": 0.0, "outage_mean_ticks": 1.0})
+    back = record(plain_cfg, **{**QUIET, "mu": 1e-3, "outage_p_start": 0.0, "outage_mean_ticks": 1.0})
     nxt, _ = step(back, states, 3)
     assert nxt["outage"].tolist() == [0.0] * N and nxt["age"].tolist() == [0.0] * N
     assert nxt["log_mid"].tolist() == (nxt["x"] + nxt["basis"]).tolist()
@@ -312,7 +304,7 @@ def test_outage_holds_the_book_and_its_age_grows(plain_cfg):
 def test_funding_mean_flips_sign_from_flip_tick(plain_cfg):
     # flip_tick 10: market_step of tick t writes tick t + 1, so the step of tick 9 is the first with mean -m.
     # From f = m: f' = 0.999 m + 0.001 m = m before; 0.999 m - 0.001 m = 0.998 m from the flip on
-    flip = params_of(plain_cfg, **{**QUIET, "funding_flip_tick": 10.0})
+    flip = record(plain_cfg, **{**QUIET, "funding_flip_tick": 10.0})
     states = path(flip, 0)
     nxt = np.zeros(1, market_state_dtype(N))[0]
     market_step(flip, states[0], nxt, stream_of(1), 8, 1.0)
@@ -320,7 +312,7 @@ def test_funding_mean_flips_sign_from_flip_tick(plain_cfg):
     market_step(flip, states[0], nxt, stream_of(1), 9, 1.0)
     close(nxt["funding"], 0.998 * FUNDING_MEAN, rel=1e-12)
     # without a flip (-1) it never flips
-    never = params_of(plain_cfg, **QUIET)
+    never = record(plain_cfg, **QUIET)
     market_step(never, states[0], nxt, stream_of(1), 10 ** 7, 1.0)
     close(nxt["funding"], FUNDING_MEAN, rel=1e-14)
     # n ticks after the flip with no noise: f = -m + 2 m 0.999^n; n = 1000: m (2 * 0.36770 - 1) < 0
@@ -338,7 +330,7 @@ def test_market_step_invariants(plain_cfg, seed, stressed, outage, tick, p_out):
     # the composed market with outages likely: whatever the draws, a fresh book has log_mid = x + basis,
     # mid = exp(log_mid), half-spread x depth = bps / 1e4 x mean depth x (2 x 0.5 when stressed), age 0; a venue
     # in an outage keeps its book and ages by one tick; the regime is 0 or 1; order counts are whole numbers
-    prm = params_of(plain_cfg, **{**MEANS, "outage_p_start": p_out, "outage_mean_ticks": 3.0,
+    prm = record(plain_cfg, **{**MEANS, "outage_p_start": p_out, "outage_mean_ticks": 3.0,
                                   "flow_rate": [0.5, 0.8, 0.4, 0.3, 0.3]})
     states = path(prm, 1)
     states[0]["stressed"] = float(stressed)

@@ -8,12 +8,12 @@ clustering of the flow. Every record field a case depends on is set explicitly.
 """
 from __future__ import annotations
 
-import copy
 import math
 
 import numba
 import numpy as np
 import pytest
+from engine_records import record
 
 from paraphina.config.loading import branching_ratio, compose_config, to_plain
 from paraphina.core.errors import ParaphinaError
@@ -36,13 +36,6 @@ QUIET = dict(s0=250.0, mu=0.0, vol_scale=1.0, regime_sigma_calm=0.0, regime_sigm
              alpha_theta=0.02, basis_sigma=0.0, basis_mean=[0.0] * N, funding_sigma=0.0, spread_noise=0.0,
              outage_p_start=0.0, spread_half_bps=[1.5, 1.0, 2.0, 2.0, 2.5], depth_mean_usd=DEPTH,
              depth_stressed_mult=0.5, spread_stressed_mult=2.0)
-
-
-def record(plain_cfg, **fields):
-    p = build_params(copy.deepcopy(plain_cfg["engine"]), copy.deepcopy(plain_cfg["market"]), 1)
-    for name, value in fields.items():
-        p.table[name] = value
-    return p.table[0]
 
 
 @pytest.fixture(scope="module")

@@ -26,6 +26,7 @@ import numpy as np
 
 from paraphina.core.errors import ParaphinaError
 from paraphina.world_model.tiers import Direction, RiskTier, signed_margin
+from paraphina.world_model.verdicts import finite_values
 
 Verdict = Literal["ok", "violated", "inconclusive"]
 CheckName = Literal["kill_prob", "drawdown", "pnl"]
@@ -90,16 +91,6 @@ def t_quantile(p: float, df: int) -> float:
 # --- Mean interval ---------------------------------------------------------------------------
 
 
-def _finite_values(values: ArrayLike, what: str) -> np.ndarray:
-    """Values as a non-empty 1-D float array of finite numbers."""
-    array = np.asarray(values, dtype=float).ravel()
-    if array.size == 0:
-        raise ParaphinaError(f"no {what} to summarise")
-    if not np.all(np.isfinite(array)):
-        raise ParaphinaError(f"{what} contain non-finite values")
-    return array
-
-
 def _mean_std(array: np.ndarray) -> tuple[float, float]:
     """Mean and sample std (ddof 1, NaN for one value); all-equal values give exactly (value, 0)."""
     if np.all(array == array[0]):
@@ -118,7 +109,7 @@ def _t_interval(mean: float, std: float, n: int, confidence: float) -> Interval:
 def mean_interval(values: ArrayLike, confidence: float = 0.95) -> Interval:
     """Student t interval for the mean; one value gives (-inf, inf), all-equal values a zero-width interval."""
     _check_confidence(confidence)
-    array = _finite_values(values, "values")
+    array = finite_values(values, "values")
     mean, std = _mean_std(array)
     return _t_interval(mean, std, array.size, confidence)
 
@@ -221,7 +212,7 @@ def _check_mean(
     fixed point of that iteration. None with a single run (no std) or a mean on the budget.
     """
     _check_confidence(confidence)
-    array = _finite_values(values, f"{name} values")
+    array = finite_values(values, f"{name} values")
     mean, std = _mean_std(array)
     return _check(
         name,
