@@ -1,0 +1,1 @@
+"""Configuration: the structured schema of conf/, composing it, and the original environment overrides."""

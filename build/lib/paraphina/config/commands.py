@@ -1,0 +1,94 @@
+"""Command lines: Hydra's app runner for every entry point, so `-m`, `--cfg job` and `--help` work everywhere.
+
+Bad input stops with one line (Hydra's composition errors are read from their fields), and the original
+PARAPHINA_* variables apply under the command line's overrides, which Hydra records (`hydra.overrides.task`).
+"""
+from __future__ import annotations
+
+import os
+import sys
+from typing import Callable, Sequence
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from paraphina.config import experiments
+from paraphina.config.loading import (CONF_DIR, compose_config, env_overrides, explain_hydra_error,
+                                      reject_appended_keys, resolve, validate)
+from paraphina.core.cli import cli_errors, fail
+from paraphina.core.errors import ParaphinaError
+
+FULL_ERROR_ENV = "HYDRA_FULL_ERROR"   # Hydra raises its errors instead of printing them over several lines
+
+
+def with_environment(cfg: DictConfig, config_name: str, ignored_env: Sequence[str] = ()) -> DictConfig:
+    """A job's config, resolved and checked, with the original environment variables applied under the command
+    line: when one is set, the config is composed again from them and the job's own overrides."""
+    environ = {k: v for k, v in os.environ.items() if k not in ignored_env}
+    overrides = task_overrides()
+    reject_appended_keys(overrides)
+    if env_overrides(environ, overrides):
+        return compose_config(overrides, config_name, environ)
+    resolve(cfg)
+    validate(cfg)
+    return cfg
+
+
+def task_overrides() -> list[str]:
+    """The command line's overrides of the running job, as Hydra records them (`hydra.overrides.task`)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return OmegaConf.to_container(HydraConfig.get().overrides.task)  # as typed: `label=${x}` stays as it is
+
+
+def hydra_command(config_name: str, task: Callable[[DictConfig], object],
+                  ignored_env: Sequence[str] = ()) -> Callable[..., None]:
+    """The `main` of an entry point: Hydra's app runner on the primary config `config_name`, each job's config
+    (see `with_environment`) handed to `task`."""
+    import hydra
+    from hydra.errors import HydraException
+
+    def job(cfg: DictConfig) -> None:
+        try:  # a job's exception would be logged over several lines by Hydra's job runner
+            task(with_environment(cfg, config_name, ignored_env))
+        except ParaphinaError as exc:
+            fail(str(exc))
+        except OmegaConfBaseException as exc:
+            fail(explain_hydra_error(exc))
+
+    app = hydra.main(config_path=str(CONF_DIR), config_name=config_name, version_base="1.3")(job)
+
+    @cli_errors
+    def main(argv: Sequence[str] | None = None) -> None:
+        """Run the command line `argv` (default: this process's) through Hydra; tests call it in-process."""
+        experiments.register(config_name)
+        saved = sys.argv, os.environ.get(FULL_ERROR_ENV)
+        sys.argv = sys.argv if argv is None else [sys.argv[0], *argv]
+        os.environ[FULL_ERROR_ENV] = "1"
+        try:
+            app()
+        except (HydraException, OmegaConfBaseException) as exc:
+            raise ParaphinaError(explain_hydra_error(exc)) from exc
+        finally:
+            sys.argv = saved[0]
+            if saved[1] is None:
+                os.environ.pop(FULL_ERROR_ENV, None)
+            else:
+                os.environ[FULL_ERROR_ENV] = saved[1]
+
+    return main
+
+
+def command_overrides(argv: list[str] | None, config_name: str, doc: str | None) -> list[str]:
+    """The overrides of a command line of the tools outside Hydra's app runner (calibration, benchmarks);
+    `--help` prints the usage and the settings file, other flags are errors."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if {"-h", "--help"} & set(args):
+        print((doc or "").strip())
+        print(f"\nSettings (conf/{config_name}.yaml; every key of `python -m paraphina.run --cfg job` applies too):\n")
+        print((CONF_DIR / f"{config_name}.yaml").read_text())
+        raise SystemExit(0)
+    flags = [a for a in args if a.startswith("-")]
+    if flags:
+        raise ParaphinaError(f"unknown option {flags[0]}; this command takes Hydra overrides key=value and --help")
+    return args

@@ -1,0 +1,238 @@
+"""Typed settings of Exp02-Exp13: Hydra rejects a wrong type or an unknown key before anything runs.
+
+Each experiment has a schema (option `expNN` of the `schema` group: the base schema plus its own keys) and
+a primary config `expNN` = conf/config.yaml + conf/experiment/expNN.yaml on that schema.
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+from paraphina.config.schema import ParaphinaConfig
+
+
+class Sampler(StrEnum):
+    grid = "grid"
+    tpe = "tpe"
+    nsga2 = "nsga2"
+
+
+class Target(StrEnum):
+    fixed = "fixed"          # runs_per_profile seeds
+    decisive = "decisive"    # add seeds until every verdict is decided
+
+
+@dataclass
+class Settings:
+    id: str = MISSING
+    name: str = MISSING
+
+
+@dataclass
+class Axis:
+    key: str = MISSING
+    values: list[float] = MISSING
+
+
+@dataclass
+class GridSettings(Settings):
+    grid: dict[str, Axis] = field(default_factory=dict)
+
+
+@dataclass
+class Exp02Settings(GridSettings):
+    heatmaps: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Knob:
+    key: str = MISSING
+    values: list[float] = field(default_factory=list)
+    low: Optional[float] = None      # default: the smallest of `values`
+    high: Optional[float] = None     # default: the largest of `values`
+    log: bool = False
+
+
+@dataclass
+class StudySettings:
+    name: str = MISSING
+    storage: Optional[str] = None
+
+
+@dataclass
+class SearchSettings(Settings):
+    sampler: Optional[Sampler] = None
+    n_trials: Optional[int] = None
+    batch_size: int = MISSING
+    seed: int = MISSING
+    multi_objective: bool = MISSING
+    budgets: bool = MISSING
+    show_top: int = MISSING
+    space: dict[str, Knob] = field(default_factory=dict)
+    study: StudySettings = field(default_factory=StudySettings)
+
+
+@dataclass
+class Exp03Settings(SearchSettings):
+    tier: str = MISSING
+
+
+@dataclass
+class Exp09Settings(SearchSettings):
+    profiles: list[str] = MISSING
+
+
+@dataclass
+class Exp05Settings(Settings):
+    sources: list[str] = MISSING
+    tier: str = MISSING
+    top_n: int = MISSING
+
+
+@dataclass
+class SuiteStep:
+    entry: str = MISSING             # module:function
+    config: str = MISSING            # the primary config it composes
+    overrides: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Exp06Settings(Settings):
+    suite: dict[str, SuiteStep] = field(default_factory=dict)
+
+
+@dataclass
+class Exp07Settings(Settings):
+    source: str = MISSING
+    top_n: int = MISSING
+
+
+@dataclass
+class Exp08Settings(Settings):
+    profiles: list[str] = MISSING
+
+
+@dataclass
+class Exp12Settings(Settings):
+    threshold: float = MISSING
+    floor: float = MISSING
+    loss_tighten_threshold: float = MISSING
+
+
+@dataclass
+class Decisive:
+    max_runs_per_profile: int = MISSING
+    min_batch: int = MISSING
+    telemetry: bool = MISSING
+
+
+@dataclass
+class Exp13Settings(Settings):
+    decisive: Decisive = field(default_factory=Decisive)
+    summary_top: int = MISSING
+
+
+@dataclass
+class RowFilter:
+    """Which research rows an alignment reads."""
+
+    profile: Optional[str] = None
+    label_contains: Optional[str] = None
+    source_run: Optional[str] = None       # only the rows recorded under this MLflow run
+
+
+@dataclass
+class Exp02Config(ParaphinaConfig):
+    experiment: Exp02Settings = field(default_factory=Exp02Settings)
+
+
+@dataclass
+class Exp03Config(ParaphinaConfig):
+    experiment: Exp03Settings = field(default_factory=Exp03Settings)
+
+
+@dataclass
+class Exp04Config(ParaphinaConfig):
+    experiment: GridSettings = field(default_factory=GridSettings)
+
+
+@dataclass
+class Exp05Config(ParaphinaConfig):
+    experiment: Exp05Settings = field(default_factory=Exp05Settings)
+
+
+@dataclass
+class Exp06Config(ParaphinaConfig):
+    experiment: Exp06Settings = field(default_factory=Exp06Settings)
+    steps: Optional[list[str]] = None
+    skip: list[str] = field(default_factory=list)
+    dry_run: bool = False
+
+
+@dataclass
+class Exp07Config(ParaphinaConfig):
+    experiment: Exp07Settings = field(default_factory=Exp07Settings)
+
+
+@dataclass
+class Exp08Config(ParaphinaConfig):
+    experiment: Exp08Settings = field(default_factory=Exp08Settings)
+
+
+@dataclass
+class Exp09Config(ParaphinaConfig):
+    experiment: Exp09Settings = field(default_factory=Exp09Settings)
+
+
+@dataclass
+class Exp10Config(ParaphinaConfig):
+    experiment: Settings = field(default_factory=Settings)
+
+
+@dataclass
+class Exp11Config(ParaphinaConfig):
+    experiment: Settings = field(default_factory=Settings)
+    filter: RowFilter = field(default_factory=RowFilter)
+    by_label: bool = False
+    label_contains: Optional[str] = None   # aliases of filter.* (the original tool's flags)
+    source_run: Optional[str] = None
+
+
+@dataclass
+class Exp12Config(ParaphinaConfig):
+    experiment: Exp12Settings = field(default_factory=Exp12Settings)
+
+
+@dataclass
+class Exp13Config(ParaphinaConfig):
+    experiment: Exp13Settings = field(default_factory=Exp13Settings)
+    profiles: list[str] = MISSING
+    runs_per_profile: int = MISSING
+    label_prefix: str = MISSING
+    target: Target = MISSING
+
+
+SCHEMAS: dict[str, type] = {"exp02": Exp02Config, "exp03": Exp03Config, "exp04": Exp04Config, "exp05": Exp05Config,
+                            "exp06": Exp06Config, "exp07": Exp07Config, "exp08": Exp08Config, "exp09": Exp09Config,
+                            "exp10": Exp10Config, "exp11": Exp11Config, "exp12": Exp12Config, "exp13": Exp13Config}
+
+
+@functools.lru_cache(maxsize=None)
+def register(name: str) -> None:
+    """Put experiment `name`'s schema and primary config in Hydra's ConfigStore, once and only when it is
+    composed (building a schema costs ~30 ms); other names are left alone."""
+    if name not in SCHEMAS:
+        return
+    store = ConfigStore.instance()
+    store.store(group="schema", name=name, node=SCHEMAS[name], package="_global_")
+    help_text = {"app_name": f"paraphina.experiments.{name}",
+                 "header": f"paraphina.experiments.{name}: the settings of conf/experiment/{name}.yaml on conf/config.yaml.",
+                 "footer": "Override any key above with key=value; sweep with -m key=a,b; show the composed config "
+                           "with --cfg job."}
+    store.store(name=name, node={"defaults": ["config", {"experiment": name}, "_self_", {"override schema": name}],
+                                 "hydra": {"job": {"name": name}, "help": help_text}})

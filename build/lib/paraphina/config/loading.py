@@ -1,0 +1,227 @@
+"""Composing conf/ into a validated config, with the original environment variables as overrides.
+
+Tests, trials and steps compose through `compose_config`, entry points through Hydra's app runner
+(config.commands); either way a typo, a wrong type or an unknown profile stops with one line before
+anything runs.
+"""
+from __future__ import annotations
+
+import functools
+import math
+import os
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import MissingConfigException, OverrideParseException
+from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+
+from paraphina.config import experiments, schema
+from paraphina.core.errors import ParaphinaError
+
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
+CONF_DIR = next(p for p in (PACKAGE_DIR / "conf", PACKAGE_DIR.parent / "conf") if p.is_dir())
+"""The configs an installed copy ships as paraphina/conf, else the checkout's conf/."""
+
+# The original engine's environment variables and the config keys they set (ENGINE_SPEC section 6).
+NUMERIC_ENV_KEYS: dict[str, str] = {
+    "PARAPHINA_INIT_Q_TAO": "engine.initial_q_tao",
+    "PARAPHINA_HEDGE_BAND_BASE": "engine.hedge.band_base",
+    "PARAPHINA_HEDGE_MAX_STEP": "engine.hedge.hedge_max_step",
+    "PARAPHINA_MM_SIZE_ETA": "engine.mm.size_eta",
+    "PARAPHINA_VOL_REF": "engine.volatility.vol_ref",
+    "PARAPHINA_DAILY_LOSS_LIMIT": "engine.risk.daily_loss_limit",
+}
+TEXT_ENV_KEYS: dict[str, str] = {
+    "PARAPHINA_TELEMETRY_MODE": "telemetry.mode",
+    "PARAPHINA_TELEMETRY_PATH": "telemetry.path",
+}
+PROFILE_ENV = "PARAPHINA_RISK_PROFILE"
+TELEMETRY_MODES = ("off", "jsonl")
+CHILD_CONFIG_MODES = ("parent", "full")
+MINIMUMS: dict[str, int] = {
+    "seed": 0, "seeds": 1, "tracking.series_points": 1, "execution.chunk_runs": 1, "execution.threads": 0,
+    "execution.serial_below": 0, "telemetry.every": 1,
+    # the experiments' counts, where the config has them
+    "experiment.n_trials": 1, "experiment.batch_size": 1, "experiment.show_top": 1, "experiment.top_n": 1,
+    "experiment.summary_top": 1, "runs_per_profile": 1, "experiment.decisive.max_runs_per_profile": 1,
+    "experiment.decisive.min_batch": 1,
+}
+
+schema.register()
+
+
+def override_key(override: str) -> str:
+    """The config key an override sets: `+profile=x` -> `profile`, `engine.a.b=1` -> `engine.a.b`."""
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def _quote(value: str) -> str:
+    escaped = value.replace("\\", "\\\\").replace("'", "\\'")
+    return f"'{escaped}'"
+
+
+def env_overrides(environ: Mapping[str, str], user_overrides: Sequence[str]) -> list[str]:
+    """Overrides from the original environment variables, for keys the user did not set (Hydra wins)."""
+    given = {override_key(o) for o in user_overrides}
+    result: list[str] = []
+    profile = environ.get(PROFILE_ENV)
+    if profile and "profile" not in given:
+        result.append(f"+profile={profile.strip()}")
+    for var, key in NUMERIC_ENV_KEYS.items():
+        raw = environ.get(var)
+        if raw is None or key in given:
+            continue
+        try:
+            value = float(raw)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value):
+            raise ParaphinaError(f"{var}={raw!r} is not a finite number; set it to a number such as 5.0 or unset it")
+        result.append(f"{key}={value!r}")
+    for var, key in TEXT_ENV_KEYS.items():
+        raw = environ.get(var)
+        if raw is not None and key not in given:
+            result.append(f"{key}={_quote(raw)}")
+    return result
+
+
+def available(group: str) -> list[str]:
+    """The options of a config group (the YAML files of conf/<group>/)."""
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def check_profile(name: str) -> None:
+    """A profile name must be one of conf/profile/ (research rows of another name match no risk tier)."""
+    if name not in available("profile"):
+        raise ParaphinaError(f"unknown profile '{name}'; choose one of: {', '.join(available('profile'))}")
+
+
+def explain_hydra_error(exc: BaseException) -> str:
+    """Turn a Hydra/OmegaConf composition error into one line that says what to fix, from the error's fields."""
+    if isinstance(exc, OverrideParseException):
+        return f"cannot parse override {exc.override}: {exc.message.splitlines()[0]}"
+    if isinstance(exc, MissingConfigException) and exc.missing_cfg_file:
+        group, _, name = exc.missing_cfg_file.rpartition("/")
+        return f"unknown {group or 'config'} '{name}'; choose one of: {', '.join(exc.options or available(group))}"
+    cause = exc.__cause__ if isinstance(exc.__cause__, OmegaConfBaseException) else exc
+    first = (str(getattr(cause, "msg", None) or cause).strip().splitlines() or [type(cause).__name__])[0]
+    key = getattr(cause, "full_key", None)
+    if isinstance(cause, (ConfigAttributeError, ConfigKeyError)) and key:
+        return f"unknown config key '{key}'; check its spelling (python -m paraphina.run --cfg job lists every key)"
+    if key:
+        return f"bad value for '{key}': {first}"
+    return " ".join(str(cause).split())
+
+
+def compose_config(overrides: Sequence[str] = (), config_name: str = "config",
+                   environ: Mapping[str, str] | None = None) -> DictConfig:
+    """Compose conf/ with the environment's and the caller's overrides; resolve; validate; raise ParaphinaError."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    environ = os.environ if environ is None else environ
+    overrides = list(overrides)
+    reject_appended_keys(overrides)
+    full = env_overrides(environ, overrides) + overrides
+    experiments.register(config_name)
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR), job_name="paraphina"):
+            cfg = job_config(compose(config_name=config_name, overrides=full, return_hydra_config=True))
+    except ParaphinaError:
+        raise
+    except Exception as exc:  # Hydra and OmegaConf raise many types; all are the user's input here
+        raise ParaphinaError(explain_hydra_error(exc)) from exc
+    finally:
+        GlobalHydra.instance().clear()
+    validate(cfg)
+    return cfg
+
+
+def job_config(cfg: DictConfig) -> DictConfig:
+    """A composed config without Hydra's node, every value resolved as in a job of Hydra's app runner.
+
+    `${hydra:...}` values (e.g. Exp11's `${hydra:runtime.choices.profile}`) read the config's own Hydra node;
+    the app runner's Hydra config, if any, is left as it was.
+    """
+    from hydra.core.hydra_config import HydraConfig
+
+    current = HydraConfig.instance()
+    previous = current.cfg
+    current.set_config(cfg)
+    try:
+        with open_dict(cfg):
+            del cfg["hydra"]
+        resolve(cfg)
+    finally:
+        current.cfg = previous
+    return cfg
+
+
+def resolve(cfg: DictConfig) -> None:
+    """Resolve every interpolation in place: one that cannot resolve fails now, naming its key, not mid-run."""
+    try:
+        OmegaConf.resolve(cfg)
+    except OmegaConfBaseException:
+        OmegaConf.to_container(cfg, resolve=True)  # the same error with the key it happened at
+        raise
+
+
+def reject_appended_keys(overrides: Iterable[str]) -> None:
+    """`+engine.typo=1` slips past structured configs: only config groups may be appended."""
+    groups = {"profile"}
+    for o in overrides:
+        if o.startswith("+") and override_key(o).split("/")[0] not in groups:
+            raise ParaphinaError(f"unknown config key '{override_key(o)}' in '{o}'; only '+profile=...' may be appended")
+
+
+@functools.lru_cache(maxsize=1)
+def override_parser() -> OverridesParser:
+    """Hydra's parser of command-line overrides (built once: building it takes ~50 ms)."""
+    return OverridesParser.create()
+
+
+def validate(cfg: DictConfig) -> None:
+    """Checks the schema cannot express: positive counts, venue list lengths, known modes and profiles."""
+    if cfg.ticks <= 0:
+        raise ParaphinaError(f"ticks={cfg.ticks} must be a positive number of ticks, e.g. ticks=2000")
+    if cfg.runs < 1:
+        raise ParaphinaError(f"runs={cfg.runs} must be at least 1, e.g. runs=64")
+    for key, minimum in MINIMUMS.items():
+        value = OmegaConf.select(cfg, key)
+        if value is not None and value < minimum:
+            raise ParaphinaError(f"{key}={value} must be at least {minimum}")
+    for key in ("engine.tick_ms", "market.outage.mean_ticks", "market.s0"):
+        if not OmegaConf.select(cfg, key) > 0:
+            raise ParaphinaError(f"{key}={OmegaConf.select(cfg, key)} must be positive")
+    if not 0 < cfg.world_model.confidence < 1:
+        raise ParaphinaError(f"world_model.confidence={cfg.world_model.confidence} must be between 0 and 1, e.g. 0.95")
+    if cfg.telemetry.mode not in TELEMETRY_MODES:
+        raise ParaphinaError(f"telemetry.mode={cfg.telemetry.mode!r} is not one of {', '.join(TELEMETRY_MODES)}")
+    if cfg.tracking.child_config not in CHILD_CONFIG_MODES:
+        raise ParaphinaError(f"tracking.child_config={cfg.tracking.child_config!r} is not one of "
+                             f"{', '.join(CHILD_CONFIG_MODES)}")
+    unknown = [key for key in cfg.tracking.child_params if OmegaConf.select(cfg, key, default=KeyError) is KeyError]
+    if unknown:
+        raise ParaphinaError(f"tracking.child_params names unknown config keys: {', '.join(unknown)}")
+    if cfg.telemetry.mode == "jsonl" and not cfg.telemetry.path:
+        raise ParaphinaError("telemetry.mode=jsonl needs telemetry.path=FILE (or PARAPHINA_TELEMETRY_PATH)")
+    if cfg.profile_name not in cfg.world_model.tiers:
+        raise ParaphinaError(f"profile '{cfg.profile_name}' has no risk tier; tiers: {', '.join(cfg.world_model.tiers)}")
+    n_venues = len(cfg.engine.venues.names)
+    for section in ("engine.venues", "market.basis", "market.spread", "market.depth", "market.funding", "market.fills"):
+        node = OmegaConf.select(cfg, section)
+        for key, value in node.items():
+            if OmegaConf.is_list(value) and len(value) != n_venues:
+                raise ParaphinaError(f"{section}.{key} has {len(value)} values but there are {n_venues} venues")
+    if min(cfg.engine.venues.tick_size) <= 0:
+        raise ParaphinaError(f"engine.venues.tick_size={list(cfg.engine.venues.tick_size)} must all be positive")
+
+
+def to_plain(cfg: DictConfig) -> dict:
+    """The resolved config as plain Python containers (without Hydra's own node)."""
+    data = OmegaConf.to_container(cfg, resolve=True)
+    data.pop("hydra", None)
+    return data

@@ -1,0 +1,1 @@
+"""The names and errors every layer shares: the bottom layer, importing nothing of paraphina."""

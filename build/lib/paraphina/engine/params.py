@@ -1,0 +1,100 @@
+"""Engine and market parameters as one record per run: the flat per-run arrays the compiled kernel reads.
+
+Every numeric knob of `engine` and `market` becomes a field named by its path (`hedge_band_base`,
+`regime_sigma_calm`, `venues_gamma` with one value per venue), so any knob can differ per run inside a batch
+and the kernel reads `prm.hedge_band_base` as plainly as the config says it. Text knobs (venue names, the
+scenario) stay in Python.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+
+from paraphina.core.errors import ParaphinaError
+
+# Top-level config sections whose fields are named without the section (market.regime.x -> regime_x).
+SECTIONS = ("engine", "market")
+
+
+def _is_text(value: Any) -> bool:
+    return isinstance(value, str) or value is None or (
+        isinstance(value, (list, tuple)) and bool(value) and isinstance(value[0], str))
+
+
+def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Numeric leaves of a config tree by field name, e.g. {'hedge_band_base': 5.625, 'venues_k': [...]}."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(_flatten(value, name + "_"))
+        elif not _is_text(value):
+            out[name] = value
+    return out
+
+
+def field_name(dotted: str) -> str:
+    """The record field of a dotted config key: 'engine.hedge.band_base' -> 'hedge_band_base'."""
+    section, _, rest = dotted.partition(".")
+    if section not in SECTIONS or not rest:
+        raise ParaphinaError(f"per-run parameter '{dotted}' is not an engine or market knob")
+    return rest.replace(".", "_")
+
+
+@dataclass
+class Params:
+    """The batch's parameters: `table[i]` is run i's record; `venue_names` and `scenario` are text knobs."""
+
+    table: np.ndarray
+    venue_names: tuple[str, ...]
+    scenario: str
+
+    @property
+    def runs(self) -> int:
+        return len(self.table)
+
+    @property
+    def n_venues(self) -> int:
+        return len(self.venue_names)
+
+    def value(self, dotted: str) -> np.ndarray:
+        """One knob for every run: (runs,) or (runs, venues)."""
+        return self.table[field_name(dotted)]
+
+
+def _dtype(leaves: Mapping[str, Any], n_venues: int) -> np.dtype:
+    fields = []
+    for name, value in leaves.items():
+        if isinstance(value, (list, tuple)):
+            if len(value) != n_venues:
+                raise ParaphinaError(f"'{name}' has {len(value)} values for {n_venues} venues; give one per venue")
+            fields.append((name, np.float64, (n_venues,)))
+        else:
+            fields.append((name, np.float64))
+    return np.dtype(fields, align=True)
+
+
+def build_params(engine: Mapping[str, Any], market: Mapping[str, Any], runs: int,
+                 per_run: Mapping[str, Any] | None = None) -> Params:
+    """Parameters for a batch of `runs`; `per_run` maps dotted keys (`engine.hedge.band_base`) to one value per
+    run (or, for a venue knob, a (runs, venues) array)."""
+    names = tuple(engine["venues"]["names"])
+    leaves = {**_flatten(engine), **_flatten(market)}
+    if len(leaves) != len(_flatten(engine)) + len(_flatten(market)):
+        raise ParaphinaError("engine and market knobs share a field name; rename one of them")
+    table = np.zeros(runs, dtype=_dtype(leaves, len(names)))
+    for name, value in leaves.items():
+        table[name] = np.asarray(value, dtype=float)
+    for dotted, values in (per_run or {}).items():
+        name = field_name(dotted)
+        if name not in leaves:
+            raise ParaphinaError(f"per-run parameter '{dotted}' is not a numeric engine or market knob")
+        arr = np.asarray(values, dtype=float)
+        if arr.shape not in ((runs,), table[name].shape):
+            raise ParaphinaError(f"per-run parameter '{dotted}' needs {runs} values (one per run), got shape {arr.shape}")
+        if not np.all(np.isfinite(arr)):
+            raise ParaphinaError(f"per-run parameter '{dotted}' has non-finite values")
+        table[name] = arr if arr.ndim == table[name].ndim else arr[:, None]
+    return Params(table=table, venue_names=names, scenario=str(market.get("scenario", "")))

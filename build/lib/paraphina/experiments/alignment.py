@@ -1,0 +1,342 @@
+"""World-model alignment shared by Exp10, Exp11 and Exp13: groups of runs checked against their tier's budgets.
+
+A group is one profile's runs (optionally one label's). Its row of checks holds the point estimates,
+the pass flags and signed margins (positive = safe side), the tier's risk-adjusted score, and for each
+budget the interval at `world_model.confidence`, the verdict (ok | violated | inconclusive) and, when
+inconclusive, the runs per profile that would decide it (paraphina.world_model.stats).
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf
+
+from paraphina.core.errors import ParaphinaError
+from paraphina.core.names import PARENT_TAG
+from paraphina.world_model.stats import check_tier
+from paraphina.world_model.tiers import RiskTier, budget_margins, tier_score, tiers_from_mapping
+from paraphina.tracking.store import all_runs, describe, resolve_tracking_uri, tracking_client
+
+# Tag of alignment runs naming the dataset they read. Not `dataset`: that tag marks research rows, and
+# `tracking.datasets.load_dataset` would take a tagged alignment run for a malformed row.
+VERDICTS = ("ok", "violated", "inconclusive")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """One tier budget as the tables show it."""
+
+    prefix: str     # column prefix of its flag, margin, interval, verdict: kill_ok, kill_low, ...
+    estimate: str   # column of the point estimate
+    op: str         # "<=" (a maximum) or ">=" (a minimum)
+
+
+# In the order world_model.stats.check_tier returns its checks.
+BUDGETS = (Budget("kill", "kill_prob", "<="), Budget("dd", "dd_mean", "<="), Budget("pnl", "pnl_mean", ">="))
+POINT_COLUMNS = ("pnl_mean", "pnl_std", "dd_mean", "kill_prob", "pnl_ok", "dd_ok", "kill_ok",
+                 "pnl_margin", "dd_margin", "kill_margin", "score")
+CHECK_COLUMNS = ("tier", "runs", "kills", *POINT_COLUMNS,
+                 *(f"{b.prefix}_{c}" for b in BUDGETS for c in ("budget", "low", "high", "verdict", "runs_needed")),
+                 "verdict")
+
+
+def load_tiers(cfg: DictConfig) -> dict[str, RiskTier]:
+    """The world model's risk tiers, in config order."""
+    return tiers_from_mapping(OmegaConf.to_container(cfg.world_model.tiers, resolve=True))
+
+
+def overall_verdict(verdicts: Iterable[str]) -> str:
+    """violated if any budget is violated, else inconclusive if any is undecided, else ok."""
+    verdicts = list(verdicts)
+    return "violated" if "violated" in verdicts else "inconclusive" if "inconclusive" in verdicts else "ok"
+
+
+def point_checks(tier: RiskTier, pnl_mean: float, pnl_std: float, dd_mean: float, kill_prob: float) -> dict:
+    """Point estimates against the tier: pass flags, signed margins and the risk-adjusted score."""
+    checks = budget_margins(tier, pnl_mean, dd_mean, kill_prob)
+    out = {"pnl_mean": float(pnl_mean), "pnl_std": float(pnl_std), "dd_mean": float(dd_mean),
+           "kill_prob": float(kill_prob)}
+    out.update({k: bool(checks[k]) for k in ("pnl_ok", "dd_ok", "kill_ok")})
+    out.update({k: float(checks[k]) for k in ("pnl_margin", "dd_margin", "kill_margin")})
+    out["score"] = float(tier_score(tier, pnl_mean, pnl_std, dd_mean, kill_prob))
+    return out
+
+
+def run_checks(tier: RiskTier, final_pnl: Sequence[float], max_drawdown: Sequence[float],
+               kill_switch: Sequence[bool], confidence: float) -> dict:
+    """One group's runs against its tier: point checks plus, per budget, interval, verdict and runs needed.
+
+    pnl_std is the sample std (0 for a single run, as in runner.aggregates.aggregate_metrics).
+    """
+    pnl = np.asarray(final_pnl, dtype=float).ravel()
+    kills = np.asarray(kill_switch, dtype=bool).ravel()
+    if pnl.size == 0:
+        raise ParaphinaError(f"tier {tier.name!r}: no runs to check")
+    checks = check_tier(tier, pnl, max_drawdown, kills, confidence)
+    kill, dd, pnl_check = checks
+    pnl_std = float(pnl.std(ddof=1)) if pnl.size > 1 else 0.0
+    out = {"tier": tier.name, "runs": int(pnl.size), "kills": int(kills.sum()),
+           **point_checks(tier, pnl_check.estimate, pnl_std, dd.estimate, kill.estimate)}
+    for budget, check in zip(BUDGETS, checks):
+        out[f"{budget.prefix}_budget"] = check.budget
+        out[f"{budget.prefix}_low"] = float(check.low)
+        out[f"{budget.prefix}_high"] = float(check.high)
+        out[f"{budget.prefix}_verdict"] = check.verdict
+        out[f"{budget.prefix}_runs_needed"] = check.runs_needed
+    out["verdict"] = overall_verdict(out[f"{b.prefix}_verdict"] for b in BUDGETS)
+    return out
+
+
+def checks_frame(rows: Sequence[Mapping]) -> pd.DataFrame:
+    """Check rows as a table; runs_needed as a nullable integer (missing when decided or not projectable)."""
+    table = pd.DataFrame(list(rows))
+    for b in BUDGETS:
+        column = f"{b.prefix}_runs_needed"
+        if column in table:
+            table[column] = table[column].astype("Int64")
+    return table
+
+
+# --- research rows -----------------------------------------------------------------------------
+
+
+def label_text(labels: pd.Series) -> pd.Series:
+    """Labels as text, a missing label as "" (MLflow datasets give a missing text field back as "None")."""
+    return labels.map(lambda v: "" if v is None or pd.isna(v) or str(v) in ("None", "nan") else str(v))
+
+
+def group_checks(rows: pd.DataFrame, tiers: Mapping[str, RiskTier], confidence: float,
+                 by_label: bool = False) -> pd.DataFrame:
+    """Research rows grouped by profile (and label) -> one row of checks per group, in tier order.
+
+    Every profile must name a tier (see `drop_untiered`).
+    """
+    keys = ["profile", "label"] if by_label else ["profile"]
+    data = rows.assign(label=label_text(rows["label"])) if by_label else rows
+    order = {name: i for i, name in enumerate(tiers)}
+    groups = sorted(data.groupby(keys, sort=False), key=lambda g: (order[_first(g[0])], g[0]))
+    out = []
+    for key, group in groups:
+        values = key if isinstance(key, tuple) else (key,)
+        out.append({**dict(zip(keys, values)),
+                    **run_checks(tiers[values[0]], group["final_pnl"], group["max_drawdown"], group["kill_switch"],
+                                 confidence)})
+    return checks_frame(out)
+
+
+def _first(key) -> object:
+    return key[0] if isinstance(key, tuple) else key
+
+
+def drop_untiered(rows: pd.DataFrame, tiers: Mapping[str, RiskTier], source: str) -> tuple[pd.DataFrame, list[str]]:
+    """Rows whose profile has a tier, and a note naming each profile that has none (all of them: an error)."""
+    counts = rows["profile"].value_counts(sort=False)
+    missing = [p for p in counts.index if p not in tiers]
+    notes = [f"profile '{p}' ({counts[p]} run(s) in {source}) has no risk tier; skipped "
+             f"(tiers: {', '.join(tiers)})" for p in missing]
+    kept = rows[rows["profile"].isin(list(tiers))]
+    if kept.empty:
+        raise ParaphinaError(f"no run in {source} has a profile with a risk tier: profile(s) "
+                             f"{', '.join(map(repr, missing))} have none; tiers: {', '.join(tiers)}")
+    return kept, notes
+
+
+def repeated_runs_note(rows: pd.DataFrame, source: str) -> str | None:
+    """A note when rows repeat a run (same profile, label and metrics): e.g. Exp13 rerun with the same seeds.
+
+    The checks treat every row as an independent run, so repeats narrow the intervals wrongly.
+    """
+    keys = ["profile", "num_ticks", "final_pnl", "max_drawdown", "kill_switch"]
+    repeats = int(rows.assign(label=label_text(rows["label"])).duplicated([*keys, "label"]).sum())
+    if not repeats:
+        return None
+    return (f"{repeats} run(s) in {source} repeat another run (same profile, label and metrics, e.g. Exp13 rerun "
+            f"with the same seeds) and count as independent runs; narrow with filter.source_run= or filter.label_contains=")
+
+
+def mixed_ticks_notes(rows: pd.DataFrame, source: str) -> list[str]:
+    """Notes naming the profiles whose runs have different lengths: budgets such as the kill probability
+    depend on the horizon, so such a group mixes different questions."""
+    notes = []
+    for profile, ticks in rows.groupby("profile", sort=False)["num_ticks"]:
+        lengths = sorted(set(int(t) for t in ticks))
+        if len(lengths) > 1:
+            notes.append(f"profile '{profile}' in {source} mixes runs of {', '.join(map(str, lengths))} ticks; "
+                         f"narrow with filter.source_run= or filter.label_contains= to compare like with like")
+    return notes
+
+
+def filter_rows(rows: pd.DataFrame, source: str, tiers: Mapping[str, RiskTier], profile: str | None = None,
+                label_contains: str | None = None) -> pd.DataFrame:
+    """Keep one profile (it must have a tier) and/or the labels containing a text; an empty result names the
+    filter that emptied it."""
+    if profile is not None and profile not in tiers:
+        raise ParaphinaError(f"profile '{profile}' has no risk tier; choose one of: {', '.join(tiers)}")
+    if rows.empty:
+        raise ParaphinaError(f"{source} has no runs")
+    if profile is not None:
+        kept = rows[rows["profile"] == profile]
+        if kept.empty:
+            raise ParaphinaError(f"no runs of profile '{profile}' in {source}; profiles there: "
+                                 f"{', '.join(sorted(rows['profile'].unique()))}")
+        rows = kept
+    if label_contains is not None:
+        kept = rows[label_text(rows["label"]).str.contains(label_contains, regex=False)]
+        if kept.empty:
+            scope = f"the {len(rows)} run(s) of profile '{profile}'" if profile else f"the {len(rows)} run(s)"
+            raise ParaphinaError(f"no label contains '{label_contains}' among {scope} in {source}")
+        rows = kept
+    return rows
+
+
+def is_dataset_file(dataset: str) -> bool:
+    """`dataset=` names a JSONL file (ends in .jsonl or has a folder part) rather than an MLflow dataset."""
+    return dataset.endswith(".jsonl") or os.sep in dataset
+
+
+def load_rows(cfg: DictConfig, dataset: str, source_run: str | None = None) -> pd.DataFrame:
+    """Research rows of a dataset: an MLflow dataset (optionally only the rows recorded under one parent run,
+    such as an Exp13 invocation) or a JSONL file in the original format."""
+    from paraphina.formats.dataset import read_rows
+    from paraphina.tracking.datasets import DATASET_TAG, _runs_frame, load_dataset, records_to_rows
+    if is_dataset_file(dataset):
+        if source_run:
+            raise ParaphinaError("source_run selects runs in MLflow; it cannot filter a JSONL dataset file")
+        return read_rows(dataset)
+    uri = resolve_tracking_uri(cfg.tracking.uri, cfg.paths.store)
+    if not source_run:
+        return load_dataset(uri, dataset)
+    if "'" in dataset or "'" in source_run:
+        raise ParaphinaError(f"dataset {dataset!r} or run {source_run!r} contains a quote")
+    client = tracking_client(uri)
+    try:
+        experiment_id = client.get_run(source_run).info.experiment_id
+        runs = all_runs(client, [experiment_id], f"tags.{DATASET_TAG} = '{dataset}' and "
+                        f"tags.`{PARENT_TAG}` = '{source_run}'")
+    except Exception as exc:
+        raise ParaphinaError(f"cannot read the runs of {source_run} in {uri}: {describe(exc)}") from exc
+    if not runs:
+        raise ParaphinaError(f"no research rows of dataset '{dataset}' under run {source_run} in {uri}")
+    return records_to_rows(_runs_frame(runs))
+
+
+# --- earlier experiments' records ----------------------------------------------------------------
+
+
+def tracking_client_of(cfg: DictConfig):
+    """An MlflowClient on the config's store."""
+    return tracking_client(resolve_tracking_uri(cfg.tracking.uri, cfg.paths.store))
+
+
+def child_tags(cfg: DictConfig, run_ids: Iterable[str]) -> list[dict[str, str]]:
+    """The tags of each run (records.latest_points gives params and metrics only)."""
+    client = tracking_client_of(cfg)
+    return [dict(client.get_run(run_id).data.tags) for run_id in run_ids]
+
+
+def latest_presets(cfg: DictConfig) -> tuple[pd.DataFrame, str]:
+    """The presets of the latest Exp07 invocation, one per tier (tier and relaxed columns from the tags),
+    and that invocation's run id."""
+    from paraphina.experiments.records import latest_points
+
+    presets, info = latest_points(cfg, "exp07")
+    if presets.empty:
+        raise ParaphinaError(f"the latest exp07 run {info['run_id']} has no presets; rerun python -m "
+                             f"paraphina.experiments.exp07")
+    tags = child_tags(cfg, presets["run_id"])
+    presets["tier"] = [t.get("tier") or name.removeprefix("preset-") for t, name in zip(tags, presets["run_name"])]
+    presets["relaxed"] = [t.get("relaxed", "false").lower() == "true" for t in tags]
+    if "rank" in presets:
+        presets = presets.sort_values("rank", kind="stable")
+    return presets.drop_duplicates("tier"), info["run_id"]
+
+
+# --- MLflow children and printing --------------------------------------------------------------
+
+
+def record_metrics(row: Mapping) -> dict[str, float]:
+    """The numeric cells of a check row as MLflow metrics (flags as 0/1; missing and infinite values left out)."""
+    out = {}
+    for key, value in row.items():
+        if isinstance(value, (bool, np.bool_)):
+            out[key] = float(value)
+        elif isinstance(value, (int, float, np.integer, np.floating)) and math.isfinite(float(value)):
+            out[key] = float(value)
+    return out
+
+
+def record_tags(row: Mapping, keys: Sequence[str] = ()) -> dict[str, str]:
+    """Group keys and verdicts of a check row as tags, so runs can be searched by verdict."""
+    tags = {k: str(row[k]) for k in keys if k in row and row[k] is not None}
+    tags.update({k: str(v) for k, v in row.items() if k.endswith("verdict") and isinstance(v, str)})
+    return tags
+
+
+def budget_text(budget: Budget, value: float) -> str:
+    return f"{budget.estimate} {budget.op} {value:g}"
+
+
+def number_text(value: float, probability: bool) -> str:
+    """A probability with 3 decimals, an amount in USD with 1; infinite bounds as inf / -inf."""
+    if not math.isfinite(value):
+        return "inf" if value > 0 else "-inf"
+    return f"{value:.3f}" if probability else f"{value:,.1f}"
+
+
+def estimate_text(value: float, budget: str) -> str:
+    """An estimate as the budget it is checked against reads (`budget` as in verdict_rows, e.g. 'kill_prob <= 0.01')."""
+    return number_text(value, budget.startswith("kill"))
+
+
+def interval_text(low: float, high: float, budget: str) -> str:
+    return f"[{estimate_text(low, budget)}, {estimate_text(high, budget)}]"
+
+
+def verdict_rows(table: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
+    """The checks of a table in long form: one row per group and budget (estimate, interval, verdict)."""
+    rows = []
+    for _, row in table.iterrows():
+        for b in BUDGETS:
+            needed = row[f"{b.prefix}_runs_needed"]
+            rows.append({**{k: row[k] for k in keys}, "budget": budget_text(b, row[f"{b.prefix}_budget"]),
+                         "runs": int(row["runs"]), "estimate": float(row[b.estimate]),
+                         "low": float(row[f"{b.prefix}_low"]), "high": float(row[f"{b.prefix}_high"]),
+                         "verdict": row[f"{b.prefix}_verdict"],
+                         "runs_needed": None if pd.isna(needed) else int(needed)})
+    return checks_frame(rows) if rows else pd.DataFrame(columns=[*keys, "budget", "runs", "estimate", "low", "high",
+                                                                 "verdict", "runs_needed"])
+
+
+def needed_text(verdict: str, needed) -> str:
+    """What an inconclusive verdict needs: the runs per profile, or '?' when no count can be projected."""
+    if verdict != "inconclusive":
+        return ""
+    return "?" if needed is None or pd.isna(needed) else f"{int(needed)}"
+
+
+def format_verdicts(long: pd.DataFrame, keys: Sequence[str], confidence: float) -> str:
+    """The long verdict table as text, with a footnote on 'runs needed'."""
+    level = f"{confidence:.0%} interval"
+    shown = pd.DataFrame({
+        **{k: long[k] for k in keys},
+        "budget": long["budget"],
+        "runs": long["runs"],
+        "estimate": [estimate_text(v, b) for v, b in zip(long["estimate"], long["budget"])],
+        level: [interval_text(lo, hi, b) for lo, hi, b in zip(long["low"], long["high"], long["budget"])],
+        "verdict": long["verdict"],
+        "runs needed": [needed_text(v, n) for v, n in zip(long["verdict"], long["runs_needed"])],
+    })
+    for column in [*keys, "budget", "verdict"]:  # text left-aligned, numbers right-aligned
+        width = max(len(column), *(len(str(v)) for v in shown[column])) if len(shown) else len(column)
+        shown[column] = [str(v).ljust(width) for v in shown[column]]
+        shown = shown.rename(columns={column: column.ljust(width)})
+    return "\n".join([
+        shown.to_string(index=False),
+        "runs needed: runs per profile that would decide an inconclusive budget if the observed rate (or mean "
+        "and spread) held; ? = not projectable (a single run has no spread, or the estimate sits on the budget)",
+    ])

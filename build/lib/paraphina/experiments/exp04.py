@@ -1,0 +1,41 @@
+"""Exp04 risk-regime sweep: initial position x daily loss limit; kill probability, regime fractions.
+
+    python -m paraphina.experiments.exp04 [ticks=500 seeds=2 experiment.grid.q0.values=[0,25]]
+"""
+from __future__ import annotations
+
+
+import pandas as pd
+
+from omegaconf import DictConfig
+
+from paraphina.config.commands import hydra_command
+from paraphina.core.names import REGIME_NAMES
+from paraphina.experiments.cli import print_table
+from paraphina.experiments.grid import axes_from_config
+from paraphina.experiments.records import ExperimentRecorder
+from paraphina.experiments.sweep import run_sweep
+
+
+def run(cfg) -> pd.DataFrame:
+    axes = axes_from_config(cfg.experiment.grid, cfg)
+    with ExperimentRecorder(cfg) as recorder:
+        sweep = run_sweep(cfg, axes, recorder)
+        table = sweep.summary
+        finals = table[[f"final_{r.lower()}_frac" for r in REGIME_NAMES]].to_numpy()
+        table.insert(len(sweep.axes), "final_regime", [REGIME_NAMES[i] for i in finals.argmax(axis=1)])
+        recorder.finish(tables={"exp04_risk_regime": table})
+    return table
+
+
+def command(cfg: DictConfig) -> None:
+    """What the command line runs: the experiment, then its tables on the console."""
+    table = run(cfg)
+    print_table(table, ["q0", "loss_limit", "pnl_mean", "dd_mean", "kill_prob", "frac_normal", "frac_warning",
+                        "frac_hard", "final_regime"])
+
+
+main = hydra_command("exp04", command)
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,89 @@
+"""Exp07 optimal presets: per risk tier, the best point of the latest Exp04 grid within the tier's budgets.
+
+    python -m paraphina.experiments.exp07 [experiment.top_n=3]
+
+A tier that no point satisfies is relaxed to the closest points, with a warning, rather than left empty.
+Each tier's best preset is also written as a ready conf/profile/<tier>.yaml replacement.
+"""
+from __future__ import annotations
+
+import sys
+
+import pandas as pd
+from omegaconf import DictConfig
+
+from paraphina.config.commands import hydra_command
+from paraphina.core.names import PROFILE_KNOBS
+from paraphina.core.errors import ParaphinaError
+from paraphina.experiments.cli import print_table
+from paraphina.experiments.profiles import profile_yaml
+from paraphina.experiments.records import ExperimentRecorder, latest_points, sweeps_dir
+from paraphina.world_model.presets import METRIC_COLUMNS, select_presets
+from paraphina.world_model.tiers import tiers_from_mapping
+
+MARGIN_COLUMNS = ("kill_margin", "dd_margin", "pnl_margin")
+
+
+def candidates(cfg: DictConfig, source: str) -> tuple[pd.DataFrame, str]:
+    """The latest grid of `source`: one row per point with its full profile knobs and its metrics.
+
+    Knobs the grid varied come from each point's params, the rest from the source parent's config.
+    Returns the table and the source parent's run id.
+    """
+    points, parent = latest_points(cfg, source)
+    table = pd.DataFrame({"source_run": points["run_name"], "source_run_id": points["run_id"]})
+    for knob, key in PROFILE_KNOBS.items():
+        if key in points.columns:
+            table[knob] = points[key].astype(float)
+        elif key in parent["params"]:
+            table[knob] = float(parent["params"][key])
+        else:
+            raise ParaphinaError(f"the latest {source} records lack '{key}'; rerun python -m "
+                                 f"paraphina.experiments.{source}")
+    missing = [c for c in METRIC_COLUMNS if c not in points.columns]
+    if missing:
+        raise ParaphinaError(f"the latest {source} points lack metric(s) {', '.join(missing)}")
+    for column in METRIC_COLUMNS:
+        table[column] = points[column].astype(float)
+    # Grid order rather than the store's, so ties in selection go to the smallest knobs.
+    return table.sort_values(list(PROFILE_KNOBS), kind="stable", ignore_index=True), parent["run_id"]
+
+
+def run(cfg: DictConfig) -> pd.DataFrame:
+    """Select, record a child per tier and rank, write the presets CSV and one profile YAML per tier."""
+    tiers = tiers_from_mapping(cfg.world_model.tiers)
+    source = cfg.experiment.source
+    table, source_parent = candidates(cfg, source)
+    presets, warnings = select_presets(table, tiers, cfg.experiment.top_n)
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    with ExperimentRecorder(cfg, {f"source.{source}": source_parent}) as recorder:
+        texts = {}
+        for row in presets.to_dict("records"):
+            name = f"preset-{row['tier']}" + ("" if row["rank"] == 1 else f"-{row['rank']}")
+            knobs = {knob: row[knob] for knob in PROFILE_KNOBS}
+            recorder.log_point(name, knobs,
+                               {k: row[k] for k in (*METRIC_COLUMNS, "score", *MARGIN_COLUMNS)},
+                               tags={"tier": row["tier"], "relaxed": str(row["relaxed"]).lower(),
+                                     "rank": str(row["rank"]), "source_run": row["source_run_id"]})
+            if row["rank"] == 1:
+                comment = (f"Exp07 preset for tier {row['tier']}: {source} point {row['source_run']}, "
+                           f"score {row['score']:.2f}" + (", RELAXED: outside the tier's budgets"
+                                                          if row["relaxed"] else ""))
+                texts[f"{row['tier']}.yaml"] = profile_yaml(row["tier"], knobs, comment)
+        recorder.finish(tables={"exp07_presets": presets}, texts=texts)
+    return presets
+
+
+def command(cfg: DictConfig) -> None:
+    """What the command line runs: the experiment, then its tables on the console."""
+    presets = run(cfg)
+    print_table(presets, ["tier", "rank", "relaxed", "source_run", "score", *METRIC_COLUMNS, *MARGIN_COLUMNS],
+                title=f"Exp07 presets per risk tier (from the latest {cfg.experiment.source} grid)")
+    print(f"presets and ready profiles (<tier>.yaml) in {sweeps_dir(cfg)}")
+
+
+main = hydra_command("exp07", command)
+
+if __name__ == "__main__":
+    main()

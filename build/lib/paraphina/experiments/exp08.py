@@ -1,0 +1,56 @@
+"""Exp08 profile validation: each profile over N seeds; mean/std final PnL, drawdowns, kill probability.
+
+    python -m paraphina.experiments.exp08 [seeds=20 ticks=1000 experiment.profiles=[conservative,aggressive]]
+
+All profiles run in one engine batch over the same seeds, so their differences are the profiles' own.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf
+
+from paraphina.config.commands import hydra_command, task_overrides
+from paraphina.core.names import PROFILE_KNOBS
+from paraphina.experiments.cli import check_composed, print_table
+from paraphina.experiments.profiles import config_knobs, profiles_batch
+from paraphina.experiments.records import ExperimentRecorder, point_summaries, sweeps_dir
+
+SUMMARY_COLUMNS = ("profile", "runs", "pnl_mean", "pnl_std", "dd_mean", "dd_min", "dd_worst", "kill_prob",
+                   "kill_prob_low", "kill_prob_high", "frac_warning", "frac_hard")
+
+
+def run(cfg: DictConfig, overrides: Sequence[str] = ()) -> pd.DataFrame:
+    """Validate `experiment.profiles`; `overrides` are those `cfg` was composed from (every profile gets them).
+
+    Returns one row per profile: its knobs, then the aggregate metrics of its seeds.
+    """
+    check_composed(cfg, overrides)
+    batch = profiles_batch(cfg.experiment.profiles, overrides, cfg.experiment.id, cfg.seeds, cfg.seed)
+    with ExperimentRecorder(cfg) as recorder:
+        result = batch.run(f"exp08 {len(batch.profiles)} profiles x {cfg.seeds} seeds")
+        points = [{"profile": name, **config_knobs(batch.configs[name])} for name in batch.profiles]
+        table = point_summaries(result, batch.profile_index, points, cfg.world_model.confidence)
+        keys = dict.fromkeys([*PROFILE_KNOBS.values(), *batch.per_run])
+        params = [{k: v for k, v in point.items() if k != "profile"}
+                  | {key: OmegaConf.select(batch.configs[point["profile"]], key) for key in keys}
+                  for point in points]
+        recorder.log_points(result, batch.profile_index, points, table, batch.profiles, params,
+                            tags=[{"profile": name} for name in batch.profiles])
+        recorder.finish(tables={"exp08_profile_summary": table})
+    return table
+
+
+def command(cfg: DictConfig) -> None:
+    """What the command line runs: the experiment, then its tables on the console."""
+    overrides = task_overrides()
+    table = run(cfg, overrides)
+    print_table(table, SUMMARY_COLUMNS, title=f"Exp08 profile validation: {cfg.seeds} seeds x {cfg.ticks} ticks")
+    print(f"summary in {sweeps_dir(cfg)}")
+
+
+main = hydra_command("exp08", command)
+
+if __name__ == "__main__":
+    main()

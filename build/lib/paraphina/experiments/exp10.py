@@ -1,0 +1,138 @@
+"""Exp10 design vs validation: the latest Exp07 presets and Exp08 validation runs against the tier budgets.
+
+    python -m paraphina.experiments.exp10
+
+Per tier: design_*_ok and margins from the Exp07 preset's metrics (point estimates of the exp04 grid
+point), val_*_ok and margins from the Exp08 runs of the profile of the same name, the alignment score
+(the tier score on the validation metrics), and on the validation side each budget's estimate, interval,
+verdict and runs needed. A tier without validation records says so in its row.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+from omegaconf import DictConfig
+
+from paraphina.config.commands import hydra_command
+from paraphina.core.errors import ParaphinaError
+from paraphina.experiments import alignment
+from paraphina.experiments.cli import print_table
+from paraphina.experiments.records import ExperimentRecorder, latest_points
+
+PER_SEED_ARTIFACT = "per_seed.csv"
+NO_VALIDATION = "no validation records"
+NO_DESIGN = "no Exp07 preset"
+FIXES = {NO_VALIDATION: "python -m paraphina.experiments.exp08 validates the profiles",
+         NO_DESIGN: "python -m paraphina.experiments.exp07 selects a preset per tier"}
+TABLE_COLUMNS = ("tier", "design_kill_ok", "design_dd_ok", "design_pnl_ok", "design_score", "val_runs", "val_kill_ok",
+                 "val_dd_ok", "val_pnl_ok", "val_kill_margin", "val_dd_margin", "val_pnl_margin", "alignment_score",
+                 "val_verdict", "status")
+
+
+def validation_runs(cfg: DictConfig) -> tuple[dict[str, pd.DataFrame], str | None]:
+    """Per profile, the per-seed runs of the latest Exp08 invocation ({} and None when there is none)."""
+    try:
+        points, info = latest_points(cfg, "exp08")
+    except ParaphinaError:
+        return {}, None
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    client = alignment.tracking_client_of(cfg)
+    out: dict[str, list[pd.DataFrame]] = {}
+    with tempfile.TemporaryDirectory(prefix="paraphina-exp10-") as tmp:
+        for run_id, tags in zip(points.get("run_id", []), alignment.child_tags(cfg, points.get("run_id", []))):
+            profile = tags.get("profile")
+            if profile is None:
+                continue
+            try:
+                path = client.download_artifacts(run_id, PER_SEED_ARTIFACT, str(Path(tmp) / run_id))
+            except Exception as exc:
+                raise ParaphinaError(f"exp08 run {run_id} ({profile}) has no {PER_SEED_ARTIFACT} artifact; rerun "
+                                     f"python -m paraphina.experiments.exp08") from exc
+            out.setdefault(profile, []).append(pd.read_csv(path))
+    return {p: pd.concat(tables, ignore_index=True) for p, tables in out.items()}, info["run_id"]
+
+
+def _prefixed(prefix: str, values: dict) -> dict:
+    return {f"{prefix}{k}": v for k, v in values.items()}
+
+
+def run(cfg: DictConfig) -> pd.DataFrame:
+    tiers = alignment.load_tiers(cfg)
+    design, design_run = alignment.latest_presets(cfg)
+    validation, validation_run = validation_runs(cfg)
+    rows, val_checks = [], []
+    for name, tier in tiers.items():
+        row: dict = {"tier": name}
+        status = []
+        preset = design[design["tier"] == name]
+        if preset.empty:
+            status.append(NO_DESIGN)
+        else:
+            p = preset.iloc[0]
+            row["design_run"] = p["run_name"]
+            row["design_relaxed"] = bool(p["relaxed"])
+            row.update(_prefixed("design_", alignment.point_checks(tier, p["pnl_mean"], p["pnl_std"], p["dd_mean"],
+                                                                   p["kill_prob"])))
+        runs = validation.get(name)
+        if runs is None or runs.empty:
+            status.append(NO_VALIDATION)
+        else:
+            checks = alignment.run_checks(tier, runs["final_pnl"], runs["max_drawdown"],
+                                          runs["kill_switch"].astype(bool), cfg.world_model.confidence)
+            val_checks.append(checks)
+            checks = dict(checks)
+            checks.pop("tier")
+            row.update(_prefixed("val_", checks))
+            row["alignment_score"] = row.pop("val_score")
+        row["status"] = "; ".join(status) or "ok"
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    for column in ("val_runs", "val_kills"):
+        if column in table:
+            table[column] = table[column].astype("Int64")
+    for b in alignment.BUDGETS:
+        column = f"val_{b.prefix}_runs_needed"
+        if column in table:
+            table[column] = table[column].astype("Int64")
+    verdicts = alignment.verdict_rows(alignment.checks_frame(val_checks), ["tier"]) if val_checks else None
+    tags = {"paraphina.source.exp07": design_run}
+    if validation_run:
+        tags["paraphina.source.exp08"] = validation_run
+    with ExperimentRecorder(cfg, extra_tags=tags) as recorder:
+        for _, row in table.iterrows():
+            recorder.log_point(f"tier-{row['tier']}", {"tier": row["tier"]}, alignment.record_metrics(row),
+                               tags={**alignment.record_tags(row, ["tier"]), "status": row["status"]})
+        recorder.finish(tables={"exp10_alignment": table,
+                                **({"exp10_verdicts": verdicts} if verdicts is not None else {})},
+                        metrics={"tiers_validated": len(val_checks)})
+    table.attrs["verdicts"] = verdicts
+    table.attrs["run_id"] = recorder.parent_id
+    return table
+
+
+def report(cfg: DictConfig, table: pd.DataFrame) -> None:
+    print_table(table, TABLE_COLUMNS,
+                title="=== Exp10 design (exp07) vs validation (exp08), margins positive = safe ===")
+    verdicts = table.attrs.get("verdicts")
+    if verdicts is not None:
+        print()
+        print("Validation verdicts:")
+        print(alignment.format_verdicts(verdicts, ["tier"], cfg.world_model.confidence))
+    for _, row in table.iterrows():
+        for problem in row["status"].split("; ") if row["status"] != "ok" else []:
+            print(f"note: tier {row['tier']}: {problem} ({FIXES[problem]})")
+
+
+def command(cfg: DictConfig) -> None:
+    """What the command line runs: the experiment, then its tables on the console."""
+    table = run(cfg)
+    report(cfg, table)
+
+
+main = hydra_command("exp10", command)
+
+if __name__ == "__main__":
+    main()

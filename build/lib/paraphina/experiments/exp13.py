@@ -1,0 +1,343 @@
+"""Exp13 auto research harness: profiles x seeds with telemetry -> research rows -> summary -> alignment -> report.
+
+    python -m paraphina.experiments.exp13                       # 3 profiles x 2 seeds x 2000 ticks
+    python -m paraphina.experiments.exp13 ticks=1000 runs_per_profile=1 dataset=research_dataset_v004
+    python -m paraphina.experiments.exp13 profiles=[conservative,aggressive] label_prefix=daily target=decisive
+
+Every profile runs the same seeds (seed, seed+1, ...) in ONE engine batch (experiments.profiles), with
+JSONL telemetry per run under sweeps/exp13/telemetry/<exp13 run id>/. Each engine run is an MLflow run
+(child of the Exp13 parent) and a research row of `dataset`, labelled <label_prefix>_<profile>_r<NNN>.
+The research summary and the Exp11 alignment (recorded as an Exp11 invocation, so Exp12 can tune from it)
+cover the rows of this invocation; the end-to-end report gives, per profile, the verdict on each budget
+and is attached to the Exp13 parent as exp13_report.md. target=decisive keeps adding seeds to the
+profiles with an undecided budget until every verdict is decided or experiment.decisive.max_runs_per_profile.
+
+runs_per_profile=, profiles=, label_prefix= and target= are the original tool's flags
+(conf/experiment/exp13.yaml). PARAPHINA_RISK_PROFILE is ignored here: the profiles are explicit.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf
+
+from paraphina.config.commands import hydra_command
+from paraphina.config.loading import PROFILE_ENV, compose_config, to_plain
+from paraphina.core.errors import ParaphinaError
+from paraphina.config.experiments import Target
+from paraphina.core.names import DATASET_SOURCE_TAG, EXPERIMENT_TAG
+from paraphina.experiments import alignment, exp11
+from paraphina.experiments.profiles import profiles_batch
+from paraphina.experiments.records import ExperimentRecorder, sweeps_dir
+from paraphina.world_model.summary import format_summary
+
+CONFIG_NAME = "exp13"
+
+
+@dataclass
+class ProfileRuns:
+    """What one profile's runs measured so far (for the decisive loop)."""
+
+    final_pnl: list[float] = field(default_factory=list)
+    max_drawdown: list[float] = field(default_factory=list)
+    kill_switch: list[bool] = field(default_factory=list)
+
+    def add(self, metrics: dict, rows: np.ndarray) -> None:
+        self.final_pnl.extend(np.asarray(metrics["final_pnl"])[rows].tolist())
+        self.max_drawdown.extend(np.asarray(metrics["max_drawdown"])[rows].tolist())
+        self.kill_switch.extend(np.asarray(metrics["kill_switch"], dtype=bool)[rows].tolist())
+
+
+# --- options -----------------------------------------------------------------------------------
+
+
+def check(cfg: DictConfig) -> None:
+    """What the schema cannot say: every profile has a tier, the cap covers the first round, and `dataset`
+    names an MLflow dataset."""
+    tiers = alignment.load_tiers(cfg)
+    untiered = [p for p in cfg.profiles if p not in tiers]
+    if untiered:
+        raise ParaphinaError(f"profile(s) {', '.join(untiered)} have no risk tier to check them against; "
+                             f"tiers: {', '.join(tiers)}")
+    cap = cfg.experiment.decisive.max_runs_per_profile
+    if cfg.target == Target.decisive and cap < cfg.runs_per_profile:
+        raise ParaphinaError(f"experiment.decisive.max_runs_per_profile={cap} is below "
+                             f"runs_per_profile={cfg.runs_per_profile}")
+    if not cfg.dataset:
+        raise ParaphinaError("exp13 needs dataset=NAME: the MLflow research dataset its rows join")
+    if alignment.is_dataset_file(cfg.dataset):
+        raise ParaphinaError(f"dataset={cfg.dataset} looks like a file; exp13 records into an MLflow dataset "
+                             f"(e.g. dataset={os.path.basename(cfg.dataset).removesuffix('.jsonl')}); "
+                             f"python -m paraphina.research.transfer exports it to JSONL")
+
+
+def _leaves(tree: dict, prefix: str = "") -> dict[str, object]:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            out.update(_leaves(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _override_value(value: object) -> str:
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    return json.dumps(value)
+
+
+def base_overrides(cfg: DictConfig) -> list[str]:
+    """Overrides that turn the default exp13 config into `cfg` (outside `experiment`), for composing each profile.
+
+    profiles_batch composes `+profile=NAME` plus these, so a run(cfg) from tests or the command line
+    gives the profiles exactly the settings of `cfg`.
+    """
+    default = compose_config([], CONFIG_NAME, environ={})
+    if cfg.profile_name != default.profile_name:
+        raise ParaphinaError(f"exp13 runs the profiles of `profiles`; compose it without a profile "
+                             f"(got profile '{cfg.profile_name}'), e.g. profiles=[{cfg.profile_name}]")
+    mine, base = (_leaves({k: v for k, v in to_plain(c).items() if k != "experiment"}) for c in (cfg, default))
+    return [f"{key}={_override_value(value)}" for key, value in mine.items() if base.get(key, object()) != value]
+
+
+# --- engine runs -------------------------------------------------------------------------------
+
+
+def run_round(cfg: DictConfig, recorder: ExperimentRecorder, overrides: list[str], profiles: list[str],
+              seeds: int, offset: int, telemetry: bool, measured: dict[str, ProfileRuns]) -> dict:
+    """One engine batch of profiles x seeds (seed + offset, ...), each run recorded as a research row."""
+    from paraphina.runner.batch import config_hash, run_batch
+    from paraphina.runner.recording import run_params
+
+    batch = profiles_batch(profiles, overrides, CONFIG_NAME, seeds=seeds, base_seed=cfg.seed + offset)
+    started = time.perf_counter()
+    paths: list = []
+    if telemetry:
+        run_cfg = batch.cfg.copy()
+        run_cfg.telemetry.mode = "jsonl"
+        run_cfg.telemetry.path = str(telemetry_dir(cfg, recorder) / "{profile}_s{seed}.jsonl")
+        result, paths = run_batch(run_cfg, batch.seeds, batch.per_run, profiles=batch.run_profiles())
+    else:
+        result = batch.run(f"exp13 {len(profiles)} profiles x {seeds} seeds")
+    engine_s = time.perf_counter() - started
+    started = time.perf_counter()
+    session = recorder.session
+    flat = {p: run_params(c) for p, c in batch.configs.items()}
+    hashes = {p: config_hash(c) for p, c in batch.configs.items()}
+    yamls = {p: OmegaConf.to_yaml(c) for p, c in batch.configs.items()}
+    for i, profile in enumerate(batch.run_profiles()):
+        label = f"{cfg.label_prefix}_{profile}_r{int(result.seeds[i]) - cfg.seed:03d}"
+        record = session.run_record(batch.configs[profile], result, i, hashes[profile], flat[profile], batch.per_run,
+                                    telemetry=paths[i] if paths else None, plot=False, name=label,
+                                    config_yaml=yamls[profile])
+        record.tags.update({"label": label, EXPERIMENT_TAG: cfg.experiment.id})
+        session.writer.log(record, recorder.parent_id)
+    for profile in profiles:
+        measured[profile].add(result.metrics, batch.rows(profile))
+    return {"runs": len(result.seeds), "engine_s": engine_s, "record_s": time.perf_counter() - started,
+            "telemetry": len(paths)}
+
+
+def telemetry_dir(cfg: DictConfig, recorder: ExperimentRecorder):
+    return sweeps_dir(cfg) / "telemetry" / recorder.parent_id
+
+
+def undecided(checks: dict[str, dict], counts: dict[str, int]) -> dict[str, int]:
+    """Profiles with an inconclusive budget -> runs that would decide all of them (the largest projection;
+    twice the current count for a budget with no projection, e.g. the mean of a single run)."""
+    out = {}
+    for profile, row in checks.items():
+        needs = [row[f"{b.prefix}_runs_needed"] for b in alignment.BUDGETS
+                 if row[f"{b.prefix}_verdict"] == "inconclusive"]
+        if needs:
+            out[profile] = max(2 * counts[profile] if need is None else int(need) for need in needs)
+    return out
+
+
+def next_count(n: int, need: int, min_batch: int, cap: int) -> int:
+    """A profile's runs after the next round: what it needs, at least min_batch more, at most the cap."""
+    return min(cap, max(n + min_batch, need))
+
+
+def decisive_rounds(cfg: DictConfig, recorder: ExperimentRecorder, overrides: list[str],
+                    measured: dict[str, ProfileRuns], rounds: list[dict]) -> bool:
+    """Add seeds to the profiles with an undecided budget until all are decided or at the cap (True if capped).
+
+    A round jumps each such profile to the runs its projection needs; profiles that need the same runs
+    share one engine batch, and every profile keeps the seeds seed, seed+1, ... (common random numbers).
+    """
+    tiers = alignment.load_tiers(cfg)
+    decisive = cfg.experiment.decisive
+    counts = {p: len(m.final_pnl) for p, m in measured.items()}
+    active = list(measured)
+    while True:
+        checks = {p: alignment.run_checks(tiers[p], measured[p].final_pnl, measured[p].max_drawdown,
+                                          measured[p].kill_switch, cfg.world_model.confidence) for p in active}
+        needs = undecided(checks, counts)
+        todo = {p: next_count(counts[p], need, decisive.min_batch, decisive.max_runs_per_profile)
+                for p, need in needs.items() if counts[p] < decisive.max_runs_per_profile}
+        if not todo:
+            return bool(needs)
+        groups: dict[tuple[int, int], list[str]] = {}
+        for p, target in todo.items():
+            groups.setdefault((counts[p], target), []).append(p)
+        stats = [run_round(cfg, recorder, overrides, profiles, target - start, start, decisive.telemetry, measured)
+                 for (start, target), profiles in groups.items()]
+        rounds.append({k: sum(s[k] for s in stats) for k in stats[0]})
+        moves = ", ".join(f"{p} {counts[p]} -> {t}" for p, t in todo.items())
+        print(f"round {len(rounds)}: runs per profile {moves} (projected to decide): engine "
+              f"{rounds[-1]['engine_s']:.2f} s, {rounds[-1]['runs']} research rows recorded in "
+              f"{rounds[-1]['record_s']:.2f} s", flush=True)
+        counts.update(todo)
+        active = list(todo)
+
+
+# --- report ------------------------------------------------------------------------------------
+
+
+def verdict_cell(row: pd.Series, prefix: str) -> str:
+    verdict = row[f"{prefix}_verdict"]
+    needed = alignment.needed_text(verdict, row[f"{prefix}_runs_needed"])
+    return f"{verdict} (needs {needed})" if needed else verdict
+
+
+def verdict_matrix(table: pd.DataFrame) -> pd.DataFrame:
+    """Per profile: runs, and the verdict on each budget (with the runs needed when inconclusive)."""
+    return pd.DataFrame({
+        "profile": table["profile"],
+        "runs": table["runs"],
+        **{b.estimate + (" <= budget" if b.op == "<=" else " >= budget"): [verdict_cell(r, b.prefix)
+                                                                           for _, r in table.iterrows()]
+           for b in alignment.BUDGETS},
+        "overall": table["verdict"],
+    })
+
+
+def conclusion(table: pd.DataFrame, cap: int, capped: bool) -> str:
+    """One line saying what the verdicts mean and what would decide the open ones."""
+    bad = table.loc[table["verdict"] == "violated", "profile"].tolist()
+    open_ = table.loc[table["verdict"] == "inconclusive", "profile"].tolist()
+    parts = []
+    if bad:
+        parts.append(f"VIOLATED: {', '.join(bad)} break a budget (see Exp12 to tune them)")
+    if open_:
+        needs = [int(v) for b in alignment.BUDGETS for v, verdict in zip(table[f"{b.prefix}_runs_needed"],
+                                                                          table[f"{b.prefix}_verdict"])
+                 if verdict == "inconclusive" and not pd.isna(v)]
+        hint = f"up to {max(needs)} runs per profile would decide them" if needs else "more runs would decide them"
+        how = f"the cap of {cap} runs was reached" if capped else "rerun with target=decisive"
+        parts.append(f"UNDECIDED: {', '.join(open_)} ({hint}; {how})")
+    if not parts:
+        parts.append("all profiles keep every budget")
+    return "; ".join(parts)
+
+
+def markdown_report(header: list[str], matrix: pd.DataFrame, details: pd.DataFrame, summary: str, end: str,
+                    confidence: float) -> str:
+    def table_md(df: pd.DataFrame) -> str:
+        cols = list(df.columns)
+        lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+        lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in df.astype(object).itertuples(index=False)]
+        return "\n".join(lines)
+
+    level = f"{confidence:.0%}"
+    shown = details.assign(
+        interval=[alignment.interval_text(lo, hi, b) for lo, hi, b in zip(details["low"], details["high"],
+                                                                           details["budget"])],
+        estimate=[alignment.estimate_text(v, b) for v, b in zip(details["estimate"], details["budget"])],
+        runs_needed=[alignment.needed_text(v, n) for v, n in zip(details["verdict"], details["runs_needed"])],
+    )[["profile", "budget", "runs", "estimate", "interval", "verdict", "runs_needed"]]
+    shown = shown.rename(columns={"interval": f"{level} interval", "runs_needed": "runs needed"})
+    return "\n".join([
+        "# Exp13 end-to-end report", "", *[f"- {line}" for line in header], "",
+        "## Verdict per profile and budget", "", table_md(matrix), "", f"**{end}**", "",
+        "## Budget checks", "", table_md(shown), "",
+        "Runs needed: runs per profile that would decide an inconclusive budget if the observed rate (or mean and "
+        "spread) held; ? = not projectable.", "",
+        "## Research summary", "", "```", summary, "```", "",
+    ])
+
+
+# --- the experiment ----------------------------------------------------------------------------
+
+
+def run(cfg: DictConfig) -> dict:
+    """Run, record, summarise, align and report; returns the alignment table, report text and run ids."""
+    check(cfg)
+    overrides = base_overrides(cfg)
+    measured = {p: ProfileRuns() for p in cfg.profiles}
+    rounds = []
+    tags = {DATASET_SOURCE_TAG: cfg.dataset}
+    with ExperimentRecorder(cfg, extra_tags=tags) as recorder:
+        n = cfg.runs_per_profile
+        rounds.append(run_round(cfg, recorder, overrides, cfg.profiles, n, 0, True, measured))
+        print(f"round 1: {len(cfg.profiles)} profile(s) x {n} seed(s): engine {rounds[0]['engine_s']:.2f} s, "
+              f"{rounds[0]['runs']} research rows recorded in {rounds[0]['record_s']:.2f} s", flush=True)
+        capped = cfg.target == Target.decisive and decisive_rounds(cfg, recorder, overrides, measured, rounds)
+
+        rows = alignment.load_rows(cfg, cfg.dataset, recorder.parent_id)
+        summary = format_summary(rows, int(cfg.experiment.summary_top), cfg.world_model.utility_dd_weight)
+        cfg11 = exp11.config_for(cfg, source_run=recorder.parent_id)
+        table = exp11.align(cfg11, rows, cfg.dataset)
+        details = alignment.verdict_rows(table, ["profile"])
+        matrix = verdict_matrix(table)
+        end = conclusion(table, cfg.experiment.decisive.max_runs_per_profile, capped)
+        total = sum(r["runs"] for r in rounds)
+        header = [
+            f"dataset `{cfg.dataset}`: {total} research rows, labels `{cfg.label_prefix}_<profile>_rNNN`",
+            f"{len(cfg.profiles)} profile(s) x {cfg.runs_per_profile} seed(s)"
+            f"{' in the first round' if len(rounds) > 1 else ''} from seed {cfg.seed}, {cfg.ticks} ticks, "
+            f"market {cfg.market.scenario}, target {cfg.target} ({len(rounds)} round(s))",
+            f"telemetry: {sum(r['telemetry'] for r in rounds)} JSONL file(s) in {telemetry_dir(cfg, recorder)}",
+            f"MLflow: exp13 run {recorder.parent_id}, exp11 run {table.attrs['run_id']} ({recorder.session.uri})",
+            f"generated {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M:%SZ')}",
+        ]
+        report_md = markdown_report(header, matrix, details, summary, end, cfg.world_model.confidence)
+        recorder.finish(
+            tables={"exp13_alignment": table, "exp13_verdicts": details, "exp13_report": matrix},
+            texts={"exp13_report.md": report_md},
+            metrics={"runs": total, "rounds": len(rounds), "engine_s": sum(r["engine_s"] for r in rounds),
+                     "record_s": sum(r["record_s"] for r in rounds),
+                     **{f"profiles_{v}": int((table["verdict"] == v).sum()) for v in alignment.VERDICTS}})
+    return {"table": table, "matrix": matrix, "summary": summary, "report_md": report_md, "conclusion": end,
+            "header": header, "run_id": recorder.parent_id, "exp11_run_id": table.attrs["run_id"],
+            "cfg11": cfg11, "rows": rows}
+
+
+def report(result: dict) -> None:
+    """Print the research summary, the Exp11 alignment and the end-to-end report."""
+    cfg11 = result["cfg11"]
+    print()
+    print(f"=== Research summary ({len(result['rows'])} runs of this invocation) ===")
+    print(result["summary"].removeprefix("=== Global summary ===\n"))
+    print()
+    exp11.report(cfg11, result["table"], str(cfg11.dataset))
+    print()
+    print("=== Exp13 end-to-end report ===")
+    for line in result["header"][:-1]:
+        print(line.replace("`", ""))
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        print(result["matrix"].to_string(index=False))
+    print(result["conclusion"])
+
+
+def command(cfg: DictConfig) -> None:
+    """What the command line runs: the experiment, then its tables on the console."""
+    started = time.perf_counter()
+    result = run(cfg)
+    report(result)
+    print(f"done in {time.perf_counter() - started:.1f} s; report: {sweeps_dir(cfg) / 'exp13_report.md'}")
+
+
+main = hydra_command(CONFIG_NAME, command, ignored_env=(PROFILE_ENV,))
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,120 @@
+"""Profiles as engine batches and as files: several profiles x seeds in ONE batch, and ready profile YAML.
+
+Profiles differ only by a few engine knobs, so rather than one batch per profile (a process and a
+warm-up each), every knob the profiles disagree on becomes a per-run array of one batch. Exp08
+validates the profiles this way and Exp13 records research rows from the same batch; Exp07 and
+Exp12 write their presets in the format of conf/profile/*.yaml so they can replace a profile.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from paraphina.config.loading import compose_config
+from paraphina.engine.simulate import BatchResult
+from paraphina.core.errors import ParaphinaError
+from paraphina.core.names import PROFILE_KNOBS
+from paraphina.experiments import grid
+from paraphina.experiments.cli import first_difference, flat_config
+from paraphina.experiments.execution import run_many
+# Sections whose scalar knobs may differ between the profiles of one batch.
+PER_RUN_SECTIONS = ("engine", "market")
+
+
+def config_knobs(cfg: DictConfig) -> dict[str, float]:
+    """The profile knobs of a config, by research name."""
+    return {knob: float(OmegaConf.select(cfg, key)) for knob, key in PROFILE_KNOBS.items()}
+
+
+@dataclass
+class ProfilesBatch:
+    """One engine batch of profiles x seeds; every profile runs the same seeds (common random numbers)."""
+
+    profiles: list[str]
+    configs: dict[str, DictConfig]   # each profile's own composed config
+    cfg: DictConfig                  # the batch's config: the first profile's, its differing knobs given per run
+    seeds: np.ndarray                # run seeds
+    per_run: dict[str, np.ndarray]   # config key -> value per run, for every knob the profiles disagree on
+    profile_index: np.ndarray        # run -> position in `profiles`
+
+    def run_profiles(self) -> list[str]:
+        """The profile of each run (e.g. for `run_batch(..., profiles=...)` telemetry file names)."""
+        return [self.profiles[p] for p in self.profile_index]
+
+    def rows(self, profile: str) -> np.ndarray:
+        """The runs of one profile, as indices into the batch."""
+        return np.flatnonzero(self.profile_index == self.profiles.index(profile))
+
+    def run(self, desc: str | None = None) -> BatchResult:
+        """Simulate the batch over the configured worker processes, with a progress bar."""
+        label = desc or f"{len(self.profiles)} profiles x {len(self.rows(self.profiles[0]))} seeds"
+        return run_many(self.cfg, self.seeds, self.per_run, desc=label)
+
+
+def profiles_batch(profiles: Sequence[str], overrides: Sequence[str] = (), config_name: str = "config",
+                   seeds: int | None = None, base_seed: int | None = None) -> ProfilesBatch:
+    """Compose each profile (`+profile=NAME` then `overrides`, on conf/<config_name>.yaml) into one batch.
+
+    `seeds` runs per profile starting at `base_seed` (both default to the composed config's `seeds`
+    and `seed`). Profiles may differ only in numeric engine/market knobs; anything else stops with a
+    one-line ParaphinaError naming the key, as does an unknown profile or a bad override.
+    """
+    names = [str(p) for p in profiles]
+    if not names:
+        raise ParaphinaError("no profiles given; name at least one of conf/profile/*.yaml")
+    if len(set(names)) != len(names):
+        raise ParaphinaError(f"profiles {names} repeat a name; give each profile once")
+    configs = {name: compose_config([f"+profile={name}", *overrides], config_name) for name in names}
+    _check_only_knobs_differ(configs)
+    first = configs[names[0]]
+    keys = _differing_knobs(configs)
+    points = [{key: _number(configs[name], key, name) for key in keys} for name in names]
+    axes = [grid.Axis(key, key, tuple(point[key] for point in points)) for key in keys]
+    n_seeds = first.seeds if seeds is None else seeds
+    per_run, run_seeds, profile_index = grid.point_batch(points, axes, n_seeds,
+                                                         first.seed if base_seed is None else base_seed)
+    return ProfilesBatch(names, configs, first, run_seeds, per_run, profile_index)
+
+
+def _check_only_knobs_differ(configs: Mapping[str, DictConfig]) -> None:
+    """Profiles of one batch must agree on everything outside the engine and market sections."""
+    diff = first_difference({name: flat_config(cfg, exclude=(*PER_RUN_SECTIONS, "profile_name"))
+                             for name, cfg in configs.items()})
+    if diff is not None:
+        key, a, b = diff
+        raise ParaphinaError(f"profiles {a} and {b} differ in '{key}', which one engine batch cannot vary; "
+                             f"set it the same for every profile")
+
+
+def _differing_knobs(configs: Mapping[str, DictConfig]) -> list[str]:
+    """Engine/market keys whose values are not the same in every profile, in config order."""
+    flats = {name: flat_config(cfg, sections=PER_RUN_SECTIONS) for name, cfg in configs.items()}
+    first = next(iter(flats.values()))
+    return [key for key in first if len({flat.get(key) for flat in flats.values()}) > 1]
+
+
+def _number(cfg: DictConfig, key: str, profile: str) -> float:
+    """A knob that varies per run must be a plain number."""
+    value = OmegaConf.select(cfg, key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ParaphinaError(f"profile {profile} sets '{key}' to {value!r}; only numeric engine/market knobs "
+                             f"can differ between the profiles of one batch")
+    return float(value)
+
+
+def profile_yaml(profile_name: str, knobs: Mapping[str, float], comment: str | None = None) -> str:
+    """A profile file in the format of conf/profile/*.yaml (`# @package _global_`, profile_name, engine.*).
+
+    `knobs` maps research names (PROFILE_KNOBS) to values; every profile knob must be given.
+    """
+    missing = [k for k in PROFILE_KNOBS if k not in knobs]
+    if missing:
+        raise ParaphinaError(f"profile {profile_name} lacks knob(s) {', '.join(missing)}")
+    tree = OmegaConf.create({"profile_name": profile_name})
+    for knob, key in PROFILE_KNOBS.items():
+        OmegaConf.update(tree, key, float(knobs[knob]), force_add=True)
+    header = "# @package _global_\n" + "".join(f"# {line}\n" for line in (comment or "").splitlines())
+    return header + OmegaConf.to_yaml(tree)

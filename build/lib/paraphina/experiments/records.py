@@ -1,0 +1,170 @@
+"""MLflow records of an experiment: a parent run per invocation, a child per grid point or trial.
+
+CSV copies of the tables and the plots also go to sweeps/<experiment>/ for people who want files.
+"""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf
+
+from paraphina.config.loading import to_plain
+from paraphina.core.names import EXPERIMENT_KIND, EXPERIMENT_TAG, KIND_TAG, METRIC_KEYS, PARENT_TAG, POINT_KIND
+from paraphina.engine.simulate import BatchResult
+from paraphina.core.errors import ParaphinaError
+from paraphina.runner.aggregates import aggregate_metrics
+from paraphina.runner.recording import TrackingSession
+from paraphina.tracking.store import all_runs, describe, resolve_tracking_uri, tracking_client
+
+
+
+def sweeps_dir(cfg: DictConfig) -> Path:
+    """<paths.sweeps>/<experiment>/, created on demand."""
+    path = Path(cfg.paths.sweeps).absolute() / cfg.experiment.id
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ParaphinaError(f"cannot create {path} ({exc.strerror}); check the folder's permissions") from exc
+    return path
+
+
+def per_seed_table(result: BatchResult, rows: np.ndarray, point: Mapping[str, float]) -> pd.DataFrame:
+    """One row per seed of a grid point or trial: its knobs and its run metrics."""
+    table = pd.DataFrame({k: np.asarray(result.metrics[k])[rows] for k in METRIC_KEYS})
+    table.insert(0, "seed", result.seeds[rows])
+    for i, (name, value) in enumerate(point.items()):
+        table.insert(1 + i, name, value)
+    return table
+
+
+def point_summaries(result: BatchResult, point_index: np.ndarray, points: Sequence[Mapping[str, float]],
+                    confidence: float) -> pd.DataFrame:
+    """The aggregate metrics of each point over its seeds, one row per point, knobs first."""
+    rows = []
+    for p, point in enumerate(points):
+        rows.append({**point, **aggregate_metrics(result, confidence, np.flatnonzero(point_index == p))})
+    return pd.DataFrame(rows)
+
+
+class ExperimentRecorder:
+    """Parent run (resolved config) and children (grid points or trials) of one experiment invocation."""
+
+    def __init__(self, cfg: DictConfig, extra_tags: Mapping[str, str] | None = None, resume_tag: str | None = None):
+        """`resume_tag` names one of `extra_tags`: the latest parent carrying the same value is reopened instead
+        of starting a new one (`resumed` is then True), so a resumed Optuna search keeps one parent run."""
+        from paraphina.tracking.runs import RunRecord, flatten_params
+
+        self.cfg = cfg
+        self.session = TrackingSession.open(cfg, cfg.experiment.name)
+        tags = {KIND_TAG: EXPERIMENT_KIND, EXPERIMENT_TAG: cfg.experiment.id, **(extra_tags or {})}
+        reopened = None if resume_tag is None else self._reopen(resume_tag, tags[resume_tag])
+        self.resumed = reopened is not None
+        self.parent_id = reopened or self.session.writer.start_parent(RunRecord(
+            name=f"{cfg.experiment.id}", params=flatten_params(to_plain(cfg)), tags=tags,
+            texts={"config.yaml": OmegaConf.to_yaml(cfg)}))
+        self._tmp = tempfile.TemporaryDirectory(prefix=f"paraphina-{cfg.experiment.id}-")
+        self.tmp = Path(self._tmp.name)
+
+    def _reopen(self, tag: str, value: str) -> str | None:
+        """The latest parent run of this experiment tagged `tag=value`, set RUNNING again; None if there is none."""
+        from mlflow.exceptions import MlflowException
+
+        client = tracking_client(self.session.uri)
+        try:
+            runs = client.search_runs([self.session.experiment_id],
+                                      f"tags.`{KIND_TAG}` = '{EXPERIMENT_KIND}' and tags.`{tag}` = '{value}'",
+                                      order_by=["attributes.start_time DESC"], max_results=1)
+            if runs:
+                client.update_run(runs[0].info.run_id, status="RUNNING")
+        except MlflowException as exc:
+            raise ParaphinaError(f"cannot reopen the {tag}={value} run in {self.session.uri}: {describe(exc)}") from exc
+        return runs[0].info.run_id if runs else None
+
+    def log_point(self, name: str, params: Mapping[str, object], metrics: Mapping[str, float],
+                  table: pd.DataFrame | None = None, tags: Mapping[str, str] | None = None) -> str:
+        """A child run: the point's knobs as params, its aggregates as metrics, its per-seed table as CSV."""
+        from paraphina.tracking.runs import RunRecord
+
+        record = RunRecord(name=name, params=dict(params), metrics=dict(metrics),
+                           tags={KIND_TAG: POINT_KIND, EXPERIMENT_TAG: self.cfg.experiment.id, **(tags or {})})
+        if table is not None:
+            record.texts["per_seed.csv"] = table.to_csv(index=False)
+        return self.session.writer.log(record, self.parent_id)
+
+    def log_points(self, batch: BatchResult, point_index: np.ndarray, points: Sequence[Mapping[str, object]],
+                   summary: pd.DataFrame, names: Sequence[str], params: Sequence[Mapping[str, object]],
+                   tags: Sequence[Mapping[str, str]] | None = None) -> list[str]:
+        """A child per point (runs `point_index == p`): its params, its `summary` row less the point's own
+        columns as metrics, and its per-seed table; returns the child run ids."""
+        ids = []
+        for p, point in enumerate(points):
+            metrics = summary.iloc[p].drop(labels=list(point)).to_dict()
+            table = per_seed_table(batch, np.flatnonzero(point_index == p), point)
+            ids.append(self.log_point(names[p], params[p], metrics, table, tags[p] if tags else None))
+        return ids
+
+    def finish(self, tables: Mapping[str, pd.DataFrame] = {}, plots: Sequence[Path] = (),
+               metrics: Mapping[str, float] | None = None, texts: Mapping[str, str] = {}) -> Path:
+        """Write tables (CSV) and plots to sweeps/<experiment>/ and attach them to the parent; end it."""
+        out = sweeps_dir(self.cfg)
+        artifacts = []
+        for name, table in tables.items():
+            path = out / f"{name}.csv"
+            table.to_csv(path, index=False)
+            artifacts.append((path, "tables"))
+        for plot in plots:
+            artifacts.append((Path(plot), "plots"))
+        for name, text in texts.items():
+            path = out / name
+            path.write_text(text)
+            artifacts.append((path, None))
+        self.session.writer.finish(self.parent_id, metrics=dict(metrics or {}), artifacts=artifacts)
+        self._tmp.cleanup()
+        return out
+
+    def fail(self) -> None:
+        self.session.writer.finish(self.parent_id, status="FAILED")
+        self._tmp.cleanup()
+
+    def __enter__(self) -> "ExperimentRecorder":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc_type is not None:
+            self.fail()
+        return False
+
+
+def latest_points(cfg: DictConfig, experiment_id: str) -> tuple[pd.DataFrame, dict]:
+    """The children of the latest finished invocation of an experiment: params (as floats) and metrics.
+
+    Returns (table, parent run info). Raises a one-line error naming the command to run when none exists.
+    """
+    uri = resolve_tracking_uri(cfg.tracking.uri, cfg.paths.store)
+    client = tracking_client(uri)
+    name = cfg.experiment_names[experiment_id]
+    experiment = client.get_experiment_by_name(name)
+    parents = [] if experiment is None else client.search_runs(
+        [experiment.experiment_id], f"tags.`{KIND_TAG}` = '{EXPERIMENT_KIND}' and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"], max_results=1)
+    if not parents:
+        raise ParaphinaError(f"no finished {experiment_id} records in {uri}; "
+                             f"run python -m paraphina.experiments.{experiment_id} first")
+    parent = parents[0]
+    children = all_runs(client, [experiment.experiment_id], f"tags.`{PARENT_TAG}` = '{parent.info.run_id}'")
+    rows = []
+    for run in children:
+        row = {"run_id": run.info.run_id, "run_name": run.data.tags.get("mlflow.runName", "")}
+        for key, value in run.data.params.items():
+            try:
+                row[key] = float(value)
+            except ValueError:
+                row[key] = value
+        row.update(run.data.metrics)
+        rows.append(row)
+    return pd.DataFrame(rows), {"run_id": parent.info.run_id, "start_time": parent.info.start_time,
+                                "params": dict(parent.data.params)}

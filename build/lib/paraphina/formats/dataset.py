@@ -1,0 +1,127 @@
+"""Research rows (one per run) and the original JSONL dataset files that hold them.
+
+Several processes may append to one dataset at once, so appends take an exclusive lock.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from pathlib import Path
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from paraphina.core.errors import ParaphinaError
+from paraphina.core.names import METRIC_KEYS, ROW_KNOBS
+from paraphina.formats.telemetry import BOOL, INT, NUMBER, STR, Field, read_jsonl, records_frame
+
+ROW_KEYS: tuple[str, ...] = ("timestamp_utc", "label", "profile", "notes", "telemetry_path", *METRIC_KEYS, *ROW_KNOBS)
+
+# What a dataset line must hold for the summaries; the rest may be absent in older files.
+ROW_FIELDS: dict[str, Field] = {
+    "timestamp_utc": Field(STR, required=False),
+    "label": Field(STR, required=False),
+    "profile": Field(STR),
+    "notes": Field(STR, required=False),
+    "telemetry_path": Field(STR, required=False),
+    "num_ticks": Field(INT),
+    "final_pnl": Field(NUMBER),
+    "max_pnl": Field(NUMBER, required=False),
+    "min_pnl": Field(NUMBER, required=False),
+    "max_drawdown": Field(NUMBER),
+    "frac_normal": Field(NUMBER, required=False),
+    "frac_warning": Field(NUMBER, required=False),
+    "frac_hard": Field(NUMBER, required=False),
+    "kill_switch": Field(BOOL),
+    "time_to_kill": Field(INT, required=False),
+    "max_abs_delta_usd": Field(NUMBER, required=False),
+    "max_abs_basis_usd": Field(NUMBER, required=False),
+    **{key: Field(NUMBER, required=False) for key in ROW_KNOBS},
+}
+
+
+def make_row(
+    metrics: Mapping[str, Any],
+    *,
+    profile: str,
+    label: str | None = None,
+    notes: str | None = None,
+    telemetry_path: str | os.PathLike[str] | None = None,
+    knobs: Mapping[str, float | None] | None = None,
+    timestamp_utc: str | None = None,
+) -> dict[str, Any]:
+    """A research row with exactly ROW_KEYS, in order; the timestamp defaults to now (UTC, ISO 8601)."""
+    knobs = dict(knobs or {})
+    unknown = sorted(set(knobs) - set(ROW_KNOBS))
+    if unknown:
+        raise ValueError(f"unknown knobs {unknown}; expected some of {list(ROW_KNOBS)}")
+    row: dict[str, Any] = {
+        "timestamp_utc": timestamp_utc or datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "label": label,
+        "profile": profile,
+        "notes": notes,
+        "telemetry_path": None if telemetry_path is None else os.fspath(telemetry_path),
+    }
+    row.update({key: metrics[key] for key in METRIC_KEYS})
+    row.update({key: None if knobs.get(key) is None else float(knobs[key]) for key in ROW_KNOBS})
+    return row
+
+
+def append_rows(path: str | os.PathLike[str], rows: Iterable[Mapping[str, Any]]) -> None:
+    """Append rows as JSON lines, safe against concurrent appenders (flock, one write, fsync)."""
+    try:
+        data = "".join(json.dumps(dict(row), allow_nan=False) + "\n" for row in rows).encode("utf-8")
+    except ValueError as exc:
+        raise ParaphinaError(f"{os.fspath(path)}: a row to append has a non-finite number ({exc})") from None
+    if not data:
+        return
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                data = b"\n" + data  # never glue a row onto an unterminated last line
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)  # closing releases the lock
+    except OSError as exc:
+        raise ParaphinaError(
+            f"{os.fspath(path)}: cannot append to the dataset ({exc.strerror or exc}); choose a writable path"
+        ) from None
+
+
+def read_rows(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """Load a research dataset (ours or the original's) as a DataFrame, one row per run.
+
+    Columns are ROW_KEYS (absent ones filled with None/NaN) followed by any extra scalar keys.
+    `max_drawdown` is read as a magnitude: some original datasets store it as a negative number.
+    """
+    records, linenos = read_jsonl(path, "dataset")
+    df = records_frame(records, linenos, path, ROW_FIELDS)
+    df = df.reindex(columns=[*ROW_KEYS, *(c for c in df.columns if c not in ROW_KEYS)])
+    df["max_drawdown"] = np.abs(df["max_drawdown"])
+    return df
+
+
+def check_appendable(path: str | os.PathLike[str]) -> None:
+    """Fail before anything is recorded when rows could not be appended to `path`."""
+    target = Path(path).absolute()
+    folder = next((p for p in [target.parent, *target.parents] if p.exists()), None)
+    blocked = target if target.exists() and not os.access(target, os.W_OK) else None
+    if target.is_dir():
+        raise ParaphinaError(f"{path}: is a folder; --out takes a JSONL file")
+    if blocked is None and folder is not None and not os.access(folder, os.W_OK):
+        blocked = folder
+    if blocked is not None:
+        raise ParaphinaError(f"{path}: {blocked} is not writable; choose another --out")
+    if target.is_file() and target.stat().st_size > 0:
+        read_rows(target)  # an existing file must already be a research dataset: file:line error otherwise

@@ -1,0 +1,1 @@
+"""File-level research tools: telemetry JSONL, research-row datasets and their summaries."""

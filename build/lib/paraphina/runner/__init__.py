@@ -1,0 +1,1 @@
+"""Running the engine from a composed config: batches, telemetry files, printed summaries."""

@@ -1,0 +1,118 @@
+"""JSONL telemetry (ENGINE_SPEC section 4): one file per run, one object per tick.
+
+Files are written beside their final name and renamed into place when the batch completes, so an
+interrupted run leaves nothing half-written; an unwritable path is an error before the engine starts.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from paraphina.core.errors import ParaphinaError
+from paraphina.core.names import REGIME_NAMES, STATUS_NAMES
+from paraphina.engine.kernel import ROW_KEYS
+from paraphina.engine.simulate import TickRows
+
+NUMBER_KEYS = ("pnl_realised", "pnl_unrealised", "pnl_total")
+AFTER_REGIME_KEYS = ("q_global_tao", "dollar_delta_usd", "basis_usd", "fair_value", "sigma_eff", "vol_ratio",
+                     "spread_mult", "size_mult", "band_mult", "delta_limit_usd", "basis_gross_usd", "pnl_funding",
+                     "fees_usd", "mm_volume_tao", "hedge_volume_tao")
+
+
+def _with_suffix(text: str, suffix: str) -> str:
+    stem, dot, ext = text.rpartition(".")
+    return f"{stem}{suffix}.{ext}" if dot and "/" not in ext else f"{text}{suffix}"
+
+
+def telemetry_paths(template: str, seeds: Sequence[int], profiles: Sequence[str], job: int | None = None
+                    ) -> list[Path]:
+    """One path per run: `{seed}`, `{profile}` and `{job}` in the template are filled.
+
+    A batch without `{seed}` gets `-s<seed>`, a job of a Hydra multirun without `{job}` gets `-j<job>`,
+    so no run overwrites another's file.
+    """
+    text = template
+    if len(seeds) > 1 and "{seed}" not in text:
+        text = _with_suffix(text, "-s{seed}")
+    if job is not None and "{job}" not in text:
+        text = _with_suffix(text, "-j{job}")
+    paths = []
+    for seed, profile in zip(seeds, profiles):
+        paths.append(Path(text.replace("{seed}", str(int(seed))).replace("{profile}", str(profile))
+                          .replace("{job}", str(job))))
+    if len(set(paths)) != len(paths):
+        raise ParaphinaError(f"telemetry.path '{template}' gives the same file to several runs; add {{seed}} and {{profile}}")
+    return paths
+
+
+class TelemetryWriter:
+    """Writes each run's telemetry rows to its own file, moved into place when the batch completes."""
+
+    def __init__(self, paths: Sequence[Path], venue_names: Sequence[str]):
+        self.paths = [Path(p) for p in paths]
+        self.venues = list(venue_names)
+        self._tmp = [p.with_name(p.name + ".part") for p in self.paths]
+        self._files: list = []
+
+    def __enter__(self) -> "TelemetryWriter":
+        for path, tmp in zip(self.paths, self._tmp):
+            if path.is_dir():
+                self._abort()
+                raise ParaphinaError(f"telemetry path {path} is a folder; give a file, e.g. {path / 'run.jsonl'}")
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self._files.append(open(tmp, "w", encoding="utf-8"))
+            except OSError as exc:
+                self._abort()
+                raise ParaphinaError(f"cannot write telemetry to {path} ({exc.strerror}); "
+                                     "choose a writable telemetry.path") from exc
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc_type is not None:
+            self._abort()
+            return False
+        for f in self._files:
+            f.close()
+        try:
+            for tmp, path in zip(self._tmp, self.paths):
+                os.replace(tmp, path)
+        except OSError as exc:
+            for tmp in self._tmp:
+                tmp.unlink(missing_ok=True)
+            raise ParaphinaError(f"cannot move telemetry into place at {exc.filename} ({exc.strerror}); "
+                                 "choose another telemetry.path") from exc
+        finally:
+            self._files = []
+        return False
+
+    def _abort(self) -> None:
+        for f, tmp in zip(self._files, self._tmp):
+            f.close()
+            tmp.unlink(missing_ok=True)
+        self._files = []
+
+    def write(self, rows: TickRows) -> None:
+        """Every recorded run's rows (run `rows.runs[j]` into file j), one JSON object per line."""
+        for j, run in enumerate(rows.runs):
+            self._files[run].writelines(self._json_line(row) for row in rows.of(j).tolist())
+
+    def _json_line(self, row: tuple) -> str:
+        """One row record (as a tuple of ROW_KEYS, venue arrays, probes) as the spec's JSON object."""
+        values = dict(zip(ROW_KEYS, row))
+        obj = {"t": int(values["t"])}
+        for k in NUMBER_KEYS:
+            obj[k] = values[k]
+        obj["risk_regime"] = REGIME_NAMES[int(values["risk_regime"])]
+        obj["kill_switch"] = bool(values["kill_switch"])
+        for k in AFTER_REGIME_KEYS:
+            obj[k] = values[k]
+        obj["mm_fills"] = int(values["mm_fills"])
+        status, venue_q = row[len(ROW_KEYS)], row[len(ROW_KEYS) + 1]
+        obj["venue_status"] = {v: STATUS_NAMES[int(s)] for v, s in zip(self.venues, status)}
+        obj["venue_q_tao"] = dict(zip(self.venues, venue_q.tolist()))
+        return json.dumps(obj, allow_nan=False) + "\n"

@@ -1,0 +1,89 @@
+"""Exp07 preset selection: the best grid points per risk tier, relaxing the budgets only with a warning.
+
+Kept apart from the experiment entry point so the ranking rule can be tested on hand-made tables.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from paraphina.core.errors import ParaphinaError
+from paraphina.world_model.tiers import RiskTier, budget_margins, tier_score
+
+METRIC_COLUMNS = ("pnl_mean", "pnl_std", "dd_mean", "kill_prob")
+"""Per-grid-point metrics a selection table must carry."""
+
+_BUDGET_NAMES = {"kill_ok": "kill_prob", "dd_ok": "drawdown", "pnl_ok": "pnl"}
+_CHECK_COLUMNS = ("kill_ok", "dd_ok", "pnl_ok", "kill_margin", "dd_margin", "pnl_margin")
+_ADDED_COLUMNS = ("tier", "rank", "score", "relaxed", *_CHECK_COLUMNS)
+
+
+def _validate(table: pd.DataFrame, tiers: dict[str, RiskTier], top_n: int) -> None:
+    """Reject inputs the ranking cannot be trusted on, with a one-line reason."""
+    if not tiers:
+        raise ParaphinaError("no risk tiers to select presets for")
+    if top_n < 1:
+        raise ParaphinaError(f"top_n must be at least 1, got {top_n}")
+    missing = [c for c in METRIC_COLUMNS if c not in table.columns]
+    if missing:
+        raise ParaphinaError(f"preset table lacks column(s) {', '.join(missing)}")
+    clashing = [c for c in _ADDED_COLUMNS if c in table.columns]
+    if clashing:
+        raise ParaphinaError(f"preset table already has column(s) {', '.join(clashing)}, which selection adds")
+    if table.empty:
+        raise ParaphinaError("preset table is empty: no grid points to select from")
+    metrics = table[list(METRIC_COLUMNS)]
+    numeric = all(pd.api.types.is_numeric_dtype(metrics[c]) for c in METRIC_COLUMNS)
+    if not numeric or not np.isfinite(metrics.to_numpy(dtype=float)).all():
+        raise ParaphinaError(f"preset table columns {', '.join(METRIC_COLUMNS)} must hold finite numbers")
+
+
+def _select_for_tier(table: pd.DataFrame, tier: RiskTier, top_n: int) -> tuple[pd.DataFrame, str | None]:
+    """Top rows for one tier, and a warning when no row meets all three budgets."""
+    score = tier_score(tier, table["pnl_mean"], table["pnl_std"], table["dd_mean"], table["kill_prob"])
+    checks = budget_margins(tier, table["pnl_mean"], table["dd_mean"], table["kill_prob"])
+    flags = pd.DataFrame({k: checks[k] for k in _BUDGET_NAMES})
+    n_failed = (~flags).sum(axis=1).to_numpy()
+    relaxed = bool((n_failed > 0).all())
+    # Fewest failed budgets, then best score, then input order (np.lexsort keys run last to first).
+    order = np.lexsort((np.arange(len(table)), -score.to_numpy(), n_failed))
+    if not relaxed:
+        order = order[n_failed[order] == 0]
+    chosen = order[:top_n]
+    out = pd.DataFrame(
+        {
+            "tier": tier.name,
+            "rank": np.arange(1, len(chosen) + 1),
+            "score": score.to_numpy()[chosen],
+            "relaxed": relaxed,
+            **{k: np.asarray(checks[k])[chosen] for k in _CHECK_COLUMNS},
+        }
+    )
+    out = pd.concat([out, table.iloc[chosen].reset_index(drop=True)], axis=1)
+    if not relaxed:
+        return out, None
+    failed = [name for flag, name in _BUDGET_NAMES.items() if not out[flag].all()]
+    warning = (
+        f"tier {tier.name!r}: no grid point meets all budgets; relaxed to the closest "
+        f"(selected point(s) fail: {', '.join(failed)})"
+    )
+    return out, warning
+
+
+def select_presets(
+    table: pd.DataFrame, tiers: dict[str, RiskTier], top_n: int = 1
+) -> tuple[pd.DataFrame, list[str]]:
+    """Best `top_n` grid points per tier, in tier order, and one warning per relaxed tier.
+
+    Within budgets: rank by score, descending. When no point passes all three budgets:
+    rank every point by number of failed budgets, then score, and mark the rows relaxed.
+    Ties keep the input order.
+    """
+    _validate(table, tiers, top_n)
+    selections, warnings = [], []
+    for tier in tiers.values():
+        rows, warning = _select_for_tier(table, tier, top_n)
+        selections.append(rows)
+        if warning is not None:
+            warnings.append(warning)
+    return pd.concat(selections, ignore_index=True), warnings
