@@ -6,7 +6,7 @@ a primary config `expNN` = conf/config.yaml + conf/experiment/expNN.yaml on that
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, make_dataclass
 from enum import StrEnum
 from typing import Optional
 
@@ -146,80 +146,26 @@ class RowFilter:
     source_run: Optional[str] = None       # only the rows recorded under this MLflow run
 
 
-@dataclass
-class Exp02Config(ParaphinaConfig):
-    experiment: Exp02Settings = field(default_factory=Exp02Settings)
+def schema(settings: type, *top_level: tuple) -> type:
+    """An experiment's schema: the base schema with `experiment` of type `settings` and its own top-level keys."""
+    return make_dataclass(f"{settings.__name__.removesuffix('Settings')}Config",
+                          [("experiment", settings, field(default_factory=settings)), *top_level],
+                          bases=(ParaphinaConfig,))
 
 
-@dataclass
-class Exp03Config(ParaphinaConfig):
-    experiment: Exp03Settings = field(default_factory=Exp03Settings)
-
-
-@dataclass
-class Exp04Config(ParaphinaConfig):
-    experiment: GridSettings = field(default_factory=GridSettings)
-
-
-@dataclass
-class Exp05Config(ParaphinaConfig):
-    experiment: Exp05Settings = field(default_factory=Exp05Settings)
-
-
-@dataclass
-class Exp06Config(ParaphinaConfig):
-    experiment: Exp06Settings = field(default_factory=Exp06Settings)
-    steps: Optional[list[str]] = None
-    skip: list[str] = field(default_factory=list)
-    dry_run: bool = False
-
-
-@dataclass
-class Exp07Config(ParaphinaConfig):
-    experiment: Exp07Settings = field(default_factory=Exp07Settings)
-
-
-@dataclass
-class Exp08Config(ParaphinaConfig):
-    experiment: Exp08Settings = field(default_factory=Exp08Settings)
-
-
-@dataclass
-class Exp09Config(ParaphinaConfig):
-    experiment: Exp09Settings = field(default_factory=Exp09Settings)
-
-
-@dataclass
-class Exp10Config(ParaphinaConfig):
-    experiment: Settings = field(default_factory=Settings)
-
-
-@dataclass
-class Exp11Config(ParaphinaConfig):
-    experiment: Settings = field(default_factory=Settings)
-    filter: RowFilter = field(default_factory=RowFilter)
-    by_label: bool = False
-    label_contains: Optional[str] = None   # aliases of filter.* (the original tool's flags)
-    source_run: Optional[str] = None
-
-
-@dataclass
-class Exp12Config(ParaphinaConfig):
-    experiment: Exp12Settings = field(default_factory=Exp12Settings)
-
-
-@dataclass
-class Exp13Config(ParaphinaConfig):
-    experiment: Exp13Settings = field(default_factory=Exp13Settings)
-    profiles: list[str] = MISSING
-    runs_per_profile: int = MISSING
-    label_prefix: str = MISSING
-    target: Target = MISSING
-
-
-SCHEMAS: dict[str, type] = {"exp02": Exp02Config, "exp03": Exp03Config, "exp04": Exp04Config, "exp05": Exp05Config,
-                            "exp06": Exp06Config, "exp07": Exp07Config, "exp08": Exp08Config, "exp09": Exp09Config,
-                            "exp10": Exp10Config, "exp11": Exp11Config, "exp12": Exp12Config, "exp13": Exp13Config}
+SCHEMAS: dict[str, type] = {
+    "exp02": schema(Exp02Settings), "exp03": schema(Exp03Settings), "exp04": schema(GridSettings),
+    "exp05": schema(Exp05Settings),
+    "exp06": schema(Exp06Settings, ("steps", Optional[list[str]], None), ("skip", list[str], field(default_factory=list)),
+                    ("dry_run", bool, False)),
+    "exp07": schema(Exp07Settings), "exp08": schema(Exp08Settings), "exp09": schema(Exp09Settings),
+    "exp10": schema(Settings),
+    "exp11": schema(Settings, ("filter", RowFilter, field(default_factory=RowFilter)), ("by_label", bool, False),
+                    ("label_contains", Optional[str], None), ("source_run", Optional[str], None)),  # aliases of filter.*
+    "exp12": schema(Exp12Settings),
+    "exp13": schema(Exp13Settings, ("profiles", list[str], MISSING), ("runs_per_profile", int, MISSING),
+                    ("label_prefix", str, MISSING), ("target", Target, MISSING)),
+}
 
 
 @functools.lru_cache(maxsize=None)

@@ -20,7 +20,9 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBase
 from paraphina.config import experiments, schema
 from paraphina.core.errors import ParaphinaError
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
+CONF_DIR = next(p for p in (PACKAGE_DIR / "conf", PACKAGE_DIR.parent / "conf") if p.is_dir())
+"""The configs an installed copy ships as paraphina/conf, else the checkout's conf/."""
 
 # The original engine's environment variables and the config keys they set (ENGINE_SPEC section 6).
 NUMERIC_ENV_KEYS: dict[str, str] = {

@@ -17,24 +17,23 @@ runs_per_profile=, profiles=, label_prefix= and target= are the original tool's 
 """
 from __future__ import annotations
 
-import json
-import math
 import os
 import time
 from dataclasses import dataclass, field
+from typing import Sequence
 from datetime import datetime, timezone
 
 import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from paraphina.config.commands import hydra_command
-from paraphina.config.loading import PROFILE_ENV, compose_config, to_plain
+from paraphina.config.commands import hydra_command, task_overrides
+from paraphina.config.loading import PROFILE_ENV
 from paraphina.core.errors import ParaphinaError
 from paraphina.config.experiments import Target
 from paraphina.core.names import DATASET_SOURCE_TAG, EXPERIMENT_TAG
 from paraphina.experiments import alignment, exp11
-from paraphina.experiments.cli import print_horizon_note
+from paraphina.experiments.cli import check_composed, print_horizon_note
 from paraphina.experiments.profiles import profiles_batch
 from paraphina.experiments.records import ExperimentRecorder, sweeps_dir
 from paraphina.world_model.summary import format_summary
@@ -77,36 +76,6 @@ def check(cfg: DictConfig) -> None:
         raise ParaphinaError(f"dataset={cfg.dataset} looks like a file; exp13 records into an MLflow dataset "
                              f"(e.g. dataset={os.path.basename(cfg.dataset).removesuffix('.jsonl')}); "
                              f"python -m paraphina.research.transfer exports it to JSONL")
-
-
-def _leaves(tree: dict, prefix: str = "") -> dict[str, object]:
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, dict) and value:
-            out.update(_leaves(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
-def _override_value(value: object) -> str:
-    if isinstance(value, float) and not math.isfinite(value):
-        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
-    return json.dumps(value)
-
-
-def base_overrides(cfg: DictConfig) -> list[str]:
-    """Overrides that turn the default exp13 config into `cfg` (outside `experiment`), for composing each profile.
-
-    profiles_batch composes `+profile=NAME` plus these, so a run(cfg) from tests or the command line
-    gives the profiles exactly the settings of `cfg`.
-    """
-    default = compose_config([], CONFIG_NAME, environ={})
-    if cfg.profile_name != default.profile_name:
-        raise ParaphinaError(f"exp13 runs the profiles of `profiles`; compose it without a profile "
-                             f"(got profile '{cfg.profile_name}'), e.g. profiles=[{cfg.profile_name}]")
-    mine, base = (_leaves({k: v for k, v in to_plain(c).items() if k != "experiment"}) for c in (cfg, default))
-    return [f"{key}={_override_value(value)}" for key, value in mine.items() if base.get(key, object()) != value]
 
 
 # --- engine runs -------------------------------------------------------------------------------
@@ -270,10 +239,12 @@ def markdown_report(header: list[str], matrix: pd.DataFrame, details: pd.DataFra
 # --- the experiment ----------------------------------------------------------------------------
 
 
-def run(cfg: DictConfig) -> dict:
-    """Run, record, summarise, align and report; returns the alignment table, report text and run ids."""
+def run(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict:
+    """Run, record, summarise, align and report; `overrides` are those `cfg` was composed from (every profile
+    gets them). Returns the alignment table, report text and run ids."""
     check(cfg)
-    overrides = base_overrides(cfg)
+    check_composed(cfg, overrides)
+    overrides = list(overrides)
     measured = {p: ProfileRuns() for p in cfg.profiles}
     rounds = []
     tags = {DATASET_SOURCE_TAG: cfg.dataset}
@@ -334,7 +305,7 @@ def command(cfg: DictConfig) -> None:
     """What the command line runs: the experiment, then its tables on the console."""
     started = time.perf_counter()
     print_horizon_note(cfg)
-    result = run(cfg)
+    result = run(cfg, task_overrides())
     report(result)
     print(f"done in {time.perf_counter() - started:.1f} s; report: {sweeps_dir(cfg) / 'exp13_report.md'}")
 
