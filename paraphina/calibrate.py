@@ -93,7 +93,7 @@ def measure(overrides: list[str], seeds: int) -> tuple[DictConfig, dict[str, flo
 
 
 def shown(value: float, unit: str) -> str:
-    return f"{value:.1%}" if unit == "%" else f"{value:.3g}"
+    return f"{value:.1%}" if unit == "%" else f"{value:.4g}"
 
 
 def target_text(low: float, high: float, unit: str) -> str:

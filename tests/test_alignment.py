@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 from omegaconf import OmegaConf
 
 from paraphina.config.loading import compose_config
@@ -21,9 +22,9 @@ from paraphina.formats.dataset import append_rows, make_row
 from paraphina.tracking.datasets import load_dataset, row_to_record
 from paraphina.tracking.runs import RunRecord, RunWriter
 from paraphina.tracking.store import prepare_store, tracking_client
+from paraphina.world_model.power import kill_runs_needed
 from paraphina.world_model.stats import t_quantile
 
-Z = 1.959963984540054  # two-sided 95 % normal quantile
 NAMES = {"exp07": "exp07_optimal_presets", "exp08": "exp08_profile_validation", "exp11": "exp11_research_alignment",
          "exp13": "exp13_auto_research_harness"}
 
@@ -88,11 +89,15 @@ def children_of(uri: str, parent: str) -> dict[str, object]:
     return {r.info.run_name: r for r in runs}
 
 
-def wilson(k: int, n: int) -> tuple[float, float]:
-    p, z2 = k / n, Z * Z
-    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
-    half = Z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
-    return (0.0 if k == 0 else centre - half, 1.0 if k == n else centre + half)
+def clopper_pearson(k: int, n: int) -> tuple[float, float]:
+    """Exact bounds, each one-sided at 2.5 %, from scipy's beta quantiles (independent of world_model)."""
+    return (0.0 if k == 0 else float(stats.beta.ppf(0.025, k, n - k + 1)),
+            1.0 if k == n else float(stats.beta.ppf(0.975, k + 1, n - k)))
+
+
+def kill_plan(budget: float) -> int:
+    """Runs for 80 % power to show ok at half the budget (the power plan every kill check prints)."""
+    return kill_runs_needed(budget, 0.025).runs
 
 
 # --- Exp11 -------------------------------------------------------------------------------------
@@ -117,22 +122,23 @@ def test_exp11_flags_margins_scores_and_verdicts_match_a_hand_computation(uri, c
     assert c["pnl_margin"] == pytest.approx(150.0) and c["dd_margin"] == pytest.approx(0.0)
     assert c["kill_margin"] == pytest.approx(0.01 - 0.25)
     assert c["score"] == pytest.approx(150 - (0.5 * std + 0.5 * 2000 + 200 * 0.25))
-    low, high = wilson(1, 4)
-    assert (c["kill_low"], c["kill_high"]) == pytest.approx((low, high)) and low > 0.01
-    assert c["kill_verdict"] == "violated" and pd.isna(c["kill_runs_needed"])
+    low, high = clopper_pearson(1, 4)
+    # 1 kill in 4 runs cannot show a 1 % budget broken at 2.5 % error (Wilson said "violated")
+    assert (c["kill_low"], c["kill_high"]) == pytest.approx((low, high)) and low < 0.01
+    assert c["kill_verdict"] == "inconclusive" and c["kill_runs_needed"] == kill_plan(0.01)
     assert c["dd_verdict"] == "inconclusive" and pd.isna(c["dd_runs_needed"])  # the mean sits on the budget
     half = t_quantile(0.975, 3) * std / 2
     assert (c["pnl_low"], c["pnl_high"]) == pytest.approx((150 - half, 150 + half))
     assert c["pnl_verdict"] == "inconclusive"
     needed = next(m for m in range(5, 100) if t_quantile(0.975, m - 1) * std / math.sqrt(m) <= 150)
     assert c["pnl_runs_needed"] == needed
-    assert c["verdict"] == "violated"
+    assert c["verdict"] == "inconclusive"
 
     b = table.loc["balanced"]
     bstd = statistics.stdev([10.0, 20.0])
     assert b["score"] == pytest.approx(15 - (0.3 * bstd + 0.3 * 200 + 100 * 0))
     assert (b["pnl_margin"], b["dd_margin"], b["kill_margin"]) == pytest.approx((15.0, 3800.0, 0.05))
-    assert b["kill_verdict"] == "inconclusive" and b["kill_runs_needed"] == math.ceil(Z * Z * (1 / 0.05 - 1))
+    assert b["kill_verdict"] == "inconclusive" and b["kill_runs_needed"] == kill_plan(0.05)
 
     # the records: a parent tagged with the dataset (not with `dataset`, which marks research rows) and a child
     # per group carrying the same numbers; the printed table and verdicts.
@@ -141,9 +147,9 @@ def test_exp11_flags_margins_scores_and_verdicts_match_a_hand_computation(uri, c
     assert run.data.tags["paraphina.dataset"] == "hand" and "dataset" not in run.data.tags
     child = children_of(uri, parent)["conservative"]
     assert child.data.metrics["score"] == pytest.approx(c["score"]) and child.data.metrics["kill_ok"] == 0.0
-    assert child.data.tags["kill_verdict"] == "violated" and child.data.tags["tier"] == "conservative"
+    assert child.data.tags["kill_verdict"] == "inconclusive" and child.data.tags["tier"] == "conservative"
     assert load_dataset(uri, "hand").shape[0] == 6  # alignment runs did not join the dataset
-    assert "kill_prob <= 0.01" in out and "violated" in out and f"{needed}" in out
+    assert "kill_prob <= 0.01" in out and f"{needed}" in out
 
 
 def test_exp11_filters_and_groups_by_label(uri):
@@ -176,20 +182,20 @@ def test_exp11_interval_edges_zero_all_kills_and_budget_on_the_boundary(uri, tmp
         table = exp11.run(compose("exp11", uri, f"dataset={dataset}", tiers)).set_index("profile")
 
         c = table.loc["conservative"]
-        assert (c["kill_low"], c["kill_high"]) == pytest.approx((0.0, Z * Z / (5 + Z * Z)))
+        assert (c["kill_low"], c["kill_high"]) == pytest.approx((0.0, 1 - 0.025 ** (1 / 5)))
         assert c["kill_verdict"] == "inconclusive"
-        assert c["kill_runs_needed"] == math.ceil(Z * Z * (1 / 0.01 - 1))  # z^2 / (m + z^2) <= 0.01
+        assert c["kill_runs_needed"] == kill_plan(0.01)
         assert (c["pnl_low"], c["pnl_high"], c["pnl_verdict"]) == (0.0, 0.0, "ok")  # zero width, on the budget
         assert c["pnl_ok"] and c["pnl_margin"] == 0.0 and c["dd_verdict"] == "ok"
 
         a = table.loc["aggressive"]
-        assert a["kill_low"] == pytest.approx(4 / (4 + Z * Z)) and a["kill_high"] == 1.0
+        assert a["kill_low"] == pytest.approx(0.025 ** (1 / 4)) and a["kill_high"] == 1.0
         assert a["kill_verdict"] == "violated" and a["verdict"] == "violated"
 
         b = table.loc["balanced"]
         assert b["kill_prob"] == 0.5 and b["kill_ok"] and b["kill_margin"] == 0.0
-        assert b["kill_verdict"] == "inconclusive" and pd.isna(b["kill_runs_needed"])  # no n decides it
-        assert "kill_prob <= 0.5" in out and "?" in out and "381" in out
+        assert b["kill_verdict"] == "inconclusive" and b["kill_runs_needed"] == kill_plan(0.5)
+        assert "kill_prob <= 0.5" in out and f"{kill_plan(0.01)}" in out
 
 
 def test_exp11_bad_inputs_say_what_is_wrong(uri, capsys):
@@ -332,7 +338,7 @@ def test_exp10_design_vs_validation_and_a_tier_without_validation(uri, capsys):
     assert (c["val_runs"], c["val_kill_prob"], c["val_dd_mean"]) == (4, 0.25, 2000.0)
     assert (c["val_pnl_ok"], c["val_dd_ok"], c["val_kill_ok"]) == (True, True, False)
     assert c["alignment_score"] == pytest.approx(150 - (0.5 * std + 0.5 * 2000 + 200 * 0.25))
-    assert c["val_kill_verdict"] == "violated" and c["status"] == "ok"
+    assert c["val_kill_verdict"] == "inconclusive" and c["status"] == "ok"
 
     b = table.loc["balanced"]
     assert b["status"] == "no validation records" and pd.isna(b["alignment_score"])
@@ -341,7 +347,7 @@ def test_exp10_design_vs_validation_and_a_tier_without_validation(uri, capsys):
     a = table.loc["aggressive"]
     assert a["design_pnl_ok"] == False and a["val_pnl_ok"] == True  # noqa: E712
     assert a["val_pnl_verdict"] == "ok"  # t interval [20 +- 12.706 * 14.14 / 1.414] stays above -500
-    assert a["val_kill_verdict"] == "inconclusive" and a["val_kill_runs_needed"] == math.ceil(Z * Z * (1 / 0.15 - 1))
+    assert a["val_kill_verdict"] == "inconclusive" and a["val_kill_runs_needed"] == kill_plan(0.15)
     assert "note: tier balanced: no validation records" in out and "kill_prob <= 0.15" in out
 
 

@@ -6,12 +6,14 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats as scipy_stats
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
 from paraphina.config.loading import compose_config
 from paraphina.core.errors import ParaphinaError
+from paraphina.world_model.power import kill_runs_needed
 from paraphina.world_model.presets import select_presets
 from paraphina.world_model.safety import budget_ratio, risk_scale, tune_preset
 from paraphina.world_model.stats import (
@@ -37,15 +39,6 @@ SPEC_TIERS = {
 }
 TIERS = tiers_from_mapping(SPEC_TIERS)
 BALANCED = TIERS["balanced"]
-Z95 = 1.959963984540054  # standard normal 0.975 quantile
-Z2 = Z95 * Z95  # 3.841458820694124
-
-
-def wilson_oracle(rate: float, n: float) -> tuple[float, float]:
-    """Textbook Wilson bounds: the p0 with (rate - p0)^2 = z^2 p0 (1 - p0) / n."""
-    centre = (rate + Z2 / (2 * n)) / (1 + Z2 / n)
-    half = Z95 / (1 + Z2 / n) * math.sqrt(rate * (1 - rate) / n + Z2 / (4 * n * n))
-    return centre - half, centre + half
 
 
 # --- tiers -----------------------------------------------------------------------------------
@@ -156,24 +149,32 @@ def test_verdict_boundary_counts_as_ok_only_on_the_safe_end():
 def test_zero_kills_in_two_runs_cannot_show_one_percent():
     check = check_kill(0, 2, 0.01)
     assert (check.estimate, check.margin, check.verdict) == (0.0, 0.01, "inconclusive")
-    # 0 of n is ok once z^2/(n+z^2) <= 0.01, i.e. n >= 99 z^2 = 380.30
-    assert check.runs_needed == 381
-    assert check_kill(0, 381, 0.01).verdict == "ok"
-    assert check_kill(0, 380, 0.01).verdict == "inconclusive"
+    # runs needed is the power plan: 80 % power to show ok at a true rate of 0.5 %, 2470 runs
+    assert check.runs_needed == 2470
+    # 0 of n is ok once the exact upper bound 1 - 0.025^(1/n) <= 0.01, i.e. n >= ln 0.025 / ln 0.99 = 367.04
+    assert check_kill(0, 368, 0.01).verdict == "ok"
+    assert check_kill(0, 367, 0.01).verdict == "inconclusive"
 
 
-def test_all_killed_is_violated_and_budget_on_the_wilson_bound_is_ok():
+def test_small_n_is_not_read_as_violated():
+    # Wilson read 1 kill in 1 run as violated for any budget up to 0.2; the exact bound 0.025 does not
+    assert check_kill(1, 1, 0.2).verdict == "inconclusive"
+    assert check_kill(1, 1, 0.02).verdict == "violated"  # exact low bound 0.025 > 0.02
+
+
+def test_all_killed_is_violated_and_budget_on_the_exact_bound_is_ok():
     check = check_kill(10, 10, 0.15)
-    assert (check.verdict, check.runs_needed, check.low, check.high) == ("violated", None, pytest.approx(0.7224672), 1.0)
-    on_bound = wilson_interval(0, 10)[1]
-    assert check_kill(0, 10, on_bound).verdict == "ok"
+    assert (check.verdict, check.runs_needed, check.low, check.high) == ("violated", None,
+                                                                         pytest.approx(0.025 ** 0.1), 1.0)
+    on_bound = check_kill(0, 10, 0.5).high
+    assert on_bound == pytest.approx(1 - 0.025 ** 0.1) and check_kill(0, 10, on_bound).verdict == "ok"
 
 
-def test_rate_on_the_budget_cannot_be_decided():
-    check = check_kill(1, 10, 0.1)
-    assert (check.verdict, check.runs_needed) == ("inconclusive", None)
+def test_budget_zero_has_no_plan_and_a_rate_on_the_budget_gets_the_power_plan():
     check = check_kill(0, 5, 0.0)
     assert (check.verdict, check.runs_needed) == ("inconclusive", None)
+    check = check_kill(1, 10, 0.1)
+    assert (check.verdict, check.runs_needed) == ("inconclusive", kill_runs_needed(0.1, 0.025).runs)
 
 
 def test_mean_checks_hand_example():
@@ -197,16 +198,20 @@ def test_check_tier_order_and_length_mismatch():
 
 @settings(max_examples=300, deadline=None)
 @given(n=st.integers(1, 60), data=st.data(), budget=st.integers(0, 1000).map(lambda k: k / 1000))
-def test_runs_needed_is_the_smallest_deciding_count_for_kills(n, data, budget):
-    # Budgets on a 0.001 grid, as configs write them; arbitrary floats can sit within rounding of a bound.
+def test_kill_verdicts_follow_the_exact_bounds_and_runs_needed_the_power_plan(n, data, budget):
+    # Budgets on a 0.001 grid, as configs write them. The verdict is ok / violated exactly when scipy's
+    # beta quantiles (the exact bounds) are on one side of the budget; an undecided check gets the power
+    # plan's count (at least one more run than it has)
     kills = data.draw(st.integers(0, n))
     check = check_kill(kills, n, budget)
-    if check.runs_needed is None:
-        assert check.verdict != "inconclusive" or kills / n == budget
-        return
-    rate, m = kills / n, check.runs_needed
-    decided = lambda bounds: verdict(*bounds, budget, "max") != "inconclusive"  # noqa: E731
-    assert m > n and decided(wilson_oracle(rate, m)) and not decided(wilson_oracle(rate, m - 1))
+    low = 0.0 if kills == 0 else scipy_stats.beta.ppf(0.025, kills, n - kills + 1)
+    high = 1.0 if kills == n else scipy_stats.beta.ppf(0.975, kills + 1, n - kills)
+    assert (check.low, check.high) == (pytest.approx(low, abs=1e-12), pytest.approx(high, abs=1e-12))
+    assert check.verdict == verdict(check.low, check.high, budget, "max")
+    if check.verdict == "inconclusive" and 0 < budget < 1:
+        assert check.runs_needed == max(kill_runs_needed(budget, 0.025).runs, n + 1)
+    else:
+        assert check.runs_needed is None
 
 
 @settings(max_examples=200, deadline=None)

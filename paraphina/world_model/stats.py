@@ -26,7 +26,8 @@ import numpy as np
 
 from paraphina.core.errors import ParaphinaError
 from paraphina.world_model.tiers import Direction, RiskTier, signed_margin
-from paraphina.world_model.verdicts import finite_values
+from paraphina.world_model.power import kill_runs_needed
+from paraphina.world_model.verdicts import clopper_pearson, finite_values
 
 Verdict = Literal["ok", "violated", "inconclusive"]
 CheckName = Literal["kill_prob", "drawdown", "pnl"]
@@ -191,16 +192,27 @@ def _check(
 
 
 def check_kill(kills: int, n: int, budget: float, confidence: float = 0.95) -> BudgetCheck:
-    """Kill probability <= budget, judged with the Wilson interval of kills out of n runs.
+    """Kill probability <= budget, judged with exact Clopper-Pearson bounds of kills out of n runs, each
+    one-sided at (1 - confidence) / 2: unlike Wilson's, they keep that error rate at every n (Wilson read
+    1 kill of 1 run as "violated" for any budget up to 0.2).
 
-    runs_needed keeps the observed rate and grows n; it is None when the rate equals the budget.
+    runs_needed comes from a power calculation (ENGINE_SPEC section 7): the runs for 80 % power to show
+    `ok` when the true kill probability is half the budget; None when the check is decided.
     """
     _check_counts(kills, n)
     if n == 0:
         raise ParaphinaError("no runs to estimate the kill probability from")
+    _check_confidence(confidence)
+    alpha = (1.0 - confidence) / 2.0
+    low, high = clopper_pearson(kills, n, alpha)
+    outcome = verdict(low, high, budget, "max")
+    runs_needed = None
+    if outcome == "inconclusive" and 0.0 < budget < 1.0:
+        runs_needed = max(kill_runs_needed(budget, alpha, observed_kills=kills).runs, n + 1)
     rate = kills / n
-    z = _two_sided_z(confidence)
-    return _check("kill_prob", rate, n, budget, "max", lambda m: _wilson(rate, m, z), decidable=rate != budget)
+    return BudgetCheck(name="kill_prob", estimate=rate, low=low, high=high, budget=float(budget), direction="max",
+                       margin=float(signed_margin(rate, budget, "max")), verdict=outcome, runs_needed=runs_needed,
+                       n=n)
 
 
 def _check_mean(
