@@ -8,7 +8,7 @@ import pytest
 from scipy import stats
 
 from paraphina.core.errors import ParaphinaError
-from paraphina.world_model.stats import check_kill
+from paraphina.world_model.stats import check_kill, verdict, wilson_interval
 from paraphina.world_model.tiers import tiers_from_mapping
 from paraphina.world_model.verdicts import (
     TOO_FEW,
@@ -63,11 +63,13 @@ def test_kill_check_keeps_its_rates_on_the_null_side_away_from_the_budget():
         assert sum(p for p, v in zip(pmf_at[0.1], verdicts) if v == "violated") <= ALPHA  # below it
 
 
-def test_wilson_check_it_replaces_overshoots_at_small_n():
+def test_wilson_bounds_overshoot_at_small_n_and_the_kill_check_does_not():
     pmf = stats.binom.pmf(np.arange(11), 10, 0.01)
-    violated = sum(p for k, p in enumerate(pmf) if check_kill(k, 10, 0.01).verdict == "violated")
-    assert violated == pytest.approx(0.0956, abs=1e-4)  # against 0.025 nominal
+    wilson_violated = sum(p for k, p in enumerate(pmf) if verdict(*wilson_interval(k, 10), 0.01, "max") == "violated")
+    assert wilson_violated == pytest.approx(0.0956, abs=1e-4)  # against 0.025 nominal
     assert exact_kill_rates(10, 0.01)[1] <= ALPHA
+    # the world model's kill check (Exp10, Exp11, Exp13) is the exact one
+    assert sum(p for k, p in enumerate(pmf) if check_kill(k, 10, 0.01).verdict == "violated") <= ALPHA
 
 
 @pytest.mark.parametrize("kills, n", [(0, 1), (1, 1), (0, 10), (5, 10), (10, 10), (3, 100), (17, 1000)])
@@ -85,8 +87,8 @@ def test_clopper_pearson_hand_values_and_edges():
 
 
 def test_one_kill_in_one_run_is_not_violated_at_a_budget_wilson_called_violated():
-    assert check_kill(1, 1, 0.2).verdict == "violated"
-    assert check_kill_exact(1, 1, 0.2).verdict == "inconclusive"
+    assert verdict(*wilson_interval(1, 1), 0.2, "max") == "violated"
+    assert check_kill_exact(1, 1, 0.2).verdict == check_kill(1, 1, 0.2).verdict == "inconclusive"
     assert check_kill_exact(1, 1, 0.02).verdict == "violated"  # below alpha, a single kill is evidence
     assert check_kill_exact(0, 1, 0.99).verdict == "ok" and check_kill_exact(0, 1, 0.97).verdict == "inconclusive"
 
