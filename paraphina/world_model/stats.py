@@ -123,8 +123,9 @@ class BudgetCheck:
     """A budget judged with an interval rather than a point estimate.
 
     `margin` is the signed point-estimate margin (positive = safe). `runs_needed` is only
-    set for an inconclusive verdict: the total runs per profile that would decide it if
-    the observed rate (or mean and std) held; None when no number of runs would.
+    set for an inconclusive verdict: for the kill probability the power plan's runs (80 %
+    power to show ok at half the budget), for a mean the runs that would decide it if the
+    observed mean and std held; None when no number of runs would.
     """
 
     name: CheckName
