@@ -45,11 +45,10 @@ def field_name(dotted: str) -> str:
 
 @dataclass
 class Params:
-    """The batch's parameters: `table[i]` is run i's record; `venue_names` and `scenario` are text knobs."""
+    """The batch's parameters: `table[i]` is run i's record; `venue_names` are the text knobs the engine needs."""
 
     table: np.ndarray
     venue_names: tuple[str, ...]
-    scenario: str
 
     @property
     def runs(self) -> int:
@@ -58,10 +57,6 @@ class Params:
     @property
     def n_venues(self) -> int:
         return len(self.venue_names)
-
-    def value(self, dotted: str) -> np.ndarray:
-        """One knob for every run: (runs,) or (runs, venues)."""
-        return self.table[field_name(dotted)]
 
 
 def _dtype(leaves: Mapping[str, Any], n_venues: int) -> np.dtype:
@@ -97,4 +92,4 @@ def build_params(engine: Mapping[str, Any], market: Mapping[str, Any], runs: int
         if not np.all(np.isfinite(arr)):
             raise ParaphinaError(f"per-run parameter '{dotted}' has non-finite values")
         table[name] = arr if arr.ndim == table[name].ndim else arr[:, None]
-    return Params(table=table, venue_names=names, scenario=str(market.get("scenario", "")))
+    return Params(table=table, venue_names=names)

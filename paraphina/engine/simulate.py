@@ -82,11 +82,9 @@ _LOADED: set = set()
 
 
 def _cache_folder() -> Path:
-    """Where numba caches this package's compiled functions (NUMBA_CACHE_DIR mirrors the source tree)."""
-    here = Path(__file__).resolve().parent
-    if numba.config.CACHE_DIR:
-        return Path(numba.config.CACHE_DIR) / here.relative_to(here.anchor)
-    return here / "__pycache__"
+    """Where numba caches the engine's compiled functions (one folder for every module of the package): its
+    own answer, because NUMBA_CACHE_DIR lays the folders out by a hash of the source path."""
+    return Path(run_serial._cache._cache_path)
 
 
 def _drop_stale_cache() -> None:
