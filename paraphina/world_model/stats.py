@@ -26,7 +26,6 @@ import numpy as np
 
 from paraphina.core.errors import ParaphinaError
 from paraphina.world_model.tiers import Direction, RiskTier, signed_margin
-from paraphina.world_model.power import kill_runs_needed
 from paraphina.world_model.verdicts import clopper_pearson, finite_values
 
 Verdict = Literal["ok", "violated", "inconclusive"]
@@ -209,6 +208,9 @@ def check_kill(kills: int, n: int, budget: float, confidence: float = 0.95) -> B
     outcome = verdict(low, high, budget, "max")
     runs_needed = None
     if outcome == "inconclusive" and 0.0 < budget < 1.0:
+        # imported here: the power plan needs scipy.stats (0.5 s), which a run that prints no verdict never pays
+        from paraphina.world_model.power import kill_runs_needed
+
         runs_needed = max(kill_runs_needed(budget, alpha, observed_kills=kills).runs, n + 1)
     rate = kills / n
     return BudgetCheck(name="kill_prob", estimate=rate, low=low, high=high, budget=float(budget), direction="max",
