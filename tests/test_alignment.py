@@ -23,7 +23,7 @@ from paraphina.tracking.datasets import load_dataset, row_to_record
 from paraphina.tracking.runs import RunRecord, RunWriter
 from paraphina.tracking.store import prepare_store, tracking_client
 from paraphina.world_model.power import kill_runs_needed
-from paraphina.world_model.stats import t_quantile
+from paraphina.world_model.verdicts import TOO_FEW
 
 NAMES = {"exp07": "exp07_optimal_presets", "exp08": "exp08_profile_validation", "exp11": "exp11_research_alignment",
          "exp13": "exp13_auto_research_harness"}
@@ -126,12 +126,17 @@ def test_exp11_flags_margins_scores_and_verdicts_match_a_hand_computation(uri, c
     # 1 kill in 4 runs cannot show a 1 % budget broken at 2.5 % error (Wilson said "violated")
     assert (c["kill_low"], c["kill_high"]) == pytest.approx((low, high)) and low < 0.01
     assert c["kill_verdict"] == "inconclusive" and c["kill_runs_needed"] == kill_plan(0.01)
-    assert c["dd_verdict"] == "inconclusive" and pd.isna(c["dd_runs_needed"])  # the mean sits on the budget
-    half = t_quantile(0.975, 3) * std / 2
+    # 4 runs are below world_model.min_n (10): the means are not judged, and the mean drawdown sits on its budget
+    assert c["dd_verdict"] == TOO_FEW and pd.isna(c["dd_runs_needed"])
+    half = stats.t.ppf(0.975, 3) * std / 2
     assert (c["pnl_low"], c["pnl_high"]) == pytest.approx((150 - half, 150 + half))
-    assert c["pnl_verdict"] == "inconclusive"
-    needed = next(m for m in range(5, 100) if t_quantile(0.975, m - 1) * std / math.sqrt(m) <= 150)
+    assert c["pnl_verdict"] == TOO_FEW
+    # runs for 80 % power of the one-sided t test at the observed mean and spread (noncentral t), from min_n on
+    needed = next(m for m in range(10, 1000)
+                  if stats.nct.sf(stats.t.ppf(0.975, m - 1), m - 1, 150 / std * math.sqrt(m)) >= 0.8)
     assert c["pnl_runs_needed"] == needed
+    assert c["dd_p95"] == pytest.approx(np.quantile([1500.0, 2500.0, 1000.0, 3000.0], 0.95))
+    assert math.isinf(c["dd_p95_high"])  # 4 runs cannot bound the 95th percentile from above
     assert c["verdict"] == "inconclusive"
 
     b = table.loc["balanced"]
@@ -161,7 +166,7 @@ def test_exp11_filters_and_groups_by_label(uri):
     table = exp11.run(cfg)
     assert table["label"].tolist() == ["day1_balanced_r000", "day1_balanced_r001"]
     assert table["pnl_mean"].tolist() == [10.0, 20.0] and (table["runs"] == 1).all()
-    assert table["dd_verdict"].tolist() == ["inconclusive"] * 2  # one run has no spread
+    assert table["dd_verdict"].tolist() == [TOO_FEW] * 2  # one run is below world_model.min_n
     assert table["dd_runs_needed"].isna().all()
     exp13_only = exp11.run(compose("exp11", uri, "dataset=mixed", "label_contains=exp13"))
     assert exp13_only[["profile", "runs", "kills"]].values.tolist() == [["balanced", 1, 1]]
@@ -176,16 +181,18 @@ def test_exp11_interval_edges_zero_all_kills_and_budget_on_the_boundary(uri, tmp
     jsonl = tmp_path / "edges.jsonl"
     append_rows(jsonl, rows)
     tiers = "world_model.tiers.balanced.max_kill_prob=0.5"
+    few = "world_model.min_n=2"  # judge the means of these few hand-made runs
     for dataset in ("edges", str(jsonl)):  # an MLflow dataset and the original JSONL file give the same checks
-        exp11.main([f"dataset={dataset}", tiers, f"tracking.uri={uri}"])
+        exp11.main([f"dataset={dataset}", tiers, few, f"tracking.uri={uri}"])
         out = capsys.readouterr().out
-        table = exp11.run(compose("exp11", uri, f"dataset={dataset}", tiers)).set_index("profile")
+        table = exp11.run(compose("exp11", uri, f"dataset={dataset}", tiers, few)).set_index("profile")
 
         c = table.loc["conservative"]
         assert (c["kill_low"], c["kill_high"]) == pytest.approx((0.0, 1 - 0.025 ** (1 / 5)))
         assert c["kill_verdict"] == "inconclusive"
         assert c["kill_runs_needed"] == kill_plan(0.01)
-        assert (c["pnl_low"], c["pnl_high"], c["pnl_verdict"]) == (0.0, 0.0, "ok")  # zero width, on the budget
+        # zero width on the budget: neither side is shown strictly, so it stays undecided (the point check passes)
+        assert (c["pnl_low"], c["pnl_high"], c["pnl_verdict"]) == (0.0, 0.0, "inconclusive")
         assert c["pnl_ok"] and c["pnl_margin"] == 0.0 and c["dd_verdict"] == "ok"
 
         a = table.loc["aggressive"]
@@ -327,9 +334,9 @@ def test_exp10_design_vs_validation_and_a_tier_without_validation(uri, capsys):
 
     record_parent(uri, "exp08", [exp08_child("conservative", CONSERVATIVE),
                                  exp08_child("aggressive", [(10.0, 100.0, False), (30.0, 300.0, False)])])
-    exp10.main([f"tracking.uri={uri}"])
+    exp10.main([f"tracking.uri={uri}", "world_model.min_n=2"])
     out = capsys.readouterr().out
-    table = exp10.run(compose("exp10", uri)).set_index("tier")
+    table = exp10.run(compose("exp10", uri, "world_model.min_n=2")).set_index("tier")
 
     c = table.loc["conservative"]
     assert (c["design_pnl_ok"], c["design_dd_ok"], c["design_kill_ok"]) == (True, False, True)
@@ -339,6 +346,8 @@ def test_exp10_design_vs_validation_and_a_tier_without_validation(uri, capsys):
     assert (c["val_pnl_ok"], c["val_dd_ok"], c["val_kill_ok"]) == (True, True, False)
     assert c["alignment_score"] == pytest.approx(150 - (0.5 * std + 0.5 * 2000 + 200 * 0.25))
     assert c["val_kill_verdict"] == "inconclusive" and c["status"] == "ok"
+    # the winner's-curse gap, validation - design: pnl 150 - 100, drawdown 2000 - 2500, kill 0.25 - 0
+    assert (c["gap_pnl_mean"], c["gap_dd_mean"], c["gap_kill_prob"]) == pytest.approx((50.0, -500.0, 0.25))
 
     b = table.loc["balanced"]
     assert b["status"] == "no validation records" and pd.isna(b["alignment_score"])
@@ -395,14 +404,16 @@ def test_exp13_minimal_command_end_to_end_then_exp12_from_its_alignment(uri, tmp
 
 def test_exp13_decisive_stops_at_the_cap_and_overrides_reach_every_profile(uri, capsys):
     exp13.main(["ticks=30", "runs_per_profile=1", "profiles=[conservative,aggressive]", "target=decisive",
-                "experiment.decisive.max_runs_per_profile=5", "experiment.decisive.min_batch=2", "seed=7",
+                "experiment.decisive.max_runs_per_profile=5", "experiment.decisive.looks=5", "seed=7",
                 "engine.risk.daily_loss_limit=3500", "label_prefix=dec", "dataset=dec", f"tracking.uri={uri}"])
     out = capsys.readouterr().out
     rows = load_dataset(uri, "dec")
     counts = rows["profile"].value_counts().to_dict()
     assert set(counts) <= {"conservative", "aggressive"} and max(counts.values()) <= 5
     assert (rows["daily_loss_limit"] == 3500.0).all()  # the command's override reached every profile
-    assert "target decisive" in out and ("cap of 5 runs was reached" in out or "keep every budget" in out)
+    assert "target decisive" in out and ("last look (cap 5 runs) was reached" in out or "keep every budget" in out)
+    assert "sequential kill-probability test against a 1 % budget: 5 looks" in out  # the plan, printed first
+    assert "look 1 of 5: conservative at 1 runs" in out
     assert sorted(rows.loc[rows["profile"] == "conservative", "label"])[:2] == ["dec_conservative_r000",
                                                                                  "dec_conservative_r001"]
     assert (rows["telemetry_path"].isna() != rows["label"].str.endswith("r000")).all()  # first round only
@@ -421,16 +432,21 @@ def test_exp13_bad_inputs_stop_before_running(uri, capsys, args, message):
     assert message in capsys.readouterr().err
 
 
-def test_decisive_rounds_jump_to_the_projected_runs_within_the_cap():
-    ok = {f"{b}_{k}": v for b in ("kill", "dd", "pnl") for k, v in (("verdict", "ok"), ("runs_needed", None))}
-    checks = {"conservative": {**ok, "kill_verdict": "inconclusive", "kill_runs_needed": 381},
-              "balanced": {**ok, "dd_verdict": "inconclusive"},   # a single run's mean: no projection
-              "aggressive": ok}
-    assert exp13.undecided(checks, {"conservative": 2, "balanced": 2, "aggressive": 2}) == {
-        "conservative": 381, "balanced": 4}
-    assert exp13.next_count(2, 381, 8, 400) == 381
-    assert exp13.next_count(2, 4, 8, 400) == 10
-    assert exp13.next_count(390, 1000, 8, 400) == 400
+def test_decisive_plans_fit_the_cap_and_a_stopped_kill_test_keeps_its_verdict(uri):
+    cfg = compose("exp13", uri, "experiment.decisive.max_runs_per_profile=1000")
+    plans = exp13.plan_profiles(cfg, ["conservative", "aggressive"])
+    # the aggressive tier's 15 % budget fits its power plan; the conservative 1 % needs more than 1000 runs,
+    # so its looks are spread over the cap and its power falls short of 80 %, which the plan states
+    assert plans["aggressive"].design.power >= 0.8 and plans["aggressive"].design.cap < 1000
+    assert plans["conservative"].design.looks == (200, 400, 600, 800, 1000)
+    assert plans["conservative"].design.power < 0.8
+    tier = exp13.alignment.load_tiers(cfg)["aggressive"]
+    plan = plans["aggressive"]
+    look = plan.design.looks[0]
+    runs = exp13.ProfileRuns([100.0] * look, [50.0] * look, [False] * look)
+    plan.verdicts = {"kill": "ok", "dd": "inconclusive", "pnl": "inconclusive"}
+    runs.kill_switch[:] = [True] * look  # kills after a stop: the stopped verdict stands
+    assert exp13.look_verdicts(cfg, plan, tier, runs) == {"kill": "ok", "dd": "ok", "pnl": "ok"}
 
 
 def test_exp11_notes_repeated_runs_and_mixed_lengths(uri, capsys):

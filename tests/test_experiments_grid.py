@@ -156,6 +156,13 @@ def test_exp08_validates_profiles_in_one_batch(store: str) -> None:
     shipped = compose_config(["+profile=conservative"], environ={}).engine
     assert conservative["engine.hedge.band_base"] == conservative["band_base"] == shipped.hedge.band_base
     assert conservative["delta_hard_limit_usd_base"] == shipped.risk.delta_hard_limit_usd_base
+    # fresh seeds: the batch starts at seed + experiment.seed_offset, apart from the design seeds, and says so
+    parent = client.get_run(client.get_run(conservative["run_id"]).data.tags[PARENT_TAG])
+    assert (parent.data.tags["paraphina.seed_offset"], parent.data.tags["first_seed"]) == ("1000000", "1000000")
+    fresh = profiles_batch(["conservative"], given, "exp08", seeds=2, base_seed=1_000_000).run("fresh seeds")
+    assert table.loc[0, "pnl_mean"] == pytest.approx(float(np.mean(fresh.metrics["final_pnl"])), rel=1e-12)
+    design = profiles_batch(["conservative"], given, "exp08", seeds=2, base_seed=0).run("design seeds")
+    assert float(np.mean(design.metrics["final_pnl"])) != pytest.approx(table.loc[0, "pnl_mean"])
 
 
 def test_profiles_batch_equals_separate_runs() -> None:

@@ -9,12 +9,12 @@ import subprocess
 import sys
 from contextlib import closing
 from pathlib import Path
-from statistics import NormalDist
 
 import numpy as np
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
+from scipy import stats as scipy_stats
 from omegaconf import OmegaConf
 
 from conftest import free_port
@@ -60,15 +60,6 @@ def experiment_runs(client: MlflowClient, name: str = "paraphina") -> list:
     experiment = client.get_experiment_by_name(name)
     assert experiment is not None, f"no experiment {name}"
     return client.search_runs([experiment.experiment_id], max_results=1000)
-
-
-def wilson(kills: int, n: int, confidence: float) -> tuple[float, float]:
-    """The Wilson score interval, written out independently of paraphina.world_model.stats."""
-    z = NormalDist().inv_cdf(0.5 + confidence / 2)
-    p = kills / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return (0.0 if kills == 0 else centre - half, 1.0 if kills == n else centre + half)
 
 
 def test_single_run_params_tags_metrics_series_artifacts(tmp_path: Path, tracking_uri: str) -> None:
@@ -155,7 +146,9 @@ def test_batch_parent_children_and_aggregates(tmp_path: Path, tracking_uri: str)
     assert aggregates["pnl_std"] == pytest.approx(np.std(metric["final_pnl"], ddof=1), rel=1e-12)
     assert aggregates["dd_mean"] == pytest.approx(np.mean(metric["max_drawdown"]), rel=1e-12)
     assert aggregates["kill_prob"] == kills / 4
-    low, high = wilson(kills, 4, cfg.world_model.confidence)
+    tail = (1 - cfg.world_model.confidence) / 2  # exact (Clopper-Pearson) bounds from scipy's beta quantiles
+    low = 0.0 if kills == 0 else scipy_stats.beta.ppf(tail, kills, 4 - kills + 1)
+    high = 1.0 if kills == 4 else scipy_stats.beta.ppf(1 - tail, kills + 1, 4 - kills)
     assert (aggregates["kill_prob_low"], aggregates["kill_prob_high"]) == pytest.approx((low, high), rel=1e-9)
     fan = [a.path for a in client.list_artifacts(parent_id, "plots")]
     assert fan == [f"plots/{parent.info.run_name}-fan.png"]

@@ -13,18 +13,16 @@ from omegaconf import OmegaConf
 
 from paraphina.config.loading import compose_config
 from paraphina.core.errors import ParaphinaError
-from paraphina.world_model.power import kill_runs_needed
+from paraphina.world_model.power import quantile_min_runs, runs_to_decide
 from paraphina.world_model.presets import select_presets
 from paraphina.world_model.safety import budget_ratio, risk_scale, tune_preset
-from paraphina.world_model.stats import (
-    check_drawdown,
-    check_kill,
-    check_pnl,
-    check_tier,
-    mean_interval,
-    t_quantile,
-    verdict,
-    wilson_interval,
+from paraphina.world_model.verdicts import (
+    TOO_FEW,
+    CheckRules,
+    check_kill_exact,
+    check_mean,
+    check_quantile,
+    is_decided,
 )
 from paraphina.world_model.tiers import RiskTier, budget_margins, tier_score, tiers_from_mapping
 
@@ -84,151 +82,57 @@ def test_margins_are_positive_when_safe_and_boundary_is_ok():
     assert (m["kill_margin"], m["kill_ok"]) == (0.0, True)
 
 
-# --- intervals -------------------------------------------------------------------------------
+# --- verdict rules and runs needed ----------------------------------------------------------
 
 
-def test_wilson_hand_values():
-    # 0 of n: (0, z^2/(n+z^2)); 0 of 10 -> 3.841459/13.841459
-    assert wilson_interval(0, 10) == (0.0, pytest.approx(0.2775328, abs=1e-7))
-    # n of n: (n/(n+z^2), 1); 10 of 10 -> 10/13.841459
-    assert wilson_interval(10, 10) == (pytest.approx(0.7224672, abs=1e-7), 1.0)
-    # 1 of 2: centre 1/2, half = z*sqrt(1/8 + z^2/16)/(1 + z^2/2) = 1.184276/2.920729 = 0.405469
-    low, high = wilson_interval(1, 2)
-    assert (low, high) == (pytest.approx(0.0945312, abs=1e-7), pytest.approx(0.9054688, abs=1e-7))
-    assert wilson_interval(0, 0) == (0.0, 1.0)
-    assert wilson_interval(0, 10)[0] == 0.0 and wilson_interval(7, 7)[1] == 1.0
+def test_rules_from_the_config_level_and_per_look():
+    rules = CheckRules.from_confidence(0.95, 10, "p95")
+    assert (rules.alpha, rules.min_n, rules.dd_statistic) == (pytest.approx(0.025), 10, "p95")
+    assert rules.per_look(5).alpha == pytest.approx(0.005) and rules.per_look(5).min_n == 10
 
 
-@pytest.mark.parametrize("successes, n", [(-1, 3), (4, 3), (1.5, 3), (True, 3)])
-def test_wilson_rejects_bad_counts(successes, n):
-    with pytest.raises(ParaphinaError):
-        wilson_interval(successes, n)
+@pytest.mark.parametrize("args, message", [((1.0, 10, "mean"), "confidence"), ((0.95, 1, "mean"), "min_n"),
+                                           ((0.95, 10, "median"), "dd_statistic")])
+def test_rules_reject_bad_settings(args, message):
+    with pytest.raises(ParaphinaError, match=message):
+        CheckRules.from_confidence(*args)
 
 
-@pytest.mark.parametrize(
-    "df, expected",
-    [(1, 12.7062047362), (2, 4.3026527297), (3, 3.1824463053), (9, 2.2621571628), (30, 2.0422724563),
-     (999, 1.9623414611), (1000, 1.9623390808), (10**6, 1.9599663)],
-)
-def test_t_quantile_table_values(df, expected):
-    assert t_quantile(0.975, df) == pytest.approx(expected, abs=1e-6)
-    assert t_quantile(0.025, df) == pytest.approx(-expected, abs=1e-6)
+def test_decided_verdicts():
+    assert [is_decided(v) for v in ("ok", "violated", "inconclusive", TOO_FEW)] == [True, True, False, False]
 
 
-def test_t_quantile_matches_scipy_across_df_and_levels():
-    stats = pytest.importorskip("scipy.stats")
-    for p in (0.6, 0.9, 0.95, 0.99, 0.9995):
-        for df in [*range(1, 40), 120, 998, 999, 1000, 1001, 5000, 10**7]:
-            assert t_quantile(p, df) == pytest.approx(stats.t.ppf(p, df), abs=1e-9)
+def test_zero_kills_in_two_runs_need_the_power_plan_not_the_rule_of_three():
+    check = check_kill_exact(0, 2, 0.01)
+    plan = runs_to_decide(check, [False, False])
+    assert (check.verdict, plan.runs) == ("inconclusive", 2470)
+    assert "rule-of-three minimum" in plan.assumption and "not an estimate" in plan.assumption
+    assert runs_to_decide(check_kill_exact(0, 5, 0.0), [False] * 5).runs is None  # a zero budget cannot read ok
+    # a plan below the runs already made still asks for one more run
+    assert runs_to_decide(check_kill_exact(150, 3000, 0.05), [False] * 3000).runs == 3001
 
 
-def test_mean_interval_edges():
-    assert mean_interval([3.0]) == (-math.inf, math.inf)
-    assert mean_interval([0.1, 0.1, 0.1]) == (0.1, 0.1)
-    # mean 2, s = 1, n = 3 (df 2): 2 -+ t_{.975,2} / sqrt(3) = 2 -+ 4.3026527 / 1.7320508
-    low, high = mean_interval([1.0, 2.0, 3.0])
-    assert (low, high) == (pytest.approx(2 - 4.3026527 / math.sqrt(3)), pytest.approx(2 + 4.3026527 / math.sqrt(3)))
-    with pytest.raises(ParaphinaError):
-        mean_interval([])
-    with pytest.raises(ParaphinaError):
-        mean_interval([1.0, math.nan])
+def test_mean_runs_needed_at_the_observed_mean_and_spread():
+    values = [1000.0, 3000.0]  # mean 2000, std 1414.2 against 4000: effect 1.4142
+    check = check_mean("drawdown", values, 4000.0, "max")
+    plan = runs_to_decide(check, values)
+    assert check.verdict == TOO_FEW
+    # independently: the smallest n >= min_n whose one-sided t test at 2.5 % has 80 % power (noncentral t)
+    effect = 2000.0 / float(np.std(values, ddof=1))
+    power = [scipy_stats.nct.sf(scipy_stats.t.ppf(0.975, n - 1), n - 1, effect * math.sqrt(n)) for n in range(2, 40)]
+    expected = next(n for n, pw in zip(range(2, 40), power) if n >= 10 and pw >= 0.8)
+    assert plan.runs == expected == 10
+    assert runs_to_decide(check_mean("pnl", [5.0], 0.0, "min"), [5.0]).runs is None  # one run: no spread
 
 
-# --- verdicts --------------------------------------------------------------------------------
-
-
-def test_verdict_boundary_counts_as_ok_only_on_the_safe_end():
-    assert verdict(0.1, 0.3, 0.3, "max") == "ok"
-    assert verdict(0.1, 0.3, 0.1, "max") == "inconclusive"
-    assert verdict(0.1, 0.3, 0.05, "max") == "violated"
-    assert verdict(0.1, 0.3, 0.1, "min") == "ok"
-    assert verdict(0.1, 0.3, 0.3, "min") == "inconclusive"
-    assert verdict(0.1, 0.3, 0.35, "min") == "violated"
-
-
-def test_zero_kills_in_two_runs_cannot_show_one_percent():
-    check = check_kill(0, 2, 0.01)
-    assert (check.estimate, check.margin, check.verdict) == (0.0, 0.01, "inconclusive")
-    # runs needed is the power plan: 80 % power to show ok at a true rate of 0.5 %, 2470 runs
-    assert check.runs_needed == 2470
-    # 0 of n is ok once the exact upper bound 1 - 0.025^(1/n) <= 0.01, i.e. n >= ln 0.025 / ln 0.99 = 367.04
-    assert check_kill(0, 368, 0.01).verdict == "ok"
-    assert check_kill(0, 367, 0.01).verdict == "inconclusive"
-
-
-def test_small_n_is_not_read_as_violated():
-    # Wilson read 1 kill in 1 run as violated for any budget up to 0.2; the exact bound 0.025 does not
-    assert check_kill(1, 1, 0.2).verdict == "inconclusive"
-    assert check_kill(1, 1, 0.02).verdict == "violated"  # exact low bound 0.025 > 0.02
-
-
-def test_all_killed_is_violated_and_budget_on_the_exact_bound_is_ok():
-    check = check_kill(10, 10, 0.15)
-    assert (check.verdict, check.runs_needed, check.low, check.high) == ("violated", None,
-                                                                         pytest.approx(0.025 ** 0.1), 1.0)
-    on_bound = check_kill(0, 10, 0.5).high
-    assert on_bound == pytest.approx(1 - 0.025 ** 0.1) and check_kill(0, 10, on_bound).verdict == "ok"
-
-
-def test_budget_zero_has_no_plan_and_a_rate_on_the_budget_gets_the_power_plan():
-    check = check_kill(0, 5, 0.0)
-    assert (check.verdict, check.runs_needed) == ("inconclusive", None)
-    check = check_kill(1, 10, 0.1)
-    assert (check.verdict, check.runs_needed) == ("inconclusive", kill_runs_needed(0.1, 0.025).runs)
-
-
-def test_mean_checks_hand_example():
-    # mean 2000, s = sqrt(2)*1000, n = 2: high = 2000 + 12.706*1000 -> inconclusive against 4000.
-    # Decided once t_{n-1}/sqrt(n) <= 2000/1414.2 = 1.4142: n=4 gives 3.1824/2 = 1.591, n=5 gives 2.7764/2.2361 = 1.2416.
-    check = check_drawdown([1000.0, 3000.0], 4000.0)
-    assert (check.verdict, check.runs_needed, check.margin, check.direction) == ("inconclusive", 5, 2000.0, "max")
-    check = check_pnl([-100.0, -100.0, -100.0], -100.0)
-    assert (check.low, check.high, check.verdict) == (-100.0, -100.0, "ok")
-    assert check_drawdown([5.0], 1.0).runs_needed is None  # one run: no std to extrapolate
-    assert check_pnl([-10.0, 10.0], 0.0).runs_needed is None  # mean on the budget
-
-
-def test_check_tier_order_and_length_mismatch():
-    checks = check_tier(TIERS["conservative"], [100.0, 300.0, 200.0], [50.0, 60.0, 70.0], [False, False, True])
-    assert [c.name for c in checks] == ["kill_prob", "drawdown", "pnl"]
-    assert checks[0].estimate == pytest.approx(1 / 3) and checks[0].n == 3
-    with pytest.raises(ParaphinaError):
-        check_tier(TIERS["conservative"], [1.0, 2.0], [1.0], [False, False])
-
-
-@settings(max_examples=300, deadline=None)
-@given(n=st.integers(1, 60), data=st.data(), budget=st.integers(0, 1000).map(lambda k: k / 1000))
-def test_kill_verdicts_follow_the_exact_bounds_and_runs_needed_the_power_plan(n, data, budget):
-    # Budgets on a 0.001 grid, as configs write them. The verdict is ok / violated exactly when scipy's
-    # beta quantiles (the exact bounds) are on one side of the budget; an undecided check gets the power
-    # plan's count (at least one more run than it has)
-    kills = data.draw(st.integers(0, n))
-    check = check_kill(kills, n, budget)
-    low = 0.0 if kills == 0 else scipy_stats.beta.ppf(0.025, kills, n - kills + 1)
-    high = 1.0 if kills == n else scipy_stats.beta.ppf(0.975, kills + 1, n - kills)
-    assert (check.low, check.high) == (pytest.approx(low, abs=1e-12), pytest.approx(high, abs=1e-12))
-    assert check.verdict == verdict(check.low, check.high, budget, "max")
-    if check.verdict == "inconclusive" and 0 < budget < 1:
-        assert check.runs_needed == max(kill_runs_needed(budget, 0.025).runs, n + 1)
-    else:
-        assert check.runs_needed is None
-
-
-@settings(max_examples=200, deadline=None)
-@given(values=st.lists(st.integers(-1000, 1000), min_size=2, max_size=12),
-       budget=st.integers(-8000, 8000).map(lambda k: k / 8), as_pnl=st.booleans())
-def test_runs_needed_is_the_smallest_deciding_count_for_means(values, budget, as_pnl):
-    check = (check_pnl if as_pnl else check_drawdown)(values, budget)
-    if check.runs_needed is None:
-        assert check.verdict != "inconclusive" or check.estimate == budget
-        return
-    s, m = float(np.std(values, ddof=1)), check.runs_needed
-
-    def decided(k: int) -> bool:
-        half = t_quantile(0.975, k - 1) * s / math.sqrt(k)
-        return verdict(check.estimate - half, check.estimate + half, budget, check.direction) != "inconclusive"
-
-    assert m > len(values) and decided(m) and not decided(m - 1)
+def test_p95_runs_needed_until_its_interval_has_an_upper_end():
+    drawdowns = list(np.linspace(100.0, 5000.0, 20))
+    check = check_quantile("drawdown", drawdowns, 4000.0)
+    assert math.isinf(check.high) and runs_to_decide(check, drawdowns).runs == 72  # 0.95^72 <= 0.025 < 0.95^71
+    assert quantile_min_runs(0.95) == 72 and 0.95 ** 72 <= 0.025 < 0.95 ** 71
+    many = list(np.linspace(3000.0, 5000.0, 100))
+    wide = check_quantile("drawdown", many, 4900.0)
+    assert wide.verdict == "inconclusive" and runs_to_decide(wide, many).runs is None
 
 
 # --- Exp07 presets ---------------------------------------------------------------------------

@@ -115,6 +115,7 @@ class Exp07Settings(Settings):
 @dataclass
 class Exp08Settings(Settings):
     profiles: list[str] = MISSING
+    seed_offset: int = MISSING
 
 
 @dataclass
@@ -127,7 +128,9 @@ class Exp12Settings(Settings):
 @dataclass
 class Decisive:
     max_runs_per_profile: int = MISSING
-    min_batch: int = MISSING
+    looks: int = MISSING
+    spending: str = MISSING
+    power: float = MISSING
     telemetry: bool = MISSING
 
 

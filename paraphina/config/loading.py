@@ -38,6 +38,7 @@ TEXT_ENV_KEYS: dict[str, str] = {
     "PARAPHINA_TELEMETRY_PATH": "telemetry.path",
 }
 PROFILE_ENV = "PARAPHINA_RISK_PROFILE"
+DD_STATISTICS = ("mean", "p95")
 TELEMETRY_MODES = ("off", "jsonl")
 CHILD_CONFIG_MODES = ("parent", "full")
 MINIMUMS: dict[str, int] = {
@@ -198,6 +199,11 @@ def validate(cfg: DictConfig) -> None:
             raise ParaphinaError(f"{key}={OmegaConf.select(cfg, key)} must be positive")
     if not 0 < cfg.world_model.confidence < 1:
         raise ParaphinaError(f"world_model.confidence={cfg.world_model.confidence} must be between 0 and 1, e.g. 0.95")
+    if cfg.world_model.dd_statistic not in DD_STATISTICS:
+        raise ParaphinaError(f"world_model.dd_statistic={cfg.world_model.dd_statistic!r} is not one of "
+                             f"{', '.join(DD_STATISTICS)}")
+    if cfg.world_model.min_n < 2:
+        raise ParaphinaError(f"world_model.min_n={cfg.world_model.min_n} must be at least 2 (a t interval needs two runs)")
     if cfg.telemetry.mode not in TELEMETRY_MODES:
         raise ParaphinaError(f"telemetry.mode={cfg.telemetry.mode!r} is not one of {', '.join(TELEMETRY_MODES)}")
     if cfg.tracking.child_config not in CHILD_CONFIG_MODES:

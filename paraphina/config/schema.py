@@ -220,6 +220,8 @@ class WorldModelConfig:
     tiers: dict[str, TierConfig] = field(default_factory=dict)
     session_ticks: int = MISSING
     confidence: float = MISSING
+    min_n: int = MISSING
+    dd_statistic: str = MISSING
     utility_dd_weight: float = MISSING
 
 

@@ -2,8 +2,10 @@
 
 A group is one profile's runs (optionally one label's). Its row of checks holds the point estimates,
 the pass flags and signed margins (positive = safe side), the tier's risk-adjusted score, and for each
-budget the interval at `world_model.confidence`, the verdict (ok | violated | inconclusive) and, when
-inconclusive, the runs per profile that would decide it (paraphina.world_model.stats).
+budget the bounds at `world_model.confidence`, the verdict (ok | violated | inconclusive, or
+inconclusive (too few runs) for a mean below `world_model.min_n` runs) and, when undecided, the runs per
+profile a power calculation asks for (paraphina.world_model.verdicts and power). Alarms over a table's
+checks are Holm-adjusted.
 """
 from __future__ import annotations
 
@@ -18,12 +20,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from paraphina.core.errors import ParaphinaError
 from paraphina.core.names import PARENT_TAG
-from paraphina.world_model.stats import check_tier
+from paraphina.world_model.power import runs_to_decide
 from paraphina.world_model.tiers import RiskTier, budget_margins, tier_score, tiers_from_mapping
+from paraphina.world_model.verdicts import CheckRules, check_tier, holm_adjust, is_decided, quantile_interval
 from paraphina.tracking.store import all_runs, describe, resolve_tracking_uri, tracking_client
 
-# Tag of alignment runs naming the dataset they read. Not `dataset`: that tag marks research rows, and
-# `tracking.datasets.load_dataset` would take a tagged alignment run for a malformed row.
 VERDICTS = ("ok", "violated", "inconclusive")
 
 
@@ -36,12 +37,13 @@ class Budget:
     op: str         # "<=" (a maximum) or ">=" (a minimum)
 
 
-# In the order world_model.stats.check_tier returns its checks.
+# In the order world_model.verdicts.check_tier returns its checks.
 BUDGETS = (Budget("kill", "kill_prob", "<="), Budget("dd", "dd_mean", "<="), Budget("pnl", "pnl_mean", ">="))
-POINT_COLUMNS = ("pnl_mean", "pnl_std", "dd_mean", "kill_prob", "pnl_ok", "dd_ok", "kill_ok",
-                 "pnl_margin", "dd_margin", "kill_margin", "score")
+POINT_COLUMNS = ("pnl_mean", "pnl_std", "dd_mean", "dd_p95", "dd_p95_low", "dd_p95_high", "kill_prob",
+                 "pnl_ok", "dd_ok", "kill_ok", "pnl_margin", "dd_margin", "kill_margin", "score")
 CHECK_COLUMNS = ("tier", "runs", "kills", *POINT_COLUMNS,
-                 *(f"{b.prefix}_{c}" for b in BUDGETS for c in ("budget", "low", "high", "verdict", "runs_needed")),
+                 *(f"{b.prefix}_{c}" for b in BUDGETS
+                   for c in ("measure", "estimate", "budget", "low", "high", "verdict", "runs_needed", "p_violated")),
                  "verdict")
 
 
@@ -50,10 +52,16 @@ def load_tiers(cfg: DictConfig) -> dict[str, RiskTier]:
     return tiers_from_mapping(OmegaConf.to_container(cfg.world_model.tiers, resolve=True))
 
 
+def check_rules(cfg: DictConfig) -> CheckRules:
+    """The world model's verdict rules: alpha per side from `confidence`, `min_n`, `dd_statistic`."""
+    wm = cfg.world_model
+    return CheckRules.from_confidence(wm.confidence, wm.min_n, wm.dd_statistic)
+
+
 def overall_verdict(verdicts: Iterable[str]) -> str:
     """violated if any budget is violated, else inconclusive if any is undecided, else ok."""
     verdicts = list(verdicts)
-    return "violated" if "violated" in verdicts else "inconclusive" if "inconclusive" in verdicts else "ok"
+    return "violated" if "violated" in verdicts else "ok" if all(map(is_decided, verdicts)) else "inconclusive"
 
 
 def point_checks(tier: RiskTier, pnl_mean: float, pnl_std: float, dd_mean: float, kill_prob: float) -> dict:
@@ -67,29 +75,61 @@ def point_checks(tier: RiskTier, pnl_mean: float, pnl_std: float, dd_mean: float
     return out
 
 
-def run_checks(tier: RiskTier, final_pnl: Sequence[float], max_drawdown: Sequence[float],
-               kill_switch: Sequence[bool], confidence: float) -> dict:
-    """One group's runs against its tier: point checks plus, per budget, interval, verdict and runs needed.
+def measure_name(budget: Budget, statistic: str) -> str:
+    """The column a budget's verdict judges: kill_prob, dd_mean or dd_p95, pnl_mean."""
+    return budget.estimate if budget.prefix != "dd" else f"dd_{statistic}"
 
-    pnl_std is the sample std (0 for a single run, as in runner.aggregates.aggregate_metrics).
+
+def run_checks(tier: RiskTier, final_pnl: Sequence[float], max_drawdown: Sequence[float],
+               kill_switch: Sequence[bool], rules: CheckRules) -> dict:
+    """One group's runs against its tier: point checks plus, per budget, bounds, verdict, runs needed and
+    the p-value of `violated` (for Holm's alarms).
+
+    pnl_std is the sample std (0 for a single run, as in runner.aggregates.aggregate_metrics); dd_p95 comes
+    with its order-statistic bounds whichever statistic the drawdown verdict uses.
     """
     pnl = np.asarray(final_pnl, dtype=float).ravel()
+    drawdowns = np.asarray(max_drawdown, dtype=float).ravel()
     kills = np.asarray(kill_switch, dtype=bool).ravel()
     if pnl.size == 0:
         raise ParaphinaError(f"tier {tier.name!r}: no runs to check")
-    checks = check_tier(tier, pnl, max_drawdown, kills, confidence)
-    kill, dd, pnl_check = checks
+    checks = check_tier(tier, pnl, drawdowns, kills, rules)
     pnl_std = float(pnl.std(ddof=1)) if pnl.size > 1 else 0.0
+    p95, (p95_low, p95_high) = quantile_interval(drawdowns, alpha=rules.alpha)
     out = {"tier": tier.name, "runs": int(pnl.size), "kills": int(kills.sum()),
-           **point_checks(tier, pnl_check.estimate, pnl_std, dd.estimate, kill.estimate)}
-    for budget, check in zip(BUDGETS, checks):
+           **point_checks(tier, float(pnl.mean()), pnl_std, float(drawdowns.mean()), float(kills.mean())),
+           "dd_p95": p95, "dd_p95_low": p95_low, "dd_p95_high": p95_high}
+    for budget, check, values in zip(BUDGETS, checks, (kills, drawdowns, pnl)):
+        out[f"{budget.prefix}_measure"] = measure_name(budget, check.statistic)
+        out[f"{budget.prefix}_estimate"] = float(check.estimate)
         out[f"{budget.prefix}_budget"] = check.budget
         out[f"{budget.prefix}_low"] = float(check.low)
         out[f"{budget.prefix}_high"] = float(check.high)
         out[f"{budget.prefix}_verdict"] = check.verdict
-        out[f"{budget.prefix}_runs_needed"] = check.runs_needed
+        out[f"{budget.prefix}_runs_needed"] = (None if is_decided(check.verdict)
+                                               else runs_to_decide(check, values, rules.min_n).runs)
+        out[f"{budget.prefix}_p_violated"] = check.p_violated
     out["verdict"] = overall_verdict(out[f"{b.prefix}_verdict"] for b in BUDGETS)
     return out
+
+
+def add_alarms(table: pd.DataFrame, alpha: float) -> pd.DataFrame:
+    """`<budget>_alarm` columns: the `violated` verdicts that survive Holm's correction over every check of
+    the table (3 budgets per row), so the family of checks raises a false alarm with probability <= alpha."""
+    if table.empty:
+        return table.assign(**{f"{b.prefix}_alarm": pd.Series(dtype=bool) for b in BUDGETS})
+    p_violated = table[[f"{b.prefix}_p_violated" for b in BUDGETS]].to_numpy(dtype=float)
+    alarms = holm_adjust(p_violated.ravel()).reshape(p_violated.shape) <= alpha
+    return table.assign(**{f"{b.prefix}_alarm": alarms[:, i] for i, b in enumerate(BUDGETS)})
+
+
+def alarm_text(table: pd.DataFrame, keys: Sequence[str], alpha: float) -> str:
+    """One line naming the Holm-adjusted alarms of a table, or saying there are none."""
+    n_checks = len(table) * len(BUDGETS)
+    raised = [f"{'/'.join(str(row[k]) for k in keys)} {row[f'{b.prefix}_measure']}"
+              for _, row in table.iterrows() for b in BUDGETS if row.get(f"{b.prefix}_alarm", False)]
+    head = f"alarms (violated after Holm's correction over {n_checks} checks, family-wise error <= {alpha:g})"
+    return f"{head}: {', '.join(raised) if raised else 'none'}"
 
 
 def checks_frame(rows: Sequence[Mapping]) -> pd.DataFrame:
@@ -110,11 +150,11 @@ def label_text(labels: pd.Series) -> pd.Series:
     return labels.map(lambda v: "" if v is None or pd.isna(v) or str(v) in ("None", "nan") else str(v))
 
 
-def group_checks(rows: pd.DataFrame, tiers: Mapping[str, RiskTier], confidence: float,
+def group_checks(rows: pd.DataFrame, tiers: Mapping[str, RiskTier], rules: CheckRules,
                  by_label: bool = False) -> pd.DataFrame:
     """Research rows grouped by profile (and label) -> one row of checks per group, in tier order.
 
-    Every profile must name a tier (see `drop_untiered`).
+    Every profile must name a tier (see `drop_untiered`); the table carries Holm's alarms over its checks.
     """
     keys = ["profile", "label"] if by_label else ["profile"]
     data = rows.assign(label=label_text(rows["label"])) if by_label else rows
@@ -125,8 +165,8 @@ def group_checks(rows: pd.DataFrame, tiers: Mapping[str, RiskTier], confidence: 
         values = key if isinstance(key, tuple) else (key,)
         out.append({**dict(zip(keys, values)),
                     **run_checks(tiers[values[0]], group["final_pnl"], group["max_drawdown"], group["kill_switch"],
-                                 confidence)})
-    return checks_frame(out)
+                                 rules)})
+    return add_alarms(checks_frame(out), rules.alpha)
 
 
 def _first(key) -> object:
@@ -277,8 +317,17 @@ def record_tags(row: Mapping, keys: Sequence[str] = ()) -> dict[str, str]:
     return tags
 
 
-def budget_text(budget: Budget, value: float) -> str:
-    return f"{budget.estimate} {budget.op} {value:g}"
+def budget_text(budget: Budget, measure: str, value: float) -> str:
+    return f"{measure} {budget.op} {value:g}"
+
+
+RUNS_NEEDED_NOTE = (
+    "runs needed: runs per profile for 80 % power to decide an undecided budget: for the kill probability, to "
+    "read ok if the true rate is half the budget (exact binomial test; at 0 kills the rule-of-three count is a "
+    "minimum, not an estimate); for a mean, at the observed mean and spread (t test); for dd_p95, the runs its "
+    "interval needs for an upper end; ? = not projectable (one run has no spread, or the estimate sits on the "
+    "budget). inconclusive (too few runs): a mean is judged from world_model.min_n runs on."
+)
 
 
 def number_text(value: float, probability: bool) -> str:
@@ -303,24 +352,26 @@ def verdict_rows(table: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
     for _, row in table.iterrows():
         for b in BUDGETS:
             needed = row[f"{b.prefix}_runs_needed"]
-            rows.append({**{k: row[k] for k in keys}, "budget": budget_text(b, row[f"{b.prefix}_budget"]),
-                         "runs": int(row["runs"]), "estimate": float(row[b.estimate]),
+            rows.append({**{k: row[k] for k in keys},
+                         "budget": budget_text(b, row[f"{b.prefix}_measure"], row[f"{b.prefix}_budget"]),
+                         "runs": int(row["runs"]), "estimate": float(row[f"{b.prefix}_estimate"]),
                          "low": float(row[f"{b.prefix}_low"]), "high": float(row[f"{b.prefix}_high"]),
                          "verdict": row[f"{b.prefix}_verdict"],
-                         "runs_needed": None if pd.isna(needed) else int(needed)})
+                         "runs_needed": None if pd.isna(needed) else int(needed),
+                         "alarm": bool(row.get(f"{b.prefix}_alarm", False))})
     return checks_frame(rows) if rows else pd.DataFrame(columns=[*keys, "budget", "runs", "estimate", "low", "high",
-                                                                 "verdict", "runs_needed"])
+                                                                 "verdict", "runs_needed", "alarm"])
 
 
 def needed_text(verdict: str, needed) -> str:
-    """What an inconclusive verdict needs: the runs per profile, or '?' when no count can be projected."""
-    if verdict != "inconclusive":
+    """What an undecided verdict needs: the runs per profile, or '?' when no count can be projected."""
+    if is_decided(verdict):
         return ""
     return "?" if needed is None or pd.isna(needed) else f"{int(needed)}"
 
 
 def format_verdicts(long: pd.DataFrame, keys: Sequence[str], confidence: float) -> str:
-    """The long verdict table as text, with a footnote on 'runs needed'."""
+    """The long verdict table as text, with a footnote on 'runs needed' (the assumptions of its power plan)."""
     level = f"{confidence:.0%} interval"
     shown = pd.DataFrame({
         **{k: long[k] for k in keys},
@@ -337,6 +388,5 @@ def format_verdicts(long: pd.DataFrame, keys: Sequence[str], confidence: float) 
         shown = shown.rename(columns={column: column.ljust(width)})
     return "\n".join([
         shown.to_string(index=False),
-        "runs needed: runs per profile that would decide an inconclusive budget if the observed rate (or mean "
-        "and spread) held; ? = not projectable (a single run has no spread, or the estimate sits on the budget)",
+        RUNS_NEEDED_NOTE,
     ])

@@ -70,7 +70,7 @@ def align(cfg: DictConfig, rows: pd.DataFrame, dataset: str) -> pd.DataFrame:
     rows, notes = alignment.drop_untiered(rows, tiers, source)
     repeated = alignment.repeated_runs_note(rows, source)
     notes += ([repeated] if repeated else []) + alignment.mixed_ticks_notes(rows, source)
-    table = alignment.group_checks(rows, tiers, cfg.world_model.confidence, cfg.by_label)
+    table = alignment.group_checks(rows, tiers, alignment.check_rules(cfg), cfg.by_label)
     keys = group_keys(cfg)
     tags = {DATASET_SOURCE_TAG: dataset}
     if rows_filter.source_run:
@@ -98,6 +98,7 @@ def report(cfg: DictConfig, table: pd.DataFrame, dataset: str) -> None:
                       f"(margins positive = safe side) ===")
     print()
     print(alignment.format_verdicts(alignment.verdict_rows(table, keys), keys, cfg.world_model.confidence))
+    print(alignment.alarm_text(table, keys, alignment.check_rules(cfg).alpha))
     for note in table.attrs.get("notes", []):
         print(f"note: {note}")
 

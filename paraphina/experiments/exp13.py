@@ -36,7 +36,15 @@ from paraphina.experiments import alignment, exp11
 from paraphina.experiments.cli import check_composed, print_horizon_note
 from paraphina.experiments.profiles import profiles_batch
 from paraphina.experiments.records import ExperimentRecorder, sweeps_dir
+from paraphina.world_model.sequential import (
+    SequentialDesign,
+    describe_design,
+    design_for_looks,
+    plan_sequential,
+    sequential_verdict,
+)
 from paraphina.world_model.summary import format_summary
+from paraphina.world_model.verdicts import check_tier, is_decided
 
 CONFIG_NAME = "exp13"
 
@@ -120,54 +128,98 @@ def telemetry_dir(cfg: DictConfig, recorder: ExperimentRecorder):
     return sweeps_dir(cfg) / "telemetry" / recorder.parent_id
 
 
-def undecided(checks: dict[str, dict], counts: dict[str, int]) -> dict[str, int]:
-    """Profiles with an inconclusive budget -> runs that would decide all of them (the largest projection;
-    twice the current count for a budget with no projection, e.g. the mean of a single run)."""
-    out = {}
-    for profile, row in checks.items():
-        needs = [row[f"{b.prefix}_runs_needed"] for b in alignment.BUDGETS
-                 if row[f"{b.prefix}_verdict"] == "inconclusive"]
-        if needs:
-            out[profile] = max(2 * counts[profile] if need is None else int(need) for need in needs)
-    return out
+@dataclass
+class SequentialPlan:
+    """One profile's plan under target=decisive: the kill test's design, and the verdicts reached so far
+    (a stopped kill test keeps its verdict: looking again after a stop would void its error rate)."""
+
+    design: SequentialDesign
+    look: int = 0
+    verdicts: dict[str, str] = field(default_factory=dict)
+
+    def next_runs(self) -> int:
+        return self.design.looks[self.look]
 
 
-def next_count(n: int, need: int, min_batch: int, cap: int) -> int:
-    """A profile's runs after the next round: what it needs, at least min_batch more, at most the cap."""
-    return min(cap, max(n + min_batch, need))
+def plan_profiles(cfg: DictConfig, profiles: Sequence[str]) -> dict[str, SequentialPlan]:
+    """A group-sequential kill test per profile at its tier's budget, within the cap (fewer runs than planned
+    cost power, which the printed plan says)."""
+    tiers, rules, decisive = alignment.load_tiers(cfg), alignment.check_rules(cfg), cfg.experiment.decisive
+    plans = {}
+    for p in profiles:
+        budget = tiers[p].max_kill_prob
+        design = plan_sequential(budget, rules.alpha, decisive.power, n_looks=decisive.looks,
+                                 spending=decisive.spending)
+        if design.cap > decisive.max_runs_per_profile:
+            step = decisive.max_runs_per_profile / decisive.looks
+            looks = tuple(sorted({max(1, round(step * (i + 1))) for i in range(decisive.looks)}))
+            design = design_for_looks(looks, budget, rules.alpha, decisive.spending)
+        plans[p] = SequentialPlan(design)
+    return plans
+
+
+def look_verdicts(cfg: DictConfig, plan: SequentialPlan, tier, runs: ProfileRuns) -> dict[str, str]:
+    """The verdicts at the plan's current look: the kill test's boundaries, and the means at alpha / looks."""
+    rules = alignment.check_rules(cfg).per_look(len(plan.design.looks))
+    n = len(runs.final_pnl)
+    kill = sequential_verdict(plan.design, n, int(np.sum(runs.kill_switch)))
+    _, dd, pnl = check_tier(tier, runs.final_pnl, runs.max_drawdown, runs.kill_switch, rules)
+    found = {"kill": kill, "dd": dd.verdict, "pnl": pnl.verdict}
+    return {prefix: plan.verdicts.get(prefix) if is_decided(plan.verdicts.get(prefix, "")) else verdict
+            for prefix, verdict in found.items()}
 
 
 def decisive_rounds(cfg: DictConfig, recorder: ExperimentRecorder, overrides: list[str],
-                    measured: dict[str, ProfileRuns], rounds: list[dict]) -> bool:
-    """Add seeds to the profiles with an undecided budget until all are decided or at the cap (True if capped).
+                    measured: dict[str, ProfileRuns], rounds: list[dict]) -> dict[str, SequentialPlan]:
+    """Run every profile through its planned looks until all its budgets are decided or its last look.
 
-    A round jumps each such profile to the runs its projection needs; profiles that need the same runs
-    share one engine batch, and every profile keeps the seeds seed, seed+1, ... (common random numbers).
+    The looks and the kill test's boundaries are fixed before the first added run (printed), so stopping
+    when decided keeps each verdict's error rate at its alpha; profiles at the same look share one engine
+    batch, and every profile keeps the seeds seed, seed+1, ... (common random numbers).
     """
     tiers = alignment.load_tiers(cfg)
-    decisive = cfg.experiment.decisive
-    counts = {p: len(m.final_pnl) for p, m in measured.items()}
-    active = list(measured)
-    while True:
-        checks = {p: alignment.run_checks(tiers[p], measured[p].final_pnl, measured[p].max_drawdown,
-                                          measured[p].kill_switch, cfg.world_model.confidence) for p in active}
-        needs = undecided(checks, counts)
-        todo = {p: next_count(counts[p], need, decisive.min_batch, decisive.max_runs_per_profile)
-                for p, need in needs.items() if counts[p] < decisive.max_runs_per_profile}
-        if not todo:
-            return bool(needs)
+    plans = plan_profiles(cfg, list(measured))
+    for p, plan in plans.items():
+        print(f"{p}: {describe_design(plan.design)}", flush=True)
+    active = [p for p in plans if len(measured[p].final_pnl) <= plans[p].design.cap]
+    while active:
         groups: dict[tuple[int, int], list[str]] = {}
-        for p, target in todo.items():
-            groups.setdefault((counts[p], target), []).append(p)
-        stats = [run_round(cfg, recorder, overrides, profiles, target - start, start, decisive.telemetry, measured)
-                 for (start, target), profiles in groups.items()]
-        rounds.append({k: sum(s[k] for s in stats) for k in stats[0]})
-        moves = ", ".join(f"{p} {counts[p]} -> {t}" for p, t in todo.items())
-        print(f"round {len(rounds)}: runs per profile {moves} (projected to decide): engine "
-              f"{rounds[-1]['engine_s']:.2f} s, {rounds[-1]['runs']} research rows recorded in "
-              f"{rounds[-1]['record_s']:.2f} s", flush=True)
-        counts.update(todo)
-        active = list(todo)
+        for p in active:
+            plan, have = plans[p], len(measured[p].final_pnl)
+            while plan.next_runs() < have:  # the first round already passed this look's count
+                plan.look += 1
+            groups.setdefault((have, plan.next_runs()), []).append(p)
+        stats = [run_round(cfg, recorder, overrides, profiles, target - start, start, cfg.experiment.decisive.telemetry,
+                           measured) for (start, target), profiles in groups.items() if target > start]
+        if stats:
+            rounds.append({k: sum(s[k] for s in stats) for k in stats[0]})
+        still = []
+        for p in active:
+            plan = plans[p]
+            plan.verdicts = look_verdicts(cfg, plan, tiers[p], measured[p])
+            done = all(map(is_decided, plan.verdicts.values())) or plan.look == len(plan.design.looks) - 1
+            print(f"look {plan.look + 1} of {len(plan.design.looks)}: {p} at {plan.next_runs()} runs: "
+                  + ", ".join(f"{k} {v}" for k, v in plan.verdicts.items()) + ("" if done else "; continuing"),
+                  flush=True)
+            if not done:
+                plan.look += 1
+                still.append(p)
+        active = still
+    return plans
+
+
+def apply_sequential(table: pd.DataFrame, plans: dict[str, SequentialPlan]) -> pd.DataFrame:
+    """The alignment table with each profile's verdicts replaced by its sequential ones (the fixed-n bounds
+    stay, as a description); an undecided budget at the last look needs more than the cap."""
+    table = table.copy()
+    for i, profile in enumerate(table["profile"]):
+        for b in alignment.BUDGETS:
+            verdict = plans[profile].verdicts[b.prefix]
+            table.loc[table.index[i], f"{b.prefix}_verdict"] = verdict
+            if is_decided(verdict):
+                table.loc[table.index[i], f"{b.prefix}_runs_needed"] = pd.NA
+        table.loc[table.index[i], "verdict"] = alignment.overall_verdict(plans[profile].verdicts.values())
+    return table
 
 
 # --- report ------------------------------------------------------------------------------------
@@ -191,7 +243,7 @@ def verdict_matrix(table: pd.DataFrame) -> pd.DataFrame:
     })
 
 
-def conclusion(table: pd.DataFrame, cap: int, capped: bool) -> str:
+def conclusion(table: pd.DataFrame, cap: int, sequential: bool) -> str:
     """One line saying what the verdicts mean and what would decide the open ones."""
     bad = table.loc[table["verdict"] == "violated", "profile"].tolist()
     open_ = table.loc[table["verdict"] == "inconclusive", "profile"].tolist()
@@ -201,9 +253,10 @@ def conclusion(table: pd.DataFrame, cap: int, capped: bool) -> str:
     if open_:
         needs = [int(v) for b in alignment.BUDGETS for v, verdict in zip(table[f"{b.prefix}_runs_needed"],
                                                                           table[f"{b.prefix}_verdict"])
-                 if verdict == "inconclusive" and not pd.isna(v)]
+                 if not is_decided(verdict) and not pd.isna(v)]
         hint = f"up to {max(needs)} runs per profile would decide them" if needs else "more runs would decide them"
-        how = f"the cap of {cap} runs was reached" if capped else "rerun with target=decisive"
+        how = (f"the sequential plan's last look (cap {cap} runs) was reached" if sequential
+               else "rerun with target=decisive")
         parts.append(f"UNDECIDED: {', '.join(open_)} ({hint}; {how})")
     if not parts:
         parts.append("all profiles keep every budget")
@@ -230,8 +283,7 @@ def markdown_report(header: list[str], matrix: pd.DataFrame, details: pd.DataFra
         "# Exp13 end-to-end report", "", *[f"- {line}" for line in header], "",
         "## Verdict per profile and budget", "", table_md(matrix), "", f"**{end}**", "",
         "## Budget checks", "", table_md(shown), "",
-        "Runs needed: runs per profile that would decide an inconclusive budget if the observed rate (or mean and "
-        "spread) held; ? = not projectable.", "",
+        alignment.RUNS_NEEDED_NOTE[0].upper() + alignment.RUNS_NEEDED_NOTE[1:], "",
         "## Research summary", "", "```", summary, "```", "",
     ])
 
@@ -253,15 +305,17 @@ def run(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict:
         rounds.append(run_round(cfg, recorder, overrides, cfg.profiles, n, 0, True, measured))
         print(f"round 1: {len(cfg.profiles)} profile(s) x {n} seed(s): engine {rounds[0]['engine_s']:.2f} s, "
               f"{rounds[0]['runs']} research rows recorded in {rounds[0]['record_s']:.2f} s", flush=True)
-        capped = cfg.target == Target.decisive and decisive_rounds(cfg, recorder, overrides, measured, rounds)
+        plans = decisive_rounds(cfg, recorder, overrides, measured, rounds) if cfg.target == Target.decisive else {}
 
         rows = alignment.load_rows(cfg, cfg.dataset, recorder.parent_id)
         summary = format_summary(rows, int(cfg.experiment.summary_top), cfg.world_model.utility_dd_weight)
         cfg11 = exp11.config_for(cfg, source_run=recorder.parent_id)
         table = exp11.align(cfg11, rows, cfg.dataset)
+        if plans:
+            table = apply_sequential(table, plans)
         details = alignment.verdict_rows(table, ["profile"])
         matrix = verdict_matrix(table)
-        end = conclusion(table, cfg.experiment.decisive.max_runs_per_profile, capped)
+        end = conclusion(table, cfg.experiment.decisive.max_runs_per_profile, bool(plans))
         total = sum(r["runs"] for r in rounds)
         header = [
             f"dataset `{cfg.dataset}`: {total} research rows, labels `{cfg.label_prefix}_<profile>_rNNN`",

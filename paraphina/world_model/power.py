@@ -17,8 +17,10 @@ from paraphina.core.errors import ParaphinaError
 from paraphina.world_model.tiers import Direction, signed_margin
 from paraphina.world_model.verdicts import (
     ALPHA,
+    DD_QUANTILE,
     MIN_N,
     ArrayLike,
+    BudgetVerdict,
     check_alpha,
     check_min_n,
     check_probability_budget,
@@ -181,3 +183,35 @@ def mean_runs_needed(
     achieved = mean_power(hi, effect, alpha)
     text = f"{hi} runs: {_pct(achieved)} power to read {target} (one-sided t test, alpha {alpha}) {setting}"
     return RunsNeeded(runs=hi, power=achieved, assumption=text)
+
+
+def quantile_min_runs(q: float, alpha: float = ALPHA) -> int:
+    """Fewest runs whose order-statistic interval of the q-quantile has a finite upper end: q^n <= alpha."""
+    check_alpha(alpha)
+    return math.ceil(math.log(alpha) / math.log(q))
+
+
+def runs_to_decide(check: BudgetVerdict, values: ArrayLike, min_n: int = MIN_N) -> RunsNeeded:
+    """What an undecided check needs, at least one run more than it has.
+
+    Kill probability: the exact test's runs for 80 % power at half the budget; means: the
+    t test's runs at the observed mean and spread; the drawdown p95: the runs its interval
+    needs for an upper end, or None once it has them (the tail decides with more runs only
+    where it lies off the budget, which one sample cannot plan from).
+    """
+    if check.statistic == "rate":
+        if not 0.0 < check.budget < 1.0:
+            return RunsNeeded(None, math.nan, f"no number of runs decides a kill budget of {check.budget}")
+        plan = kill_runs_needed(check.budget, check.alpha, observed_kills=round(check.estimate * check.n))
+    elif check.statistic == "mean":
+        if check.n < 2:
+            return RunsNeeded(None, math.nan, f"{check.name}: one run gives no spread to plan from")
+        plan = mean_runs_needed(check.name, values, check.budget, check.direction, check.alpha, min_n=min_n)
+    else:
+        needed = quantile_min_runs(DD_QUANTILE, check.alpha)
+        if check.n >= needed:
+            return RunsNeeded(None, math.nan, f"{check.name} p95: its interval straddles the budget")
+        plan = RunsNeeded(needed, math.nan, f"{needed} runs give the {check.name} p95 interval an upper end")
+    if plan.runs is None:
+        return plan
+    return RunsNeeded(max(plan.runs, check.n + 1), plan.power, plan.assumption)

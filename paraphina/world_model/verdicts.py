@@ -41,6 +41,36 @@ TOO_FEW: Verdict = "inconclusive (too few runs)"
 
 
 @dataclass(frozen=True)
+class CheckRules:
+    """How budgets are judged (world_model config): error rate per side, fewest runs for a t interval, and
+    the drawdown statistic (`mean` or the tail `p95`)."""
+
+    alpha: float = ALPHA
+    min_n: int = MIN_N
+    dd_statistic: DdStatistic = "mean"
+
+    @classmethod
+    def from_confidence(cls, confidence: float, min_n: int, dd_statistic: DdStatistic) -> "CheckRules":
+        """Rules whose two one-sided bounds make an interval at `confidence` (alpha = (1 - confidence) / 2)."""
+        if isinstance(confidence, bool) or not isinstance(confidence, numbers.Real) or not 0.0 < confidence < 1.0:
+            raise ParaphinaError(f"confidence must be strictly between 0 and 1, got {confidence!r}")
+        check_min_n(min_n)
+        if dd_statistic not in ("mean", "p95"):
+            raise ParaphinaError(f"dd_statistic must be 'mean' or 'p95', got {dd_statistic!r}")
+        return cls((1.0 - float(confidence)) / 2.0, int(min_n), dd_statistic)
+
+    def per_look(self, looks: int) -> "CheckRules":
+        """The rules for one of `looks` planned looks at a growing sample: alpha / looks each (Bonferroni), so
+        the chance of a wrong verdict at any look stays <= alpha whenever the looks stop."""
+        return CheckRules(self.alpha / looks, self.min_n, self.dd_statistic)
+
+
+def is_decided(verdict: str) -> bool:
+    """ok and violated decide a budget; both kinds of inconclusive do not."""
+    return verdict in ("ok", "violated")
+
+
+@dataclass(frozen=True)
 class BudgetVerdict:
     """One budget judged by a test that keeps its error rates.
 
@@ -291,14 +321,12 @@ def check_drawdown_budget(
     raise ParaphinaError(f"dd_statistic must be 'mean' or 'p95', got {statistic!r}")
 
 
-def check_tier_exact(
+def check_tier(
     tier: RiskTier,
     final_pnls: ArrayLike,
     drawdowns: ArrayLike,
     kill_flags: ArrayLike,
-    alpha: float = ALPHA,
-    min_n: int = MIN_N,
-    dd_statistic: DdStatistic = "mean",
+    rules: CheckRules = CheckRules(),
 ) -> tuple[BudgetVerdict, BudgetVerdict, BudgetVerdict]:
     """The tier's three checks on one group of runs: kill probability, drawdown, mean final PnL, in that order."""
     flags = np.asarray(kill_flags, dtype=bool).ravel()
@@ -308,9 +336,9 @@ def check_tier_exact(
             f"tier {tier.name!r}: final_pnls, drawdowns and kill_flags must describe the same runs, got lengths {sorted(sizes)}"
         )
     return (
-        check_kill_exact(int(flags.sum()), int(flags.size), tier.max_kill_prob, alpha),
-        check_drawdown_budget(drawdowns, tier.max_drawdown_abs, dd_statistic, alpha, min_n),
-        check_mean("pnl", final_pnls, tier.min_final_pnl_mean, "min", alpha, min_n),
+        check_kill_exact(int(flags.sum()), int(flags.size), tier.max_kill_prob, rules.alpha),
+        check_drawdown_budget(drawdowns, tier.max_drawdown_abs, rules.dd_statistic, rules.alpha, rules.min_n),
+        check_mean("pnl", final_pnls, tier.min_final_pnl_mean, "min", rules.alpha, rules.min_n),
     )
 
 
