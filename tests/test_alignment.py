@@ -459,6 +459,12 @@ def test_exp11_notes_repeated_runs_and_mixed_lengths(uri, capsys):
     assert "2 run(s) in dataset 'twice' repeat another run" in out
     assert "profile 'balanced' in dataset 'twice' mixes runs of 100, 2000 ticks" in out
 
+    killed = research_rows({"conservative": [(1.0, 1.0, False), (-5.0, 9.0, True)]}, label="kill")
+    killed[1]["num_ticks"] = 40  # the kill switch ended it at tick 40 of 100: the same horizon, not a mix
+    record_dataset(uri, "killed", killed)
+    exp11.main(["dataset=killed", f"tracking.uri={uri}"])
+    assert "mixes runs" not in capsys.readouterr().out
+
 
 def test_exp10_and_exp12_name_the_missing_step(uri, capsys):
     def error(module) -> str:

@@ -201,9 +201,11 @@ def repeated_runs_note(rows: pd.DataFrame, source: str) -> str | None:
 
 def mixed_ticks_notes(rows: pd.DataFrame, source: str) -> list[str]:
     """Notes naming the profiles whose runs have different lengths: budgets such as the kill probability
-    depend on the horizon, so such a group mixes different questions."""
+    depend on the horizon, so such a group mixes different questions. A killed run stops early, so only
+    runs that kept going to their end are compared."""
     notes = []
-    for profile, ticks in rows.groupby("profile", sort=False)["num_ticks"]:
+    completed = rows[~rows["kill_switch"].astype(bool)]
+    for profile, ticks in completed.groupby("profile", sort=False)["num_ticks"]:
         lengths = sorted(set(int(t) for t in ticks))
         if len(lengths) > 1:
             notes.append(f"profile '{profile}' in {source} mixes runs of {', '.join(map(str, lengths))} ticks; "

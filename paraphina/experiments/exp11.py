@@ -28,9 +28,9 @@ TABLE_COLUMNS = ("profile", "label", "tier", "runs", "pnl_mean", "dd_mean", "kil
 
 
 def config_for(cfg: DictConfig, **filters: str | None) -> DictConfig:
-    """The default Exp11 config on `cfg`'s store and world model (e.g. Exp13's), with `filters` set."""
+    """The default Exp11 config on `cfg`'s store, paths, world model and dataset (e.g. Exp13's), with `filters` set."""
     out = compose_config([], CONFIG_NAME, environ={})
-    out.tracking, out.world_model = cfg.tracking, cfg.world_model
+    out.tracking, out.world_model, out.paths, out.dataset = cfg.tracking, cfg.world_model, cfg.paths, cfg.dataset
     for key, value in filters.items():
         out.filter[key] = value
     return out

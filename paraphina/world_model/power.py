@@ -122,7 +122,7 @@ def kill_runs_needed(
     achieved = float(kill_power(n, budget, rate, alpha))
     half = " (half the budget)" if true_rate is None else ""
     text = (
-        f"{n} runs: {_pct(achieved)} power to read ok (exact one-sided binomial test, alpha {alpha}) "
+        f"{n} runs: {_pct(achieved)} power to read ok (exact one-sided binomial test, alpha {alpha:.4g}) "
         f"if the true kill probability is {_pct(rate)}{half}, budget {_pct(budget)}"
     )
     if observed_kills == 0:
@@ -181,7 +181,7 @@ def mean_runs_needed(
         mid = (lo + hi) // 2
         lo, hi = (lo, mid) if mean_power(mid, effect, alpha) >= power else (mid, hi)
     achieved = mean_power(hi, effect, alpha)
-    text = f"{hi} runs: {_pct(achieved)} power to read {target} (one-sided t test, alpha {alpha}) {setting}"
+    text = f"{hi} runs: {_pct(achieved)} power to read {target} (one-sided t test, alpha {alpha:.4g}) {setting}"
     return RunsNeeded(runs=hi, power=achieved, assumption=text)
 
 

@@ -199,7 +199,7 @@ def describe_design(design: SequentialDesign) -> str:
     ]
     return "\n".join([
         f"sequential kill-probability test against a {100 * design.budget:.3g} % budget: {len(design.looks)} looks, "
-        f"{name} alpha spending, alpha {design.alpha} per side",
+        f"{name} alpha spending, alpha {design.alpha:.4g} per side",
         "look    runs  ok if kills <=  violated if kills >=",
         *rows,
         f"cap {design.cap} runs; {100 * design.power:.1f} % power to read ok if the true kill probability is "
