@@ -69,10 +69,14 @@ COMMANDS: dict[str, tuple[list[str], dict[str, str], list[str]]] = {
     "hydra_resolver": (["ticks=5", NO_TRACKING, "label=${hydra:job.name}"], {}, []),
     "bad_interpolation": (["ticks=5", NO_TRACKING, "label=${nope}"], {}, []),
     "bad_parse": (["ticks=5", NO_TRACKING, "telemetry.path=t_{seed}.jsonl"], {}, []),
+    "negative_loss_limit": (["ticks=5", "engine.risk.daily_loss_limit=-100"], {}, []),
+    "unknown_placeholder": (["ticks=5", "runs=2", "telemetry.mode=jsonl", "telemetry.path='tel/{sed}.jsonl'"], {}, []),
+    "unsearchable_dataset": (["ticks=5", "dataset=\"it's\""], {}, []),
 }
 
 BAD_INPUT = ["unknown_profile", "ticks_zero", "ticks_negative", "runs_zero", "typo_key", "bad_band", "bad_band_env",
-             "bad_profile_env", "unwritable_telemetry", "sweep_without_m", "bad_interpolation", "bad_parse"]
+             "bad_profile_env", "unwritable_telemetry", "sweep_without_m", "bad_interpolation", "bad_parse",
+             "negative_loss_limit", "unknown_placeholder", "unsearchable_dataset"]
 
 
 def run_in_process(args: list[str], cwd: Path, extra_env: dict[str, str]) -> Done:
@@ -182,11 +186,22 @@ def test_bad_input_is_one_line_error(done, name):
     ("sweep_without_m", ["seed=1,2", "--multirun"]),
     ("bad_interpolation", ["label", "nope"]),
     ("bad_parse", ["cannot parse", "telemetry.path=t_{seed}.jsonl"]),
+    ("negative_loss_limit", ["engine.risk.daily_loss_limit=-100.0 must be positive"]),
+    ("unknown_placeholder", ["error: telemetry.path 'tel/{sed}.jsonl' has the unknown placeholder {sed}; a path may "
+                             "hold {seed}, {profile}, {job}"]),
+    ("unsearchable_dataset", ["error: dataset name \"it's\" cannot be searched for in MLflow; use only letters, "
+                              "digits, '_', '-' and '.'"]),
 ])
 def test_error_messages_name_the_problem(done, name, fragments):
     message = done[name].stderr
     for fragment in fragments:
         assert fragment in message, (fragment, message)
+
+
+@pytest.mark.parametrize("name", ["negative_loss_limit", "unknown_placeholder", "unsearchable_dataset"])
+def test_bad_knobs_and_names_stop_before_anything_is_written(done, name):
+    d = done[name]
+    assert d.stdout == "" and list(d.cwd.iterdir()) == []  # no engine run, no store, no telemetry
 
 
 def test_unwritable_telemetry_reported_before_the_engine_runs(done):
@@ -307,11 +322,20 @@ def test_compose_commands_have_help_and_reject_flags(tmp_path):
     ("telemetry.every=0", "telemetry.every=0 must be at least 1"),
     ("engine.venues.tick_size=[0,0.01,0.01,0.01,0.01]", "tick_size"),
     ("world_model.confidence=2", "world_model.confidence=2.0 must be between 0 and 1"),
+    ("engine.risk.daily_loss_limit=-500", "engine.risk.daily_loss_limit=-500.0 must be positive (it is the session "
+                                          "loss in USD that fires the kill switch)"),
+    ("engine.risk.daily_loss_limit=0", "engine.risk.daily_loss_limit=0.0 must be positive"),
+    ("market.vol_scale=-1", "market.vol_scale=-1.0 must not be negative (it is the factor on both regimes' "
+                            "volatility; 0 gives a still market)"),
 ])
 def test_out_of_range_numbers_stop_before_the_run(override, fragment):
     with pytest.raises(ParaphinaError) as error:
         compose_config([override], environ={})
     assert fragment in str(error.value) and "\n" not in str(error.value)
+
+
+def test_a_still_market_is_allowed():
+    assert compose_config(["market.vol_scale=0"], environ={}).market.vol_scale == 0.0
 
 
 def test_telemetry_folder_path_is_refused_and_leaves_nothing(tmp_path):

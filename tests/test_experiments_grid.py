@@ -234,12 +234,30 @@ def test_exp07_picks_the_presets_budgets_and_score_imply(tmp_path: Path, capsys:
 def test_grid_typo_stops_before_anything_is_recorded(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     uri = sqlite_uri(tmp_path)
     for bad, named in (("experiment.grid.q0.valuez=[1]", "unknown config key 'experiment.grid.q0.valuez'"),
-                       ("experiment.grid.q0.key=engine.initial_q_taoo", "'engine.initial_q_taoo', which is not")):
+                       ("experiment.grid.q0.key=engine.initial_q_taoo", "'engine.initial_q_taoo', which is not"),
+                       ("experiment.grid.q0.key=market.vol_scale", "experiment.grid.q0.values=[-50.0, -25.0, 0.0, "
+                        "25.0, 50.0] must not be negative (market.vol_scale is the factor")):
         with pytest.raises(SystemExit) as stop:
             exp02.main(overrides(uri, bad))
         assert stop.value.code == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error: ") and named in err[0]
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+@pytest.mark.parametrize("bad, message", [
+    ("dry_run=perhaps", "error: bad value for 'dry_run': 'perhaps' is not true or false (dry_run=true or "
+                        "dry_run=false)"),
+    ("seeds=two", "error: bad value for 'seeds': 'two' is not a whole number"),
+    ("tracking.enabled=maybe", "error: bad value for 'tracking.enabled': 'maybe' is not true or false "
+                               "(tracking.enabled=true or tracking.enabled=false)"),
+])
+def test_exp06_wrong_types_are_one_line_and_run_nothing(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                         bad: str, message: str) -> None:
+    with pytest.raises(SystemExit) as stop:
+        exp06.main(overrides(sqlite_uri(tmp_path), bad))
+    assert stop.value.code == 2
+    assert capsys.readouterr().err == message + "\n"
     assert not (tmp_path / "mlflow.db").exists()
 
 

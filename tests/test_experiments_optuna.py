@@ -193,6 +193,14 @@ def test_trial_config_is_the_cli_config_and_the_command_reruns_it(tmp_path: Path
     assert np.mean(rerun.metrics["final_pnl"]) == pytest.approx(result.best["pnl_mean"].iloc[0], rel=1e-12)
 
 
+def test_a_search_range_below_a_knobs_sign_stops(tmp_path: Path) -> None:
+    cfg = compose(tmp_path, "exp09", "experiment.space.loss_limit.low=-100")
+    with pytest.raises(ParaphinaError) as error:
+        study.search_space(cfg.experiment.space, cfg, "tpe")
+    assert str(error.value) == ("experiment.space.loss_limit.low=-100.0 must be positive "
+                                "(engine.risk.daily_loss_limit is the session loss in USD that fires the kill switch)")
+
+
 @pytest.mark.parametrize("override, message", [
     ("experiment.space.eta.key=engine.mm.size_etaa", "not a numeric knob"),
     ("experiment.space.eta.hgih=0.5", "unknown config key"),

@@ -230,6 +230,16 @@ def test_bad_flags_are_one_line(capsys) -> None:
     assert "not allowed with" in one_line_error(capsys, lambda: summary.main(["--input", "a", "--dataset", "b"]))
 
 
+@pytest.mark.parametrize("name", ["it's", "two words", ""])
+def test_dataset_names_mlflow_cannot_search_are_refused_before_recording(tmp_path: Path, tracking_uri: str, capsys,
+                                                                        name: str) -> None:
+    telemetry = original_telemetry(tmp_path / "run.jsonl")
+    error = one_line_error(capsys, lambda: record_ticks(telemetry, tracking_uri, "l", "--dataset", name))
+    assert error == (f"error: dataset name {name!r} cannot be searched for in MLflow; use only letters, digits, "
+                     "'_', '-' and '.', e.g. research_dataset_v004\n")
+    assert not (tmp_path / "mlruns").exists()
+
+
 def test_ui_serves_the_sqlite_store_with_its_artifacts(tmp_path: Path) -> None:
     command = ui_command(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}", "127.0.0.1", 5000)
     assert command[1:4] == ["-m", "mlflow", "ui"]

@@ -9,6 +9,8 @@ from __future__ import annotations
 import functools
 import math
 import os
+import re
+import typing
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
@@ -19,6 +21,7 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBase
 
 from paraphina.config import experiments, schema
 from paraphina.core.errors import ParaphinaError
+from paraphina.core.names import TELEMETRY_PLACEHOLDERS
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 CONF_DIR = next(p for p in (PACKAGE_DIR / "conf", PACKAGE_DIR.parent / "conf") if p.is_dir())
@@ -47,8 +50,23 @@ MINIMUMS: dict[str, int] = {
     # the experiments' counts, where the config has them
     "experiment.n_trials": 1, "experiment.batch_size": 1, "experiment.show_top": 1, "experiment.top_n": 1,
     "experiment.summary_top": 1, "runs_per_profile": 1, "experiment.decisive.max_runs_per_profile": 1,
-    "experiment.decisive.min_batch": 1,
+    "experiment.decisive.min_batch": 1, "experiment.batch_sizes": 1, "experiment.thread_counts": 1,
 }
+"""Smallest values of counts; a list (the benchmark's batch sizes) is checked value by value."""
+POSITIVE_KEYS: dict[str, str] = {
+    "engine.tick_ms": "milliseconds a tick lasts",
+    "market.outage.mean_ticks": "ticks an outage lasts on average",
+    "market.s0": "the starting price in USD",
+    "engine.risk.daily_loss_limit": "the session loss in USD that fires the kill switch",
+}
+NON_NEGATIVE_KEYS: dict[str, str] = {
+    "market.vol_scale": "the factor on both regimes' volatility; 0 gives a still market",
+}
+"""Engine and market knobs with a sign, and what they mean (for the message): checked in the config and in
+the values a grid or a search gives them per run."""
+
+DATASET_NAME = re.compile(r"\w[\w.-]*")
+"""A research dataset's name: a tag value that MLflow's search filter can quote, so what goes in reads back."""
 
 schema.register()
 
@@ -99,6 +117,18 @@ def check_profile(name: str) -> None:
         raise ParaphinaError(f"unknown profile '{name}'; choose one of: {', '.join(available('profile'))}")
 
 
+def is_dataset_file(dataset: str) -> bool:
+    """`dataset=` names a JSONL file (ends in .jsonl or has a folder part) rather than an MLflow dataset."""
+    return dataset.endswith(".jsonl") or os.sep in dataset
+
+
+def check_dataset_name(name: str) -> None:
+    """Refuse, where a name comes in, a dataset name that MLflow searches could not find again."""
+    if not DATASET_NAME.fullmatch(name):
+        raise ParaphinaError(f"dataset name {name!r} cannot be searched for in MLflow; use only letters, digits, "
+                             "'_', '-' and '.', e.g. research_dataset_v004")
+
+
 def explain_hydra_error(exc: BaseException) -> str:
     """Turn a Hydra/OmegaConf composition error into one line that says what to fix, from the error's fields."""
     if isinstance(exc, OverrideParseException):
@@ -111,9 +141,25 @@ def explain_hydra_error(exc: BaseException) -> str:
     key = getattr(cause, "full_key", None)
     if isinstance(cause, (ConfigAttributeError, ConfigKeyError)) and key:
         return f"unknown config key '{key}'; check its spelling (python -m paraphina.run --cfg job lists every key)"
+    expected = _expected_kind(cause, key)
+    if key and expected:
+        return f"bad value for '{key}': {getattr(cause, 'value', None)!r} is not {expected}"
     if key:
         return f"bad value for '{key}': {first}"
     return " ".join(str(cause).split())
+
+
+def _expected_kind(cause: BaseException, key: str | None) -> str | None:
+    """What a value of the schema field an OmegaConf validation error is about must be, in words (and the
+    forms it takes, for a flag), or None when the schema does not say."""
+    owner, name = getattr(cause, "object_type", None), getattr(cause, "key", None)
+    try:
+        hint = typing.get_type_hints(owner)[name]
+    except Exception:  # no dataclass behind the node, or no such field: nothing to add
+        return None
+    hint = next((a for a in typing.get_args(hint) if a is not type(None)), hint)  # Optional[X] -> X
+    return {bool: f"true or false ({key}=true or {key}=false)", int: "a whole number",
+            float: "a number"}.get(hint)
 
 
 def compose_config(overrides: Sequence[str] = (), config_name: str = "config",
@@ -192,11 +238,11 @@ def validate(cfg: DictConfig) -> None:
         raise ParaphinaError(f"runs={cfg.runs} must be at least 1, e.g. runs=64")
     for key, minimum in MINIMUMS.items():
         value = OmegaConf.select(cfg, key)
-        if value is not None and value < minimum:
+        values = list(value) if OmegaConf.is_list(value) else [value]
+        if any(v is not None and v < minimum for v in values):
             raise ParaphinaError(f"{key}={value} must be at least {minimum}")
-    for key in ("engine.tick_ms", "market.outage.mean_ticks", "market.s0"):
-        if not OmegaConf.select(cfg, key) > 0:
-            raise ParaphinaError(f"{key}={OmegaConf.select(cfg, key)} must be positive")
+    for key in (*POSITIVE_KEYS, *NON_NEGATIVE_KEYS):
+        check_knob(key, [OmegaConf.select(cfg, key)])
     if not 0 < cfg.world_model.confidence < 1:
         raise ParaphinaError(f"world_model.confidence={cfg.world_model.confidence} must be between 0 and 1, e.g. 0.95")
     if cfg.world_model.dd_statistic not in DD_STATISTICS:
@@ -212,8 +258,10 @@ def validate(cfg: DictConfig) -> None:
     unknown = [key for key in cfg.tracking.child_params if OmegaConf.select(cfg, key, default=KeyError) is KeyError]
     if unknown:
         raise ParaphinaError(f"tracking.child_params names unknown config keys: {', '.join(unknown)}")
-    if cfg.telemetry.mode == "jsonl" and not cfg.telemetry.path:
-        raise ParaphinaError("telemetry.mode=jsonl needs telemetry.path=FILE (or PARAPHINA_TELEMETRY_PATH)")
+    if cfg.telemetry.mode == "jsonl":
+        check_telemetry_path(cfg.telemetry.path)
+    if cfg.dataset is not None and not is_dataset_file(cfg.dataset):
+        check_dataset_name(cfg.dataset)
     if cfg.risk_tier not in cfg.world_model.tiers:
         raise ParaphinaError(f"profile '{cfg.profile_name}' has no risk tier; tiers: {', '.join(cfg.world_model.tiers)}")
     n_venues = len(cfg.engine.venues.names)
@@ -227,6 +275,28 @@ def validate(cfg: DictConfig) -> None:
     if min(cfg.engine.venues.tick_size) <= 0:
         raise ParaphinaError(f"engine.venues.tick_size={list(cfg.engine.venues.tick_size)} must all be positive")
     validate_market(cfg.market, cfg.engine.tick_ms / 1000.0)
+
+
+def check_telemetry_path(path: str | None) -> None:
+    """A telemetry path must be given, and its `{placeholders}` must be ones the runs fill."""
+    if not path:
+        raise ParaphinaError("telemetry.mode=jsonl needs telemetry.path=FILE (or PARAPHINA_TELEMETRY_PATH)")
+    unknown = [name for name in re.findall(r"\{([^{}]*)\}", path) if name not in TELEMETRY_PLACEHOLDERS]
+    if unknown:
+        known = ", ".join(f"{{{name}}}" for name in TELEMETRY_PLACEHOLDERS)
+        raise ParaphinaError(f"telemetry.path '{path}' has the unknown placeholder {{{unknown[0]}}}; "
+                             f"a path may hold {known}")
+
+
+def check_knob(key: str, values: Sequence[float], where: str | None = None) -> None:
+    """Values a knob takes (the config's, or a grid's or a search's per run) must have the knob's sign;
+    `where` names the setting they came from (default: the key itself)."""
+    shown = f"{where or key}={values[0] if len(values) == 1 else list(values)}"
+    subject = "it" if where is None else key
+    if key in POSITIVE_KEYS and not all(v > 0 for v in values):
+        raise ParaphinaError(f"{shown} must be positive ({subject} is {POSITIVE_KEYS[key]})")
+    if key in NON_NEGATIVE_KEYS and not all(v >= 0 for v in values):
+        raise ParaphinaError(f"{shown} must not be negative ({subject} is {NON_NEGATIVE_KEYS[key]})")
 
 
 def branching_ratio(flow: DictConfig, dt: float) -> float:

@@ -32,6 +32,9 @@ PROFILE_KNOBS: dict[str, str] = {knob: KNOB_CONFIG_KEYS[knob] for knob in (
     "band_base", "mm_size_eta", "vol_ref", "daily_loss_limit", "init_q_tao", "delta_hard_limit_usd_base")}
 """The knobs a profile sets (ENGINE_SPEC section 6, conf/profile/*.yaml) and their config keys."""
 
+TELEMETRY_PLACEHOLDERS: tuple[str, ...] = ("seed", "profile", "job")
+"""What `{name}` in a telemetry path may name: each run's seed, its profile, the job of a Hydra multirun."""
+
 PARENT_ENV = "PARAPHINA_MULTIRUN_PARENT"   # the parent run id of a multirun, for its jobs
 
 # MLflow tags and the values of KIND_TAG.

@@ -10,7 +10,6 @@ checks are Holm-adjusted.
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
 
@@ -18,6 +17,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
+from paraphina.config.loading import is_dataset_file
 from paraphina.core.errors import ParaphinaError
 from paraphina.core.names import PARENT_TAG
 from paraphina.world_model.power import runs_to_decide
@@ -234,11 +234,6 @@ def filter_rows(rows: pd.DataFrame, source: str, tiers: Mapping[str, RiskTier], 
             raise ParaphinaError(f"no label contains '{label_contains}' among {scope} in {source}")
         rows = kept
     return rows
-
-
-def is_dataset_file(dataset: str) -> bool:
-    """`dataset=` names a JSONL file (ends in .jsonl or has a folder part) rather than an MLflow dataset."""
-    return dataset.endswith(".jsonl") or os.sep in dataset
 
 
 def load_rows(cfg: DictConfig, dataset: str, source_run: str | None = None) -> pd.DataFrame:

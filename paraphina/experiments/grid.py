@@ -8,6 +8,7 @@ from typing import Mapping, Sequence
 import numpy as np
 from omegaconf import OmegaConf
 
+from paraphina.config.loading import check_knob
 from paraphina.core.errors import ParaphinaError
 
 
@@ -27,6 +28,7 @@ def axes_from_config(grid: Mapping, cfg) -> list[Axis]:
         values = tuple(spec["values"])  # numbers: the schema says so
         if not values:
             raise ParaphinaError(f"grid axis '{name}' has no values")
+        check_knob(spec.key, values, f"experiment.grid.{name}.values")
         axes.append(Axis(name, spec.key, values))
     return axes
 

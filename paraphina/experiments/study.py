@@ -31,7 +31,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import Trial, TrialState
 
-from paraphina.config.loading import CONF_DIR, compose_config, explain_hydra_error, override_parser, validate
+from paraphina.config.loading import CONF_DIR, check_knob, compose_config, explain_hydra_error, override_parser, validate
 from paraphina.core.errors import ParaphinaError
 from paraphina.experiments import grid
 from paraphina.experiments.cli import first_difference, flat_config, print_table
@@ -149,6 +149,7 @@ def search_space(space: Mapping, cfg: DictConfig, sampler: str) -> list[Dimensio
         high = max(values, default=None) if spec.high is None else spec.high
         if low is None or high is None or not low < high:
             raise ParaphinaError(f"{where}: low={low} must be below high={high}")
+        check_knob(spec.key, [low], f"{where}.low")
         if spec.log and low <= 0:
             raise ParaphinaError(f"{where}: a log range needs low > 0, got {low:g}")
         if sampler == "grid" and not values:

@@ -12,13 +12,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from paraphina.config.loading import check_profile, compose_config
+from paraphina.config.loading import check_dataset_name, check_profile, compose_config
 from paraphina.core.cli import ToolParser, add_tracking_argument, cli_errors, finite_float
 from paraphina.core.names import ROW_KNOBS, TOOL_TAG
 from paraphina.formats.dataset import append_rows, check_appendable, make_row
 from paraphina.formats.telemetry import load_telemetry, run_metrics
 from paraphina.research.telemetry_summary import format_metrics
-from paraphina.tracking.datasets import check_dataset_name, research_writer, row_to_record
+from paraphina.tracking.datasets import research_writer, row_to_record
 from paraphina.tracking.store import reachable_uri
 
 DEFAULT_DATASET = "research_dataset"

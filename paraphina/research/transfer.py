@@ -16,13 +16,13 @@ from typing import Any
 
 import pandas as pd
 
-from paraphina.config.loading import check_profile, compose_config
+from paraphina.config.loading import check_dataset_name, check_profile, compose_config
 from paraphina.core.cli import ToolParser, add_tracking_argument, cli_errors
 from paraphina.core.errors import ParaphinaError
 from paraphina.core.names import DATASET_IMPORT_KIND, IMPORT_TAG, KIND_TAG, TOOL_TAG
 from paraphina.formats.dataset import ROW_FIELDS, ROW_KEYS, append_rows, check_appendable, read_rows
 from paraphina.formats.telemetry import BOOL, INT, NUMBER
-from paraphina.tracking.datasets import check_dataset_name, load_dataset, research_writer, row_to_record
+from paraphina.tracking.datasets import load_dataset, research_writer, row_to_record
 from paraphina.tracking.runs import RunRecord
 from paraphina.tracking.store import existing_store_uri, reachable_uri
 

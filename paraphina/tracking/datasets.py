@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from paraphina.config.loading import check_dataset_name
 from paraphina.core.errors import ParaphinaError
 from paraphina.core.names import DATASET_TAG, KIND_TAG, METRIC_KEYS, RESEARCH_ROW_KIND, ROW_KNOBS
 from paraphina.formats.dataset import ROW_FIELDS, ROW_KEYS
@@ -111,12 +112,6 @@ def list_datasets(tracking_uri: str) -> list[str]:
     """Names of the datasets in the store (distinct `dataset` tags over all experiments), sorted."""
     runs = _search_all(tracking_uri, f"tags.{DATASET_TAG} LIKE '%'")
     return sorted({run.data.tags[DATASET_TAG] for run in runs})
-
-
-def check_dataset_name(name: str) -> None:
-    """Dataset names go into MLflow search filters between quotes: refuse a quote in one line."""
-    if "'" in name:
-        raise ParaphinaError(f"dataset name {name!r} contains a quote; use letters, digits, '-', '_' or '.'")
 
 
 def load_dataset(tracking_uri: str, name: str) -> pd.DataFrame:
