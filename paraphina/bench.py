@@ -14,12 +14,15 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 
 from omegaconf import DictConfig
 
 from paraphina.config.commands import command_overrides
 from paraphina.config.loading import compose_config
 from paraphina.core.cli import cli_errors
+from paraphina.core.errors import ParaphinaError
 
 
 def _best_of(repeats: int, call) -> float:
@@ -31,7 +34,7 @@ def _best_of(repeats: int, call) -> float:
     return best
 
 
-def _measure(overrides: list[str], runs: int, queue) -> None:
+def _measure(overrides: list[str], runs: int) -> tuple[dict[int, float], float, float]:
     from paraphina.engine.kernel import draws_only
     from paraphina.engine.market import fixed_draws
     from paraphina.engine.rng import seed_states
@@ -50,18 +53,18 @@ def _measure(overrides: list[str], runs: int, queue) -> None:
     states = seed_states(seeds)
     draws_only(states.copy(), 1, *counts)
     floor = _best_of(exp.repeats, lambda: draws_only(states.copy(), cfg.ticks, *counts))
-    queue.put((seconds, floor, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0))
+    return seconds, floor, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def measure(overrides: list[str], runs: int) -> tuple[dict[int, float], float, float]:
-    """({threads: best engine seconds}, best seconds of the draws alone, peak RSS MiB) in a fresh process."""
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    proc = ctx.Process(target=_measure, args=(overrides, runs, queue))
-    proc.start()
-    result = queue.get()
-    proc.join()
-    return result
+    """({threads: best engine seconds}, best seconds of the draws alone, peak RSS MiB) in a fresh process; an
+    error there is raised here, and a process that dies is reported, rather than waited for."""
+    with ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn")) as pool:
+        try:
+            return pool.submit(_measure, overrides, runs).result()
+        except BrokenProcessPool as exc:
+            raise ParaphinaError(f"the benchmark process of {runs} runs died ({exc}); "
+                                 "try fewer runs or ticks") from exc
 
 
 def _timed_command(args: list[str], env: dict[str, str]) -> float:

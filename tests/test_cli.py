@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from paraphina import bench
 from paraphina.config.loading import compose_config
 from paraphina.core.errors import ParaphinaError
 from paraphina.run import main as run_main
@@ -307,6 +308,18 @@ def test_compose_commands_have_help_and_reject_flags(tmp_path):
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines() == ["error: unknown option --bogus; this command takes Hydra overrides "
                                                "key=value and --help"]
+
+
+def test_bench_refuses_an_empty_batch_in_one_line(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "paraphina.bench", "experiment.batch_sizes=[64,0]"],
+                          capture_output=True, text=True, cwd=tmp_path, env=_env({}), timeout=120)
+    assert (done.returncode, done.stdout, done.stderr) == (2, "", "error: experiment.batch_sizes=[64, 0] must be "
+                                                                  "at least 1\n")
+
+
+def test_bench_reports_an_error_in_its_measuring_process():
+    with pytest.raises(ParaphinaError, match="^ticks=0 must be a positive number of ticks"):
+        bench.measure(["ticks=0"], 1)
 
 
 @pytest.mark.parametrize("override, fragment", [
