@@ -184,7 +184,7 @@ def test_make_row_keys_and_roundtrip(tmp_path: Path) -> None:
     assert tuple(row) == ROW_KEYS
     assert row["mm_size_eta"] is None and row["daily_loss_limit"] == 2000.0
     assert row["timestamp_utc"].endswith("Z")
-    path = tmp_path / "sub" / "dir" / "ds.jsonl"
+    path = tmp_path / "ds.jsonl"
     append_rows(path, [row])
     back = read_rows(path)
     assert list(back.columns) == list(ROW_KEYS)

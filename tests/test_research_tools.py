@@ -74,7 +74,7 @@ def dataset_runs(uri: str) -> int:
 
 def test_original_telemetry_becomes_a_research_run(tmp_path: Path, tracking_uri: str, capsys) -> None:
     telemetry = original_telemetry(tmp_path / "orig" / "run1.jsonl")
-    out = tmp_path / "datasets" / "research_v001.jsonl"
+    out = tmp_path / "research_v001.jsonl"
     record_ticks(telemetry, tracking_uri, "orig-001", "--out", str(out), "--notes", "by hand", "--band-base", "5.0")
     printed = capsys.readouterr().out
     assert "max_drawdown       120.00 USD" in printed and "FIRED at t=7" in printed
@@ -238,6 +238,15 @@ def test_dataset_names_mlflow_cannot_search_are_refused_before_recording(tmp_pat
     assert error == (f"error: dataset name {name!r} cannot be searched for in MLflow; use only letters, digits, "
                      "'_', '-' and '.', e.g. research_dataset_v004\n")
     assert not (tmp_path / "mlruns").exists()
+
+
+def test_out_into_a_missing_folder_is_refused_before_recording(tmp_path: Path, tracking_uri: str, capsys) -> None:
+    telemetry = original_telemetry(tmp_path / "run.jsonl")
+    out = tmp_path / "sweepz" / "ds.jsonl"
+    error = one_line_error(capsys, lambda: record_ticks(telemetry, tracking_uri, "l", "--out", str(out)))
+    assert error == (f"error: {out}: the folder {out.parent} does not exist; create it (mkdir -p {out.parent}) "
+                     "or choose another --out\n")
+    assert not out.parent.exists() and dataset_runs(tracking_uri) == 0
 
 
 def test_ui_serves_the_sqlite_store_with_its_artifacts(tmp_path: Path) -> None:

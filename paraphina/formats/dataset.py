@@ -80,7 +80,6 @@ def append_rows(path: str | os.PathLike[str], rows: Iterable[Mapping[str, Any]])
     if not data:
         return
     try:
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
@@ -113,13 +112,16 @@ def read_rows(path: str | os.PathLike[str]) -> pd.DataFrame:
 
 
 def check_appendable(path: str | os.PathLike[str]) -> None:
-    """Fail before anything is recorded when rows could not be appended to `path`."""
+    """Fail before anything is recorded when rows could not be appended to `path` (in a folder that exists)."""
     target = Path(path).absolute()
-    folder = next((p for p in [target.parent, *target.parents] if p.exists()), None)
-    blocked = target if target.exists() and not os.access(target, os.W_OK) else None
+    folder = target.parent
     if target.is_dir():
         raise ParaphinaError(f"{path}: is a folder; --out takes a JSONL file")
-    if blocked is None and folder is not None and not os.access(folder, os.W_OK):
+    if not folder.is_dir():  # a typo in the folder would otherwise start a new dataset somewhere else
+        raise ParaphinaError(f"{path}: the folder {folder} does not exist; create it (mkdir -p {folder}) "
+                             "or choose another --out")
+    blocked = target if target.exists() and not os.access(target, os.W_OK) else None
+    if blocked is None and not os.access(folder, os.W_OK):
         blocked = folder
     if blocked is not None:
         raise ParaphinaError(f"{path}: {blocked} is not writable; choose another --out")

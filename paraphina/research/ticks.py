@@ -4,8 +4,8 @@ The original `tools/research_ticks.py`, same flags. The row becomes an MLflow ru
 experiment `research`) with the telemetry file as an artifact; with --out it is also appended to a JSONL dataset.
 The file is checked whole first: a bad line is reported as `file:line` and nothing is recorded.
 
-    python -m paraphina.research.ticks --telemetry runs/manual_telemetry/test_run.jsonl \
-        --profile balanced --label manual_balanced_001 --out research_dataset_v001.jsonl
+    python -m paraphina.research.ticks --telemetry sweeps/manual_telemetry/test_run.jsonl \
+        --profile balanced --label manual_balanced_001 --out sweeps/research_dataset_v001.jsonl
 """
 from __future__ import annotations
 

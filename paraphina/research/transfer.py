@@ -59,7 +59,6 @@ def export_dataset(tracking_uri: str, dataset: str, out: str | os.PathLike[str],
     if append:
         append_rows(target, rows)
         return len(rows)
-    target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".part")
     partial.write_text("".join(json.dumps(row, allow_nan=False) + "\n" for row in rows))
     os.replace(partial, target)  # a reader never sees half an export
