@@ -105,6 +105,7 @@ def test_max_drawdown_hand_series(series: list[float], expected: float) -> None:
 
 
 GOOD = json.dumps(tick(0, 1.0))
+NEXT = json.dumps(tick(1, 1.0))
 
 
 @pytest.mark.parametrize(
@@ -141,10 +142,38 @@ def test_bad_utf8_names_line(tmp_path: Path) -> None:
         load_telemetry(path)
 
 
-def test_trailing_blank_lines_skipped(tmp_path: Path) -> None:
-    path = tmp_path / "trail.jsonl"
-    path.write_text(GOOD + "\n" + GOOD + "\n\n  \n")
-    assert len(load_telemetry(path)) == 2
+@pytest.mark.parametrize("text, lineno", [
+    (f"{GOOD}\n\n{NEXT}\n", 2),
+    (f"{GOOD}\n{NEXT}\n\n  \n", 3),
+])
+def test_blank_lines_in_telemetry_are_errors(tmp_path: Path, text: str, lineno: int) -> None:
+    path = tmp_path / "blank.jsonl"
+    path.write_text(text)
+    with pytest.raises(ParaphinaError) as info:
+        load_telemetry(path)
+    assert str(info.value) == f"{path}:{lineno}: blank line; a telemetry file has one JSON object on every line: remove it"
+
+
+def test_blank_lines_in_datasets_are_skipped(tmp_path: Path) -> None:
+    path = tmp_path / "ds.jsonl"
+    path.write_text(json.dumps(metrics_row(1)) + "\n\n" + json.dumps(metrics_row(2)) + "\n\n")
+    assert list(read_rows(path)["label"]) == ["run001", "run002"]
+
+
+@pytest.mark.parametrize("ts, lineno, problem", [
+    ([0, 1, 1], 3, "t 1 does not follow t 1 of the row before"),
+    ([0, 60, 30, 90], 3, "t 30 does not follow t 60 of the row before"),
+])
+def test_telemetry_rows_out_of_tick_order_are_errors(tmp_path: Path, ts: list[int], lineno: int, problem: str) -> None:
+    path = write_lines(tmp_path / "order.jsonl", [json.dumps(tick(t, 1.0)) for t in ts])
+    with pytest.raises(ParaphinaError) as info:
+        load_telemetry(path)
+    assert str(info.value) == f"{path}:{lineno}: {problem}; telemetry rows go in tick order (one file per run)"
+
+
+def test_rows_every_n_ticks_are_in_order(tmp_path: Path) -> None:
+    path = write_lines(tmp_path / "every.jsonl", [json.dumps(tick(t, 1.0)) for t in (0, 60, 120, 179)])
+    assert run_metrics(load_telemetry(path))["num_ticks"] == 180
 
 
 @pytest.mark.parametrize("content", [None, "", "\n\n"])

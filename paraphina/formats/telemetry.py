@@ -94,13 +94,17 @@ def line_error(path: str | os.PathLike[str], lineno: int, problem: str) -> Parap
     return ParaphinaError(" ".join(f"{os.fspath(path)}:{lineno}: {problem}".split()))
 
 
-def read_jsonl(path: str | os.PathLike[str], what: str) -> tuple[list[dict[str, Any]], list[int]]:
+def read_jsonl(path: str | os.PathLike[str], what: str, skip_blank: bool = True
+               ) -> tuple[list[dict[str, Any]], list[int]]:
     """Parse a JSONL file of objects; return them with their 1-based line numbers.
 
-    Blank lines are skipped. NaN/Infinity are rejected. `what` names the file kind in messages.
+    Blank lines are skipped, or with `skip_blank=False` an error (a file written one row per line has none,
+    so one is a sign of files glued together or cut). NaN/Infinity are rejected. `what` names the file kind
+    in messages.
     """
     records: list[dict[str, Any]] = []
     linenos: list[int] = []
+    blank = 0   # the first blank line's number
     decode = _DECODER.decode
     try:
         with (gzip.open(path, "rb") if is_gzip(path) else open(path, "rb")) as f:
@@ -109,6 +113,7 @@ def read_jsonl(path: str | os.PathLike[str], what: str) -> tuple[list[dict[str, 
                     obj = decode(raw.decode("utf-8"))
                 except json.JSONDecodeError as exc:
                     if not raw.strip():
+                        blank = blank or lineno
                         continue
                     raise line_error(path, lineno, f"not valid JSON ({exc.msg} at column {exc.colno})") from None
                 except ValueError as exc:  # bad UTF-8, or NaN/Infinity
@@ -123,6 +128,8 @@ def read_jsonl(path: str | os.PathLike[str], what: str) -> tuple[list[dict[str, 
         raise ParaphinaError(f"{os.fspath(path)}: cannot read the {what} file ({exc.strerror or exc})") from None
     if not records:
         raise ParaphinaError(f"{os.fspath(path)}: empty {what} file (no JSON lines); point to a file with data")
+    if blank and not skip_blank:
+        raise line_error(path, blank, f"blank line; a {what} file has one JSON object on every line: remove it")
     return records, linenos
 
 
@@ -169,11 +176,18 @@ def records_frame(
 def load_telemetry(path: str | os.PathLike[str]) -> pd.DataFrame:
     """Load a telemetry JSONL file (one object per tick) into a DataFrame, one row per tick.
 
-    The required keys are checked on every line; other scalar keys are kept as columns;
-    nested objects (venue_status, venue_q_tao) are dropped.
+    The required keys are checked on every line and `t` must increase from row to row; other scalar keys are
+    kept as columns; nested objects (venue_status, venue_q_tao) are dropped.
     """
-    records, linenos = read_jsonl(path, "telemetry")
-    return records_frame(records, linenos, path, TELEMETRY_FIELDS)
+    records, linenos = read_jsonl(path, "telemetry", skip_blank=False)
+    df = records_frame(records, linenos, path, TELEMETRY_FIELDS)
+    t = df["t"].to_numpy()
+    back = np.flatnonzero(np.diff(t) <= 0)
+    if back.size:
+        i = back[0] + 1
+        raise line_error(path, linenos[i], f"t {t[i]} does not follow t {t[i - 1]} of the row before; telemetry "
+                         "rows go in tick order (one file per run)")
+    return df
 
 
 def max_drawdown(pnl: np.ndarray) -> float:
