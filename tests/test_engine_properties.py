@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from paraphina.config.loading import compose_config, to_plain
 from paraphina.core.names import METRIC_KEYS, MICROSTRUCTURE_KEYS
 from paraphina.engine.params import build_params
-from paraphina.engine.simulate import RowRequest, Threads, simulate
+from paraphina.engine.simulate import RowRequest, Threads, series_ticks, simulate
 from paraphina.formats.telemetry import load_telemetry, run_metrics
 from paraphina.runner.batch import config_hash, run_batch
 
@@ -149,6 +149,23 @@ def kill_batch(tmp_path_factory):
     directory = tmp_path_factory.mktemp("kill_batch")
     result, files = run_to(directory, (*KILL_BASE, f"ticks={KILL_TICKS}"), seeds=KILL_SEEDS, per_run=KILL_KNOBS)
     return result, files
+
+
+@pytest.mark.parametrize("ticks, every, last_steps", [
+    (2000, 80, [1840, 1920, 1999]),   # the last tick after the last multiple
+    (2001, 80, [1840, 1920, 2000]),   # the last tick is a multiple: kept once
+    (5, 10, [0, 4]),
+])
+def test_series_ticks_end_on_the_last_tick(ticks, every, last_steps):
+    assert series_ticks(ticks, every)[-3:].tolist() == last_steps[-3:]
+    assert len(series_ticks(10, 0)) == 0
+
+
+def test_series_end_on_each_runs_final_values(kill_batch):
+    result, _ = kill_batch
+    killed = result.metrics["kill_switch"].astype(bool)
+    assert killed.any() and not killed.all()
+    np.testing.assert_array_equal(result.series["pnl_total"][-1], result.metrics["final_pnl"])
 
 
 def test_same_config_and_seed_give_identical_files(tmp_path):

@@ -100,6 +100,8 @@ def test_single_run_params_tags_metrics_series_artifacts(tmp_path: Path, trackin
         np.testing.assert_array_equal([m.step for m in history], result.series_steps)
         np.testing.assert_array_equal([m.value for m in history], result.series[key][:, 0])
     assert 2 <= len(result.series_steps) < cfg.ticks  # downsampled; the full series is in the telemetry file
+    assert result.series_steps[-1] == cfg.ticks - 1  # the series end on the last tick: the UI's latest value
+    assert run.data.metrics["pnl_total"] == run.data.metrics["final_pnl"]  # is the run's final PnL
 
     local = Path(client.download_artifacts(run_id, "", str(tmp_path / "download")))
     assert (local / "config.yaml").read_text() == OmegaConf.to_yaml(cfg)

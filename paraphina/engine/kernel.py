@@ -47,8 +47,8 @@ def row_dtype(n_venues: int) -> np.dtype:
 @njit(cache=True)
 def run_one(prm, rng, markets, ticks, out, series, series_every, rows, every):
     """Run one session of `ticks`: metrics into the record `out`, the stepped series into `series` (one record
-    per step, every `series_every` ticks) and, when `rows` has room, telemetry rows every `every` ticks (and
-    the last tick's, or the firing tick's). Returns how many rows were written."""
+    per step, every `series_every` ticks and the last tick) and, when `rows` has room, telemetry rows every
+    `every` ticks (and the last tick's, or the firing tick's). Returns how many rows were written."""
     n_venues = markets[0].mid.shape[0]
     dt = prm.tick_ms / 1000.0
     stale_ticks = prm.book_stale_ms / prm.tick_ms
@@ -182,8 +182,8 @@ def run_one(prm, rng, markets, ticks, out, series, series_every, rows, every):
                 calm_ticks += 1.0
                 calm_r2 += (nxt.x - cur.x) ** 2 / dt
         jumps += jump != 0.0
-        if series_every > 0 and t % series_every == 0:
-            last_step = t // series_every
+        if series_every > 0 and (t % series_every == 0 or t == ticks - 1 or killed):
+            last_step = (t + series_every - 1) // series_every  # the last or firing tick: the next step holds it
             step = series[last_step]
             step.pnl_total, step.q_global_tao, step.sigma_eff, step.dollar_delta_usd = (pnl_total, q_total, sigma_eff,
                                                                                         dollar_delta)
@@ -214,7 +214,7 @@ def run_one(prm, rng, markets, ticks, out, series, series_every, rows, every):
     for k in range(markout_ticks):  # fills younger than the markout horizon: marked at the last mids
         for v in range(n_venues):
             markout_usd += fill_q[k, v] * (cur.mid[v] - fill_mid[k, v])
-    for k in range(last_step + 1, series.shape[0]):  # a killed run's series stays at its last value
+    for k in range(last_step + 1, series.shape[0]):  # a killed run's series stays at its final value
         step, last = series[k], series[last_step]
         step.pnl_total, step.q_global_tao, step.sigma_eff, step.dollar_delta_usd = (
             last.pnl_total, last.q_global_tao, last.sigma_eff, last.dollar_delta_usd)

@@ -115,6 +115,16 @@ def _warm_up(kernel, args: tuple) -> None:
            rows[:1, :0].copy(), np.full(1, -1, np.int64), every, np.zeros(0, np.int64))
 
 
+def series_ticks(ticks: int, every: int) -> np.ndarray:
+    """The ticks the stepped series keep: every `every`-th from 0, and the last tick, so a series ends on the
+    session's final values (a killed run's series hold its values at the kill from the next step on); none
+    when `every` is 0."""
+    if not every:
+        return np.zeros(0, np.int64)
+    steps = np.arange(0, ticks, every)
+    return steps if steps[-1] == ticks - 1 else np.append(steps, ticks - 1)
+
+
 def simulate(p: Params, ticks: int, seeds: Sequence[int], threads: Threads, series_every: int = 0,
              record: RowRequest | None = None) -> BatchResult:
     """Run a batch: run i uses seed seeds[i] and record i of `p.table`."""
@@ -122,7 +132,7 @@ def simulate(p: Params, ticks: int, seeds: Sequence[int], threads: Threads, seri
     runs = len(seeds)
     if runs != p.runs:
         raise ValueError(f"{runs} seeds for a parameter table of {p.runs} runs")
-    steps = np.arange(0, ticks, series_every) if series_every else np.zeros(0, np.int64)
+    steps = series_ticks(ticks, series_every)
     outcome = np.zeros(runs, OUTCOME_DTYPE)
     series = np.zeros((runs, len(steps)), SERIES_DTYPE)
     markets = np.zeros((runs, 2), market_state_dtype(p.n_venues))
