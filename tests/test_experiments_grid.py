@@ -65,8 +65,9 @@ def grids(store: str) -> dict[str, pd.DataFrame]:
             for name, module in (("exp02", exp02), ("exp04", exp04))}
 
 
-def assert_children_match(uri: str, experiment_id: str, table: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    """The latest parent of `experiment_id` has one FINISHED child per table row, params and metrics equal."""
+def assert_children_match(uri: str, experiment_id: str, table: pd.DataFrame, keys: dict[str, str]) -> pd.DataFrame:
+    """The latest parent of `experiment_id` has one FINISHED child per table row, params and metrics equal; a
+    child names a knob by its config key only (`keys`: the table's name of a knob -> its key)."""
     cfg = compose_config(overrides(uri), experiment_id)
     children, parent = latest_points(cfg, experiment_id)
     client = tracking_client(uri)
@@ -76,7 +77,8 @@ def assert_children_match(uri: str, experiment_id: str, table: pd.DataFrame, key
         run = client.get_run(run_id)
         assert run.data.tags[PARENT_TAG] == parent["run_id"] and run.info.status == "FINISHED"
         assert [a.path for a in client.list_artifacts(run_id)] == ["per_seed.csv"]
-    merged = table.merge(children, on=keys, suffixes=("", "_recorded"))
+        assert set(keys.values()) <= set(run.data.params) and not set(keys) & set(run.data.params)
+    merged = table.rename(columns=keys).merge(children, on=list(keys.values()), suffixes=("", "_recorded"))
     assert len(merged) == len(table)
     for column in METRICS:
         np.testing.assert_allclose(merged[f"{column}_recorded"], merged[column], rtol=1e-12, atol=1e-12)
@@ -92,8 +94,7 @@ def parent_artifacts(uri: str, run_id: str) -> set[str]:
 def test_exp02_records_points_and_heatmaps(store: str, grids: dict[str, pd.DataFrame]) -> None:
     table = grids["exp02"]
     assert sorted(zip(table["q0"], table["band"])) == [(0, 2.5), (0, 10), (25, 2.5), (25, 10)]
-    children = assert_children_match(store, "exp02", table, ["q0", "band"])
-    assert (children["engine.hedge.band_base"] == children["band"]).all()
+    assert_children_match(store, "exp02", table, {"q0": "engine.initial_q_tao", "band": "engine.hedge.band_base"})
     parent = latest_points(compose_config(overrides(store), "exp02"), "exp02")[1]["run_id"]
     assert parent_artifacts(store, parent) >= {"config.yaml", "tables/exp02_hedge_band.csv",
                                                "plots/exp02_heatmap_pnl_mean.png", "plots/exp02_heatmap_dd_mean.png"}
@@ -102,8 +103,8 @@ def test_exp02_records_points_and_heatmaps(store: str, grids: dict[str, pd.DataF
 
 
 def test_exp04_records_points(store: str, grids: dict[str, pd.DataFrame]) -> None:
-    children = assert_children_match(store, "exp04", grids["exp04"], ["q0", "loss_limit", "band"])
-    assert (children["engine.risk.daily_loss_limit"] == children["loss_limit"]).all()
+    keys = {"q0": "engine.initial_q_tao", "loss_limit": "engine.risk.daily_loss_limit", "band": "engine.hedge.band_base"}
+    assert_children_match(store, "exp04", grids["exp04"], keys)
 
 
 def test_exp05_ranks_latest_records_by_tier_score(store: str, grids: dict[str, pd.DataFrame],
@@ -148,14 +149,15 @@ def test_exp08_validates_profiles_in_one_batch(store: str) -> None:
     table = exp08.run(cfg, given)
     assert list(table["profile"]) == ["conservative", "balanced", "aggressive"]
     assert (table["runs"] == 2).all()
-    children = assert_children_match(store, "exp08", table, ["band_base", "mm_size_eta", "daily_loss_limit"])
+    children = assert_children_match(store, "exp08", table, {knob: PROFILE_KNOBS[knob] for knob in
+                                                            ("band_base", "mm_size_eta", "daily_loss_limit")})
     client = tracking_client(store)
     for row in children.itertuples():
         assert client.get_run(row.run_id).data.tags["profile"] == row.run_name
     conservative = children[children["run_name"] == "conservative"].iloc[0]
     shipped = compose_config(["+profile=conservative"], environ={}).engine
-    assert conservative["engine.hedge.band_base"] == conservative["band_base"] == shipped.hedge.band_base
-    assert conservative["delta_hard_limit_usd_base"] == shipped.risk.delta_hard_limit_usd_base
+    assert conservative["engine.hedge.band_base"] == shipped.hedge.band_base
+    assert conservative["engine.risk.delta_hard_limit_usd_base"] == shipped.risk.delta_hard_limit_usd_base
     # fresh seeds: the batch starts at seed + experiment.seed_offset, apart from the design seeds, and says so
     parent = client.get_run(client.get_run(conservative["run_id"]).data.tags[PARENT_TAG])
     assert (parent.data.tags["paraphina.seed_offset"], parent.data.tags["first_seed"]) == ("1000000", "1000000")

@@ -71,6 +71,9 @@ def test_grid_sampler_reproduces_the_grid_sweep(tmp_path: Path) -> None:
         assert row.pnl_mean == pytest.approx(sweep.loc[(row.eta, row.vol_ref), "pnl_mean"], rel=1e-12)
     parents, points = children(tmp_path, cfg.experiment.name)
     assert len(parents) == 1 and parents[0].info.status == "FINISHED" and len(points) == 6
+    assert all(set(r.data.params) == {"engine.mm.size_eta", "engine.volatility.vol_ref"} for r in points)  # one name a knob
+    assert {(float(r.data.params["engine.mm.size_eta"]), float(r.data.params["engine.volatility.vol_ref"]))
+            for r in points} == expected
     assert (tmp_path / "sweeps" / "exp03" / "exp03_heatmap_pnl_mean.png").is_file()
 
 

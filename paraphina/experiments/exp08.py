@@ -37,9 +37,7 @@ def run(cfg: DictConfig, overrides: Sequence[str] = ()) -> pd.DataFrame:
         points = [{"profile": name, **config_knobs(batch.configs[name])} for name in batch.profiles]
         table = point_summaries(result, batch.profile_index, points, cfg.world_model.confidence)
         keys = dict.fromkeys([*PROFILE_KNOBS.values(), *batch.per_run])
-        params = [{k: v for k, v in point.items() if k != "profile"}
-                  | {key: OmegaConf.select(batch.configs[point["profile"]], key) for key in keys}
-                  for point in points]
+        params = [{key: OmegaConf.select(batch.configs[name], key) for key in keys} for name in batch.profiles]
         recorder.log_points(result, batch.profile_index, points, table, batch.profiles, params,
                             tags=[{"profile": name} for name in batch.profiles])
         recorder.finish(tables={"exp08_profile_summary": table})

@@ -485,7 +485,7 @@ class Driver:
             feasible = all(v <= 0 for v in constraints.values())
             tags[FEASIBLE_TAG] = str(feasible).lower()
             logged["feasible"] = float(feasible)
-        params = {d.key: a.knobs[d.name] for d in search.dims} | a.knobs
+        params = {d.key: a.knobs[d.name] for d in search.dims}  # one name per knob: its config key
         run_id = self.recorder.log_point(f"{a.study.study_name}-t{a.trial.number}", params, logged, per_seed, tags)
         a.trial.set_user_attr(RESULT_ATTR, {"metrics": metrics, "run_id": run_id})
         for name, value in constraints.items():

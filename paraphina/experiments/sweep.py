@@ -33,6 +33,6 @@ def run_sweep(cfg: DictConfig, axes: list[grid.Axis], recorder: ExperimentRecord
     summary = point_summaries(batch, point_index, points, cfg.world_model.confidence)
     if recorder is not None:
         names = ["-".join(f"{k}{v:g}" for k, v in point.items()) for point in points]
-        params = [{a.key: point[a.name] for a in axes} | {a.name: point[a.name] for a in axes} for point in points]
+        params = [{a.key: point[a.name] for a in axes} for point in points]  # one name per knob: its config key
         recorder.log_points(batch, point_index, points, summary, names, params)
     return SweepResult(axes, points, point_index, batch, summary)
