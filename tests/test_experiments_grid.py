@@ -96,6 +96,11 @@ def test_exp02_records_points_and_heatmaps(store: str, grids: dict[str, pd.DataF
     assert sorted(zip(table["q0"], table["band"])) == [(0, 2.5), (0, 10), (25, 2.5), (25, 10)]
     assert_children_match(store, "exp02", table, {"q0": "engine.initial_q_tao", "band": "engine.hedge.band_base"})
     parent = latest_points(compose_config(overrides(store), "exp02"), "exp02")[1]["run_id"]
+    run = tracking_client(store).get_run(parent)
+    assert run.info.run_name == "exp02-grid-30x2"  # named by what it is
+    assert {k: v for k, v in run.data.metrics.items() if k.startswith(("pnl_mean.", "kill_prob."))} == {
+        "pnl_mean.min": table["pnl_mean"].min(), "pnl_mean.max": table["pnl_mean"].max(),
+        "kill_prob.min": table["kill_prob"].min(), "kill_prob.max": table["kill_prob"].max()}
     assert parent_artifacts(store, parent) >= {"config.yaml", "tables/exp02_hedge_band.csv",
                                                "plots/exp02_heatmap_pnl_mean.png", "plots/exp02_heatmap_dd_mean.png"}
     out = sweeps_dir(compose_config(overrides(store), "exp02"))
@@ -154,6 +159,11 @@ def test_exp08_validates_profiles_in_one_batch(store: str) -> None:
     client = tracking_client(store)
     for row in children.itertuples():
         assert client.get_run(row.run_id).data.tags["profile"] == row.run_name
+    parent = client.get_run(latest_points(cfg, "exp08")[1]["run_id"])
+    assert parent.info.run_name == "exp08-profiles-30x2"
+    by_profile = table.set_index("profile")
+    assert {k: v for k, v in parent.data.metrics.items() if k.startswith("dd_mean.")} == {
+        f"dd_mean.{p}": by_profile.loc[p, "dd_mean"] for p in ("conservative", "balanced", "aggressive")}
     conservative = children[children["run_name"] == "conservative"].iloc[0]
     shipped = compose_config(["+profile=conservative"], environ={}).engine
     assert conservative["engine.hedge.band_base"] == shipped.hedge.band_base

@@ -71,6 +71,11 @@ def test_grid_sampler_reproduces_the_grid_sweep(tmp_path: Path) -> None:
         assert row.pnl_mean == pytest.approx(sweep.loc[(row.eta, row.vol_ref), "pnl_mean"], rel=1e-12)
     parents, points = children(tmp_path, cfg.experiment.name)
     assert len(parents) == 1 and parents[0].info.status == "FINISHED" and len(points) == 6
+    best = outcome.studies[0].best.iloc[0]
+    assert parents[0].info.run_name == "exp03-grid-60x2-balanced"
+    assert {k: v for k, v in parents[0].data.metrics.items() if k.endswith(".balanced")} == {
+        "trials.balanced": 6.0, "best_score.balanced": best["score"], "pnl_mean.balanced": best["pnl_mean"],
+        "pnl_std.balanced": best["pnl_std"], "dd_mean.balanced": best["dd_mean"], "kill_prob.balanced": best["kill_prob"]}
     assert all(set(r.data.params) == {"engine.mm.size_eta", "engine.volatility.vol_ref"} for r in points)  # one name a knob
     assert {(float(r.data.params["engine.mm.size_eta"]), float(r.data.params["engine.volatility.vol_ref"]))
             for r in points} == expected

@@ -30,7 +30,8 @@ class Target(StrEnum):
 @dataclass
 class Settings:
     id: str = MISSING
-    name: str = MISSING
+    name: str = MISSING          # the MLflow experiment
+    run_name: str = MISSING      # an invocation's parent run
 
 
 @dataclass

@@ -240,6 +240,7 @@ class TrackingConfig:
     reachability_timeout_s: float = MISSING
     series_points: int = MISSING
     child_plots: bool = MISSING
+    parent_metrics: list[str] = field(default_factory=list)
     unlogged_sections: list[str] = field(default_factory=list)
     child_config: str = MISSING
     child_params: list[str] = field(default_factory=list)

@@ -15,7 +15,7 @@ from paraphina.config.commands import hydra_command
 from paraphina.core.errors import ParaphinaError
 from paraphina.experiments.cli import print_table
 from paraphina.experiments.grid import Axis, axes_from_config
-from paraphina.experiments.records import ExperimentRecorder, sweeps_dir
+from paraphina.experiments.records import ExperimentRecorder, parent_metrics, sweeps_dir
 from paraphina.experiments.sweep import run_sweep
 from paraphina.formats.plots import plot_heatmap
 
@@ -43,7 +43,8 @@ def run(cfg) -> pd.DataFrame:
         plots = [plot_heatmap(table, columns.name, rows.name, value, out / f"exp02_heatmap_{value}.png",
                               f"Exp02 {title}, {cfg.seeds} seeds x {cfg.ticks} ticks")
                  for value, title in cfg.experiment.heatmaps.items()]
-        recorder.finish(tables={"exp02_hedge_band": table}, plots=plots)
+        recorder.finish(tables={"exp02_hedge_band": table}, plots=plots,
+                        metrics=parent_metrics(table, cfg.tracking.parent_metrics))
     return table
 
 

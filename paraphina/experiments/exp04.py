@@ -13,7 +13,7 @@ from paraphina.config.commands import hydra_command
 from paraphina.core.names import REGIME_NAMES
 from paraphina.experiments.cli import print_horizon_note, print_table
 from paraphina.experiments.grid import axes_from_config
-from paraphina.experiments.records import ExperimentRecorder
+from paraphina.experiments.records import ExperimentRecorder, parent_metrics
 from paraphina.experiments.sweep import run_sweep
 
 
@@ -24,7 +24,7 @@ def run(cfg) -> pd.DataFrame:
         table = sweep.summary
         finals = table[[f"final_{r.lower()}_frac" for r in REGIME_NAMES]].to_numpy()
         table.insert(len(sweep.axes), "final_regime", [REGIME_NAMES[i] for i in finals.argmax(axis=1)])
-        recorder.finish(tables={"exp04_risk_regime": table})
+        recorder.finish(tables={"exp04_risk_regime": table}, metrics=parent_metrics(table, cfg.tracking.parent_metrics))
     return table
 
 

@@ -17,7 +17,7 @@ from paraphina.config.commands import hydra_command, task_overrides
 from paraphina.core.names import PROFILE_KNOBS, SEED_OFFSET_TAG
 from paraphina.experiments.cli import check_composed, print_horizon_note, print_table
 from paraphina.experiments.profiles import config_knobs, profiles_batch
-from paraphina.experiments.records import ExperimentRecorder, point_summaries, sweeps_dir
+from paraphina.experiments.records import ExperimentRecorder, parent_metrics, point_summaries, sweeps_dir
 
 SUMMARY_COLUMNS = ("profile", "runs", "pnl_mean", "pnl_std", "dd_mean", "dd_min", "dd_worst", "kill_prob",
                    "kill_prob_low", "kill_prob_high", "frac_warning", "frac_hard")
@@ -40,7 +40,8 @@ def run(cfg: DictConfig, overrides: Sequence[str] = ()) -> pd.DataFrame:
         params = [{key: OmegaConf.select(batch.configs[name], key) for key in keys} for name in batch.profiles]
         recorder.log_points(result, batch.profile_index, points, table, batch.profiles, params,
                             tags=[{"profile": name} for name in batch.profiles])
-        recorder.finish(tables={"exp08_profile_summary": table})
+        recorder.finish(tables={"exp08_profile_summary": table},
+                        metrics=parent_metrics(table, cfg.tracking.parent_metrics, by="profile"))
     return table
 
 

@@ -50,6 +50,14 @@ def point_summaries(result: BatchResult, point_index: np.ndarray, points: Sequen
     return pd.DataFrame(rows)
 
 
+def parent_metrics(table: pd.DataFrame, keys: Sequence[str], by: str | None = None) -> dict[str, float]:
+    """The key aggregates of an experiment's points as metrics of its parent run: `<key>.<row's by>` for each
+    row (a profile), or without `by` their range over the points (`<key>.min`, `<key>.max`)."""
+    if by is not None:
+        return {f"{key}.{row[by]}": float(row[key]) for _, row in table.iterrows() for key in keys}
+    return {f"{key}.{end}": float(getattr(table[key], end)()) for key in keys for end in ("min", "max")}
+
+
 class ExperimentRecorder:
     """Parent run (resolved config) and children (grid points or trials) of one experiment invocation."""
 
@@ -64,7 +72,7 @@ class ExperimentRecorder:
         reopened = None if resume_tag is None else self._reopen(resume_tag, tags[resume_tag])
         self.resumed = reopened is not None
         self.parent_id = reopened or self.session.writer.start_parent(RunRecord(
-            name=f"{cfg.experiment.id}", params=flatten_params(to_plain(cfg)), tags=tags,
+            name=cfg.experiment.run_name, params=flatten_params(to_plain(cfg)), tags=tags,
             texts={"config.yaml": OmegaConf.to_yaml(cfg)}))
         self._tmp = tempfile.TemporaryDirectory(prefix=f"paraphina-{cfg.experiment.id}-")
         self.tmp = Path(self._tmp.name)

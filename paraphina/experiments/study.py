@@ -37,7 +37,8 @@ from paraphina.experiments import grid
 from paraphina.experiments.cli import first_difference, flat_config, print_table
 from paraphina.experiments.execution import run_many
 from paraphina.experiments.profiles import PER_RUN_SECTIONS, profiles_batch
-from paraphina.experiments.records import ExperimentRecorder, per_seed_table, point_summaries, sweeps_dir
+from paraphina.experiments.records import (ExperimentRecorder, parent_metrics, per_seed_table, point_summaries,
+                                           sweeps_dir)
 from paraphina.core.names import COMMAND_TAG, FEASIBLE_TAG, PARENT_TAG, STUDY_TAG, STUDY_UIDS_TAG, TRIAL_TAG
 from paraphina.tracking.runs import flatten_params
 from paraphina.world_model.tiers import RiskTier, budget_margins, tier_score, tiers_from_mapping
@@ -553,6 +554,7 @@ def run_search(cfg: DictConfig, targets: Sequence[tuple[str, str]],
             metrics[f"trials.{s.target.profile}"] = float(len(s.table))
             if len(s.best) and len(search.objective.columns) == 1:
                 metrics[f"best_score.{s.target.profile}"] = float(s.best["score"].iloc[0])
+                metrics |= parent_metrics(s.best.head(1), cfg.tracking.parent_metrics, by="profile")
         recorder.finish(tables={f"{experiment_id}_trials": outcome.table,
                                 f"{experiment_id}_best": pd.concat([s.best for s in outcome.studies],
                                                                    ignore_index=True)},
