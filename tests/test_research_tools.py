@@ -15,7 +15,7 @@ from paraphina.research import summary, telemetry_summary, ticks, transfer
 from paraphina.world_model.summary import format_summary
 from paraphina.formats.dataset import ROW_KEYS, read_rows
 from paraphina.tracking.datasets import list_datasets, load_dataset
-from paraphina.tracking.ui import ui_command
+from paraphina.tracking.ui import page, ui_command, url
 
 # Telemetry as another program writes it: the original engine's keys only. PnL peaks at 150 (t=5), falls to 30
 # (t=6): max drawdown 120. The kill switch fires at t=7 and stays on.
@@ -254,6 +254,11 @@ def test_ui_serves_the_sqlite_store_with_its_artifacts(tmp_path: Path) -> None:
     assert command[1:4] == ["-m", "mlflow", "ui"]
     assert command[command.index("--default-artifact-root") + 1] == str(tmp_path / "mlruns" / "artifacts")
     assert command[command.index("--port") + 1] == "5000"
+
+
+def test_ui_address_opens_the_model_training_view() -> None:
+    assert page(url("127.0.0.1", 5000), "experiments") == ("http://127.0.0.1:5000/#/experiments?"
+                                                           "workflowType=machine_learning")
 
 
 def test_ticks_refuses_to_append_to_a_file_that_is_not_a_dataset(tmp_path, tracking_uri):

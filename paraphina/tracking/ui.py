@@ -52,9 +52,19 @@ def check_port_free(host: str, port: int) -> None:
             raise ParaphinaError(f"{host}:{port} {reason}; pass --port N (and --host H) to serve elsewhere") from None
 
 
+MODEL_TRAINING_VIEW = "workflowType=machine_learning"
+"""MLflow 3.17's UI opens every experiment in its GenAI view (a browser setting, not the experiment's) unless
+the page's address asks for the model-training view, or "Model training" was clicked once in that browser."""
+
+
 def url(host: str, port: int) -> str:
     shown = f"[{host}]" if ":" in host else host
     return f"http://{shown}:{port}"
+
+
+def page(base: str, route: str) -> str:
+    """The UI's page `route` (`experiments/1/runs`) in the model-training view."""
+    return f"{base}/#/{route}?{MODEL_TRAINING_VIEW}"
 
 
 @cli_errors
@@ -79,7 +89,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     check_port_free(args.host, args.port)
     prepare_store(uri, [])  # create the database once, under the store lock, before the server opens it
     command = ui_command(uri, args.host, args.port, args.workers)
-    print(f"MLflow UI on {url(args.host, args.port)}  (store {uri}; Ctrl-C stops it)", flush=True)
+    print(f"MLflow UI on {page(url(args.host, args.port), 'experiments')}  (store {uri}; Ctrl-C stops it)",
+          flush=True)
     try:
         os.execv(command[0], command)  # the server replaces this process: Ctrl-C and signals reach it directly
     except OSError as exc:

@@ -1,0 +1,102 @@
+"""`python -m paraphina.tracking.screenshots`: the README's two pictures of the MLflow UI, taken with headless
+Chromium on the tracking store in use. Not part of the tests: it needs `chromium` (apt-get install -y chromium)
+and a store with records, e.g. after
+
+    python -m paraphina.run +profile=aggressive runs=8 seed=5
+    python -m paraphina.experiments.exp03 ticks=1000 seeds=3
+    python -m paraphina.tracking.screenshots            # docs/ui-search-parent.png, docs/ui-run-series.png
+
+It serves the store the way `make ui` does, on its own port, and stops the server afterwards.
+"""
+from __future__ import annotations
+
+import subprocess
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from omegaconf import DictConfig
+
+from paraphina.config.commands import command_overrides
+from paraphina.config.loading import compose_config
+from paraphina.core.cli import cli_errors
+from paraphina.core.errors import ParaphinaError
+from paraphina.core.names import ENGINE_RUN_KIND, EXPERIMENT_KIND, KIND_TAG
+from paraphina.tracking.store import check_reachable, existing_store_uri, tracking_client
+from paraphina.tracking.ui import check_port_free, page, ui_command, url
+
+
+def latest_run(uri: str, experiment: str, kind: str, metric: str | None = None) -> tuple[str, str]:
+    """(experiment id, run id) of the latest finished run of `kind` in `experiment` (that logged `metric`)."""
+    client = tracking_client(uri)
+    found = client.get_experiment_by_name(experiment)
+    runs = [] if found is None else client.search_runs(
+        [found.experiment_id], f"tags.`{KIND_TAG}` = '{kind}' and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"], max_results=100)
+    run = next((r for r in runs if metric is None or metric in r.data.metrics), None)
+    if run is None:
+        raise ParaphinaError(f"no finished {kind} run {f'with {metric} ' if metric else ''}in experiment "
+                             f"'{experiment}' of {uri}; "
+                             "record one first (see python -m paraphina.tracking.screenshots --help)")
+    return found.experiment_id, run.info.run_id
+
+
+@contextmanager
+def serving(uri: str, shots: DictConfig) -> Iterator[str]:
+    """The MLflow UI on `uri` while the block runs; yields its address."""
+    check_port_free(shots.host, shots.port)
+    base = url(shots.host, shots.port)
+    server = subprocess.Popen(ui_command(uri, shots.host, shots.port), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + shots.start_timeout_s
+        while True:
+            try:
+                check_reachable(base, 1.0)
+                break
+            except ParaphinaError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise ParaphinaError(f"the MLflow UI did not start on {base} within "
+                                         f"{shots.start_timeout_s} s; try experiment.port=N") from None
+                time.sleep(1.0)
+        yield base
+    finally:
+        server.terminate()
+        server.wait()
+
+
+def screenshot(shots: DictConfig, address: str, png: Path) -> None:
+    """One picture of the page at `address`, after the page has had `settle_ms` to load."""
+    width, height = shots.window
+    command = [shots.browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+               f"--window-size={width},{height}", f"--virtual-time-budget={shots.settle_ms}",
+               f"--screenshot={png}", address]
+    try:
+        subprocess.run(command, check=True, capture_output=True, timeout=shots.shot_timeout_s)
+    except FileNotFoundError:
+        raise ParaphinaError(f"no {shots.browser} on PATH; apt-get install -y chromium, or set "
+                             "experiment.browser=PATH") from None
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+        raise ParaphinaError(f"{shots.browser} could not take {png.name} ({exc})") from None
+
+
+@cli_errors
+def main(argv: list[str] | None = None) -> None:
+    overrides = command_overrides(argv, "screenshots", __doc__)
+    cfg = compose_config(overrides, "screenshots")
+    shots = cfg.experiment
+    uri = existing_store_uri(cfg.tracking.uri, cfg.paths.store, cfg.tracking.reachability_timeout_s)
+    search = latest_run(uri, cfg.experiment_names[shots.parent_of], EXPERIMENT_KIND)
+    engine = latest_run(uri, cfg.tracking.experiment, ENGINE_RUN_KIND, "pnl_total")
+    out = Path(shots.out)
+    out.mkdir(parents=True, exist_ok=True)
+    pictures = {"ui-search-parent.png": (search, "overview"), "ui-run-series.png": (engine, "model-metrics")}
+    with serving(uri, shots) as base:
+        for name, ((experiment_id, run_id), tab) in pictures.items():
+            screenshot(shots, page(base, f"experiments/{experiment_id}/runs/{run_id}/{tab}"), out / name)
+            print(f"wrote {out / name}")
+
+
+if __name__ == "__main__":
+    main()
