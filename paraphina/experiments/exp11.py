@@ -2,7 +2,7 @@
 
     python -m paraphina.experiments.exp11 dataset=research_dataset_v004
     python -m paraphina.experiments.exp11 dataset=X profile=balanced label_contains=exp13 [by_label=true]
-    python -m paraphina.experiments.exp11 dataset=runs/research_dataset_v004.jsonl   # the original file format
+    python -m paraphina.experiments.exp11 dataset=sweeps/research_dataset_v004.jsonl   # the original file format
 
 Groups the runs by profile (and label with by_label=true); per group: pnl_ok, dd_ok, kill_ok, signed
 margins, the tier score, and per budget the estimate, interval, verdict and runs needed. The runs are

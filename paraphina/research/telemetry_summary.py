@@ -2,7 +2,7 @@
 
 The original `tools/manual_telemetry_summary.py`; its block of a run's metrics is also what `research.ticks` prints.
 
-    python -m paraphina.research.telemetry_summary --telemetry runs/manual_telemetry/test_run.jsonl
+    python -m paraphina.research.telemetry_summary --telemetry sweeps/manual_telemetry/test_run.jsonl
 """
 from __future__ import annotations
 
