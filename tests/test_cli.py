@@ -310,6 +310,14 @@ def test_compose_commands_have_help_and_reject_flags(tmp_path):
                                                "key=value and --help"]
 
 
+def test_a_long_batch_shows_progress(tmp_path):
+    quiet = run_in_process(["runs=4", "ticks=20", NO_TRACKING], tmp_path, {})
+    shown = run_in_process(["runs=4", "ticks=20", NO_TRACKING, "execution.chunk_runs=1",
+                            "execution.progress_after_s=0"], tmp_path, {})
+    assert quiet.stderr == "" and quiet.stdout.count("final PnL") == shown.stdout.count("final PnL") == 1
+    assert shown.stderr.startswith("\rengine 4 runs:") and "/80.0 [" in shown.stderr  # run-ticks to do
+
+
 def test_bench_refuses_an_empty_batch_in_one_line(tmp_path):
     done = subprocess.run([sys.executable, "-m", "paraphina.bench", "experiment.batch_sizes=[64,0]"],
                           capture_output=True, text=True, cwd=tmp_path, env=_env({}), timeout=120)

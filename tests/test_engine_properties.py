@@ -168,6 +168,18 @@ def test_series_end_on_each_runs_final_values(kill_batch):
     np.testing.assert_array_equal(result.series["pnl_total"][-1], result.metrics["final_pnl"])
 
 
+def test_a_batch_in_chunks_equals_the_batch_in_one_call(kill_batch, tmp_path):
+    whole, files = kill_batch
+    chunked, chunk_files = run_to(tmp_path, (*KILL_BASE, f"ticks={KILL_TICKS}", "execution.chunk_runs=3"),
+                                  seeds=KILL_SEEDS, per_run=KILL_KNOBS)
+    for key in whole.metrics:
+        np.testing.assert_array_equal(chunked.metrics[key], whole.metrics[key])
+    for key in whole.series:
+        np.testing.assert_array_equal(chunked.series[key], whole.series[key])
+    assert chunked.rows.runs == tuple(range(len(KILL_SEEDS)))
+    assert all(chunk_files[seed].read_bytes() == files[seed].read_bytes() for seed in KILL_SEEDS)
+
+
 def test_same_config_and_seed_give_identical_files(tmp_path):
     over = ("market=volatile", "ticks=150", "runs=3", "seed=5")
     r1, f1 = run_to(tmp_path / "a", over)

@@ -17,11 +17,10 @@ from paraphina.config.loading import CONF_DIR, compose_config
 from paraphina.core.errors import ParaphinaError
 from paraphina.experiments import exp02, exp04, exp05, exp06, exp07, exp08
 from paraphina.experiments.cli import flat_config
-from paraphina.experiments.execution import run_many
 from paraphina.core.names import PROFILE_KNOBS
 from paraphina.experiments.profiles import profile_yaml, profiles_batch
 from paraphina.experiments.records import ExperimentRecorder, latest_points, sweeps_dir
-from paraphina.runner.batch import run_batch
+from paraphina.runner.batch import run_batch, run_many
 from paraphina.tracking.runs import PARENT_TAG
 from paraphina.tracking.store import tracking_client
 from paraphina.world_model.tiers import tier_score, tiers_from_mapping

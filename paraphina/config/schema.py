@@ -251,6 +251,7 @@ class ExecutionConfig:
     threads: int = MISSING
     serial_below: int = MISSING
     chunk_runs: int = MISSING
+    progress_after_s: float = MISSING
 
 
 @dataclass

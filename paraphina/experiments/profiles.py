@@ -19,7 +19,7 @@ from paraphina.core.errors import ParaphinaError
 from paraphina.core.names import PROFILE_KNOBS
 from paraphina.experiments import grid
 from paraphina.experiments.cli import first_difference, flat_config
-from paraphina.experiments.execution import run_many
+from paraphina.runner.batch import run_many
 # Sections whose scalar knobs may differ between the profiles of one batch.
 PER_RUN_SECTIONS = ("engine", "market")
 

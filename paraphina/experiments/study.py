@@ -35,7 +35,6 @@ from paraphina.config.loading import CONF_DIR, check_knob, compose_config, expla
 from paraphina.core.errors import ParaphinaError
 from paraphina.experiments import grid
 from paraphina.experiments.cli import first_difference, flat_config, print_table
-from paraphina.experiments.execution import run_many
 from paraphina.experiments.profiles import PER_RUN_SECTIONS, profiles_batch
 from paraphina.experiments.records import (ExperimentRecorder, parent_metrics, per_seed_table, point_summaries,
                                            sweeps_dir)
@@ -43,6 +42,7 @@ from paraphina.core.names import COMMAND_TAG, FEASIBLE_TAG, PARENT_TAG, STUDY_TA
 from paraphina.tracking.runs import flatten_params
 from paraphina.world_model.tiers import RiskTier, budget_margins, tier_score, tiers_from_mapping
 from paraphina.tracking.store import all_runs, describe, resolve_tracking_uri, sqlite_path, tracking_client
+from paraphina.runner.batch import run_many
 
 if TYPE_CHECKING:
     from tqdm import tqdm

@@ -9,8 +9,8 @@ from omegaconf import DictConfig
 
 from paraphina.engine.simulate import BatchResult
 from paraphina.experiments import grid
-from paraphina.experiments.execution import run_many
 from paraphina.experiments.records import ExperimentRecorder, point_summaries
+from paraphina.runner.batch import run_many
 
 
 @dataclass

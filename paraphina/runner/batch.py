@@ -8,10 +8,11 @@ from typing import Mapping, Sequence
 
 import numpy as np
 from omegaconf import DictConfig
+from tqdm import tqdm
 
 from paraphina.config.loading import to_plain
 from paraphina.engine.params import Params, build_params
-from paraphina.engine.simulate import BatchResult, RowRequest, Threads, simulate
+from paraphina.engine.simulate import BatchResult, RowRequest, Threads, TickRows, simulate
 from paraphina.runner.telemetry import TelemetryWriter, telemetry_paths
 
 
@@ -44,6 +45,43 @@ def engine_params(cfg: DictConfig, runs: int, per_run: Mapping[str, Sequence[flo
     return build_params(plain["engine"], plain["market"], runs, per_run)
 
 
+def merge(parts: Sequence[BatchResult]) -> BatchResult:
+    """One result from the results of consecutive chunks of a batch, runs in chunk order."""
+    starts = np.cumsum([0, *(len(p.seeds) for p in parts[:-1])])
+    recorded = [(start, p.rows) for start, p in zip(starts, parts) if p.rows is not None]
+    rows = TickRows(runs=tuple(int(start) + r for start, part in recorded for r in part.runs),
+                    rows=np.concatenate([part.rows for _, part in recorded]),
+                    counts=np.concatenate([part.counts for _, part in recorded])) if recorded else None
+    return BatchResult(
+        seeds=np.concatenate([p.seeds for p in parts]),
+        metrics={k: np.concatenate([p.metrics[k] for p in parts]) for k in parts[0].metrics},
+        final_regime=np.concatenate([p.final_regime for p in parts]),
+        series_steps=parts[0].series_steps,
+        series={k: np.concatenate([p.series[k] for p in parts], axis=1) for k in parts[0].series},
+        rows=rows,
+        calibration={k: np.concatenate([p.calibration[k] for p in parts]) for k in parts[0].calibration},
+        kernel_seconds=sum(p.kernel_seconds for p in parts), load_seconds=sum(p.load_seconds for p in parts))
+
+
+def run_many(cfg: DictConfig, seeds: np.ndarray, per_run: Mapping[str, Sequence[float]] | None, desc: str,
+             series_every: int = 0, rows_every: int = 0) -> BatchResult:
+    """Simulate runs (seed i with the i-th value of each per-run knob) in chunks of `execution.chunk_runs`, so
+    memory stays flat and a progress bar shows once a batch has run `execution.progress_after_s`."""
+    n = len(seeds)
+    chunk = cfg.execution.chunk_runs
+    parts: list[BatchResult] = []
+    with tqdm(total=n * cfg.ticks, desc=desc, unit="run-tick", unit_scale=True, leave=False,
+              delay=cfg.execution.progress_after_s) as bar:
+        for lo in range(0, n, chunk):
+            hi = min(lo + chunk, n)
+            params = engine_params(cfg, hi - lo, {k: np.asarray(v)[lo:hi] for k, v in (per_run or {}).items()})
+            record = RowRequest(runs=tuple(range(hi - lo)), every=rows_every) if rows_every else None
+            parts.append(simulate(params, cfg.ticks, seeds[lo:hi], engine_threads(cfg), series_every=series_every,
+                                  record=record))
+            bar.update((hi - lo) * cfg.ticks)
+    return merge(parts)
+
+
 def run_batch(cfg: DictConfig, seeds: Sequence[int] | None = None,
               per_run: Mapping[str, Sequence[float]] | None = None, profiles: Sequence[str] | None = None,
               job: int | None = None, rows_every: int | None = None) -> tuple[BatchResult, list]:
@@ -54,17 +92,14 @@ def run_batch(cfg: DictConfig, seeds: Sequence[int] | None = None,
     every run's rows in the result (calibration probes); telemetry rows come every `telemetry.every` ticks.
     """
     seeds = run_seeds(cfg) if seeds is None else np.asarray(seeds, dtype=np.int64)
-    params = engine_params(cfg, len(seeds), per_run)
     writer = None
-    every = rows_every
+    every = rows_every or 0
     if cfg.telemetry.mode == "jsonl":
         names = profiles or [cfg.profile_name] * len(seeds)
-        writer = TelemetryWriter(telemetry_paths(cfg.telemetry.path, seeds, names, job), params.venue_names)
+        writer = TelemetryWriter(telemetry_paths(cfg.telemetry.path, seeds, names, job), cfg.engine.venues.names)
         every = cfg.telemetry.every
-    record = RowRequest(runs=tuple(range(len(seeds))), every=every) if every else None
     with writer if writer else contextlib.nullcontext():
-        result = simulate(params, cfg.ticks, seeds, engine_threads(cfg), series_every=series_every(cfg),
-                          record=record)
+        result = run_many(cfg, seeds, per_run, f"engine {len(seeds)} runs", series_every(cfg), every)
         if writer:
             writer.write(result.rows)
     return result, (writer.paths if writer else [])
