@@ -423,6 +423,8 @@ def test_exp13_decisive_stops_at_the_cap_and_overrides_reach_every_profile(uri, 
     (["profiles=[conservative,nope]"], "profile(s) nope have no risk tier"),
     (["dataset=runs/research_dataset_v004.jsonl"], "looks like a file"),
     (["runs_per_profile=0"], "runs_per_profile=0 must be at least 1"),
+    (["experiment.decisive.looks=0"], "experiment.decisive.looks=0 must be at least 1"),
+    (["experiment.decisive.spending=linear"], "spending='linear' is not one of obrien_fleming, pocock"),
     (["target=forever"], "expected one of [fixed, decisive]"),
     (["runs_per_profile=two"], "runs_per_profile"),
 ])

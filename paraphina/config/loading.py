@@ -50,7 +50,7 @@ MINIMUMS: dict[str, int] = {
     # the experiments' counts, where the config has them
     "experiment.n_trials": 1, "experiment.batch_size": 1, "experiment.show_top": 1, "experiment.top_n": 1,
     "experiment.summary_top": 1, "runs_per_profile": 1, "experiment.decisive.max_runs_per_profile": 1,
-    "experiment.decisive.min_batch": 1, "experiment.batch_sizes": 1, "experiment.thread_counts": 1,
+    "experiment.decisive.looks": 1, "experiment.batch_sizes": 1, "experiment.thread_counts": 1,
 }
 """Smallest values of counts; a list (the benchmark's batch sizes) is checked value by value."""
 POSITIVE_KEYS: dict[str, str] = {

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import time
+import typing
 from dataclasses import dataclass, field
 from typing import Sequence
 from datetime import datetime, timezone
@@ -38,6 +39,7 @@ from paraphina.experiments.profiles import profiles_batch
 from paraphina.experiments.records import ExperimentRecorder, sweeps_dir
 from paraphina.world_model.sequential import (
     SequentialDesign,
+    Spending,
     describe_design,
     design_for_looks,
     plan_sequential,
@@ -74,6 +76,10 @@ def check(cfg: DictConfig) -> None:
     if untiered:
         raise ParaphinaError(f"profile(s) {', '.join(untiered)} have no risk tier to check them against; "
                              f"tiers: {', '.join(tiers)}")
+    spendings = typing.get_args(Spending)
+    if cfg.experiment.decisive.spending not in spendings:
+        raise ParaphinaError(f"experiment.decisive.spending={cfg.experiment.decisive.spending!r} is not one of "
+                             f"{', '.join(spendings)}")
     cap = cfg.experiment.decisive.max_runs_per_profile
     if cfg.target == Target.decisive and cap < cfg.runs_per_profile:
         raise ParaphinaError(f"experiment.decisive.max_runs_per_profile={cap} is below "
