@@ -242,6 +242,29 @@ def test_exp07_picks_the_presets_budgets_and_score_imply(tmp_path: Path, capsys:
     assert written == profile_yaml("conservative", expected, written.splitlines()[1][2:])
 
 
+def test_exp07_installs_presets_as_live_profiles_all_or_none(tmp_path: Path) -> None:
+    uri, live = sqlite_uri(tmp_path), tmp_path / "profile"
+    live.mkdir()
+    (live / "balanced.yaml").write_text("# the old live profile\n")
+    points = {"A": (0, 2000, 100, 50, 1500, 0.04), "B": (25, 4000, 600, 100, 3000, 0.10),
+              "C": (-25, 2000, 50, 10, 500, 0.02)}  # conservative has no point within budgets: relaxed
+    record_exp04_points(uri, points)
+    install = ["experiment.install=true", f"experiment.install_dir={live}"]
+    with pytest.raises(ParaphinaError, match=r"not installed: the preset of tier\(s\) conservative is relaxed"):
+        exp07.run(compose_config(overrides(uri, *install), "exp07"))
+    assert sorted(p.name for p in live.iterdir()) == ["balanced.yaml"]  # nothing written, not even balanced
+    assert (live / "balanced.yaml").read_text() == "# the old live profile\n"
+
+    time.sleep(0.01)
+    record_exp04_points(uri, {**points, "C": (-25, 2000, 50, 10, 500, 0.0)})  # now within conservative's
+    cfg = compose_config(overrides(uri, *install), "exp07")
+    exp07.run(cfg)
+    assert sorted(p.name for p in live.iterdir()) == ["aggressive.yaml", "balanced.yaml", "conservative.yaml"]
+    for tier in ("conservative", "balanced", "aggressive"):
+        assert (live / f"{tier}.yaml").read_text() == (sweeps_dir(cfg) / f"{tier}.yaml").read_text()
+    assert OmegaConf.load(live / "conservative.yaml").engine.initial_q_tao == -25.0
+
+
 def test_grid_typo_stops_before_anything_is_recorded(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     uri = sqlite_uri(tmp_path)
     for bad, named in (("experiment.grid.q0.valuez=[1]", "unknown config key 'experiment.grid.q0.valuez'"),

@@ -111,6 +111,8 @@ class Exp06Settings(Settings):
 class Exp07Settings(Settings):
     source: str = MISSING
     top_n: int = MISSING
+    install: bool = MISSING
+    install_dir: Optional[str] = None
 
 
 @dataclass

@@ -3,16 +3,20 @@
     python -m paraphina.experiments.exp07 [experiment.top_n=3]
 
 A tier that no point satisfies is relaxed to the closest points, with a warning, rather than left empty.
-Each tier's best preset is also written as a ready conf/profile/<tier>.yaml replacement.
+Each tier's best preset is also written as a ready conf/profile/<tier>.yaml replacement, and with
+experiment.install=true it replaces the live profile (refused for a relaxed preset: it breaks its budgets).
 """
 from __future__ import annotations
 
+import os
 import sys
+from pathlib import Path
 
 import pandas as pd
 from omegaconf import DictConfig
 
 from paraphina.config.commands import hydra_command
+from paraphina.config.loading import CONF_DIR
 from paraphina.core.names import PROFILE_KNOBS
 from paraphina.core.errors import ParaphinaError
 from paraphina.experiments.cli import print_table
@@ -71,8 +75,27 @@ def run(cfg: DictConfig) -> pd.DataFrame:
                            f"score {row['score']:.2f}" + (", RELAXED: outside the tier's budgets"
                                                           if row["relaxed"] else ""))
                 texts[f"{row['tier']}.yaml"] = profile_yaml(row["tier"], knobs, comment)
+        if cfg.experiment.install:
+            install_profiles(presets, texts, Path(cfg.experiment.install_dir or CONF_DIR / "profile"))
         recorder.finish(tables={"exp07_presets": presets}, texts=texts)
     return presets
+
+
+def install_profiles(presets: pd.DataFrame, texts: dict[str, str], folder: Path) -> None:
+    """Write each tier's rank-1 preset over <folder>/<tier>.yaml, all or none: a relaxed preset stops the
+    install before any file is written, and each file is replaced whole (written beside, then renamed)."""
+    best = presets[presets["rank"] == 1]
+    relaxed = best.loc[best["relaxed"], "tier"].tolist()
+    if relaxed:
+        raise ParaphinaError(f"not installed: the preset of tier(s) {', '.join(relaxed)} is relaxed, outside its "
+                             f"budgets; widen the source grid or tune with python -m paraphina.experiments.exp12")
+    if not folder.is_dir():
+        raise ParaphinaError(f"not installed: no folder {folder}; create it or set experiment.install_dir")
+    for name, text in texts.items():
+        staged = folder / f".{name}.new"
+        staged.write_text(text)
+        os.replace(staged, folder / name)
+        print(f"installed {folder / name}")
 
 
 def command(cfg: DictConfig) -> None:
