@@ -411,7 +411,7 @@ def test_exp13_decisive_stops_at_the_cap_and_overrides_reach_every_profile(uri, 
     counts = rows["profile"].value_counts().to_dict()
     assert set(counts) <= {"conservative", "aggressive"} and max(counts.values()) <= 5
     assert (rows["daily_loss_limit"] == 3500.0).all()  # the command's override reached every profile
-    assert "target decisive" in out and ("last look (cap 5 runs) was reached" in out or "keep every budget" in out)
+    assert "target decisive" in out and ("sequential plan ended at its last look" in out or "keep every budget" in out)
     assert "sequential kill-probability test against a 1 % budget: 5 looks" in out  # the plan, printed first
     assert "look 1 of 5: conservative at 1 runs" in out
     assert sorted(rows.loc[rows["profile"] == "conservative", "label"])[:2] == ["dec_conservative_r000",
@@ -424,6 +424,7 @@ def test_exp13_decisive_stops_at_the_cap_and_overrides_reach_every_profile(uri, 
     (["dataset=runs/research_dataset_v004.jsonl"], "looks like a file"),
     (["runs_per_profile=0"], "runs_per_profile=0 must be at least 1"),
     (["experiment.decisive.looks=0"], "experiment.decisive.looks=0 must be at least 1"),
+    (["experiment.decisive.planned_fraction=1"], "planned_fraction=1.0 must lie strictly between 0 and 1"),
     (["experiment.decisive.spending=linear"], "spending='linear' is not one of obrien_fleming, pocock"),
     (["target=forever"], "expected one of [fixed, decisive]"),
     (["runs_per_profile=two"], "runs_per_profile"),
@@ -442,6 +443,9 @@ def test_decisive_plans_fit_the_cap_and_a_stopped_kill_test_keeps_its_verdict(ur
     assert plans["aggressive"].design.power >= 0.8 and plans["aggressive"].design.cap < 1000
     assert plans["conservative"].design.looks == (200, 400, 600, 800, 1000)
     assert plans["conservative"].design.power < 0.8
+    nearer = exp13.plan_profiles(compose("exp13", uri, "experiment.decisive.planned_fraction=0.7"), ["aggressive"])
+    assert nearer["aggressive"].design.true_rate == pytest.approx(0.105)  # powered for 70 % of the 15 % budget
+    assert nearer["aggressive"].design.power >= 0.8 and nearer["aggressive"].design.cap > 3 * plans["aggressive"].design.cap
     tier = exp13.alignment.load_tiers(cfg)["aggressive"]
     plan = plans["aggressive"]
     look = plan.design.looks[0]

@@ -134,6 +134,7 @@ class Decisive:
     looks: int = MISSING
     spending: str = MISSING
     power: float = MISSING
+    planned_fraction: float = MISSING
     telemetry: bool = MISSING
 
 

@@ -80,6 +80,10 @@ def check(cfg: DictConfig) -> None:
     if cfg.experiment.decisive.spending not in spendings:
         raise ParaphinaError(f"experiment.decisive.spending={cfg.experiment.decisive.spending!r} is not one of "
                              f"{', '.join(spendings)}")
+    fraction = cfg.experiment.decisive.planned_fraction
+    if not 0.0 < fraction < 1.0:
+        raise ParaphinaError(f"experiment.decisive.planned_fraction={fraction} must lie strictly between 0 and 1: "
+                             f"the plan needs a true kill probability below the budget to read ok")
     cap = cfg.experiment.decisive.max_runs_per_profile
     if cfg.target == Target.decisive and cap < cfg.runs_per_profile:
         raise ParaphinaError(f"experiment.decisive.max_runs_per_profile={cap} is below "
@@ -154,12 +158,13 @@ def plan_profiles(cfg: DictConfig, profiles: Sequence[str]) -> dict[str, Sequent
     plans = {}
     for p in profiles:
         budget = tiers[p].max_kill_prob
-        design = plan_sequential(budget, rules.alpha, decisive.power, n_looks=decisive.looks,
-                                 spending=decisive.spending)
+        design = plan_sequential(budget, rules.alpha, decisive.power, budget * decisive.planned_fraction,
+                                 decisive.looks, decisive.spending)
         if design.cap > decisive.max_runs_per_profile:
             step = decisive.max_runs_per_profile / decisive.looks
             looks = tuple(sorted({max(1, round(step * (i + 1))) for i in range(decisive.looks)}))
-            design = design_for_looks(looks, budget, rules.alpha, decisive.spending)
+            design = design_for_looks(looks, budget, rules.alpha, decisive.spending,
+                                      budget * decisive.planned_fraction)
         plans[p] = SequentialPlan(design)
     return plans
 
@@ -216,14 +221,12 @@ def decisive_rounds(cfg: DictConfig, recorder: ExperimentRecorder, overrides: li
 
 def apply_sequential(table: pd.DataFrame, plans: dict[str, SequentialPlan]) -> pd.DataFrame:
     """The alignment table with each profile's verdicts replaced by its sequential ones (the fixed-n bounds
-    stay, as a description); an undecided budget at the last look needs more than the cap."""
+    stay, as a description). A finished plan cannot be extended, so no runs-needed count is shown."""
     table = table.copy()
     for i, profile in enumerate(table["profile"]):
         for b in alignment.BUDGETS:
-            verdict = plans[profile].verdicts[b.prefix]
-            table.loc[table.index[i], f"{b.prefix}_verdict"] = verdict
-            if is_decided(verdict):
-                table.loc[table.index[i], f"{b.prefix}_runs_needed"] = pd.NA
+            table.loc[table.index[i], f"{b.prefix}_verdict"] = plans[profile].verdicts[b.prefix]
+            table.loc[table.index[i], f"{b.prefix}_runs_needed"] = pd.NA
         table.loc[table.index[i], "verdict"] = alignment.overall_verdict(plans[profile].verdicts.values())
     return table
 
@@ -249,21 +252,24 @@ def verdict_matrix(table: pd.DataFrame) -> pd.DataFrame:
     })
 
 
-def conclusion(table: pd.DataFrame, cap: int, sequential: bool) -> str:
+def conclusion(table: pd.DataFrame, plans: dict[str, SequentialPlan]) -> str:
     """One line saying what the verdicts mean and what would decide the open ones."""
     bad = table.loc[table["verdict"] == "violated", "profile"].tolist()
     open_ = table.loc[table["verdict"] == "inconclusive", "profile"].tolist()
     parts = []
     if bad:
         parts.append(f"VIOLATED: {', '.join(bad)} break a budget (see Exp12 to tune them)")
-    if open_:
+    if open_ and plans:
+        ended = ", ".join(f"{p} at {plans[p].design.cap} runs" for p in open_)
+        parts.append(f"UNDECIDED: {', '.join(open_)} (the sequential plan ended at its last look: {ended}; it "
+                     f"was powered for a true kill probability of experiment.decisive.planned_fraction x the "
+                     f"budget; plan again on fresh seeds with a fraction nearer the observed rate)")
+    elif open_:
         needs = [int(v) for b in alignment.BUDGETS for v, verdict in zip(table[f"{b.prefix}_runs_needed"],
                                                                           table[f"{b.prefix}_verdict"])
                  if not is_decided(verdict) and not pd.isna(v)]
         hint = f"up to {max(needs)} runs per profile would decide them" if needs else "more runs would decide them"
-        how = (f"the sequential plan's last look (cap {cap} runs) was reached" if sequential
-               else "rerun with target=decisive")
-        parts.append(f"UNDECIDED: {', '.join(open_)} ({hint}; {how})")
+        parts.append(f"UNDECIDED: {', '.join(open_)} ({hint}; rerun with target=decisive)")
     if not parts:
         parts.append("all profiles keep every budget")
     return "; ".join(parts)
@@ -321,7 +327,7 @@ def run(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict:
             table = apply_sequential(table, plans)
         details = alignment.verdict_rows(table, ["profile"])
         matrix = verdict_matrix(table)
-        end = conclusion(table, cfg.experiment.decisive.max_runs_per_profile, bool(plans))
+        end = conclusion(table, plans)
         total = sum(r["runs"] for r in rounds)
         header = [
             f"dataset `{cfg.dataset}`: {total} research rows, labels `{cfg.label_prefix}_<profile>_rNNN`",
