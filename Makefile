@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 ARGS ?=
 
-.PHONY: run test bench calibrate ui
+.PHONY: run test bench calibrate ui loop
 
 .venv/.installed: pyproject.toml
 	python3 -m venv .venv
@@ -24,3 +24,12 @@ calibrate: .venv/.installed  ## the calibration table of the default market (spe
 
 ui: .venv/.installed  ## the MLflow UI on the project's store
 	$(PY) -m paraphina.tracking.ui $(ARGS)
+
+LOOP_GRID := "experiment.grid.q0.values=[0]" "experiment.grid.loss_limit.values=[3000]" \
+	"experiment.grid.band.values=[50,75,100,150,200,300,400]" seeds=200
+loop: .venv/.installed  ## the research loop: presets per tier from a band grid, installed as the live profiles, validated
+	$(PY) -m paraphina.experiments.exp04 $(LOOP_GRID)
+	$(PY) -m paraphina.experiments.exp07 experiment.install=true
+	$(PY) -m paraphina.experiments.exp08
+	$(PY) -m paraphina.experiments.exp10
+	$(PY) -m paraphina.experiments.exp13 target=decisive
