@@ -437,7 +437,8 @@ def test_exp11_notes_repeated_runs_and_mixed_lengths(uri, capsys):
     rows = research_rows({"balanced": BALANCED})
     longer = research_rows({"balanced": [(1.0, 1.0, False)]}, label="long")
     longer[0]["num_ticks"] = 2000
-    record_dataset(uri, "twice", rows + rows + longer)
+    again = [{**row, "timestamp_utc": "2025-01-02T00:00:00Z"} for row in rows]  # the same runs, recorded later
+    record_dataset(uri, "twice", rows + again + longer)
     exp11.main(["dataset=twice", f"tracking.uri={uri}"])
     out = capsys.readouterr().out
     assert "2 run(s) in dataset 'twice' repeat another run" in out

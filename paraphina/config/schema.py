@@ -241,6 +241,8 @@ class TrackingConfig:
     unlogged_sections: list[str] = field(default_factory=list)
     child_config: str = MISSING
     child_params: list[str] = field(default_factory=list)
+    end_attempts: int = MISSING
+    end_wait_s: float = MISSING
 
 
 @dataclass

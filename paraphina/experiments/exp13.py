@@ -36,6 +36,7 @@ from paraphina.experiments import alignment, exp11
 from paraphina.experiments.cli import check_composed, print_horizon_note
 from paraphina.experiments.profiles import profiles_batch
 from paraphina.experiments.records import ExperimentRecorder, sweeps_dir
+from paraphina.runner.telemetry import removed_unless_done
 from paraphina.world_model.summary import format_summary
 
 CONFIG_NAME = "exp13"
@@ -248,7 +249,7 @@ def run(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict:
     measured = {p: ProfileRuns() for p in cfg.profiles}
     rounds = []
     tags = {DATASET_SOURCE_TAG: cfg.dataset}
-    with ExperimentRecorder(cfg, extra_tags=tags) as recorder:
+    with ExperimentRecorder(cfg, extra_tags=tags) as recorder, removed_unless_done([telemetry_dir(cfg, recorder)]):
         n = cfg.runs_per_profile
         rounds.append(run_round(cfg, recorder, overrides, cfg.profiles, n, 0, True, measured))
         print(f"round 1: {len(cfg.profiles)} profile(s) x {n} seed(s): engine {rounds[0]['engine_s']:.2f} s, "

@@ -126,16 +126,17 @@ class ExperimentRecorder:
         self._tmp.cleanup()
         return out
 
-    def fail(self) -> None:
-        self.session.writer.finish(self.parent_id, status="FAILED")
+    def fail(self, exc: BaseException) -> None:
+        """End the parent that `exc` stopped: KILLED for a stop, FAILED for an error."""
+        self.session.writer.abort(self.parent_id, exc)
         self._tmp.cleanup()
 
     def __enter__(self) -> "ExperimentRecorder":
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:
-        if exc_type is not None:
-            self.fail()
+        if exc is not None:
+            self.fail(exc)
         return False
 
 

@@ -19,7 +19,7 @@ from paraphina.formats.dataset import make_row
 from paraphina.formats.plots import plot_fan, plot_run
 from paraphina.runner.aggregates import aggregate_metrics
 from paraphina.tracking.datasets import row_to_record
-from paraphina.tracking.runs import RunRecord, RunWriter, flatten_params, git_commit
+from paraphina.tracking.runs import Ending, RunRecord, RunWriter, flatten_params, git_commit
 from paraphina.tracking.store import check_reachable, prepare_store, resolve_tracking_uri
 
 
@@ -55,7 +55,7 @@ class TrackingSession:
         check_reachable(uri, cfg.tracking.reachability_timeout_s)
         name = experiment or cfg.tracking.experiment
         experiment_id = prepare_store(uri, [name])[name]
-        return cls(uri, experiment_id, RunWriter(uri, experiment_id))
+        return cls(uri, experiment_id, RunWriter(uri, experiment_id, Ending.of(cfg.tracking)))
 
     def base_tags(self, cfg: DictConfig, chash: str) -> dict[str, str]:
         tags = {"profile": cfg.profile_name, "config_hash": chash, "market": cfg.market.scenario,
@@ -94,7 +94,7 @@ class TrackingSession:
         if cfg.get("dataset"):
             row = make_row(metrics, profile=cfg.profile_name, label=cfg.get("label"), notes=cfg.get("notes"),
                            telemetry_path=str(telemetry) if telemetry else None, knobs=run_knobs(cfg, per_run, i))
-            research = row_to_record(row, cfg.dataset, name)
+            research = row_to_record(row, cfg.dataset, name, f"engine:{cfg.get('label')}:{name}:{chash}:s{seed}")
             record.tags.update(research.tags)
             record.params.update({k: str(v) for k, v in research.params.items()})
         return record
@@ -129,8 +129,8 @@ class TrackingSession:
                 self.writer.log(self.run_record(cfg, result, i, chash, child_flat,
                                                 telemetry=paths[i], plot=cfg.tracking.child_plots, plot_dir=plot_dir,
                                                 config_yaml=config_yaml if full else None), parent_id)
-        except BaseException:
-            self.writer.finish(parent_id, status="FAILED")
+        except BaseException as exc:
+            self.writer.abort(parent_id, exc)
             raise
         fan = plot_fan(result.series_steps, result.series["pnl_total"], plot_dir / f"{name}-fan.png",
                        f"{name}: PnL across seeds")

@@ -1,33 +1,46 @@
 """Research datasets kept in MLflow: a dataset is the set of runs tagged `dataset=<NAME>`, one research row per run.
 
 Rows go in as metrics (run metrics), params (profile knobs) and tags (text fields) and come back as a DataFrame.
+A row counts once its run, and the parent run it was written under, are FINISHED (a stopped command's rows never
+count), and once per key (ROW_KEY_TAG): a rerun's row replaces the row it repeats.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+import hashlib
+import json
+import sys
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from paraphina.core.errors import ParaphinaError
-from paraphina.core.names import DATASET_TAG, KIND_TAG, METRIC_KEYS, RESEARCH_ROW_KIND, ROW_KNOBS
+from paraphina.core.names import (DATASET_TAG, KIND_TAG, METRIC_KEYS, PARENT_TAG, RESEARCH_ROW_KIND, ROW_KEY_TAG,
+                                  ROW_KNOBS)
 from paraphina.formats.dataset import ROW_FIELDS, ROW_KEYS
 from paraphina.formats.telemetry import BOOL, INT, NUMBER
-from paraphina.tracking.runs import RunRecord, RunWriter
-from paraphina.tracking.store import all_runs, describe, prepare_store, tracking_client
+from paraphina.tracking.runs import Ending, RunRecord, RunWriter
+from paraphina.tracking.store import (all_experiment_ids, all_runs, describe, mark_stopped_runs, prepare_store,
+                                      tracking_client)
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
-    from mlflow.store.entities import PagedList
 
 RESEARCH_EXPERIMENT = "research"
 TEXT_KEYS: tuple[str, ...] = tuple(key for key in ROW_KEYS if key not in METRIC_KEYS and key not in ROW_KNOBS)
 
 
-def row_to_record(row: Mapping[str, Any], dataset: str, name: str) -> RunRecord:
-    """A research row as a run of `dataset`: metrics (kill_switch as 0/1), knobs as params, text fields as tags."""
+def content_key(row: Mapping[str, Any]) -> str:
+    """The key of a row that is its content: recording the same row again repeats it."""
+    text = json.dumps({key: row.get(key) for key in ROW_KEYS}, sort_keys=True, default=str)
+    return f"content:{hashlib.sha256(text.encode()).hexdigest()[:20]}"
+
+
+def row_to_record(row: Mapping[str, Any], dataset: str, name: str, key: str | None = None) -> RunRecord:
+    """A research row as a run of `dataset`: metrics (kill_switch as 0/1), knobs as params, text fields as tags,
+    its key (default: its content) as a tag."""
     tags = {key: str(row[key]) for key in TEXT_KEYS if row.get(key) is not None}
-    tags.update({DATASET_TAG: dataset, KIND_TAG: RESEARCH_ROW_KIND})
+    tags.update({DATASET_TAG: dataset, KIND_TAG: RESEARCH_ROW_KIND, ROW_KEY_TAG: key or content_key(row)})
     return RunRecord(
         name=name,
         params={key: row[key] for key in ROW_KNOBS if row.get(key) is not None},
@@ -84,25 +97,11 @@ def _runs_frame(runs: Iterable[Run]) -> pd.DataFrame:
     )
 
 
-def _all_pages(fetch: Callable[[str | None], PagedList]) -> list:
-    """Every item of a paged MLflow search; `fetch(page_token)` returns one page."""
-    items: list = []
-    token = None
-    while True:
-        page = fetch(token)
-        items.extend(page)
-        token = page.token
-        if not token:
-            return items
-
-
 def _search_all(tracking_uri: str, filter_string: str) -> list[Run]:
     """Every active run of every active experiment matching `filter_string`, oldest first."""
     client = tracking_client(tracking_uri)
     try:
-        experiments = _all_pages(lambda token: client.search_experiments(page_token=token))
-        experiment_ids = [experiment.experiment_id for experiment in experiments]
-        return all_runs(client, experiment_ids, filter_string, ["attributes.start_time ASC"])
+        return all_runs(client, all_experiment_ids(client), filter_string, ["attributes.start_time ASC"])
     except Exception as exc:
         raise ParaphinaError(f"cannot search runs in {tracking_uri}: {describe(exc)}") from exc
 
@@ -119,17 +118,79 @@ def check_dataset_name(name: str) -> None:
         raise ParaphinaError(f"dataset name {name!r} contains a quote; use letters, digits, '-', '_' or '.'")
 
 
-def load_dataset(tracking_uri: str, name: str) -> pd.DataFrame:
-    """The research rows of dataset `name`; a missing dataset is an error listing those that exist."""
+def _counts(run: Run, unfinished: set[str], under: str | None) -> bool:
+    """A row counts when its run is FINISHED and so is the parent it was written under, unless it is read `under`
+    that parent (as the command writing them does)."""
+    return run.info.status == "FINISHED" and (under is not None or run.data.tags.get(PARENT_TAG) not in unfinished)
+
+
+def _rows(tracking_uri: str, name: str, under: str | None) -> tuple[list[Run], list[Run], int]:
+    """(every run of the dataset's rows, the rows that count: the latest of each key, how many rows of commands
+    that did not finish were skipped); the runs of stopped commands found on the way are marked KILLED."""
     check_dataset_name(name)
-    runs = _search_all(tracking_uri, f"tags.{DATASET_TAG} = '{name}'")
+    if under is not None and "'" in under:
+        raise ParaphinaError(f"run id {under!r} contains a quote")
+    where = f"tags.{DATASET_TAG} = '{name}'" + ("" if under is None else f" and tags.`{PARENT_TAG}` = '{under}'")
+    runs = _search_all(tracking_uri, where)
     if not runs:
+        return [], [], 0
+    unfinished = _search_all(tracking_uri, "attributes.status != 'FINISHED'")
+    mark_stopped_runs(tracking_client(tracking_uri), unfinished)
+    unfinished_ids = {run.info.run_id for run in unfinished}
+    finished = [run for run in runs if _counts(run, unfinished_ids, under)]
+    latest = {run.data.tags.get(ROW_KEY_TAG, run.info.run_id): run for run in finished}  # a rerun's row wins
+    return runs, list(latest.values()), len(runs) - len(finished)
+
+
+def dataset_runs(tracking_uri: str, name: str, under: str | None = None) -> list[Run]:
+    """The runs of the rows of dataset `name` that count (optionally only those written under run `under`).
+
+    Rows of commands that did not finish are skipped with one line on stderr saying how many and how to remove
+    them. A dataset without rows is an error.
+    """
+    runs, counted, stopped = _rows(tracking_uri, name, under)
+    if not runs:
+        if under is not None:
+            raise ParaphinaError(f"no research rows of dataset '{name}' under run {under} in {tracking_uri}")
         existing = ", ".join(list_datasets(tracking_uri)) or "none yet"
         raise ParaphinaError(f"no dataset '{name}' in {tracking_uri}; datasets there: {existing}")
-    return records_to_rows(_runs_frame(runs))
+    if stopped:
+        print(f"note: dataset '{name}': skipped {stopped} row(s) of commands that did not finish; "
+              f"python -m paraphina.tracking.clean removes them", file=sys.stderr)
+    if not counted:
+        raise ParaphinaError(f"dataset '{name}' in {tracking_uri} has no finished rows ({stopped} of commands "
+                             f"that did not finish); run python -m paraphina.tracking.clean and record it again")
+    return counted
 
 
-def research_writer(uri: str) -> RunWriter:
+def load_dataset(tracking_uri: str, name: str, under: str | None = None) -> pd.DataFrame:
+    """The research rows of dataset `name` that count (see `dataset_runs`), as a DataFrame."""
+    return records_to_rows(_runs_frame(dataset_runs(tracking_uri, name, under)))
+
+
+def dataset_keys(tracking_uri: str, name: str) -> set[str]:
+    """The keys of the rows of dataset `name` that count; empty when there is no such dataset."""
+    return {run.data.tags.get(ROW_KEY_TAG, run.info.run_id) for run in _rows(tracking_uri, name, None)[1]}
+
+
+def research_writer(uri: str, ending: Ending = Ending()) -> RunWriter:
     """A writer into the `research` experiment of a checked store, created (with the store) if missing."""
     experiment_id = prepare_store(uri, [RESEARCH_EXPERIMENT])[RESEARCH_EXPERIMENT]
-    return RunWriter(uri, experiment_id)
+    return RunWriter(uri, experiment_id, ending)
+
+
+def remove_unfinished_rows(tracking_uri: str) -> tuple[int, int]:
+    """Delete (MLflow's soft delete) the research rows of commands that ended without finishing, and the ended
+    parents they were written under; returns (rows, parents). Rows of commands still running are kept."""
+    client = tracking_client(tracking_uri)
+    ended = {run.info.run_id: run for run in _search_all(tracking_uri, "attributes.status != 'FINISHED'")
+             if run.info.status != "RUNNING"}
+    rows = [run for run in _search_all(tracking_uri, f"tags.{DATASET_TAG} LIKE '%'")
+            if run.info.run_id in ended or run.data.tags.get(PARENT_TAG) in ended]
+    parents = {run.data.tags[PARENT_TAG] for run in rows if run.data.tags.get(PARENT_TAG) in ended}
+    try:
+        for run_id in [*(run.info.run_id for run in rows), *parents]:
+            client.delete_run(run_id)
+    except Exception as exc:
+        raise ParaphinaError(f"cannot delete runs in {tracking_uri}: {describe(exc)}") from exc
+    return len(rows), len(parents)
