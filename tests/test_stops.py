@@ -183,7 +183,7 @@ def test_a_run_of_a_gone_process_is_marked_killed_and_its_rows_removed(tmp_path:
     assert client.get_run(parent).info.status == "KILLED"
     with pytest.raises(SystemExit):
         summary.main(["--dataset", "gone", "--tracking-uri", uri])
-    assert "skipped 1 row(s)" in capsys.readouterr().err
+    assert "skipped the rows of 1 run(s)" in capsys.readouterr().err
     clean.main(["--tracking-uri", uri])
     assert "deleted 1 research row(s) that never finished and 1 parent run(s)" in capsys.readouterr().out
     assert [r.data.tags[PARENT_TAG] for r in client.search_runs([client.get_run(parent).info.experiment_id])

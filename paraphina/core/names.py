@@ -56,4 +56,5 @@ MULTIRUN_KIND = "multirun"
 EXPERIMENT_KIND = "experiment"
 POINT_KIND = "point"
 RESEARCH_ROW_KIND = "research_row"
+RESEARCH_TABLE_KIND = "research_table"       # a batch recorded as one run, its seeds' rows in a table
 DATASET_IMPORT_KIND = "dataset_import"

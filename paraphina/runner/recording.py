@@ -1,7 +1,8 @@
 """Every engine run as an MLflow run: params, tags, metrics, stepped series, telemetry and plots.
 
-A batch is a parent run (aggregates and a fan chart) with one child per engine run. The tracking
-store is opened and checked before the engine starts, and only this process writes to it.
+A batch is one run (aggregates, a fan chart, its seeds' research rows as a Parquet table) and, when small or
+asked for, one child run per seed. The tracking store is opened and checked before the engine starts, and only
+this process writes to it.
 """
 from __future__ import annotations
 
@@ -10,17 +11,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
+import numpy as np
+import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from paraphina.config.loading import to_plain
-from paraphina.core.names import DATASET_SOURCE_TAG, DATASET_TAG, ENGINE_RUN_KIND, KIND_TAG, KNOB_CONFIG_KEYS, ROW_KNOBS
+from paraphina.config.schema import SeedChildren
+from paraphina.core.names import (DATASET_SOURCE_TAG, DATASET_TAG, ENGINE_RUN_KIND, KIND_TAG, KNOB_CONFIG_KEYS,
+                                  METRIC_KEYS, MICROSTRUCTURE_KEYS, RESEARCH_TABLE_KIND, ROW_KNOBS)
 from paraphina.engine.simulate import SERIES_KEYS, BatchResult
-from paraphina.formats.dataset import make_row
+from paraphina.formats.dataset import make_row, utc_timestamp
 from paraphina.formats.plots import plot_fan, plot_run
 from paraphina.runner.aggregates import aggregate_metrics
-from paraphina.tracking.datasets import row_to_record
+from paraphina.tracking.datasets import ROW_KEY_COLUMN, SEED_TABLE_PATH, row_to_record
 from paraphina.tracking.runs import Ending, RunRecord, RunWriter, flatten_params, git_commit
 from paraphina.tracking.store import check_reachable, prepare_store, resolve_tracking_uri
+
+TABLE_FILE = Path(SEED_TABLE_PATH)
 
 
 def run_knobs(cfg: DictConfig, per_run: Mapping[str, Sequence[float]] | None, i: int) -> dict[str, float]:
@@ -29,6 +36,37 @@ def run_knobs(cfg: DictConfig, per_run: Mapping[str, Sequence[float]] | None, i:
     keys = {knob: KNOB_CONFIG_KEYS[knob] for knob in ROW_KNOBS}
     return {knob: float(per_run[key][i]) if key in per_run else float(OmegaConf.select(cfg, key))
             for knob, key in keys.items()}
+
+
+def seed_children(cfg: DictConfig, runs: int) -> bool:
+    """Whether a batch of `runs` records a child run per seed besides its table (conf/tracking `seed_children`)."""
+    mode = SeedChildren(cfg.tracking.seed_children)
+    return mode is SeedChildren.always or (mode is SeedChildren.auto and runs < cfg.tracking.seed_children_below)
+
+
+def engine_row_key(label: str | None, name: str, chash: str, seed: int) -> str:
+    """The key of engine run `name`'s research row: the same run recorded again replaces it."""
+    return f"engine:{label}:{name}:{chash}:s{seed}"
+
+
+def seed_table(cfg: DictConfig, result: BatchResult, chash: str, telemetry: Sequence[Path | None]) -> pd.DataFrame:
+    """Every seed of a batch as a research row (ROW_KEYS and its key, as its child run would hold it), with its
+    seed and microstructure facts: the table a batch run holds."""
+    seeds = np.asarray(result.seeds, dtype=np.int64)
+    table = pd.DataFrame({"timestamp_utc": utc_timestamp(), "label": cfg.get("label"), "profile": cfg.profile_name,
+                          "notes": cfg.get("notes"),
+                          "telemetry_path": [None if path is None else str(path) for path in telemetry]})
+    for key in METRIC_KEYS:
+        table[key] = np.asarray(result.metrics[key])
+    table = table.astype({"num_ticks": "int64", "kill_switch": bool})
+    for knob, value in run_knobs(cfg, None, 0).items():
+        table[knob] = value
+    table["seed"] = seeds
+    for key in MICROSTRUCTURE_KEYS:
+        table[key] = np.asarray(result.metrics[key])
+    label, profile = cfg.get("label"), cfg.profile_name  # read once: a config lookup costs more than the key
+    table[ROW_KEY_COLUMN] = [engine_row_key(label, f"{profile}-s{seed}", chash, seed) for seed in seeds.tolist()]
+    return table
 
 
 def run_params(cfg: DictConfig) -> dict[str, str]:
@@ -94,14 +132,15 @@ class TrackingSession:
         if cfg.get("dataset"):
             row = make_row(metrics, profile=cfg.profile_name, label=cfg.get("label"), notes=cfg.get("notes"),
                            telemetry_path=str(telemetry) if telemetry else None, knobs=run_knobs(cfg, per_run, i))
-            research = row_to_record(row, cfg.dataset, name, f"engine:{cfg.get('label')}:{name}:{chash}:s{seed}")
+            research = row_to_record(row, cfg.dataset, name, engine_row_key(cfg.get("label"), name, chash, seed))
             record.tags.update(research.tags)
             record.params.update({k: str(v) for k, v in research.params.items()})
         return record
 
     def record_batch(self, cfg: DictConfig, result: BatchResult, chash: str, telemetry: Sequence[Path] = (),
                      parent_run_id: str | None = None) -> str:
-        """Record a single run, or a batch as a parent with one child per run; returns the top run's id."""
+        """Record a single run, or a batch as one run (with a child per seed if `seed_children` says so); returns
+        the top run's id."""
         with tempfile.TemporaryDirectory(prefix="paraphina-plots-") as tmp:
             return self._record_batch(cfg, result, chash, list(telemetry), parent_run_id, Path(tmp))
 
@@ -116,12 +155,23 @@ class TrackingSession:
                                      config_yaml=config_yaml)
             return self.writer.log(record, parent_run_id)
         name = f"{cfg.profile_name}-s{cfg.seed}-x{n}"
-        tags = self.base_tags(cfg, chash)
-        if DATASET_TAG in tags:  # the dataset is the set of research rows: the children, not their parent
+        children = seed_children(cfg, n)
+        tags = {**self.base_tags(cfg, chash), "seed": str(cfg.seed), "runs": str(n)}
+        if DATASET_TAG in tags and children:  # the dataset's rows are the children, not their parent
             tags[DATASET_SOURCE_TAG] = tags.pop(DATASET_TAG)
-        parent = RunRecord(name=name, params=flat, tags={**tags, "seed": str(cfg.seed), "runs": str(n)},
-                           texts={"config.yaml": config_yaml})
-        parent_id = self.writer.start_parent(parent, parent_run_id)
+        elif DATASET_TAG in tags:  # the dataset's rows are the rows of the batch run's table
+            tags[KIND_TAG] = RESEARCH_TABLE_KIND
+        table = plot_dir / TABLE_FILE.name
+        seed_table(cfg, result, chash, paths).to_parquet(table, index=False)
+        fan = plot_fan(result.series_steps, result.series["pnl_total"], plot_dir / f"{name}-fan.png",
+                       f"{name}: PnL across seeds")
+        aggregates = aggregate_metrics(result, cfg.world_model.confidence)
+        artifacts = [(table, str(TABLE_FILE.parent)), (fan, "plots")]
+        batch = RunRecord(name=name, params=flat, tags=tags, texts={"config.yaml": config_yaml})
+        if not children:
+            batch.metrics, batch.artifacts = aggregates, artifacts
+            return self.writer.log(batch, parent_run_id)
+        parent_id = self.writer.start_parent(batch, parent_run_id)
         full = cfg.tracking.child_config == "full"
         child_flat = flat if full else {key: flat[key] for key in cfg.tracking.child_params if key in flat}
         try:
@@ -132,8 +182,5 @@ class TrackingSession:
         except BaseException as exc:
             self.writer.abort(parent_id, exc)
             raise
-        fan = plot_fan(result.series_steps, result.series["pnl_total"], plot_dir / f"{name}-fan.png",
-                       f"{name}: PnL across seeds")
-        self.writer.finish(parent_id, metrics=aggregate_metrics(result, cfg.world_model.confidence),
-                           artifacts=[(fan, "plots")])
+        self.writer.finish(parent_id, metrics=aggregates, artifacts=artifacts)
         return parent_id

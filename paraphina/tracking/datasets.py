@@ -9,14 +9,15 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
+import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from paraphina.core.errors import ParaphinaError
-from paraphina.core.names import (DATASET_TAG, KIND_TAG, METRIC_KEYS, PARENT_TAG, RESEARCH_ROW_KIND, ROW_KEY_TAG,
-                                  ROW_KNOBS)
+from paraphina.core.names import (DATASET_TAG, KIND_TAG, METRIC_KEYS, PARENT_TAG, RESEARCH_ROW_KIND,
+                                  RESEARCH_TABLE_KIND, ROW_KEY_TAG, ROW_KNOBS)
 from paraphina.formats.dataset import ROW_FIELDS, ROW_KEYS
 from paraphina.formats.telemetry import BOOL, INT, NUMBER
 from paraphina.tracking.runs import Ending, RunRecord, RunWriter
@@ -24,9 +25,12 @@ from paraphina.tracking.store import (all_experiment_ids, all_runs, describe, ma
                                       tracking_client)
 
 if TYPE_CHECKING:
+    from mlflow import MlflowClient
     from mlflow.entities import Run
 
 RESEARCH_EXPERIMENT = "research"
+SEED_TABLE_PATH = "tables/seeds.parquet"   # a batch's seeds as rows, in the artifacts of its run
+ROW_KEY_COLUMN = "row_key"                 # the key of each row of such a table
 TEXT_KEYS: tuple[str, ...] = tuple(key for key in ROW_KEYS if key not in METRIC_KEYS and key not in ROW_KNOBS)
 
 
@@ -49,10 +53,15 @@ def row_to_record(row: Mapping[str, Any], dataset: str, name: str, key: str | No
     )
 
 
+def _stored(key: str) -> str:
+    """The column of a row key in a frame of runs: its metric, param or tag."""
+    kind = "metrics" if key in METRIC_KEYS else "params" if key in ROW_KNOBS else "tags"
+    return f"{kind}.{key}"
+
+
 def _column(runs_df: pd.DataFrame, key: str) -> pd.Series:
     """The stored column of a row key (tag, param or metric), all missing when no run has it."""
-    kind = "metrics" if key in METRIC_KEYS else "params" if key in ROW_KNOBS else "tags"
-    column = f"{kind}.{key}"
+    column = _stored(key)
     if column not in runs_df.columns:
         return pd.Series([None] * len(runs_df), index=runs_df.index, dtype=object)
     return runs_df[column]
@@ -83,11 +92,14 @@ def records_to_rows(runs_df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _runs_frame(runs: Iterable[Run]) -> pd.DataFrame:
-    """Runs as a DataFrame with the columns of `mlflow.search_runs` (run_id, metrics.*, params.*, tags.*)."""
+    """Runs as a DataFrame with the columns of `mlflow.search_runs` (run_id, metrics.*, params.*, tags.*), each
+    with its row's key and start time."""
     return pd.DataFrame.from_records(
         [
             {
                 "run_id": run.info.run_id,
+                "key": run.data.tags.get(ROW_KEY_TAG, run.info.run_id),
+                "start_time": run.info.start_time,
                 **{f"metrics.{key}": value for key, value in run.data.metrics.items()},
                 **{f"params.{key}": value for key, value in run.data.params.items()},
                 **{f"tags.{key}": value for key, value in run.data.tags.items()},
@@ -95,6 +107,17 @@ def _runs_frame(runs: Iterable[Run]) -> pd.DataFrame:
             for run in runs
         ]
     )
+
+
+def _table_frame(client: MlflowClient, run: Run) -> pd.DataFrame:
+    """The rows a run holds as a table (SEED_TABLE_PATH), laid out as `_runs_frame` lays out runs."""
+    with tempfile.TemporaryDirectory(prefix="paraphina-rows-") as folder:
+        table = pd.read_parquet(client.download_artifacts(run.info.run_id, SEED_TABLE_PATH, folder))
+    frame = pd.DataFrame({_stored(key): table[key] for key in ROW_KEYS})
+    frame.insert(0, "run_id", run.info.run_id)
+    frame.insert(1, "key", table[ROW_KEY_COLUMN])
+    frame.insert(2, "start_time", run.info.start_time)
+    return frame
 
 
 def _search_all(tracking_uri: str, filter_string: str) -> list[Run]:
@@ -124,53 +147,59 @@ def _counts(run: Run, unfinished: set[str], under: str | None) -> bool:
     return run.info.status == "FINISHED" and (under is not None or run.data.tags.get(PARENT_TAG) not in unfinished)
 
 
-def _rows(tracking_uri: str, name: str, under: str | None) -> tuple[list[Run], list[Run], int]:
-    """(every run of the dataset's rows, the rows that count: the latest of each key, how many rows of commands
-    that did not finish were skipped); the runs of stopped commands found on the way are marked KILLED."""
+def _rows(tracking_uri: str, name: str, under: str | None) -> tuple[pd.DataFrame, int, int]:
+    """(the rows that count, as a frame of runs with their keys: the latest of each key; the runs found; how many
+    runs of commands that did not finish were skipped). Rows come from row runs and from the tables of runs
+    of kind RESEARCH_TABLE_KIND; the runs of stopped commands found on the way are marked KILLED."""
     check_dataset_name(name)
     if under is not None and "'" in under:
         raise ParaphinaError(f"run id {under!r} contains a quote")
     where = f"tags.{DATASET_TAG} = '{name}'" + ("" if under is None else f" and tags.`{PARENT_TAG}` = '{under}'")
     runs = _search_all(tracking_uri, where)
     if not runs:
-        return [], [], 0
+        return pd.DataFrame(columns=["key"]), 0, 0
+    client = tracking_client(tracking_uri)
     unfinished = _search_all(tracking_uri, "attributes.status != 'FINISHED'")
-    mark_stopped_runs(tracking_client(tracking_uri), unfinished)
+    mark_stopped_runs(client, unfinished)
     unfinished_ids = {run.info.run_id for run in unfinished}
     finished = [run for run in runs if _counts(run, unfinished_ids, under)]
-    latest = {run.data.tags.get(ROW_KEY_TAG, run.info.run_id): run for run in finished}  # a rerun's row wins
-    return runs, list(latest.values()), len(runs) - len(finished)
+    tables = [run for run in finished if run.data.tags.get(KIND_TAG) == RESEARCH_TABLE_KIND]
+    try:
+        frames = [_runs_frame([run for run in finished if run not in tables]),
+                  *(_table_frame(client, run) for run in tables)]
+    except Exception as exc:
+        raise ParaphinaError(f"cannot read the rows of dataset '{name}' in {tracking_uri}: {describe(exc)}") from exc
+    rows = pd.concat([frame for frame in frames if len(frame)] or [pd.DataFrame(columns=["key"])], ignore_index=True)
+    if len(rows):  # a rerun's row replaces the row it repeats
+        rows = rows.sort_values("start_time", kind="stable").drop_duplicates("key", keep="last")
+    return rows, len(runs), len(runs) - len(finished)
 
 
-def dataset_runs(tracking_uri: str, name: str, under: str | None = None) -> list[Run]:
-    """The runs of the rows of dataset `name` that count (optionally only those written under run `under`).
+def load_dataset(tracking_uri: str, name: str, under: str | None = None) -> pd.DataFrame:
+    """The research rows of dataset `name` that count (optionally only those written under run `under`).
 
     Rows of commands that did not finish are skipped with one line on stderr saying how many and how to remove
     them. A dataset without rows is an error.
     """
-    runs, counted, stopped = _rows(tracking_uri, name, under)
-    if not runs:
+    rows, found, stopped = _rows(tracking_uri, name, under)
+    if not found:
         if under is not None:
             raise ParaphinaError(f"no research rows of dataset '{name}' under run {under} in {tracking_uri}")
         existing = ", ".join(list_datasets(tracking_uri)) or "none yet"
         raise ParaphinaError(f"no dataset '{name}' in {tracking_uri}; datasets there: {existing}")
     if stopped:
-        print(f"note: dataset '{name}': skipped {stopped} row(s) of commands that did not finish; "
+        print(f"note: dataset '{name}': skipped the rows of {stopped} run(s) of commands that did not finish; "
               f"python -m paraphina.tracking.clean removes them", file=sys.stderr)
-    if not counted:
-        raise ParaphinaError(f"dataset '{name}' in {tracking_uri} has no finished rows ({stopped} of commands "
-                             f"that did not finish); run python -m paraphina.tracking.clean and record it again")
-    return counted
-
-
-def load_dataset(tracking_uri: str, name: str, under: str | None = None) -> pd.DataFrame:
-    """The research rows of dataset `name` that count (see `dataset_runs`), as a DataFrame."""
-    return records_to_rows(_runs_frame(dataset_runs(tracking_uri, name, under)))
+    if not len(rows):
+        raise ParaphinaError(f"dataset '{name}' in {tracking_uri} has no finished rows ({stopped} run(s) of "
+                             f"commands that did not finish); run python -m paraphina.tracking.clean and record "
+                             f"it again")
+    return records_to_rows(rows)
 
 
 def dataset_keys(tracking_uri: str, name: str) -> set[str]:
     """The keys of the rows of dataset `name` that count; empty when there is no such dataset."""
-    return {run.data.tags.get(ROW_KEY_TAG, run.info.run_id) for run in _rows(tracking_uri, name, None)[1]}
+    return set(_rows(tracking_uri, name, None)[0]["key"])
 
 
 def research_writer(uri: str, ending: Ending = Ending()) -> RunWriter:
