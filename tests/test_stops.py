@@ -23,7 +23,7 @@ from paraphina.research import summary, transfer
 from paraphina.tracking import clean
 from paraphina.tracking.datasets import load_dataset, research_writer, row_to_record
 from paraphina.tracking.runs import RunRecord
-from paraphina.tracking.store import prepare_store, process_gone, tracking_client
+from paraphina.tracking.store import prepare_store, process_gone, process_started_ms, tracking_client
 
 PROJECT = Path(__file__).resolve().parents[1]
 STOP_TIMEOUT_S = 120
@@ -192,9 +192,10 @@ def test_a_run_of_a_gone_process_is_marked_killed_and_its_rows_removed(tmp_path:
 
 
 def test_a_live_process_is_told_from_a_reused_pid() -> None:
-    now_ms = int(time.time() * 1000)
-    assert not process_gone(os.getpid(), now_ms)              # this process, started before now
-    assert process_gone(os.getpid(), now_ms - 10 ** 9)        # a run older than this process: its pid was reused
+    started = process_started_ms(os.getpid())
+    assert started is not None and started <= time.time() * 1000
+    assert not process_gone(os.getpid(), started) and not process_gone(os.getpid(), None)
+    assert process_gone(os.getpid(), started - 10 ** 6)   # a process of that pid that started earlier is gone
 
 
 def test_a_stop_signal_waits_for_the_write_in_progress() -> None:

@@ -50,6 +50,7 @@ FEASIBLE_TAG = "paraphina.feasible"
 COMMAND_TAG = "paraphina.command"
 HOST_TAG = "paraphina.host"                  # the machine and process that wrote a run: a RUNNING run whose
 PID_TAG = "paraphina.pid"                    # process is gone was stopped (kill -9) and is marked KILLED
+PID_STARTED_TAG = "paraphina.pid_started"    # when that process started (ms since the epoch): a reused pid differs
 ROW_KEY_TAG = "paraphina.row_key"            # a research row's key: a rerun replaces the row, never doubles it
 ENGINE_RUN_KIND = "engine_run"
 MULTIRUN_KIND = "multirun"

@@ -79,7 +79,7 @@ class ExperimentRecorder:
                                       f"tags.`{KIND_TAG}` = '{EXPERIMENT_KIND}' and tags.`{tag}` = '{value}'",
                                       order_by=["attributes.start_time DESC"], max_results=1)
             if runs:
-                client.update_run(runs[0].info.run_id, status="RUNNING")
+                self.session.writer.reopen(runs[0].info.run_id)
         except MlflowException as exc:
             raise ParaphinaError(f"cannot reopen the {tag}={value} run in {self.session.uri}: {describe(exc)}") from exc
         return runs[0].info.run_id if runs else None

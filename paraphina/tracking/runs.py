@@ -8,7 +8,6 @@ import functools
 import json
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -20,9 +19,9 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 
 from paraphina.core.errors import ParaphinaError
-from paraphina.core.names import HOST_TAG, PARENT_TAG, PID_TAG
+from paraphina.core.names import PARENT_TAG
 from paraphina.core.stops import on_stop, uninterrupted
-from paraphina.tracking.store import describe, tracking_client
+from paraphina.tracking.store import describe, process_tags, tracking_client
 
 if TYPE_CHECKING:
     from mlflow.entities import Metric
@@ -106,7 +105,8 @@ def ended_status(exc: BaseException) -> str:
 
 
 class _Ended:
-    """The runs this process ended because its command stopped, and those it could not end, for the stop note."""
+    """The runs this process has open, the number it ended because its command stopped (by status) and those it
+    could not end: what the stop note says."""
 
     open: dict[str, "RunWriter"] = {}
     by_status: dict[str, int] = {}
@@ -167,6 +167,15 @@ class RunWriter:
         record = RunRecord(name=run_id, metrics=dict(metrics or {}), artifacts=list(artifacts))
         self._guarded(run_id, run_id, lambda: self._write(run_id, record, status))
 
+    def reopen(self, run_id: str) -> None:
+        """Set a finished run RUNNING again, as a run of this process (a resumed search keeps its parent run)."""
+        from mlflow.entities import RunTag
+
+        with uninterrupted():
+            self._client.log_batch(run_id, tags=[RunTag(key, value) for key, value in process_tags().items()])
+            self._client.update_run(run_id, status="RUNNING")
+            _Ended.open[run_id] = self
+
     def abort(self, run_id: str, exc: BaseException) -> None:
         """End a run that `exc` stopped, KILLED or FAILED (see `ended_status`), if it is still open."""
         if run_id not in _Ended.open:
@@ -183,7 +192,7 @@ class RunWriter:
 
     def _create(self, record: RunRecord, parent_run_id: str | None) -> str:
         """Create the run with its tags (so even a failed run is findable), its name and the process writing it."""
-        tags = {**record.tags, HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
+        tags = {**record.tags, **process_tags()}
         if parent_run_id is not None:
             tags[PARENT_TAG] = parent_run_id
         try:

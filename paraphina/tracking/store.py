@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Iterator
 
 from paraphina.core.errors import ParaphinaError
-from paraphina.core.names import HOST_TAG, PID_TAG
+from paraphina.core.names import HOST_TAG, PID_STARTED_TAG, PID_TAG
 from paraphina.core.stops import uninterrupted
 
 if TYPE_CHECKING:
@@ -177,32 +177,54 @@ def all_experiment_ids(client: MlflowClient) -> list[str]:
             return ids
 
 
-def process_gone(pid: int, since_ms: int) -> bool:
-    """True when no live process `pid` runs on this host, or the one that does started after `since_ms` (the
-    pid was reused): the process that started a run at `since_ms` is gone."""
+def process_started_ms(pid: int) -> int | None:
+    """When process `pid` started (ms since the epoch, to the boot clock's second), None without /proc or the
+    process; a zombie (killed, not yet reaped) counts as gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        boot_s = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                      if line.startswith("btime"))
+    except (OSError, StopIteration, IndexError, ValueError):
+        return None
+    return None if stat[0] == "Z" else int(1000 * (boot_s + int(stat[19]) / os.sysconf("SC_CLK_TCK")))
+
+
+def process_gone(pid: int, started_ms: int | None) -> bool:
+    """True when no live process `pid` started at `started_ms` (None: any live `pid` will do) runs on this host."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return True
     except PermissionError:  # alive, another user's
         pass
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        boot_s = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
-                      if line.startswith("btime"))
-    except (OSError, StopIteration, IndexError, ValueError):  # no /proc (not Linux): the pid answering is all we know
-        return False
-    started_ms = 1000 * (boot_s + int(stat[19]) / os.sysconf("SC_CLK_TCK"))
-    return stat[0] == "Z" or started_ms > since_ms + BOOT_TIME_RESOLUTION_MS
+    now_started = process_started_ms(pid)
+    if now_started is None:
+        return Path("/proc/stat").exists()   # a zombie, or gone meanwhile; without /proc the pid answering is all
+    return started_ms is not None and abs(now_started - started_ms) > BOOT_TIME_RESOLUTION_MS
 
 
 def stopped_runs(runs: Iterable[Run]) -> list[Run]:
     """The RUNNING runs among `runs` written on this host by a process that is gone (killed with -9, or the
     machine stopped): nobody will end them."""
     host = socket.gethostname()
-    return [run for run in runs if run.info.status == "RUNNING" and run.data.tags.get(HOST_TAG) == host
-            and run.data.tags.get(PID_TAG, "").isdigit()
-            and process_gone(int(run.data.tags[PID_TAG]), run.info.start_time)]
+    stopped = []
+    for run in runs:
+        tags = run.data.tags
+        if run.info.status != "RUNNING" or tags.get(HOST_TAG) != host or not tags.get(PID_TAG, "").isdigit():
+            continue
+        started = tags.get(PID_STARTED_TAG, "")
+        if process_gone(int(tags[PID_TAG]), int(started) if started.isdigit() else None):
+            stopped.append(run)
+    return stopped
+
+
+def process_tags() -> dict[str, str]:
+    """The tags naming this process (host, pid, start time) that a run it writes carries."""
+    tags = {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
+    started = process_started_ms(os.getpid())
+    if started is not None:
+        tags[PID_STARTED_TAG] = str(started)
+    return tags
 
 
 def mark_stopped_runs(client: MlflowClient, runs: Iterable[Run]) -> int:
