@@ -25,7 +25,6 @@ from paraphina.tracking.datasets import load_dataset, research_writer, row_to_re
 from paraphina.tracking.runs import RunRecord
 from paraphina.tracking.store import prepare_store, process_gone, process_started_ms, tracking_client
 
-PROJECT = Path(__file__).resolve().parents[1]
 STOP_TIMEOUT_S = 120
 RECORD_EXP13 = ["ticks=60", "runs_per_profile=3", "dataset=stops", "telemetry.every=20"]
 RECORD_BATCH = ["runs=60", "ticks=50", "seed=11", "dataset=batch"]
@@ -46,10 +45,10 @@ def rows_written(db: Path) -> int:
 
 
 def stop_after_rows(args: list[str], folder: Path, signum: int, rows: int) -> subprocess.CompletedProcess:
-    """Run `python -m ARGS` in `folder` (this checkout's package) and send `signum` once `rows` research rows
+    """Run `python -m ARGS` in `folder` and send `signum` once `rows` research rows
     are in its store; returns the finished process with its output."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PARAPHINA_", "MLFLOW_"))}
-    env.update(PYTHONPATH=str(PROJECT), MLFLOW_TRACKING_URI=store_uri(folder))
+    env["MLFLOW_TRACKING_URI"] = store_uri(folder)
     process = subprocess.Popen([sys.executable, "-m", *args], cwd=folder, env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
     db = folder / "mlruns" / "mlflow.db"

@@ -12,14 +12,20 @@ from paraphina.runner.telemetry import removed_unless_done
 def execute(cfg: DictConfig, parent_run_id: str | None = None, job: int | None = None) -> str | None:
     """One job (number `job` of a multirun, under `parent_run_id`); returns the run id, None without tracking."""
     validate(cfg)
-    session = None
+    opening = None
     if cfg.tracking.enabled:
-        from paraphina.runner.recording import TrackingSession  # brings pandas (0.2 s), which a run without tracking does not need
+        from paraphina.runner.recording import Opening  # brings pandas (0.2 s), which a run without tracking does not need
 
-        session = TrackingSession.open(cfg)
+        opening = Opening(cfg)
     chash = config_hash(cfg)
     print(report.header(cfg, chash), flush=True)
-    result, telemetry = run_batch(cfg, job=job)
+    try:
+        result, telemetry = run_batch(cfg, job=job)
+    except BaseException:
+        if opening is not None:  # a stop waits for the store's preparation: a schema half made breaks the store
+            opening.wait()
+        raise
+    session = opening.session() if opening is not None else None
     with removed_unless_done(telemetry):
         print(report.run_summary(result) if cfg.runs == 1 else report.batch_summary(result, cfg.world_model.confidence))
         print(report.engine_time(result, cfg.ticks))

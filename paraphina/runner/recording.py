@@ -7,6 +7,7 @@ this process writes to it.
 from __future__ import annotations
 
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -21,7 +22,7 @@ from paraphina.core.names import (DATASET_SOURCE_TAG, DATASET_TAG, ENGINE_RUN_KI
                                   METRIC_KEYS, MICROSTRUCTURE_KEYS, RESEARCH_TABLE_KIND, ROW_KNOBS)
 from paraphina.engine.simulate import SERIES_KEYS, BatchResult
 from paraphina.formats.dataset import make_row, utc_timestamp
-from paraphina.formats.plots import plot_fan, plot_run
+from paraphina.formats.plots import load_plotting, plot_fan, plot_run
 from paraphina.runner.aggregates import aggregate_metrics
 from paraphina.tracking.datasets import ROW_KEY_COLUMN, SEED_TABLE_PATH, row_to_record
 from paraphina.tracking.runs import Ending, RunRecord, RunWriter, flatten_params, git_commit
@@ -77,6 +78,38 @@ def run_params(cfg: DictConfig) -> dict[str, str]:
     """
     unlogged = set(cfg.tracking.unlogged_sections)
     return flatten_params({key: value for key, value in to_plain(cfg).items() if key not in unlogged})
+
+
+class Opening:
+    """A TrackingSession opened in a background thread while the engine runs (the engine releases Python's
+    lock): importing MLflow and preparing the store take about 1.5 s, and the plots' library 0.3-0.5 s more.
+    The store is checked for reachability at once, so an unusable store still stops the command first."""
+
+    def __init__(self, cfg: DictConfig) -> None:
+        check_reachable(resolve_tracking_uri(cfg.tracking.uri, cfg.paths.store), cfg.tracking.reachability_timeout_s)
+        self._session: TrackingSession | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._open, args=(cfg,), name="tracking-open", daemon=True)
+        self._thread.start()
+
+    def _open(self, cfg: DictConfig) -> None:
+        try:
+            self._session = TrackingSession.open(cfg)
+            load_plotting()
+        except BaseException as exc:  # raised again in the caller's thread by `session`
+            self._error = exc
+
+    def wait(self) -> None:
+        """Wait until the thread is done."""
+        self._thread.join()
+
+    def session(self) -> "TrackingSession":
+        """The open session, once the thread is done; its error, if it failed."""
+        self.wait()
+        if self._error is not None:
+            raise self._error
+        assert self._session is not None
+        return self._session
 
 
 @dataclass
