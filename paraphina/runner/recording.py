@@ -31,12 +31,22 @@ from paraphina.tracking.store import check_reachable, prepare_store, resolve_tra
 TABLE_FILE = Path(SEED_TABLE_PATH)
 
 
-def run_knobs(cfg: DictConfig, per_run: Mapping[str, Sequence[float]] | None, i: int) -> dict[str, float]:
-    """The structural knobs of run i: its per-run value where the batch varies it, else the config's."""
+def batch_knobs(cfg: DictConfig, per_run: Mapping[str, Sequence[float]] | None, runs: np.ndarray
+                ) -> dict[str, np.ndarray]:
+    """The structural knobs of runs `runs` of a batch: their per-run values where the batch varies them, else
+    the config's."""
     per_run = per_run or {}
-    keys = {knob: KNOB_CONFIG_KEYS[knob] for knob in ROW_KNOBS}
-    return {knob: float(per_run[key][i]) if key in per_run else float(OmegaConf.select(cfg, key))
-            for knob, key in keys.items()}
+    out = {}
+    for knob in ROW_KNOBS:
+        key = KNOB_CONFIG_KEYS[knob]
+        out[knob] = (np.asarray(per_run[key], dtype=float)[runs] if key in per_run
+                     else np.full(len(runs), float(OmegaConf.select(cfg, key))))
+    return out
+
+
+def run_knobs(cfg: DictConfig, per_run: Mapping[str, Sequence[float]] | None, i: int) -> dict[str, float]:
+    """The structural knobs of run i (see `batch_knobs`)."""
+    return {knob: float(values[0]) for knob, values in batch_knobs(cfg, per_run, np.array([i])).items()}
 
 
 def seed_children(cfg: DictConfig, runs: int) -> bool:
@@ -50,24 +60,35 @@ def engine_row_key(label: str | None, name: str, chash: str, seed: int) -> str:
     return f"engine:{label}:{name}:{chash}:s{seed}"
 
 
-def seed_table(cfg: DictConfig, result: BatchResult, chash: str, telemetry: Sequence[Path | None]) -> pd.DataFrame:
-    """Every seed of a batch as a research row (ROW_KEYS and its key, as its child run would hold it), with its
-    seed and microstructure facts: the table a batch run holds."""
-    seeds = np.asarray(result.seeds, dtype=np.int64)
-    table = pd.DataFrame({"timestamp_utc": utc_timestamp(), "label": cfg.get("label"), "profile": cfg.profile_name,
-                          "notes": cfg.get("notes"),
+def seed_table(cfg: DictConfig, result: BatchResult, chash: str, runs: np.ndarray, names: Sequence[str],
+               telemetry: Sequence[Path | None], per_run: Mapping[str, Sequence[float]] | None = None,
+               labels: Sequence[str] | None = None) -> pd.DataFrame:
+    """Runs `runs` of a batch as research rows (ROW_KEYS, and the key each would have as child run `names[j]`;
+    `labels` default to the config's label), with their seeds and microstructure facts: the table a run holds."""
+    runs = np.asarray(runs, dtype=np.int64)
+    seeds = np.asarray(result.seeds, dtype=np.int64)[runs]
+    label = cfg.get("label")  # read once: a config lookup costs more than a row's key
+    table = pd.DataFrame({"timestamp_utc": utc_timestamp(), "label": label if labels is None else list(labels),
+                          "profile": cfg.profile_name, "notes": cfg.get("notes"),
                           "telemetry_path": [None if path is None else str(path) for path in telemetry]})
     for key in METRIC_KEYS:
-        table[key] = np.asarray(result.metrics[key])
+        table[key] = np.asarray(result.metrics[key])[runs]
     table = table.astype({"num_ticks": "int64", "kill_switch": bool})
-    for knob, value in run_knobs(cfg, None, 0).items():
-        table[knob] = value
+    for knob, values in batch_knobs(cfg, per_run, runs).items():
+        table[knob] = values
     table["seed"] = seeds
     for key in MICROSTRUCTURE_KEYS:
-        table[key] = np.asarray(result.metrics[key])
-    label, profile = cfg.get("label"), cfg.profile_name  # read once: a config lookup costs more than the key
-    table[ROW_KEY_COLUMN] = [engine_row_key(label, f"{profile}-s{seed}", chash, seed) for seed in seeds.tolist()]
+        table[key] = np.asarray(result.metrics[key])[runs]
+    table[ROW_KEY_COLUMN] = [engine_row_key(label, name, chash, seed) for name, seed in zip(names, seeds.tolist())]
     return table
+
+
+def table_artifact(table: pd.DataFrame, folder: Path) -> tuple[Path, str]:
+    """Write `table` as `folder/seeds.parquet`: the artifact that puts it at SEED_TABLE_PATH in a run."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / TABLE_FILE.name
+    table.to_parquet(path, index=False)
+    return path, str(TABLE_FILE.parent)
 
 
 def run_params(cfg: DictConfig) -> dict[str, str]:
@@ -194,12 +215,13 @@ class TrackingSession:
             tags[DATASET_SOURCE_TAG] = tags.pop(DATASET_TAG)
         elif DATASET_TAG in tags:  # the dataset's rows are the rows of the batch run's table
             tags[KIND_TAG] = RESEARCH_TABLE_KIND
-        table = plot_dir / TABLE_FILE.name
-        seed_table(cfg, result, chash, paths).to_parquet(table, index=False)
+        profile = cfg.profile_name
+        table = seed_table(cfg, result, chash, np.arange(n), [f"{profile}-s{seed}" for seed in result.seeds.tolist()],
+                           paths)
         fan = plot_fan(result.series_steps, result.series["pnl_total"], plot_dir / f"{name}-fan.png",
                        f"{name}: PnL across seeds")
         aggregates = aggregate_metrics(result, cfg.world_model.confidence)
-        artifacts = [(table, str(TABLE_FILE.parent)), (fan, "plots")]
+        artifacts = [table_artifact(table, plot_dir), (fan, "plots")]
         batch = RunRecord(name=name, params=flat, tags=tags, texts={"config.yaml": config_yaml})
         if not children:
             batch.metrics, batch.artifacts = aggregates, artifacts
