@@ -4,17 +4,25 @@ Kept small and generic so any test file can use it; tests that need other overri
 """
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
 from paraphina.config.loading import compose_config, to_plain
 
 
+PROJECT = Path(__file__).resolve().parents[1]
+
+
 @pytest.fixture(scope="session", autouse=True)
 def isolated_project_outputs(tmp_path_factory):
-    """The tests run in a temp folder: `paths.root` (sweeps/, the default store) is never the checkout."""
+    """The tests run in a temp folder: `paths.root` (sweeps/, the default store) is never the checkout; the
+    commands they start in subprocesses import this checkout's package, whichever one the environment installs."""
     root = tmp_path_factory.mktemp("project")
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(root)
+        patch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(PROJECT), os.environ.get("PYTHONPATH")])))
         yield root
 
 

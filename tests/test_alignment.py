@@ -402,6 +402,24 @@ def test_exp13_minimal_command_end_to_end_then_exp12_from_its_alignment(uri, tmp
     assert (tuned["runs"] == 1).all()
 
 
+def test_exp13_records_a_profile_s_many_seeds_as_one_run_with_a_table(uri):
+    command = ["ticks=40", "runs_per_profile=3", "profiles=[conservative,aggressive]", "dataset=tables",
+               f"tracking.uri={uri}"]
+    exp13.main([*command, "tracking.seed_children_below=3"])
+    client = tracking_client(uri)
+    runs = client.search_runs([client.get_experiment_by_name(NAMES["exp13"]).experiment_id], "tags.dataset = 'tables'")
+    assert sorted(r.info.run_name for r in runs) == ["exp13_aggressive_r000-r002", "exp13_conservative_r000-r002"]
+    assert {r.data.tags["paraphina.kind"] for r in runs} == {"research_table"}
+    as_tables = load_dataset(uri, "tables")
+    assert sorted(as_tables["label"]) == sorted(f"exp13_{p}_r{i:03d}" for p in ("aggressive", "conservative")
+                                                for i in range(3))
+    exp13.main(command)   # the same rows as child runs replace the tables' rows
+    as_children = load_dataset(uri, "tables")
+    kept = [c for c in as_tables.columns if c not in ("timestamp_utc", "telemetry_path")]
+    pd.testing.assert_frame_equal(as_children[kept].sort_values("label").reset_index(drop=True),
+                                  as_tables[kept].sort_values("label").reset_index(drop=True))
+
+
 def test_exp13_decisive_stops_at_the_cap_and_overrides_reach_every_profile(uri, capsys):
     exp13.main(["ticks=30", "runs_per_profile=1", "profiles=[conservative,aggressive]", "target=decisive",
                 "experiment.decisive.max_runs_per_profile=5", "experiment.decisive.looks=5", "seed=7",
@@ -459,7 +477,8 @@ def test_exp11_notes_repeated_runs_and_mixed_lengths(uri, capsys):
     rows = research_rows({"balanced": BALANCED})
     longer = research_rows({"balanced": [(1.0, 1.0, False)]}, label="long")
     longer[0]["num_ticks"] = 2000
-    record_dataset(uri, "twice", rows + rows + longer)
+    again = [{**row, "timestamp_utc": "2025-01-02T00:00:00Z"} for row in rows]  # the same runs, recorded later
+    record_dataset(uri, "twice", rows + again + longer)
     exp11.main(["dataset=twice", f"tracking.uri={uri}"])
     out = capsys.readouterr().out
     assert "2 run(s) in dataset 'twice' repeat another run" in out

@@ -117,7 +117,7 @@ def test_interrupted_study_resumes_without_loss_or_duplicates(tmp_path: Path, mo
                       4: TrialState.WAITING, 5: TrialState.WAITING}
     kept = {t.number: t.params for t in first.trials if t.state == TrialState.COMPLETE}
     (parent,), points = children(tmp_path, cfg.experiment.name)
-    assert parent.info.status == "FAILED" and len(points) == 3   # trial 2's child is an orphan until resumed
+    assert parent.info.status == "KILLED" and len(points) == 3   # trial 2's child is an orphan until resumed
     # a process killed mid-round leaves its trial RUNNING (here the retry of trial 2, asked and never told)
     killed = first.ask()
     for d in study.search_space(cfg.experiment.space, cfg, "grid"):

@@ -132,7 +132,7 @@ def test_batch_parent_children_and_aggregates(tmp_path: Path, tracking_uri: str)
     knobs = {key: parent.data.params[key] for key in cfg.tracking.child_params}
     assert knobs["engine.risk.daily_loss_limit"] == "50.0" and knobs["market.scenario"] == "volatile"
     assert [run.data.params for run in children] == [{**knobs, "seed": seed} for seed in ("1", "2", "3", "4")]
-    assert [a.path for a in client.list_artifacts(parent_id)] == ["config.yaml", "plots"]
+    assert [a.path for a in client.list_artifacts(parent_id)] == ["config.yaml", "plots", "tables"]
     assert all(client.list_artifacts(run.info.run_id) == [] for run in children)
 
     metric = {key: np.array([run.data.metrics[key] for run in children])
@@ -227,6 +227,31 @@ def test_dataset_of_several_runs_summarises_like_pandas(tmp_path: Path, tracking
 def test_batch_joins_dataset_as_one_row_per_run(tracking_uri: str) -> None:
     execute(compose(tracking_uri, "runs=2", "ticks=50", "dataset=ds-batch", "label=batch"))
     assert len(load_dataset(tracking_uri, "ds-batch")) == 2
+
+
+def test_large_batch_is_one_run_with_its_seeds_as_rows(tmp_path: Path, tracking_uri: str) -> None:
+    table_mode = ["runs=6", "seed=2", "ticks=60", "dataset=ds-table", "label=t", "tracking.seed_children_below=4"]
+    cfg = compose(tracking_uri, *table_mode)
+    run_id = execute(cfg)
+    client = MlflowClient(tracking_uri)
+    (batch,) = experiment_runs(client)
+    assert batch.info.run_id == run_id and batch.info.status == "FINISHED"
+    assert batch.data.tags["paraphina.kind"] == "research_table" and batch.data.metrics["runs"] == 6
+    assert [a.path for a in client.list_artifacts(run_id)] == ["config.yaml", "plots", "tables"]
+    table = pd.read_parquet(client.download_artifacts(run_id, "tables/seeds.parquet", str(tmp_path)))
+    engine = engine_only(cfg)
+    assert table["seed"].tolist() == [2, 3, 4, 5, 6, 7]
+    np.testing.assert_array_equal(table["final_pnl"], engine.metrics["final_pnl"])
+    np.testing.assert_array_equal(table["net_edge_bps"], engine.metrics["net_edge_bps"])
+    rows = load_dataset(tracking_uri, "ds-table")
+    assert sorted(rows["final_pnl"]) == sorted(engine.metrics["final_pnl"]) and set(rows["label"]) == {"t"}
+
+    execute(compose(tracking_uri, *table_mode, "tracking.seed_children=always"))   # children replace the rows
+    again = load_dataset(tracking_uri, "ds-table")
+    assert len(experiment_runs(client)) == 1 + 1 + 6
+    columns = [c for c in rows.columns if c != "timestamp_utc"]
+    pd.testing.assert_frame_equal(again[columns].sort_values("final_pnl").reset_index(drop=True),
+                                  rows[columns].sort_values("final_pnl").reset_index(drop=True))
 
 
 def test_engine_cli_records_on_a_real_server(tmp_path: Path, mlflow_server: str) -> None:

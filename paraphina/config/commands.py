@@ -15,7 +15,7 @@ from omegaconf.errors import OmegaConfBaseException
 from paraphina.config import experiments
 from paraphina.config.loading import (CONF_DIR, compose_config, env_overrides, explain_hydra_error,
                                       reject_appended_keys, resolve, validate)
-from paraphina.core.cli import cli_errors, fail
+from paraphina.core.cli import cli_errors, fail_after
 from paraphina.core.errors import ParaphinaError
 
 FULL_ERROR_ENV = "HYDRA_FULL_ERROR"   # Hydra raises its errors instead of printing them over several lines
@@ -52,9 +52,9 @@ def hydra_command(config_name: str, task: Callable[[DictConfig], object],
         try:  # a job's exception would be logged over several lines by Hydra's job runner
             task(with_environment(cfg, config_name, ignored_env))
         except ParaphinaError as exc:
-            fail(str(exc))
+            fail_after(str(exc), exc)
         except OmegaConfBaseException as exc:
-            fail(explain_hydra_error(exc))
+            fail_after(explain_hydra_error(exc), exc)
 
     app = hydra.main(config_path=str(CONF_DIR), config_name=config_name, version_base="1.3")(job)
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
@@ -232,6 +233,14 @@ class TelemetryConfig:
     every: int = MISSING
 
 
+class SeedChildren(StrEnum):
+    """When a batch's seeds are child runs as well as rows of its table (conf/tracking `seed_children`)."""
+
+    auto = "auto"
+    always = "always"
+    never = "never"
+
+
 @dataclass
 class TrackingConfig:
     enabled: bool = MISSING
@@ -244,6 +253,10 @@ class TrackingConfig:
     unlogged_sections: list[str] = field(default_factory=list)
     child_config: str = MISSING
     child_params: list[str] = field(default_factory=list)
+    end_attempts: int = MISSING
+    end_wait_s: float = MISSING
+    seed_children: SeedChildren = MISSING
+    seed_children_below: int = MISSING
 
 
 @dataclass

@@ -6,22 +6,30 @@ import atexit
 import functools
 import gc
 import math
+import signal
 import sys
 from typing import Callable, NoReturn, TypeVar
 
 from paraphina.core.errors import EXIT_USER_ERROR, ParaphinaError
+from paraphina.core.stops import Stopped, end_open_work, stop_signals
 
 T = TypeVar("T")
 
 
-def fail(message: str) -> NoReturn:
-    """Print `error: message` on one line to stderr and exit with the user-error code."""
+def fail(message: str, code: int = EXIT_USER_ERROR) -> NoReturn:
+    """Print `error: message` on one line to stderr and exit with `code` (by default the user-error code)."""
     print(f"error: {' '.join(str(message).split())}", file=sys.stderr)
-    raise SystemExit(EXIT_USER_ERROR)
+    raise SystemExit(code)
+
+
+def fail_after(message: str, exc: BaseException, code: int = EXIT_USER_ERROR) -> NoReturn:
+    """`fail` once the stop hooks have ended the work the command left open, their notes appended."""
+    fail("; ".join([message, *end_open_work(exc)]), code)
 
 
 def cli_errors(main: Callable[..., T]) -> Callable[..., T]:
-    """Wrap a command-line entry point so ParaphinaError ends the program with a one-line message.
+    """Wrap a command-line entry point so ParaphinaError ends the program with a one-line message, and SIGINT or
+    SIGTERM with one line saying what became of the unfinished work (see `core.stops`).
 
     It also freezes the heap at exit: the interpreter's final collections over what MLflow, SQLAlchemy and
     pandas allocated add about a second to every command. Registered when the command starts, it runs after
@@ -33,14 +41,19 @@ def cli_errors(main: Callable[..., T]) -> Callable[..., T]:
         atexit.unregister(gc.freeze)
         atexit.register(gc.freeze)
         try:
-            return main(*args, **kwargs)
+            with stop_signals():
+                return main(*args, **kwargs)
         except ParaphinaError as exc:
-            fail(str(exc))
+            fail_after(str(exc), exc)
         except BrokenPipeError:  # output piped into a command that stopped reading (e.g. head)
             sys.stderr.close()
             raise SystemExit(0)
-        except KeyboardInterrupt:
-            fail("interrupted; runs already finished are recorded, the unfinished one is not")
+        except KeyboardInterrupt as exc:  # exit status 128 + the signal's number, as a shell reports it
+            signum = exc.signum if isinstance(exc, Stopped) else signal.SIGINT
+            fail_after(f"stopped by {signal.Signals(signum).name}", exc, 128 + signum)
+        except BaseException as exc:
+            end_open_work(exc)
+            raise
 
     return wrapper
 

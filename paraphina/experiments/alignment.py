@@ -19,11 +19,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from paraphina.config.loading import is_dataset_file
 from paraphina.core.errors import ParaphinaError
-from paraphina.core.names import PARENT_TAG
 from paraphina.world_model.power import runs_to_decide
 from paraphina.world_model.tiers import RiskTier, budget_margins, tier_score, tiers_from_mapping
 from paraphina.world_model.verdicts import CheckRules, check_tier, holm_adjust, is_decided, quantile_interval
-from paraphina.tracking.store import all_runs, describe, resolve_tracking_uri, tracking_client
+from paraphina.tracking.store import resolve_tracking_uri, tracking_client
 
 VERDICTS = ("ok", "violated", "inconclusive")
 
@@ -240,26 +239,12 @@ def load_rows(cfg: DictConfig, dataset: str, source_run: str | None = None) -> p
     """Research rows of a dataset: an MLflow dataset (optionally only the rows recorded under one parent run,
     such as an Exp13 invocation) or a JSONL file in the original format."""
     from paraphina.formats.dataset import read_rows
-    from paraphina.tracking.datasets import DATASET_TAG, _runs_frame, load_dataset, records_to_rows
+    from paraphina.tracking.datasets import load_dataset
     if is_dataset_file(dataset):
         if source_run:
             raise ParaphinaError("source_run selects runs in MLflow; it cannot filter a JSONL dataset file")
         return read_rows(dataset)
-    uri = resolve_tracking_uri(cfg.tracking.uri, cfg.paths.store)
-    if not source_run:
-        return load_dataset(uri, dataset)
-    if "'" in dataset or "'" in source_run:
-        raise ParaphinaError(f"dataset {dataset!r} or run {source_run!r} contains a quote")
-    client = tracking_client(uri)
-    try:
-        experiment_id = client.get_run(source_run).info.experiment_id
-        runs = all_runs(client, [experiment_id], f"tags.{DATASET_TAG} = '{dataset}' and "
-                        f"tags.`{PARENT_TAG}` = '{source_run}'")
-    except Exception as exc:
-        raise ParaphinaError(f"cannot read the runs of {source_run} in {uri}: {describe(exc)}") from exc
-    if not runs:
-        raise ParaphinaError(f"no research rows of dataset '{dataset}' under run {source_run} in {uri}")
-    return records_to_rows(_runs_frame(runs))
+    return load_dataset(resolve_tracking_uri(cfg.tracking.uri, cfg.paths.store), dataset, source_run or None)
 
 
 # --- earlier experiments' records ----------------------------------------------------------------

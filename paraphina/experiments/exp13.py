@@ -32,11 +32,12 @@ from paraphina.config.commands import hydra_command, task_overrides
 from paraphina.config.loading import PROFILE_ENV
 from paraphina.core.errors import ParaphinaError
 from paraphina.config.experiments import Target
-from paraphina.core.names import DATASET_SOURCE_TAG, EXPERIMENT_TAG
+from paraphina.core.names import DATASET_SOURCE_TAG, EXPERIMENT_TAG, KIND_TAG, RESEARCH_TABLE_KIND
 from paraphina.experiments import alignment, exp11
 from paraphina.experiments.cli import check_composed, print_horizon_note
 from paraphina.experiments.profiles import profiles_batch
 from paraphina.experiments.records import ExperimentRecorder, sweeps_dir
+from paraphina.runner.telemetry import removed_unless_done
 from paraphina.world_model.sequential import (
     SequentialDesign,
     Spending,
@@ -101,9 +102,12 @@ def check(cfg: DictConfig) -> None:
 
 def run_round(cfg: DictConfig, recorder: ExperimentRecorder, overrides: list[str], profiles: list[str],
               seeds: int, offset: int, telemetry: bool, measured: dict[str, ProfileRuns]) -> dict:
-    """One engine batch of profiles x seeds (seed + offset, ...), each run recorded as a research row."""
+    """One engine batch of profiles x seeds (seed + offset, ...), each run recorded as a research row: a child run
+    each, or for as many seeds as `tracking.seed_children` says make a table, one run per profile holding them."""
+    from paraphina.runner.aggregates import aggregate_metrics
     from paraphina.runner.batch import config_hash, run_batch
-    from paraphina.runner.recording import run_params
+    from paraphina.runner.recording import run_params, seed_children, seed_table, table_artifact
+    from paraphina.tracking.runs import RunRecord
 
     batch = profiles_batch(profiles, overrides, CONFIG_NAME, seeds=seeds, base_seed=cfg.seed + offset)
     started = time.perf_counter()
@@ -121,15 +125,28 @@ def run_round(cfg: DictConfig, recorder: ExperimentRecorder, overrides: list[str
     flat = {p: run_params(c) for p, c in batch.configs.items()}
     hashes = {p: config_hash(c) for p, c in batch.configs.items()}
     yamls = {p: OmegaConf.to_yaml(c) for p, c in batch.configs.items()}
-    for i, profile in enumerate(batch.run_profiles()):
-        label = f"{cfg.label_prefix}_{profile}_r{int(result.seeds[i]) - cfg.seed:03d}"
-        record = session.run_record(batch.configs[profile], result, i, hashes[profile], flat[profile], batch.per_run,
-                                    telemetry=paths[i] if paths else None, plot=False, name=label,
-                                    config_yaml=yamls[profile])
-        record.tags.update({"label": label, EXPERIMENT_TAG: cfg.experiment.id})
-        session.writer.log(record, recorder.parent_id)
     for profile in profiles:
-        measured[profile].add(result.metrics, batch.rows(profile))
+        rows = batch.rows(profile)
+        labels = [f"{cfg.label_prefix}_{profile}_r{int(result.seeds[i]) - cfg.seed:03d}" for i in rows]
+        pcfg, chash = batch.configs[profile], hashes[profile]
+        measured[profile].add(result.metrics, rows)
+        if seed_children(cfg, len(rows)):
+            for i, label in zip(rows, labels):
+                record = session.run_record(pcfg, result, i, chash, flat[profile], batch.per_run,
+                                            telemetry=paths[i] if paths else None, plot=False, name=label,
+                                            config_yaml=yamls[profile])
+                record.tags.update({"label": label, EXPERIMENT_TAG: cfg.experiment.id})
+                session.writer.log(record, recorder.parent_id)
+            continue
+        table = seed_table(pcfg, result, chash, rows, labels, [paths[i] if paths else None for i in rows],
+                           batch.per_run, labels)
+        name = f"{labels[0]}-r{labels[-1].rsplit('_r', 1)[1]}"   # the profile's runs as one run, its rows a table
+        session.writer.log(RunRecord(
+            name=name, params=flat[profile], texts={"config.yaml": yamls[profile]},
+            tags={**session.base_tags(pcfg, chash), KIND_TAG: RESEARCH_TABLE_KIND, EXPERIMENT_TAG: cfg.experiment.id,
+                  "runs": str(len(rows))},
+            metrics=aggregate_metrics(result, cfg.world_model.confidence, rows),
+            artifacts=[table_artifact(table, recorder.tmp / name)]), recorder.parent_id)
     return {"runs": len(result.seeds), "engine_s": engine_s, "record_s": time.perf_counter() - started,
             "telemetry": len(paths)}
 
@@ -312,7 +329,7 @@ def run(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict:
     measured = {p: ProfileRuns() for p in cfg.profiles}
     rounds = []
     tags = {DATASET_SOURCE_TAG: cfg.dataset}
-    with ExperimentRecorder(cfg, extra_tags=tags) as recorder:
+    with ExperimentRecorder(cfg, extra_tags=tags) as recorder, removed_unless_done([telemetry_dir(cfg, recorder)]):
         n = cfg.runs_per_profile
         rounds.append(run_round(cfg, recorder, overrides, cfg.profiles, n, 0, True, measured))
         print(f"round 1: {len(cfg.profiles)} profile(s) x {n} seed(s): engine {rounds[0]['engine_s']:.2f} s, "

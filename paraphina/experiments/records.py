@@ -87,7 +87,7 @@ class ExperimentRecorder:
                                       f"tags.`{KIND_TAG}` = '{EXPERIMENT_KIND}' and tags.`{tag}` = '{value}'",
                                       order_by=["attributes.start_time DESC"], max_results=1)
             if runs:
-                client.update_run(runs[0].info.run_id, status="RUNNING")
+                self.session.writer.reopen(runs[0].info.run_id)
         except MlflowException as exc:
             raise ParaphinaError(f"cannot reopen the {tag}={value} run in {self.session.uri}: {describe(exc)}") from exc
         return runs[0].info.run_id if runs else None
@@ -134,16 +134,17 @@ class ExperimentRecorder:
         self._tmp.cleanup()
         return out
 
-    def fail(self) -> None:
-        self.session.writer.finish(self.parent_id, status="FAILED")
+    def fail(self, exc: BaseException) -> None:
+        """End the parent that `exc` stopped: KILLED for a stop, FAILED for an error."""
+        self.session.writer.abort(self.parent_id, exc)
         self._tmp.cleanup()
 
     def __enter__(self) -> "ExperimentRecorder":
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:
-        if exc_type is not None:
-            self.fail()
+        if exc is not None:
+            self.fail(exc)
         return False
 
 

@@ -44,6 +44,11 @@ ROW_FIELDS: dict[str, Field] = {
 }
 
 
+def utc_timestamp() -> str:
+    """Now, as a research row's `timestamp_utc` (UTC, ISO 8601, whole seconds)."""
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def make_row(
     metrics: Mapping[str, Any],
     *,
@@ -60,7 +65,7 @@ def make_row(
     if unknown:
         raise ValueError(f"unknown knobs {unknown}; expected some of {list(ROW_KNOBS)}")
     row: dict[str, Any] = {
-        "timestamp_utc": timestamp_utc or datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "timestamp_utc": timestamp_utc or utc_timestamp(),
         "label": label,
         "profile": profile,
         "notes": notes,

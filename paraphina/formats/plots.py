@@ -15,6 +15,12 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 
+def load_plotting() -> None:
+    """Import matplotlib's figure and Agg canvas now (about 0.3-0.5 s), e.g. in a thread while the engine runs."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: F401
+    from matplotlib.figure import Figure  # noqa: F401
+
+
 def _figure(n_panels: int, width_in: float, height_in: float) -> tuple[Figure, list]:
     """A figure on the Agg canvas with `n_panels` stacked axes sharing the x axis."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg

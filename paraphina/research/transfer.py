@@ -4,12 +4,14 @@
     python -m paraphina.research.transfer import --input research_dataset_v004.jsonl --dataset exp13_original
 
 Import checks the whole file first (a bad line is reported as `file:line` and nothing is recorded), then records
-one run per row under an import parent run (tagged `dataset_import=NAME`, not part of the dataset).
+one run per new row under an import parent run (tagged `dataset_import=NAME`, not part of the dataset): the rows
+count once the parent is FINISHED, and a row the dataset holds already is not recorded again.
 """
 from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,8 +24,8 @@ from paraphina.core.errors import ParaphinaError
 from paraphina.core.names import DATASET_IMPORT_KIND, IMPORT_TAG, KIND_TAG, TOOL_TAG
 from paraphina.formats.dataset import ROW_FIELDS, ROW_KEYS, append_rows, check_appendable, read_rows
 from paraphina.formats.telemetry import BOOL, INT, NUMBER
-from paraphina.tracking.datasets import load_dataset, research_writer, row_to_record
-from paraphina.tracking.runs import RunRecord
+from paraphina.tracking.datasets import content_key, dataset_keys, load_dataset, research_writer, row_to_record
+from paraphina.tracking.runs import Ending, RunRecord
 from paraphina.tracking.store import existing_store_uri, reachable_uri
 
 
@@ -65,11 +67,13 @@ def export_dataset(tracking_uri: str, dataset: str, out: str | os.PathLike[str],
     return len(rows)
 
 
-def import_rows(uri: str, dataset: str, source: str | os.PathLike[str]) -> dict[str, Any]:
-    """Validate all of `source`, then record its rows into `dataset` of the checked store `uri`.
+def import_rows(uri: str, dataset: str, source: str | os.PathLike[str], ending: Ending = Ending()) -> dict[str, Any]:
+    """Validate all of `source`, then record its rows that `dataset` does not hold yet into the checked store `uri`.
 
-    Returns the store's URI, the import parent run id, the row count and the keys outside the research row
-    that were not imported.
+    All or nothing: the rows go under an import parent run that is FINISHED last, and a row counts only once its
+    parent is (a stopped import adds no rows). A row's key is its content, so importing a file again adds
+    nothing. Returns the store's URI, the import parent run id, the rows added, the rows already there and the
+    keys outside the research row that were not imported.
     """
     df = read_rows(source)  # raises `file:line: ...` before anything is recorded
     rows = frame_to_rows(df)
@@ -78,25 +82,35 @@ def import_rows(uri: str, dataset: str, source: str | os.PathLike[str]) -> dict[
             check_profile(row["profile"])
         except ParaphinaError as exc:
             raise ParaphinaError(f"{source}: row {i}: {exc}") from exc
-    writer = research_writer(uri)
+    writer = research_writer(uri, ending)
+    held = dataset_keys(uri, dataset)
+    copies: Counter[str] = Counter()
+    keyed = []
+    for i, row in enumerate(rows, start=1):
+        content = content_key(row)
+        key = f"{content}:{copies[content]}"  # the n-th copy of a row in the file is a row of its own
+        copies[content] += 1
+        if key not in held:
+            keyed.append((i, row, key))
     stem = Path(source).stem
     parent = RunRecord(
         name=f"import-{stem}",
         tags={IMPORT_TAG: dataset, KIND_TAG: DATASET_IMPORT_KIND, TOOL_TAG: "research.transfer",
-              "source": str(Path(source).absolute()), "rows": str(len(rows))},
+              "source": str(Path(source).absolute()), "rows": str(len(keyed))},
     )  # fmt: skip
     parent_id = writer.start_parent(parent)
     try:
-        for i, row in enumerate(rows, start=1):
-            record = row_to_record(row, dataset, row["label"] or f"{stem}-{i}")
+        for i, row, key in keyed:
+            record = row_to_record(row, dataset, row["label"] or f"{stem}-{i}", key)
             record.tags[TOOL_TAG] = "research.transfer"
             writer.log(record, parent_id)
-    except BaseException:
-        writer.finish(parent_id, status="FAILED")
+    except BaseException as exc:
+        writer.abort(parent_id, exc)
         raise
     writer.finish(parent_id)
     ignored = [str(column) for column in df.columns if column not in ROW_KEYS]
-    return {"uri": writer.tracking_uri, "run_id": parent_id, "rows": len(rows), "ignored": ignored}
+    return {"uri": writer.tracking_uri, "run_id": parent_id, "rows": len(keyed), "held": len(rows) - len(keyed),
+            "ignored": ignored}
 
 
 def build_parser() -> ToolParser:
@@ -129,8 +143,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         n = export_dataset(uri, args.dataset, args.out, args.append)
         print(f"exported {n} rows of dataset '{args.dataset}' ({uri}) to {args.out}")
     else:
-        done = import_rows(reachable_uri(args.tracking_uri, store, timeout_s), args.dataset, args.input)
-        print(f"imported {done['rows']} rows from {args.input} into dataset '{args.dataset}' "
+        done = import_rows(reachable_uri(args.tracking_uri, store, timeout_s), args.dataset, args.input,
+                           Ending.of(cfg.tracking))
+        held = f"; {done['held']} already there" if done["held"] else ""
+        print(f"imported {done['rows']} rows from {args.input} into dataset '{args.dataset}'{held} "
               f"(import run {done['run_id']}, {done['uri']})")
         if done["ignored"]:
             print(f"not imported (not research-row keys): {', '.join(done['ignored'])}")

@@ -1,32 +1,39 @@
 """One job of `python -m paraphina.run`: check the config, open the tracking store, run the batch, print, record."""
 from __future__ import annotations
 
-
 from omegaconf import DictConfig
 
 from paraphina.config.loading import validate
 from paraphina.runner import report
 from paraphina.runner.batch import config_hash, run_batch
+from paraphina.runner.telemetry import removed_unless_done
 
 
 def execute(cfg: DictConfig, parent_run_id: str | None = None, job: int | None = None) -> str | None:
     """One job (number `job` of a multirun, under `parent_run_id`); returns the run id, None without tracking."""
     validate(cfg)
-    session = None
+    opening = None
     if cfg.tracking.enabled:
-        from paraphina.runner.recording import TrackingSession  # brings pandas (0.2 s), which a run without tracking does not need
+        from paraphina.runner.recording import Opening  # brings pandas (0.2 s), which a run without tracking does not need
 
-        session = TrackingSession.open(cfg)
+        opening = Opening(cfg)
     chash = config_hash(cfg)
     print(report.header(cfg, chash), flush=True)
-    result, telemetry = run_batch(cfg, job=job)
-    print(report.run_summary(result) if cfg.runs == 1 else report.batch_summary(result, cfg.world_model.confidence))
-    print(report.engine_time(result, cfg.ticks))
-    if telemetry:
-        shown = telemetry[0] if len(telemetry) == 1 else f"{len(telemetry)} files, e.g. {telemetry[0]}"
-        print(f"  telemetry      {shown}")
-    if session is None:
-        return None
-    run_id = session.record_batch(cfg, result, chash, telemetry, parent_run_id)
+    try:
+        result, telemetry = run_batch(cfg, job=job)
+    except BaseException:
+        if opening is not None:  # a stop waits for the store's preparation: a schema half made breaks the store
+            opening.wait()
+        raise
+    session = opening.session() if opening is not None else None
+    with removed_unless_done(telemetry):
+        print(report.run_summary(result) if cfg.runs == 1 else report.batch_summary(result, cfg.world_model.confidence))
+        print(report.engine_time(result, cfg.ticks))
+        if telemetry:
+            shown = telemetry[0] if len(telemetry) == 1 else f"{len(telemetry)} files, e.g. {telemetry[0]}"
+            print(f"  telemetry      {shown}")
+        if session is None:
+            return None
+        run_id = session.record_batch(cfg, result, chash, telemetry, parent_run_id)
     print(f"  mlflow         run {run_id} in experiment '{cfg.tracking.experiment}' ({session.uri})")
     return run_id

@@ -1,34 +1,94 @@
 """Every engine run as an MLflow run: params, tags, metrics, stepped series, telemetry and plots.
 
-A batch is a parent run (aggregates and a fan chart) with one child per engine run. The tracking
-store is opened and checked before the engine starts, and only this process writes to it.
+A batch is one run (aggregates, a fan chart, its seeds' research rows as a Parquet table) and, when small or
+asked for, one child run per seed. The tracking store is opened and checked before the engine starts, and only
+this process writes to it.
 """
 from __future__ import annotations
 
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
+import numpy as np
+import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from paraphina.config.loading import to_plain
-from paraphina.core.names import DATASET_SOURCE_TAG, DATASET_TAG, ENGINE_RUN_KIND, KIND_TAG, KNOB_CONFIG_KEYS, ROW_KNOBS
+from paraphina.config.schema import SeedChildren
+from paraphina.core.names import (DATASET_SOURCE_TAG, DATASET_TAG, ENGINE_RUN_KIND, KIND_TAG, KNOB_CONFIG_KEYS,
+                                  METRIC_KEYS, MICROSTRUCTURE_KEYS, RESEARCH_TABLE_KIND, ROW_KNOBS)
 from paraphina.engine.simulate import SERIES_KEYS, BatchResult
-from paraphina.formats.dataset import make_row
-from paraphina.formats.plots import plot_fan, plot_run
+from paraphina.formats.dataset import make_row, utc_timestamp
+from paraphina.formats.plots import load_plotting, plot_fan, plot_run
 from paraphina.runner.aggregates import aggregate_metrics
-from paraphina.tracking.datasets import row_to_record
-from paraphina.tracking.runs import RunRecord, RunWriter, flatten_params, git_commit
+from paraphina.tracking.datasets import ROW_KEY_COLUMN, SEED_TABLE_PATH, row_to_record
+from paraphina.tracking.runs import Ending, RunRecord, RunWriter, flatten_params, git_commit
 from paraphina.tracking.store import check_reachable, prepare_store, resolve_tracking_uri
+
+TABLE_FILE = Path(SEED_TABLE_PATH)
+
+
+def batch_knobs(cfg: DictConfig, per_run: Mapping[str, Sequence[float]] | None, runs: np.ndarray
+                ) -> dict[str, np.ndarray]:
+    """The structural knobs of runs `runs` of a batch: their per-run values where the batch varies them, else
+    the config's."""
+    per_run = per_run or {}
+    out = {}
+    for knob in ROW_KNOBS:
+        key = KNOB_CONFIG_KEYS[knob]
+        out[knob] = (np.asarray(per_run[key], dtype=float)[runs] if key in per_run
+                     else np.full(len(runs), float(OmegaConf.select(cfg, key))))
+    return out
 
 
 def run_knobs(cfg: DictConfig, per_run: Mapping[str, Sequence[float]] | None, i: int) -> dict[str, float]:
-    """The structural knobs of run i: its per-run value where the batch varies it, else the config's."""
-    per_run = per_run or {}
-    keys = {knob: KNOB_CONFIG_KEYS[knob] for knob in ROW_KNOBS}
-    return {knob: float(per_run[key][i]) if key in per_run else float(OmegaConf.select(cfg, key))
-            for knob, key in keys.items()}
+    """The structural knobs of run i (see `batch_knobs`)."""
+    return {knob: float(values[0]) for knob, values in batch_knobs(cfg, per_run, np.array([i])).items()}
+
+
+def seed_children(cfg: DictConfig, runs: int) -> bool:
+    """Whether a batch of `runs` records a child run per seed besides its table (conf/tracking `seed_children`)."""
+    mode = SeedChildren(cfg.tracking.seed_children)
+    return mode is SeedChildren.always or (mode is SeedChildren.auto and runs < cfg.tracking.seed_children_below)
+
+
+def engine_row_key(label: str | None, name: str, chash: str, seed: int) -> str:
+    """The key of engine run `name`'s research row: the same run recorded again replaces it."""
+    return f"engine:{label}:{name}:{chash}:s{seed}"
+
+
+def seed_table(cfg: DictConfig, result: BatchResult, chash: str, runs: np.ndarray, names: Sequence[str],
+               telemetry: Sequence[Path | None], per_run: Mapping[str, Sequence[float]] | None = None,
+               labels: Sequence[str] | None = None) -> pd.DataFrame:
+    """Runs `runs` of a batch as research rows (ROW_KEYS, and the key each would have as child run `names[j]`;
+    `labels` default to the config's label), with their seeds and microstructure facts: the table a run holds."""
+    runs = np.asarray(runs, dtype=np.int64)
+    seeds = np.asarray(result.seeds, dtype=np.int64)[runs]
+    label = cfg.get("label")  # read once: a config lookup costs more than a row's key
+    table = pd.DataFrame({"timestamp_utc": utc_timestamp(), "label": label if labels is None else list(labels),
+                          "profile": cfg.profile_name, "notes": cfg.get("notes"),
+                          "telemetry_path": [None if path is None else str(path) for path in telemetry]})
+    for key in METRIC_KEYS:
+        table[key] = np.asarray(result.metrics[key])[runs]
+    table = table.astype({"num_ticks": "int64", "kill_switch": bool})
+    for knob, values in batch_knobs(cfg, per_run, runs).items():
+        table[knob] = values
+    table["seed"] = seeds
+    for key in MICROSTRUCTURE_KEYS:
+        table[key] = np.asarray(result.metrics[key])[runs]
+    table[ROW_KEY_COLUMN] = [engine_row_key(label, name, chash, seed) for name, seed in zip(names, seeds.tolist())]
+    return table
+
+
+def table_artifact(table: pd.DataFrame, folder: Path) -> tuple[Path, str]:
+    """Write `table` as `folder/seeds.parquet`: the artifact that puts it at SEED_TABLE_PATH in a run."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / TABLE_FILE.name
+    table.to_parquet(path, index=False)
+    return path, str(TABLE_FILE.parent)
 
 
 def run_params(cfg: DictConfig) -> dict[str, str]:
@@ -39,6 +99,38 @@ def run_params(cfg: DictConfig) -> dict[str, str]:
     """
     unlogged = set(cfg.tracking.unlogged_sections)
     return flatten_params({key: value for key, value in to_plain(cfg).items() if key not in unlogged})
+
+
+class Opening:
+    """A TrackingSession opened in a background thread while the engine runs (the engine releases Python's
+    lock): importing MLflow and preparing the store take about 1.5 s, and the plots' library 0.3-0.5 s more.
+    The store is checked for reachability at once, so an unusable store still stops the command first."""
+
+    def __init__(self, cfg: DictConfig) -> None:
+        check_reachable(resolve_tracking_uri(cfg.tracking.uri, cfg.paths.store), cfg.tracking.reachability_timeout_s)
+        self._session: TrackingSession | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._open, args=(cfg,), name="tracking-open", daemon=True)
+        self._thread.start()
+
+    def _open(self, cfg: DictConfig) -> None:
+        try:
+            self._session = TrackingSession.open(cfg)
+            load_plotting()
+        except BaseException as exc:  # raised again in the caller's thread by `session`
+            self._error = exc
+
+    def wait(self) -> None:
+        """Wait until the thread is done."""
+        self._thread.join()
+
+    def session(self) -> "TrackingSession":
+        """The open session, once the thread is done; its error, if it failed."""
+        self.wait()
+        if self._error is not None:
+            raise self._error
+        assert self._session is not None
+        return self._session
 
 
 @dataclass
@@ -55,7 +147,7 @@ class TrackingSession:
         check_reachable(uri, cfg.tracking.reachability_timeout_s)
         name = experiment or cfg.tracking.experiment
         experiment_id = prepare_store(uri, [name])[name]
-        return cls(uri, experiment_id, RunWriter(uri, experiment_id))
+        return cls(uri, experiment_id, RunWriter(uri, experiment_id, Ending.of(cfg.tracking)))
 
     def base_tags(self, cfg: DictConfig, chash: str) -> dict[str, str]:
         tags = {"profile": cfg.profile_name, "config_hash": chash, "market": cfg.market.scenario,
@@ -94,14 +186,15 @@ class TrackingSession:
         if cfg.get("dataset"):
             row = make_row(metrics, profile=cfg.profile_name, label=cfg.get("label"), notes=cfg.get("notes"),
                            telemetry_path=str(telemetry) if telemetry else None, knobs=run_knobs(cfg, per_run, i))
-            research = row_to_record(row, cfg.dataset, name)
+            research = row_to_record(row, cfg.dataset, name, engine_row_key(cfg.get("label"), name, chash, seed))
             record.tags.update(research.tags)
             record.params.update({k: str(v) for k, v in research.params.items()})
         return record
 
     def record_batch(self, cfg: DictConfig, result: BatchResult, chash: str, telemetry: Sequence[Path] = (),
                      parent_run_id: str | None = None) -> str:
-        """Record a single run, or a batch as a parent with one child per run; returns the top run's id."""
+        """Record a single run, or a batch as one run (with a child per seed if `seed_children` says so); returns
+        the top run's id."""
         with tempfile.TemporaryDirectory(prefix="paraphina-plots-") as tmp:
             return self._record_batch(cfg, result, chash, list(telemetry), parent_run_id, Path(tmp))
 
@@ -116,12 +209,24 @@ class TrackingSession:
                                      config_yaml=config_yaml)
             return self.writer.log(record, parent_run_id)
         name = f"{cfg.profile_name}-s{cfg.seed}-x{n}"
-        tags = self.base_tags(cfg, chash)
-        if DATASET_TAG in tags:  # the dataset is the set of research rows: the children, not their parent
+        children = seed_children(cfg, n)
+        tags = {**self.base_tags(cfg, chash), "seed": str(cfg.seed), "runs": str(n)}
+        if DATASET_TAG in tags and children:  # the dataset's rows are the children, not their parent
             tags[DATASET_SOURCE_TAG] = tags.pop(DATASET_TAG)
-        parent = RunRecord(name=name, params=flat, tags={**tags, "seed": str(cfg.seed), "runs": str(n)},
-                           texts={"config.yaml": config_yaml})
-        parent_id = self.writer.start_parent(parent, parent_run_id)
+        elif DATASET_TAG in tags:  # the dataset's rows are the rows of the batch run's table
+            tags[KIND_TAG] = RESEARCH_TABLE_KIND
+        profile = cfg.profile_name
+        table = seed_table(cfg, result, chash, np.arange(n), [f"{profile}-s{seed}" for seed in result.seeds.tolist()],
+                           paths)
+        fan = plot_fan(result.series_steps, result.series["pnl_total"], plot_dir / f"{name}-fan.png",
+                       f"{name}: PnL across seeds")
+        aggregates = aggregate_metrics(result, cfg.world_model.confidence)
+        artifacts = [table_artifact(table, plot_dir), (fan, "plots")]
+        batch = RunRecord(name=name, params=flat, tags=tags, texts={"config.yaml": config_yaml})
+        if not children:
+            batch.metrics, batch.artifacts = aggregates, artifacts
+            return self.writer.log(batch, parent_run_id)
+        parent_id = self.writer.start_parent(batch, parent_run_id)
         full = cfg.tracking.child_config == "full"
         child_flat = flat if full else {key: flat[key] for key in cfg.tracking.child_params if key in flat}
         try:
@@ -129,11 +234,8 @@ class TrackingSession:
                 self.writer.log(self.run_record(cfg, result, i, chash, child_flat,
                                                 telemetry=paths[i], plot=cfg.tracking.child_plots, plot_dir=plot_dir,
                                                 config_yaml=config_yaml if full else None), parent_id)
-        except BaseException:
-            self.writer.finish(parent_id, status="FAILED")
+        except BaseException as exc:
+            self.writer.abort(parent_id, exc)
             raise
-        fan = plot_fan(result.series_steps, result.series["pnl_total"], plot_dir / f"{name}-fan.png",
-                       f"{name}: PnL across seeds")
-        self.writer.finish(parent_id, metrics=aggregate_metrics(result, cfg.world_model.confidence),
-                           artifacts=[(fan, "plots")])
+        self.writer.finish(parent_id, metrics=aggregates, artifacts=artifacts)
         return parent_id

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Sequence
 
@@ -49,6 +52,21 @@ def telemetry_paths(template: str, seeds: Sequence[int], profiles: Sequence[str]
     if len(set(paths)) != len(paths):
         raise ParaphinaError(f"telemetry.path '{template}' gives the same file to several runs; add {{seed}} and {{profile}}")
     return paths
+
+
+@contextmanager
+def removed_unless_done(paths: Sequence[Path]) -> Iterator[None]:
+    """Remove the telemetry files (or folders) `paths` when the block fails or is stopped: the runs they
+    belong to are not recorded, and files of a command that did not finish are not left behind."""
+    try:
+        yield
+    except BaseException:
+        for path in paths:
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+        raise
 
 
 class TelemetryWriter:

@@ -1,34 +1,51 @@
 """Research datasets kept in MLflow: a dataset is the set of runs tagged `dataset=<NAME>`, one research row per run.
 
 Rows go in as metrics (run metrics), params (profile knobs) and tags (text fields) and come back as a DataFrame.
+A row counts once its run, and the parent run it was written under, are FINISHED (a stopped command's rows never
+count), and once per key (ROW_KEY_TAG): a rerun's row replaces the row it repeats.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+import hashlib
+import json
+import sys
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from paraphina.config.loading import check_dataset_name
 from paraphina.core.errors import ParaphinaError
-from paraphina.core.names import DATASET_TAG, KIND_TAG, METRIC_KEYS, RESEARCH_ROW_KIND, ROW_KNOBS
+from paraphina.core.names import (DATASET_TAG, KIND_TAG, METRIC_KEYS, PARENT_TAG, RESEARCH_ROW_KIND,
+                                  RESEARCH_TABLE_KIND, ROW_KEY_TAG, ROW_KNOBS)
 from paraphina.formats.dataset import ROW_FIELDS, ROW_KEYS
 from paraphina.formats.telemetry import BOOL, INT, NUMBER
-from paraphina.tracking.runs import RunRecord, RunWriter
-from paraphina.tracking.store import all_runs, describe, prepare_store, tracking_client
+from paraphina.tracking.runs import Ending, RunRecord, RunWriter
+from paraphina.tracking.store import (all_experiment_ids, all_runs, describe, mark_stopped_runs, prepare_store,
+                                      tracking_client)
 
 if TYPE_CHECKING:
+    from mlflow import MlflowClient
     from mlflow.entities import Run
-    from mlflow.store.entities import PagedList
 
 RESEARCH_EXPERIMENT = "research"
+SEED_TABLE_PATH = "tables/seeds.parquet"   # a batch's seeds as rows, in the artifacts of its run
+ROW_KEY_COLUMN = "row_key"                 # the key of each row of such a table
 TEXT_KEYS: tuple[str, ...] = tuple(key for key in ROW_KEYS if key not in METRIC_KEYS and key not in ROW_KNOBS)
 
 
-def row_to_record(row: Mapping[str, Any], dataset: str, name: str) -> RunRecord:
-    """A research row as a run of `dataset`: metrics (kill_switch as 0/1), knobs as params, text fields as tags."""
+def content_key(row: Mapping[str, Any]) -> str:
+    """The key of a row that is its content: recording the same row again repeats it."""
+    text = json.dumps({key: row.get(key) for key in ROW_KEYS}, sort_keys=True, default=str)
+    return f"content:{hashlib.sha256(text.encode()).hexdigest()[:20]}"
+
+
+def row_to_record(row: Mapping[str, Any], dataset: str, name: str, key: str | None = None) -> RunRecord:
+    """A research row as a run of `dataset`: metrics (kill_switch as 0/1), knobs as params, text fields as tags,
+    its key (default: its content) as a tag."""
     tags = {key: str(row[key]) for key in TEXT_KEYS if row.get(key) is not None}
-    tags.update({DATASET_TAG: dataset, KIND_TAG: RESEARCH_ROW_KIND})
+    tags.update({DATASET_TAG: dataset, KIND_TAG: RESEARCH_ROW_KIND, ROW_KEY_TAG: key or content_key(row)})
     return RunRecord(
         name=name,
         params={key: row[key] for key in ROW_KNOBS if row.get(key) is not None},
@@ -37,10 +54,15 @@ def row_to_record(row: Mapping[str, Any], dataset: str, name: str) -> RunRecord:
     )
 
 
+def _stored(key: str) -> str:
+    """The column of a row key in a frame of runs: its metric, param or tag."""
+    kind = "metrics" if key in METRIC_KEYS else "params" if key in ROW_KNOBS else "tags"
+    return f"{kind}.{key}"
+
+
 def _column(runs_df: pd.DataFrame, key: str) -> pd.Series:
     """The stored column of a row key (tag, param or metric), all missing when no run has it."""
-    kind = "metrics" if key in METRIC_KEYS else "params" if key in ROW_KNOBS else "tags"
-    column = f"{kind}.{key}"
+    column = _stored(key)
     if column not in runs_df.columns:
         return pd.Series([None] * len(runs_df), index=runs_df.index, dtype=object)
     return runs_df[column]
@@ -71,11 +93,14 @@ def records_to_rows(runs_df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _runs_frame(runs: Iterable[Run]) -> pd.DataFrame:
-    """Runs as a DataFrame with the columns of `mlflow.search_runs` (run_id, metrics.*, params.*, tags.*)."""
+    """Runs as a DataFrame with the columns of `mlflow.search_runs` (run_id, metrics.*, params.*, tags.*), each
+    with its row's key and start time."""
     return pd.DataFrame.from_records(
         [
             {
                 "run_id": run.info.run_id,
+                "key": run.data.tags.get(ROW_KEY_TAG, run.info.run_id),
+                "start_time": run.info.start_time,
                 **{f"metrics.{key}": value for key, value in run.data.metrics.items()},
                 **{f"params.{key}": value for key, value in run.data.params.items()},
                 **{f"tags.{key}": value for key, value in run.data.tags.items()},
@@ -85,25 +110,22 @@ def _runs_frame(runs: Iterable[Run]) -> pd.DataFrame:
     )
 
 
-def _all_pages(fetch: Callable[[str | None], PagedList]) -> list:
-    """Every item of a paged MLflow search; `fetch(page_token)` returns one page."""
-    items: list = []
-    token = None
-    while True:
-        page = fetch(token)
-        items.extend(page)
-        token = page.token
-        if not token:
-            return items
+def _table_frame(client: MlflowClient, run: Run) -> pd.DataFrame:
+    """The rows a run holds as a table (SEED_TABLE_PATH), laid out as `_runs_frame` lays out runs."""
+    with tempfile.TemporaryDirectory(prefix="paraphina-rows-") as folder:
+        table = pd.read_parquet(client.download_artifacts(run.info.run_id, SEED_TABLE_PATH, folder))
+    frame = pd.DataFrame({_stored(key): table[key] for key in ROW_KEYS})
+    frame.insert(0, "run_id", run.info.run_id)
+    frame.insert(1, "key", table[ROW_KEY_COLUMN])
+    frame.insert(2, "start_time", run.info.start_time)
+    return frame
 
 
 def _search_all(tracking_uri: str, filter_string: str) -> list[Run]:
     """Every active run of every active experiment matching `filter_string`, oldest first."""
     client = tracking_client(tracking_uri)
     try:
-        experiments = _all_pages(lambda token: client.search_experiments(page_token=token))
-        experiment_ids = [experiment.experiment_id for experiment in experiments]
-        return all_runs(client, experiment_ids, filter_string, ["attributes.start_time ASC"])
+        return all_runs(client, all_experiment_ids(client), filter_string, ["attributes.start_time ASC"])
     except Exception as exc:
         raise ParaphinaError(f"cannot search runs in {tracking_uri}: {describe(exc)}") from exc
 
@@ -114,17 +136,85 @@ def list_datasets(tracking_uri: str) -> list[str]:
     return sorted({run.data.tags[DATASET_TAG] for run in runs})
 
 
-def load_dataset(tracking_uri: str, name: str) -> pd.DataFrame:
-    """The research rows of dataset `name`; a missing dataset is an error listing those that exist."""
+def _counts(run: Run, unfinished: set[str], under: str | None) -> bool:
+    """A row counts when its run is FINISHED and so is the parent it was written under, unless it is read `under`
+    that parent (as the command writing them does)."""
+    return run.info.status == "FINISHED" and (under is not None or run.data.tags.get(PARENT_TAG) not in unfinished)
+
+
+def _rows(tracking_uri: str, name: str, under: str | None) -> tuple[pd.DataFrame, int, int]:
+    """(the rows that count, as a frame of runs with their keys: the latest of each key; the runs found; how many
+    runs of commands that did not finish were skipped). Rows come from row runs and from the tables of runs
+    of kind RESEARCH_TABLE_KIND; the runs of stopped commands found on the way are marked KILLED."""
     check_dataset_name(name)
-    runs = _search_all(tracking_uri, f"tags.{DATASET_TAG} = '{name}'")
+    if under is not None and "'" in under:
+        raise ParaphinaError(f"run id {under!r} contains a quote")
+    where = f"tags.{DATASET_TAG} = '{name}'" + ("" if under is None else f" and tags.`{PARENT_TAG}` = '{under}'")
+    runs = _search_all(tracking_uri, where)
     if not runs:
+        return pd.DataFrame(columns=["key"]), 0, 0
+    client = tracking_client(tracking_uri)
+    unfinished = _search_all(tracking_uri, "attributes.status != 'FINISHED'")
+    mark_stopped_runs(client, unfinished)
+    unfinished_ids = {run.info.run_id for run in unfinished}
+    finished = [run for run in runs if _counts(run, unfinished_ids, under)]
+    tables = [run for run in finished if run.data.tags.get(KIND_TAG) == RESEARCH_TABLE_KIND]
+    try:
+        frames = [_runs_frame([run for run in finished if run not in tables]),
+                  *(_table_frame(client, run) for run in tables)]
+    except Exception as exc:
+        raise ParaphinaError(f"cannot read the rows of dataset '{name}' in {tracking_uri}: {describe(exc)}") from exc
+    rows = pd.concat([frame for frame in frames if len(frame)] or [pd.DataFrame(columns=["key"])], ignore_index=True)
+    if len(rows):  # a rerun's row replaces the row it repeats
+        rows = rows.sort_values("start_time", kind="stable").drop_duplicates("key", keep="last")
+    return rows, len(runs), len(runs) - len(finished)
+
+
+def load_dataset(tracking_uri: str, name: str, under: str | None = None) -> pd.DataFrame:
+    """The research rows of dataset `name` that count (optionally only those written under run `under`).
+
+    Rows of commands that did not finish are skipped with one line on stderr saying how many and how to remove
+    them. A dataset without rows is an error.
+    """
+    rows, found, stopped = _rows(tracking_uri, name, under)
+    if not found:
+        if under is not None:
+            raise ParaphinaError(f"no research rows of dataset '{name}' under run {under} in {tracking_uri}")
         existing = ", ".join(list_datasets(tracking_uri)) or "none yet"
         raise ParaphinaError(f"no dataset '{name}' in {tracking_uri}; datasets there: {existing}")
-    return records_to_rows(_runs_frame(runs))
+    if stopped:
+        print(f"note: dataset '{name}': skipped the rows of {stopped} run(s) of commands that did not finish; "
+              f"python -m paraphina.tracking.clean removes them", file=sys.stderr)
+    if not len(rows):
+        raise ParaphinaError(f"dataset '{name}' in {tracking_uri} has no finished rows ({stopped} run(s) of "
+                             f"commands that did not finish); run python -m paraphina.tracking.clean and record "
+                             f"it again")
+    return records_to_rows(rows)
 
 
-def research_writer(uri: str) -> RunWriter:
+def dataset_keys(tracking_uri: str, name: str) -> set[str]:
+    """The keys of the rows of dataset `name` that count; empty when there is no such dataset."""
+    return set(_rows(tracking_uri, name, None)[0]["key"])
+
+
+def research_writer(uri: str, ending: Ending = Ending()) -> RunWriter:
     """A writer into the `research` experiment of a checked store, created (with the store) if missing."""
     experiment_id = prepare_store(uri, [RESEARCH_EXPERIMENT])[RESEARCH_EXPERIMENT]
-    return RunWriter(uri, experiment_id)
+    return RunWriter(uri, experiment_id, ending)
+
+
+def remove_unfinished_rows(tracking_uri: str) -> tuple[int, int]:
+    """Delete (MLflow's soft delete) the research rows of commands that ended without finishing, and the ended
+    parents they were written under; returns (rows, parents). Rows of commands still running are kept."""
+    client = tracking_client(tracking_uri)
+    ended = {run.info.run_id: run for run in _search_all(tracking_uri, "attributes.status != 'FINISHED'")
+             if run.info.status != "RUNNING"}
+    rows = [run for run in _search_all(tracking_uri, f"tags.{DATASET_TAG} LIKE '%'")
+            if run.info.run_id in ended or run.data.tags.get(PARENT_TAG) in ended]
+    parents = {run.data.tags[PARENT_TAG] for run in rows if run.data.tags.get(PARENT_TAG) in ended}
+    try:
+        for run_id in [*(run.info.run_id for run in rows), *parents]:
+            client.delete_run(run_id)
+    except Exception as exc:
+        raise ParaphinaError(f"cannot delete runs in {tracking_uri}: {describe(exc)}") from exc
+    return len(rows), len(parents)

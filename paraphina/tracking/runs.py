@@ -20,7 +20,8 @@ import numpy as np
 
 from paraphina.core.errors import ParaphinaError
 from paraphina.core.names import PARENT_TAG
-from paraphina.tracking.store import describe, tracking_client
+from paraphina.core.stops import on_stop, uninterrupted
+from paraphina.tracking.store import describe, process_tags, tracking_client
 
 if TYPE_CHECKING:
     from mlflow.entities import Metric
@@ -85,13 +86,63 @@ def git_commit() -> str | None:
     return commit if done.returncode == 0 and commit else None
 
 
-class RunWriter:
-    """Writes RunRecords into one experiment of one tracking store with MlflowClient batch calls."""
+@dataclass(frozen=True)
+class Ending:
+    """How hard a writer tries to end a run while the store answers "database is locked" (conf `tracking`)."""
 
-    def __init__(self, tracking_uri: str, experiment_id: str) -> None:
+    attempts: int = 1
+    wait_s: float = 0.0
+
+    @classmethod
+    def of(cls, tracking: Mapping) -> "Ending":
+        return cls(int(tracking["end_attempts"]), float(tracking["end_wait_s"]))
+
+
+def ended_status(exc: BaseException) -> str:
+    """KILLED for a stop (a signal, Ctrl-C, or an error raised while handling one), FAILED for any other error."""
+    stopped = isinstance(exc, KeyboardInterrupt) or isinstance(exc.__context__, KeyboardInterrupt)
+    return "KILLED" if stopped else "FAILED"
+
+
+class _Ended:
+    """The runs this process has open, the number it ended because its command stopped (by status) and those it
+    could not end: what the stop note says."""
+
+    open: dict[str, "RunWriter"] = {}
+    by_status: dict[str, int] = {}
+    stuck: list[str] = []
+
+
+def _end_open_runs(exc: BaseException) -> str | None:
+    """Stop hook: end every run still open as KILLED or FAILED; a note saying what became of them."""
+    for run_id, writer in list(_Ended.open.items()):
+        writer.abort(run_id, exc)
+    notes = [f"{n} unfinished run(s) marked {status}" for status, n in _Ended.by_status.items()]
+    if _Ended.stuck:
+        notes.append(f"{len(_Ended.stuck)} run(s) left RUNNING (store busy; python -m paraphina.tracking.clean "
+                     f"marks them)")
+    _forget_ended()
+    return ", ".join(notes) + "; finished runs are recorded" if notes else None
+
+
+def _forget_ended() -> None:
+    """Start a command's count of ended runs afresh."""
+    _Ended.by_status, _Ended.stuck = {}, []
+
+
+class RunWriter:
+    """Writes RunRecords into one experiment of one tracking store with MlflowClient batch calls.
+
+    Every write runs whole (a stop signal waits for it: a write cut short would hold the store's lock), and a
+    run this writer leaves open when its command stops is ended as KILLED (see `core.stops`).
+    """
+
+    def __init__(self, tracking_uri: str, experiment_id: str, ending: Ending = Ending()) -> None:
         self.tracking_uri = tracking_uri
         self.experiment_id = experiment_id
+        self.ending = ending
         self._client = tracking_client(tracking_uri)
+        on_stop(_end_open_runs, _forget_ended)
 
     def log(self, record: RunRecord, parent_run_id: str | None = None) -> str:
         """Write one finished run (status FINISHED), optionally as a child of `parent_run_id`; returns its run_id."""
@@ -116,13 +167,38 @@ class RunWriter:
         record = RunRecord(name=run_id, metrics=dict(metrics or {}), artifacts=list(artifacts))
         self._guarded(run_id, run_id, lambda: self._write(run_id, record, status))
 
+    def reopen(self, run_id: str) -> None:
+        """Set a finished run RUNNING again, as a run of this process (a resumed search keeps its parent run)."""
+        from mlflow.entities import RunTag
+
+        with uninterrupted():
+            self._client.log_batch(run_id, tags=[RunTag(key, value) for key, value in process_tags().items()])
+            self._client.update_run(run_id, status="RUNNING")
+            _Ended.open[run_id] = self
+
+    def abort(self, run_id: str, exc: BaseException) -> None:
+        """End a run that `exc` stopped, KILLED or FAILED (see `ended_status`), if it is still open."""
+        if run_id not in _Ended.open:
+            return
+        status = ended_status(exc)
+        try:
+            with uninterrupted():
+                self._terminate(run_id, status)
+        except Exception:  # the store itself is gone or stays locked; the next command or the clean marks it
+            _Ended.open.pop(run_id, None)
+            _Ended.stuck.append(run_id)
+            return
+        _Ended.by_status[status] = _Ended.by_status.get(status, 0) + 1
+
     def _create(self, record: RunRecord, parent_run_id: str | None) -> str:
-        """Create the run with its tags (so even a failed run is findable) and its name."""
-        tags = dict(record.tags)
+        """Create the run with its tags (so even a failed run is findable), its name and the process writing it."""
+        tags = {**record.tags, **process_tags()}
         if parent_run_id is not None:
             tags[PARENT_TAG] = parent_run_id
         try:
-            run = self._client.create_run(self.experiment_id, tags=tags, run_name=record.name)
+            with uninterrupted():
+                run = self._client.create_run(self.experiment_id, tags=tags, run_name=record.name)
+                _Ended.open[run.info.run_id] = self
         except Exception as exc:
             raise ParaphinaError(f"cannot create run {record.name} in {self.tracking_uri}: {describe(exc)}") from exc
         return run.info.run_id
@@ -132,22 +208,32 @@ class RunWriter:
         from mlflow.entities import Param
 
         params = [Param(key, param_text(value)) for key, value in record.params.items()]
-        self._client.log_batch(run_id, metrics=_metrics(record), params=params)
-        if record.artifacts or record.texts:
-            with tempfile.TemporaryDirectory(prefix="paraphina-artifacts-") as folder:
-                self._client.log_artifacts(run_id, str(_stage_files(record, Path(folder))))
-        if status is not None:
-            self._client.set_terminated(run_id, status)
+        with uninterrupted():
+            self._client.log_batch(run_id, metrics=_metrics(record), params=params)
+            if record.artifacts or record.texts:
+                with tempfile.TemporaryDirectory(prefix="paraphina-artifacts-") as folder:
+                    self._client.log_artifacts(run_id, str(_stage_files(record, Path(folder))))
+            if status is not None:
+                self._terminate(run_id, status)
+
+    def _terminate(self, run_id: str, status: str) -> None:
+        """Set the run's final status, trying again while the store is locked by another writer."""
+        for attempt in range(1, self.ending.attempts + 1):
+            try:
+                self._client.set_terminated(run_id, status)
+                break
+            except Exception as exc:
+                if attempt == self.ending.attempts or "locked" not in str(exc):
+                    raise
+                time.sleep(self.ending.wait_s)
+        _Ended.open.pop(run_id, None)
 
     def _guarded(self, run_id: str, name: str, write: Callable[[], None]) -> None:
-        """Run `write`; if it fails, mark the run FAILED (never left RUNNING) and raise a one-line error."""
+        """Run `write`; if it fails, end the run FAILED or KILLED (never left RUNNING) and raise a one-line error."""
         try:
             write()
         except BaseException as exc:
-            try:
-                self._client.set_terminated(run_id, "FAILED")
-            except Exception:  # the store itself is gone; the original error says why
-                pass
+            self.abort(run_id, exc)
             if isinstance(exc, Exception):
                 raise ParaphinaError(f"writing run {name} to {self.tracking_uri} failed: {describe(exc)}") from exc
             raise

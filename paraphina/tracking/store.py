@@ -9,15 +9,18 @@ import atexit
 import fcntl
 import logging
 import os
+import socket
 import sqlite3
 import urllib.error
 import urllib.request
 import warnings
 from contextlib import closing, contextmanager, nullcontext
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Iterable, Iterator
 
 from paraphina.core.errors import ParaphinaError
+from paraphina.core.names import HOST_TAG, PID_STARTED_TAG, PID_TAG
+from paraphina.core.stops import uninterrupted
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -26,6 +29,7 @@ if TYPE_CHECKING:
 SQLITE_PREFIX = "sqlite:///"
 STORE_LOCK_NAME = ".store.lock"
 ARTIFACTS_DIR_NAME = "artifacts"
+BOOT_TIME_RESOLUTION_MS = 1000  # /proc/stat gives the boot time in whole seconds
 _CHECKPOINT_AT_EXIT: set[Path] = set()  # stores whose write-ahead log this process folds back at exit
 
 
@@ -116,6 +120,7 @@ def quiet_mlflow() -> None:
     """
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per table of rows read
     for name in ("mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"mlflow\.")
@@ -160,8 +165,91 @@ def all_runs(client: MlflowClient, experiment_ids: list[str], filter_string: str
             return runs
 
 
+def all_experiment_ids(client: MlflowClient) -> list[str]:
+    """The ids of every active experiment, page after page."""
+    ids: list[str] = []
+    token = None
+    while True:
+        page = client.search_experiments(page_token=token)
+        ids.extend(experiment.experiment_id for experiment in page)
+        token = page.token
+        if not token:
+            return ids
+
+
+def process_started_ms(pid: int) -> int | None:
+    """When process `pid` started (ms since the epoch, to the boot clock's second), None without /proc or the
+    process; a zombie (killed, not yet reaped) counts as gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        boot_s = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                      if line.startswith("btime"))
+    except (OSError, StopIteration, IndexError, ValueError):
+        return None
+    return None if stat[0] == "Z" else int(1000 * (boot_s + int(stat[19]) / os.sysconf("SC_CLK_TCK")))
+
+
+def process_gone(pid: int, started_ms: int | None) -> bool:
+    """True when no live process `pid` started at `started_ms` (None: any live `pid` will do) runs on this host."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        pass
+    now_started = process_started_ms(pid)
+    if now_started is None:
+        return Path("/proc/stat").exists()   # a zombie, or gone meanwhile; without /proc the pid answering is all
+    return started_ms is not None and abs(now_started - started_ms) > BOOT_TIME_RESOLUTION_MS
+
+
+def stopped_runs(runs: Iterable[Run]) -> list[Run]:
+    """The RUNNING runs among `runs` written on this host by a process that is gone (killed with -9, or the
+    machine stopped): nobody will end them."""
+    host = socket.gethostname()
+    stopped = []
+    for run in runs:
+        tags = run.data.tags
+        if run.info.status != "RUNNING" or tags.get(HOST_TAG) != host or not tags.get(PID_TAG, "").isdigit():
+            continue
+        started = tags.get(PID_STARTED_TAG, "")
+        if process_gone(int(tags[PID_TAG]), int(started) if started.isdigit() else None):
+            stopped.append(run)
+    return stopped
+
+
+def process_tags() -> dict[str, str]:
+    """The tags naming this process (host, pid, start time) that a run it writes carries."""
+    tags = {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
+    started = process_started_ms(os.getpid())
+    if started is not None:
+        tags[PID_STARTED_TAG] = str(started)
+    return tags
+
+
+def mark_stopped_runs(client: MlflowClient, runs: Iterable[Run]) -> int:
+    """Mark the runs of `stopped_runs(runs)` KILLED; returns how many."""
+    stopped = stopped_runs(runs)
+    for run in stopped:
+        client.set_terminated(run.info.run_id, "KILLED")
+    return len(stopped)
+
+
+def mark_stopped_in_store(client: MlflowClient) -> int:
+    """Mark every RUNNING run of a gone process on this host KILLED, found with one search; returns how many."""
+    host = socket.gethostname()
+    if "'" in host:
+        return 0
+    running = all_runs(client, all_experiment_ids(client),
+                       f"attributes.status = 'RUNNING' and tags.`{HOST_TAG}` = '{host}'")
+    return mark_stopped_runs(client, running)
+
+
 def prepare_store(uri: str, experiment_names: list[str]) -> dict[str, str]:
-    """Create the store and the experiments if missing (once, under a file lock for SQLite); name -> experiment_id."""
+    """Create the store and the experiments if missing (once, under a file lock for SQLite); name -> experiment_id.
+
+    Runs left RUNNING by a command killed on this host are marked KILLED on the way (one search).
+    """
     quiet_mlflow()
     from mlflow.exceptions import MlflowException
 
@@ -170,7 +258,9 @@ def prepare_store(uri: str, experiment_names: list[str]) -> dict[str, str]:
     try:
         with _store_lock(db_path) if db_path is not None else nullcontext():
             client = tracking_client(uri)
-            ids = {name: _experiment_id(client, uri, name, artifacts_root) for name in experiment_names}
+            with uninterrupted():
+                ids = {name: _experiment_id(client, uri, name, artifacts_root) for name in experiment_names}
+                mark_stopped_in_store(client)
             if db_path is not None:
                 use_write_ahead_log(db_path)
             return ids

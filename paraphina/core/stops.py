@@ -1,0 +1,91 @@
+"""Stopping a command cleanly: SIGINT and SIGTERM raise `Stopped`, never inside a store write, and the hooks
+registered here end whatever the command left open before it exits."""
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+StopHook = Callable[[BaseException], "str | None"]
+
+
+class Stopped(KeyboardInterrupt):
+    """The command was stopped by a signal (SIGINT or SIGTERM); a KeyboardInterrupt, so every cleanup runs."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class _State:
+    """Depth of the writes in progress, a signal that arrived during one, and the hooks to run at the end."""
+
+    depth = 0
+    pending: int | None = None
+    hooks: list[StopHook] = []
+    resets: list[Callable[[], None]] = []
+
+
+def _on_signal(signum: int, frame: object) -> None:
+    """Raise `Stopped` now, or when the write in progress is done (a write cut short would hold the store's lock)."""
+    if _State.depth:
+        _State.pending = signum
+        return
+    raise Stopped(signum)
+
+
+@contextmanager
+def uninterrupted() -> Iterator[None]:
+    """A block a stop signal does not cut: a signal that arrives meanwhile raises `Stopped` when it ends.
+    Signals reach the main thread only, so a block in another thread is left as it is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    _State.depth += 1
+    try:
+        yield
+    finally:
+        _State.depth -= 1
+        if _State.depth == 0 and _State.pending is not None:
+            signum, _State.pending = _State.pending, None
+            raise Stopped(signum)
+
+
+@contextmanager
+def stop_signals() -> Iterator[None]:
+    """SIGINT and SIGTERM raise `Stopped` while the block (a command) runs, in the main thread; the hooks forget
+    what earlier commands of the process left them."""
+    _State.pending = None
+    for reset in _State.resets:
+        reset()
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    saved = {signum: signal.signal(signum, _on_signal) for signum in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
+
+
+def on_stop(hook: StopHook, reset: Callable[[], None]) -> None:
+    """Register `hook(exc)`, run when a command ends by an exception or a stop (it returns a note or None), and
+    `reset()`, run when a command starts."""
+    if hook not in _State.hooks:
+        _State.hooks.append(hook)
+        _State.resets.append(reset)
+
+
+def end_open_work(exc: BaseException) -> list[str]:
+    """Run the registered hooks with further stop signals ignored (a second Ctrl-C cannot cut the cleanup short);
+    returns their notes."""
+    saved = ({signum: signal.signal(signum, signal.SIG_IGN) for signum in STOP_SIGNALS}
+             if threading.current_thread() is threading.main_thread() else {})
+    try:
+        return [note for hook in list(_State.hooks) if (note := hook(exc))]
+    finally:
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
