@@ -96,6 +96,13 @@ def test_original_telemetry_becomes_a_research_run(tmp_path: Path, tracking_uri:
     assert list(file_row) == list(ROW_KEYS)
     assert {key: file_row[key] for key in ORIGINAL_METRICS} == ORIGINAL_METRICS
 
+    # the same file under the same label again replaces the row; another label is another row
+    record_ticks(telemetry, tracking_uri, "orig-001", "--notes", "again")
+    (row,) = load_dataset(tracking_uri, ticks.DEFAULT_DATASET).to_dict("records")
+    assert row["notes"] == "again"
+    record_ticks(telemetry, tracking_uri, "orig-002")
+    assert sorted(load_dataset(tracking_uri, ticks.DEFAULT_DATASET)["label"]) == ["orig-001", "orig-002"]
+
 
 def test_malformed_telemetry_is_reported_and_nothing_recorded(tmp_path: Path, tracking_uri: str, capsys) -> None:
     out = tmp_path / "ds.jsonl"

@@ -190,6 +190,30 @@ def test_a_run_of_a_gone_process_is_marked_killed_and_its_rows_removed(tmp_path:
     assert len(load_dataset(uri, "kept")) == 1
 
 
+def test_clean_removes_the_files_of_stopped_commands_only(tmp_path: Path) -> None:
+    uri = store_uri(tmp_path)
+    writer = research_writer(uri)
+    killed = writer.start_parent(RunRecord(name="exp13-killed"))
+    writer.finish(killed, status="KILLED")
+    finished = writer.start_parent(RunRecord(name="exp13-done"))
+    writer.finish(finished)
+    sweeps = tmp_path / "sweeps"
+    for run_id in (killed, finished):
+        (sweeps / "exp13" / "telemetry" / run_id).mkdir(parents=True)
+        (sweeps / "exp13" / "telemetry" / run_id / "balanced_s0.jsonl.gz").write_bytes(b"x")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    gone = sweeps / "manual" / f"run.jsonl.{dead.pid}.part"
+    live = sweeps / "manual" / f"other.jsonl.{os.getpid()}.part"   # a batch of a process still writing it
+    gone.parent.mkdir(parents=True)
+    gone.write_text("{}\n")
+    live.write_text("{}\n")
+    done = clean.clean(uri, sweeps)
+    assert done["files"] == 2
+    assert not gone.exists() and live.exists()
+    assert sorted(p.name for p in (sweeps / "exp13" / "telemetry").iterdir()) == [finished]
+
+
 def test_a_live_process_is_told_from_a_reused_pid() -> None:
     started = process_started_ms(os.getpid())
     assert started is not None and started <= time.time() * 1000

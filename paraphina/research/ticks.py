@@ -2,13 +2,15 @@
 
 The original `tools/research_ticks.py`, same flags. The row becomes an MLflow run of a dataset (tag dataset=NAME,
 experiment `research`) with the telemetry file as an artifact; with --out it is also appended to a JSONL dataset.
-The file is checked whole first: a bad line is reported as `file:line` and nothing is recorded.
+The file is checked whole first: a bad line is reported as `file:line` and nothing is recorded. The row's key is
+the file's content and the label, so recording the same file under the same label again replaces the row.
 
     python -m paraphina.research.ticks --telemetry sweeps/manual_telemetry/test_run.jsonl \
         --profile balanced --label manual_balanced_001 --out sweeps/research_dataset_v001.jsonl
 """
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -45,6 +47,12 @@ def build_parser() -> ToolParser:
     return parser
 
 
+def ticks_key(telemetry: Path, label: str) -> str:
+    """A research.ticks row's key: the telemetry file's content and the label (not the recording time)."""
+    digest = hashlib.sha256(telemetry.read_bytes()).hexdigest()[:20]
+    return f"ticks:{digest}:{label}"
+
+
 @cli_errors
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
@@ -65,7 +73,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         telemetry_path=str(telemetry),
         knobs={knob: getattr(args, knob) for knob in ROW_KNOBS},
     )
-    record = row_to_record(row, args.dataset, args.label)
+    record = row_to_record(row, args.dataset, args.label, key=ticks_key(telemetry, args.label))
     record.tags[TOOL_TAG] = "research.ticks"
     record.artifacts.append((telemetry, "telemetry"))
     run_id = writer.log(record)

@@ -17,7 +17,7 @@ from typing import Sequence
 import numpy as np
 
 from paraphina.core.errors import ParaphinaError
-from paraphina.core.names import REGIME_NAMES, STATUS_NAMES
+from paraphina.core.names import PART_SUFFIX, REGIME_NAMES, STATUS_NAMES
 from paraphina.engine.kernel import ROW_KEYS
 from paraphina.engine.simulate import TickRows
 from paraphina.formats.jsonl import open_jsonl_writer
@@ -69,13 +69,19 @@ def removed_unless_done(paths: Sequence[Path]) -> Iterator[None]:
         raise
 
 
+def part_path(path: Path) -> Path:
+    """Where a telemetry file is written until its batch completes: named by the writing process, so that
+    `python -m paraphina.tracking.clean` can remove the parts of a process that was killed."""
+    return path.with_name(f"{path.name}.{os.getpid()}{PART_SUFFIX}")
+
+
 class TelemetryWriter:
     """Writes each run's telemetry rows to its own file, moved into place when the batch completes."""
 
     def __init__(self, paths: Sequence[Path], venue_names: Sequence[str]):
         self.paths = [Path(p) for p in paths]
         self.venues = list(venue_names)
-        self._tmp = [p.with_name(p.name + ".part") for p in self.paths]
+        self._tmp = [part_path(p) for p in self.paths]
         self._files: list = []
 
     def __enter__(self) -> "TelemetryWriter":

@@ -2,17 +2,29 @@
 
 Runs left RUNNING on this host by a process that is gone (kill -9, a crash) are marked KILLED; then the research
 rows that do not count (their run or the parent they were written under did not finish) are deleted with those
-parents (MLflow's soft delete: `mlflow gc` purges them for good). Datasets then read without a note.
+parents (MLflow's soft delete: `mlflow gc` purges them for good). Datasets then read without a note. Files such
+a command left under sweeps/ go too: telemetry parts of a process that is gone (<name>.<pid>.part), and the
+telemetry folders named after a run that was killed or failed (sweeps/<experiment>/telemetry/<run id>).
 """
 from __future__ import annotations
 
+import re
+import shutil
 from collections.abc import Sequence
+from pathlib import Path
+
+from mlflow import MlflowClient
 
 from paraphina.config.loading import compose_config
 from paraphina.core.cli import ToolParser, add_tracking_argument, cli_errors
 from paraphina.core.errors import ParaphinaError
+from paraphina.core.names import PART_SUFFIX
 from paraphina.tracking.datasets import remove_unfinished_rows
-from paraphina.tracking.store import describe, existing_store_uri, mark_stopped_in_store, tracking_client
+from paraphina.tracking.store import describe, existing_store_uri, mark_stopped_in_store, process_gone, tracking_client
+
+PART_WRITER = re.compile(rf"\.(\d+){re.escape(PART_SUFFIX)}$")
+RUN_ID = re.compile(r"[0-9a-f]{32}")
+STOPPED = ("KILLED", "FAILED")
 
 
 def build_parser() -> ToolParser:
@@ -23,14 +35,39 @@ def build_parser() -> ToolParser:
     return parser
 
 
-def clean(uri: str) -> dict[str, int]:
-    """Mark stopped runs KILLED, then delete the rows that do not count; the counts of each."""
+def clean(uri: str, sweeps: Path) -> dict[str, int]:
+    """Mark stopped runs KILLED, delete the rows that do not count and the files stopped commands left in
+    `sweeps`; the counts of each."""
+    client = tracking_client(uri)
     try:
-        killed = mark_stopped_in_store(tracking_client(uri))
+        killed = mark_stopped_in_store(client)
     except Exception as exc:
         raise ParaphinaError(f"cannot end the runs of stopped commands in {uri}: {describe(exc)}") from exc
     rows, parents = remove_unfinished_rows(uri)
-    return {"killed": killed, "rows": rows, "parents": parents}
+    return {"killed": killed, "rows": rows, "parents": parents, "files": remove_stopped_files(client, sweeps)}
+
+
+def remove_stopped_files(client: MlflowClient, sweeps: Path) -> int:
+    """Remove telemetry parts whose writing process is gone and telemetry folders of killed or failed runs."""
+    removed = 0
+    for part in sweeps.rglob(f"*{PART_SUFFIX}") if sweeps.is_dir() else []:
+        writer = PART_WRITER.search(part.name)
+        if writer and process_gone(int(writer.group(1)), None):
+            part.unlink(missing_ok=True)
+            removed += 1
+    for folder in sweeps.glob("*/telemetry/*") if sweeps.is_dir() else []:
+        if folder.is_dir() and RUN_ID.fullmatch(folder.name) and run_status(client, folder.name) in STOPPED:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed += 1
+    return removed
+
+
+def run_status(client: MlflowClient, run_id: str) -> str | None:
+    """A run's status, None when the store has no such run."""
+    try:
+        return client.get_run(run_id).info.status
+    except Exception:  # not a run of this store: leave its folder alone
+        return None
 
 
 @cli_errors
@@ -38,9 +75,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     cfg = compose_config()
     uri = existing_store_uri(args.tracking_uri, cfg.paths.store, cfg.tracking.reachability_timeout_s)
-    done = clean(uri)
+    done = clean(uri, Path(cfg.paths.sweeps))
     print(f"marked {done['killed']} run(s) of stopped commands KILLED; deleted {done['rows']} research row(s) "
-          f"that never finished and {done['parents']} parent run(s) of them ({uri})")
+          f"that never finished and {done['parents']} parent run(s) of them ({uri}); removed {done['files']} "
+          f"file(s) or folder(s) they left in {cfg.paths.sweeps}")
 
 
 if __name__ == "__main__":
