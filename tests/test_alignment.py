@@ -473,6 +473,26 @@ def test_decisive_plans_fit_the_cap_and_a_stopped_kill_test_keeps_its_verdict(ur
     assert exp13.look_verdicts(cfg, plan, tier, runs) == {"kill": "ok", "dd": "ok", "pnl": "ok"}
 
 
+def test_exp11_checks_every_profile_against_every_tier(uri, tmp_path, capsys):
+    # conservative: 0 kills in 400 runs (exact upper bound 0.0092 < 1 %), steady PnL and drawdown;
+    # aggressive: 12 kills in 60 (lower bound 0.107): beyond the conservative and balanced budgets, and
+    # undecided against its own 15 %
+    runs = {"conservative": [(100.0 + i % 3, 500.0 + i % 5, False) for i in range(400)],
+            "aggressive": [(300.0 + i % 7, 1500.0 + i % 4, i % 5 == 0) for i in range(60)]}
+    jsonl = tmp_path / "tiers.jsonl"
+    append_rows(jsonl, research_rows(runs))
+    exp11.main([f"dataset={jsonl}", f"tracking.uri={uri}"])
+    out = capsys.readouterr().out
+    across = exp11.run(compose("exp11", uri, f"dataset={jsonl}")).attrs["cross_tiers"].set_index("profile")
+    assert list(across.columns) == ["conservative", "balanced", "aggressive"]
+    assert list(across.index) == ["conservative", "aggressive"]
+    assert across.loc["conservative"].tolist() == ["ok", "ok", "ok"]
+    assert across.loc["aggressive", "conservative"] == "violated!"   # a Holm alarm: the tiers discriminate
+    assert across.loc["aggressive", "balanced"] == "violated!"
+    assert across.loc["aggressive", "aggressive"] == "inconclusive"
+    assert "every profile against every tier" in out
+
+
 def test_exp11_notes_repeated_runs_and_mixed_lengths(uri, capsys):
     rows = research_rows({"balanced": BALANCED})
     longer = research_rows({"balanced": [(1.0, 1.0, False)]}, label="long")

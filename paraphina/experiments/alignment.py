@@ -112,6 +112,21 @@ def run_checks(tier: RiskTier, final_pnl: Sequence[float], max_drawdown: Sequenc
     return out
 
 
+def cross_tiers(rows: pd.DataFrame, tiers: Mapping[str, RiskTier], rules: CheckRules) -> pd.DataFrame:
+    """Every profile's runs against every tier: one row per profile, one column per tier holding the overall
+    verdict (Holm's `violated` alarms over all these checks marked `violated!`). The tiers discriminate when a
+    riskier profile is violated under a stricter tier while each profile keeps its own."""
+    checks = [{"profile": profile, **run_checks(tier, group["final_pnl"], group["max_drawdown"], group["kill_switch"],
+                                                rules)}
+              for profile, group in rows.groupby("profile", sort=False) for tier in tiers.values()]
+    table = add_alarms(checks_frame(checks), rules.alpha)
+    alarmed = table[[f"{b.prefix}_alarm" for b in BUDGETS]].any(axis=1)
+    table["shown"] = table["verdict"].where(~alarmed, "violated!")
+    matrix = table.pivot(index="profile", columns="tier", values="shown")
+    order = [p for p in tiers if p in matrix.index] + [p for p in matrix.index if p not in tiers]
+    return matrix.loc[order, list(tiers)].rename_axis(columns=None).reset_index()
+
+
 def add_alarms(table: pd.DataFrame, alpha: float) -> pd.DataFrame:
     """`<budget>_alarm` columns: the `violated` verdicts that survive Holm's correction over every check of
     the table (3 budgets per row), so the family of checks raises a false alarm with probability <= alpha."""

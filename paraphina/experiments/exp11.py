@@ -71,6 +71,7 @@ def align(cfg: DictConfig, rows: pd.DataFrame, dataset: str) -> pd.DataFrame:
     repeated = alignment.repeated_runs_note(rows, source)
     notes += ([repeated] if repeated else []) + alignment.mixed_ticks_notes(rows, source)
     table = alignment.group_checks(rows, tiers, alignment.check_rules(cfg), cfg.by_label)
+    across = alignment.cross_tiers(rows, tiers, alignment.check_rules(cfg))
     keys = group_keys(cfg)
     tags = {DATASET_SOURCE_TAG: dataset}
     if rows_filter.source_run:
@@ -81,11 +82,12 @@ def align(cfg: DictConfig, rows: pd.DataFrame, dataset: str) -> pd.DataFrame:
             recorder.log_point(name, {k: row[k] for k in [*keys, "tier"]}, alignment.record_metrics(row),
                                tags=alignment.record_tags(row, [*keys, "tier"]))
         verdicts = alignment.verdict_rows(table, keys)
-        recorder.finish(tables={"exp11_alignment": table, "exp11_verdicts": verdicts},
+        recorder.finish(tables={"exp11_alignment": table, "exp11_verdicts": verdicts, "exp11_cross_tiers": across},
                         metrics={"groups": len(table), "runs": int(table["runs"].sum()),
                                  **{f"groups_{v}": int((table["verdict"] == v).sum()) for v in alignment.VERDICTS}},
                         texts={"exp11_notes.txt": "\n".join(notes or ["(none)"]) + "\n"})
     table.attrs["notes"] = notes
+    table.attrs["cross_tiers"] = across
     table.attrs["run_id"] = recorder.parent_id
     return table
 
@@ -99,6 +101,10 @@ def report(cfg: DictConfig, table: pd.DataFrame, dataset: str) -> None:
     print()
     print(alignment.format_verdicts(alignment.verdict_rows(table, keys), keys, cfg.world_model.confidence))
     print(alignment.alarm_text(table, keys, alignment.check_rules(cfg).alpha))
+    across = table.attrs.get("cross_tiers")
+    if across is not None and across.shape[1] > 2:
+        print()
+        print_table(across, title="every profile against every tier (overall verdict; violated! = a Holm alarm)")
     for note in table.attrs.get("notes", []):
         print(f"note: {note}")
 
