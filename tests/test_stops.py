@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 
 from paraphina import run as run_command
+from paraphina.core.errors import ParaphinaError
 from paraphina.core.names import DATASET_TAG, PARENT_TAG, PID_TAG
 from paraphina.core.stops import Stopped, stop_signals, uninterrupted
 from paraphina.experiments import exp13
@@ -188,6 +189,21 @@ def test_a_run_of_a_gone_process_is_marked_killed_and_its_rows_removed(tmp_path:
     assert [r.data.tags[PARENT_TAG] for r in client.search_runs([client.get_run(parent).info.experiment_id])
             if PARENT_TAG in r.data.tags] == []
     assert len(load_dataset(uri, "kept")) == 1
+
+
+def test_rows_read_under_a_parent_count_while_it_runs_and_never_once_it_was_stopped(tmp_path: Path, capsys) -> None:
+    uri = store_uri(tmp_path)
+    writer = research_writer(uri)
+    row = {"timestamp_utc": "2025-01-01T00:00:00Z", "label": "a", "profile": "balanced", "num_ticks": 10,
+           "final_pnl": 1.0, "max_drawdown": 1.0, "kill_switch": False}
+    running = writer.start_parent(RunRecord(name="exp13-running"))   # this process: alive
+    writer.log(row_to_record(row, "live", "a"), running)
+    assert len(load_dataset(uri, "live", under=running)) == 1   # the command writing them reads its own rows
+    stopped = writer.start_parent(RunRecord(name="exp13-stopped"))
+    writer.log(row_to_record({**row, "label": "b"}, "dead", "b"), stopped)
+    writer.finish(stopped, status="KILLED")
+    with pytest.raises(ParaphinaError, match="has no finished rows"):
+        load_dataset(uri, "dead", under=stopped)   # e.g. exp11 filter.source_run=<a killed exp13>
 
 
 def test_clean_removes_the_files_of_stopped_commands_only(tmp_path: Path) -> None:

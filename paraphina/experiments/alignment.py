@@ -140,6 +140,8 @@ def add_alarms(table: pd.DataFrame, alpha: float) -> pd.DataFrame:
 def alarm_text(table: pd.DataFrame, keys: Sequence[str], alpha: float) -> str:
     """One line naming the Holm-adjusted alarms of a table, or saying there are none."""
     n_checks = len(table) * len(BUDGETS)
+    if f"{BUDGETS[0].prefix}_alarm" not in table:
+        return "alarms: none computed (sequential verdicts: Holm's correction needs fixed-n checks)"
     raised = [f"{'/'.join(str(row[k]) for k in keys)} {row[f'{b.prefix}_measure']}"
               for _, row in table.iterrows() for b in BUDGETS if row.get(f"{b.prefix}_alarm", False)]
     head = f"alarms (violated after Holm's correction over {n_checks} checks, family-wise error <= {alpha:g})"

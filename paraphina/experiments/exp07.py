@@ -19,6 +19,7 @@ from paraphina.config.commands import hydra_command
 from paraphina.config.loading import CONF_DIR
 from paraphina.core.names import PROFILE_KNOBS
 from paraphina.core.errors import ParaphinaError
+from paraphina.core.stops import uninterrupted
 from paraphina.experiments.cli import print_table
 from paraphina.experiments.profiles import profile_yaml
 from paraphina.experiments.records import ExperimentRecorder, latest_points, sweeps_dir
@@ -75,15 +76,21 @@ def run(cfg: DictConfig) -> pd.DataFrame:
                            f"score {row['score']:.2f}" + (", RELAXED: outside the tier's budgets"
                                                           if row["relaxed"] else ""))
                 texts[f"{row['tier']}.yaml"] = profile_yaml(row["tier"], knobs, comment)
-        if cfg.experiment.install:
-            install_profiles(presets, texts, Path(cfg.experiment.install_dir or CONF_DIR / "profile"))
-        recorder.finish(tables={"exp07_presets": presets}, texts=texts)
+        folder = Path(cfg.experiment.install_dir or CONF_DIR / "profile")
+        staged = stage_profiles(presets, texts, folder) if cfg.experiment.install else []
+        try:
+            recorder.finish(tables={"exp07_presets": presets}, texts=texts)
+        except BaseException:
+            for path, _ in staged:
+                path.unlink(missing_ok=True)
+            raise
+    install_profiles(staged)
     return presets
 
 
-def install_profiles(presets: pd.DataFrame, texts: dict[str, str], folder: Path) -> None:
-    """Write each tier's rank-1 preset over <folder>/<tier>.yaml, all or none: a relaxed preset stops the
-    install before any file is written, and each file is replaced whole (written beside, then renamed)."""
+def stage_profiles(presets: pd.DataFrame, texts: dict[str, str], folder: Path) -> list[tuple[Path, Path]]:
+    """Write each tier's rank-1 preset beside <folder>/<tier>.yaml; (staged, live) pairs for install_profiles.
+    A relaxed preset, a missing folder or a failed write stops it with nothing live touched."""
     best = presets[presets["rank"] == 1]
     relaxed = best.loc[best["relaxed"], "tier"].tolist()
     if relaxed:
@@ -91,11 +98,25 @@ def install_profiles(presets: pd.DataFrame, texts: dict[str, str], folder: Path)
                              f"budgets; widen the source grid or tune with python -m paraphina.experiments.exp12")
     if not folder.is_dir():
         raise ParaphinaError(f"not installed: no folder {folder}; create it or set experiment.install_dir")
-    for name, text in texts.items():
-        staged = folder / f".{name}.new"
-        staged.write_text(text)
-        os.replace(staged, folder / name)
-        print(f"installed {folder / name}")
+    pairs = [(folder / f".{name}.new", folder / name) for name in texts]
+    try:
+        for (staged, _), text in zip(pairs, texts.values()):
+            staged.write_text(text)
+    except OSError as exc:
+        for staged, _ in pairs:
+            staged.unlink(missing_ok=True)
+        raise ParaphinaError(f"not installed: cannot write in {folder} ({exc.strerror})") from exc
+    return pairs
+
+
+def install_profiles(pairs: list[tuple[Path, Path]]) -> None:
+    """Move the staged profiles over the live ones once the Exp07 run that chose them is recorded, as one
+    block a stop signal does not cut (renames within one folder do not fail half-way for want of space)."""
+    with uninterrupted():
+        for staged, live in pairs:
+            os.replace(staged, live)
+    for _, live in pairs:
+        print(f"installed {live}")
 
 
 def command(cfg: DictConfig) -> None:

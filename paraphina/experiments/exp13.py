@@ -89,6 +89,13 @@ def check(cfg: DictConfig) -> None:
     if cfg.target == Target.decisive and cap < cfg.runs_per_profile:
         raise ParaphinaError(f"experiment.decisive.max_runs_per_profile={cap} is below "
                              f"runs_per_profile={cfg.runs_per_profile}")
+    if cfg.target == Target.decisive:  # the plans, before any run: their settings and first round must fit
+        short = {p: plan.design.cap for p, plan in plan_profiles(cfg, cfg.profiles).items()
+                 if plan.design.cap < cfg.runs_per_profile}
+        if short:
+            raise ParaphinaError(f"runs_per_profile={cfg.runs_per_profile} is past the sequential plan's last look for "
+                                 + ", ".join(f"{p} ({n} runs)" for p, n in short.items())
+                                 + "; use a smaller runs_per_profile")
     if not cfg.dataset:
         raise ParaphinaError("exp13 needs dataset=NAME: the MLflow research dataset its rows join")
     if alignment.is_dataset_file(cfg.dataset):
@@ -238,8 +245,10 @@ def decisive_rounds(cfg: DictConfig, recorder: ExperimentRecorder, overrides: li
 
 def apply_sequential(table: pd.DataFrame, plans: dict[str, SequentialPlan]) -> pd.DataFrame:
     """The alignment table with each profile's verdicts replaced by its sequential ones (the fixed-n bounds
-    stay, as a description). A finished plan cannot be extended, so no runs-needed count is shown."""
-    table = table.copy()
+    stay, as a description). A finished plan cannot be extended, so no runs-needed count is shown, and the
+    fixed-n alarms do not apply to a sample that stopped when decided, so they are dropped."""
+    table = table.drop(columns=[f"{b.prefix}_alarm" for b in alignment.BUDGETS], errors="ignore")
+    table.attrs.pop("cross_tiers", None)  # fixed-n checks too, on the same optionally stopped sample
     for i, profile in enumerate(table["profile"]):
         for b in alignment.BUDGETS:
             table.loc[table.index[i], f"{b.prefix}_verdict"] = plans[profile].verdicts[b.prefix]

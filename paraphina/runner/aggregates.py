@@ -6,7 +6,7 @@ import numpy as np
 
 from paraphina.core.names import MICROSTRUCTURE_KEYS, REGIME_NAMES
 from paraphina.engine.simulate import BatchResult
-from paraphina.world_model.verdicts import clopper_pearson
+from paraphina.world_model.verdicts import DD_QUANTILE, clopper_pearson
 
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 
@@ -21,7 +21,7 @@ def aggregate_metrics(result: BatchResult, confidence: float, rows: np.ndarray |
     low, high = clopper_pearson(kills, n, (1.0 - confidence) / 2.0)
     out = {"runs": float(n), "pnl_mean": float(pnl.mean()), "pnl_std": float(pnl.std(ddof=1)) if n > 1 else 0.0,
            "dd_mean": float(m["max_drawdown"].mean()), "dd_worst": float(m["max_drawdown"].max()),
-           "dd_min": float(m["max_drawdown"].min()), "dd_p95": float(np.quantile(m["max_drawdown"], 0.95)),
+           "dd_min": float(m["max_drawdown"].min()), "dd_p95": float(np.quantile(m["max_drawdown"], DD_QUANTILE)),
            "dd_std": float(m["max_drawdown"].std(ddof=1)) if n > 1 else 0.0,
            "kill_prob": kills / n, "kill_prob_low": low, "kill_prob_high": high,
            "frac_normal": float(m["frac_normal"].mean()), "frac_warning": float(m["frac_warning"].mean()),

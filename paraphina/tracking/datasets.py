@@ -136,10 +136,11 @@ def list_datasets(tracking_uri: str) -> list[str]:
     return sorted({run.data.tags[DATASET_TAG] for run in runs})
 
 
-def _counts(run: Run, unfinished: set[str], under: str | None) -> bool:
-    """A row counts when its run is FINISHED and so is the parent it was written under, unless it is read `under`
-    that parent (as the command writing them does)."""
-    return run.info.status == "FINISHED" and (under is not None or run.data.tags.get(PARENT_TAG) not in unfinished)
+def _counts(run: Run, unfinished: set[str], ended: set[str], under: str | None) -> bool:
+    """A row counts when its run is FINISHED and so is the parent it was written under; read `under` that parent
+    (as the command writing them does), a parent still running will do, one that was stopped never does."""
+    parent = run.data.tags.get(PARENT_TAG)
+    return run.info.status == "FINISHED" and parent not in (ended if under is not None else unfinished)
 
 
 def _rows(tracking_uri: str, name: str, under: str | None) -> tuple[pd.DataFrame, int, int]:
@@ -155,9 +156,10 @@ def _rows(tracking_uri: str, name: str, under: str | None) -> tuple[pd.DataFrame
         return pd.DataFrame(columns=["key"]), 0, 0
     client = tracking_client(tracking_uri)
     unfinished = _search_all(tracking_uri, "attributes.status != 'FINISHED'")
-    mark_stopped_runs(client, unfinished)
+    stopped = mark_stopped_runs(client, unfinished)
     unfinished_ids = {run.info.run_id for run in unfinished}
-    finished = [run for run in runs if _counts(run, unfinished_ids, under)]
+    ended = {run.info.run_id for run in unfinished if run.info.status != "RUNNING"} | stopped
+    finished = [run for run in runs if _counts(run, unfinished_ids, ended, under)]
     tables = [run for run in finished if run.data.tags.get(KIND_TAG) == RESEARCH_TABLE_KIND]
     try:
         frames = [_runs_frame([run for run in finished if run not in tables]),

@@ -227,12 +227,12 @@ def process_tags() -> dict[str, str]:
     return tags
 
 
-def mark_stopped_runs(client: MlflowClient, runs: Iterable[Run]) -> int:
-    """Mark the runs of `stopped_runs(runs)` KILLED; returns how many."""
+def mark_stopped_runs(client: MlflowClient, runs: Iterable[Run]) -> set[str]:
+    """Mark the runs of `stopped_runs(runs)` KILLED; returns their ids."""
     stopped = stopped_runs(runs)
     for run in stopped:
         client.set_terminated(run.info.run_id, "KILLED")
-    return len(stopped)
+    return {run.info.run_id for run in stopped}
 
 
 def mark_stopped_in_store(client: MlflowClient) -> int:
@@ -242,7 +242,7 @@ def mark_stopped_in_store(client: MlflowClient) -> int:
         return 0
     running = all_runs(client, all_experiment_ids(client),
                        f"attributes.status = 'RUNNING' and tags.`{HOST_TAG}` = '{host}'")
-    return mark_stopped_runs(client, running)
+    return len(mark_stopped_runs(client, running))
 
 
 def prepare_store(uri: str, experiment_names: list[str]) -> dict[str, str]:
