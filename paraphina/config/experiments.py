@@ -62,6 +62,8 @@ class Knob:
 class StudySettings:
     name: str = MISSING
     storage: Optional[str] = None
+    heartbeat_interval: int = MISSING
+    grace_period: int = MISSING
 
 
 @dataclass
