@@ -88,3 +88,68 @@ def mlflow_server(tmp_path):
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, signal.SIGKILL)
             server.wait()
+
+
+# --- PostgreSQL for the many-workers tests (a throwaway cluster on 127.0.0.1; .ci/run installs the server) ---
+
+POSTGRES_BIN_GLOB = "/usr/lib/postgresql/*/bin"   # Debian's postgresql package keeps its server binaries here
+POSTGRES_USER = "postgres"                         # the server refuses to run as root; as root it runs as this user
+
+
+def postgres_bin() -> "Path | None":
+    """The folder holding initdb and pg_ctl: on PATH, else Debian's place for them; None when not installed."""
+    import glob
+    import shutil
+    from pathlib import Path
+
+    found = shutil.which("initdb")
+    if found:
+        return Path(found).resolve().parent
+    folders = sorted(glob.glob(POSTGRES_BIN_GLOB))
+    return Path(folders[-1]) if folders else None
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A PostgreSQL server of its own (initdb + pg_ctl in a temp folder, trust auth on 127.0.0.1, a free port);
+    yields the URL of its `postgres` database and stops it afterwards."""
+    import os
+    import shutil
+    import subprocess
+    import tempfile
+
+    folder = postgres_bin()
+    if folder is None:
+        pytest.skip("PostgreSQL is not installed (no initdb on PATH or in /usr/lib/postgresql/*/bin); "
+                    "apt-get install postgresql, as .ci/run does")
+    run_as: list[str] = []
+    data = tempfile.mkdtemp(prefix="paraphina-pg-")   # not under pytest's root-only folders: the user must reach it
+    if os.geteuid() == 0:
+        shutil.chown(data, POSTGRES_USER)
+        run_as = ["runuser", "-u", POSTGRES_USER, "--"]
+    port = free_port()
+    log = os.path.join(data, "server.log")
+    options = f"-h 127.0.0.1 -p {port} -k {data} -F"   # fsync off: a test database need not survive a crash
+    try:
+        subprocess.run([*run_as, str(folder / "initdb"), "-D", f"{data}/db", "-U", "postgres", "--auth=trust",
+                        "--no-sync", "-E", "UTF8"], check=True, capture_output=True)
+        subprocess.run([*run_as, str(folder / "pg_ctl"), "-D", f"{data}/db", "-l", log, "-o", options, "-w",
+                        "start"], check=True, capture_output=True)
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([*run_as, str(folder / "pg_ctl"), "-D", f"{data}/db", "-m", "immediate", "stop"],
+                       capture_output=True)
+        shutil.rmtree(data, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres_database(postgres_url: str) -> str:
+    """A new, empty database on the session's server, for one test."""
+    import uuid
+
+    import psycopg
+
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres_url, autocommit=True) as connection:
+        connection.execute(f"CREATE DATABASE {name}")
+    return postgres_url.rsplit("/", 1)[0] + f"/{name}"

@@ -35,7 +35,8 @@ if TYPE_CHECKING:
 StaleCallback = Callable[[optuna.Study, FrozenTrial], None]
 HEARTBEAT_ATTR = "paraphina.heartbeat"   # a journal trial's last beat (Unix time)
 LOCK_KEY = zlib.crc32(b"paraphina.optuna")   # the advisory lock's key: one lock per PostgreSQL database
-LOCK_SUFFIX = ".workers-lock"   # beside a journal or SQLite file (Optuna's own journal lock is <file>.lock)
+LOCK_SUFFIX = ".workers-lock"   # beside a journal or SQLite file: the workers' lock
+APPEND_LOCK_SUFFIX = ".append-lock"   # beside a journal: the lock of each append (Optuna's own is <file>.lock)
 URL_SCHEMES = ("postgresql", "sqlite")
 
 
@@ -90,9 +91,26 @@ class JournalHeartbeatStorage(JournalStorage, BaseHeartbeat):
         return self._on_stale
 
 
-def _lock_path(path: Path) -> Path:
+def _lock_path(path: Path, suffix: str = LOCK_SUFFIX) -> Path:
     path = path.absolute()
-    return path.with_name(path.name + LOCK_SUFFIX)
+    return path.with_name(path.name + suffix)
+
+
+class _AppendLock:
+    """The journal's append lock as an flock: Optuna's default, a symlink, outlives a killed worker and
+    blocks every other for its 30 s grace period; an flock dies with its process."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self._handle = path, None
+
+    def acquire(self) -> bool:
+        self._handle = open(self.path, "a")
+        fcntl.flock(self._handle, fcntl.LOCK_EX)
+        return True
+
+    def release(self) -> None:
+        fcntl.flock(self._handle, fcntl.LOCK_UN)
+        self._handle.close()
 
 
 @contextmanager
@@ -156,7 +174,8 @@ def open_shared_storage(setting: str | Path, heartbeat: Heartbeat, on_stale: Sta
 def _journal(path: Path, heartbeat: Heartbeat, on_stale: StaleCallback) -> SharedStorage:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        storage = JournalHeartbeatStorage(JournalFileBackend(str(path)), heartbeat, on_stale)
+        backend = JournalFileBackend(str(path), lock_obj=_AppendLock(_lock_path(path, APPEND_LOCK_SUFFIX)))
+        storage = JournalHeartbeatStorage(backend, heartbeat, on_stale)
     except OSError as exc:
         raise ParaphinaError(f"cannot open the Optuna journal {path} ({exc.strerror}); "
                              f"set experiment.study.storage to a writable file") from exc
