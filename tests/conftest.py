@@ -4,6 +4,10 @@ Kept small and generic so any test file can use it; tests that need other overri
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
 import pytest
 
 from paraphina.config.loading import compose_config, to_plain
@@ -50,23 +54,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture
-def mlflow_server(tmp_path):
-    """A real MLflow server on 127.0.0.1 (free port, SQLite backend and artifacts under tmp_path), started the
-    way `make ui` starts it (`python -m paraphina.tracking.ui`); yields its http URI and stops it afterwards."""
+@contextmanager
+def serving(command: list[str], folder: Path, port: int) -> Iterator[str]:
+    """Run an MLflow server command in `folder` (its output in server.log) until it answers /health on 127.0.0.1;
+    yields its http URI and stops it afterwards."""
     import os
     import signal
     import subprocess
-    import sys
     import time
     import urllib.request
 
-    port = free_port()
     uri = f"http://127.0.0.1:{port}"
-    folder = tmp_path / "server"
-    folder.mkdir()
-    command = [sys.executable, "-m", "paraphina.tracking.ui", "--port", str(port),
-               "--tracking-uri", f"sqlite:///{folder / 'mlflow.db'}"]  # fmt: skip
     log_path = folder / "server.log"
     with open(log_path, "wb") as log:
         server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=folder)
@@ -90,17 +88,31 @@ def mlflow_server(tmp_path):
             server.wait()
 
 
+@pytest.fixture
+def mlflow_server(tmp_path):
+    """A real MLflow server on 127.0.0.1 (free port, SQLite backend and artifacts under tmp_path), started the
+    way `make ui` starts it (`python -m paraphina.tracking.ui`); yields its http URI and stops it afterwards."""
+    import sys
+
+    port = free_port()
+    folder = tmp_path / "server"
+    folder.mkdir()
+    command = [sys.executable, "-m", "paraphina.tracking.ui", "--port", str(port),
+               "--tracking-uri", f"sqlite:///{folder / 'mlflow.db'}"]  # fmt: skip
+    with serving(command, folder, port) as uri:
+        yield uri
+
+
 # --- PostgreSQL for the many-workers tests (a throwaway cluster on 127.0.0.1; .ci/run installs the server) ---
 
 POSTGRES_BIN_GLOB = "/usr/lib/postgresql/*/bin"   # Debian's postgresql package keeps its server binaries here
 POSTGRES_USER = "postgres"                         # the server refuses to run as root; as root it runs as this user
 
 
-def postgres_bin() -> "Path | None":
+def postgres_bin() -> Path | None:
     """The folder holding initdb and pg_ctl: on PATH, else Debian's place for them; None when not installed."""
     import glob
     import shutil
-    from pathlib import Path
 
     found = shutil.which("initdb")
     if found:
@@ -153,3 +165,23 @@ def postgres_database(postgres_url: str) -> str:
     with psycopg.connect(postgres_url, autocommit=True) as connection:
         connection.execute(f"CREATE DATABASE {name}")
     return postgres_url.rsplit("/", 1)[0] + f"/{name}"
+
+
+@pytest.fixture(scope="session")
+def mlflow_server_on_postgres(postgres_url: str, tmp_path_factory):
+    """`mlflow server` on 127.0.0.1 as a team would run it: runs in a PostgreSQL database of its own, artifacts
+    served by the server itself (--artifacts-destination: clients upload through `mlflow-artifacts:` URIs, no
+    shared folder needed); yields its http URI."""
+    import sys
+
+    import psycopg
+
+    with psycopg.connect(postgres_url, autocommit=True) as connection:
+        connection.execute("CREATE DATABASE mlflow")
+    folder = tmp_path_factory.mktemp("mlflow-server")
+    port = free_port()
+    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", postgres_url.rsplit("/", 1)[0] + "/mlflow",
+               "--artifacts-destination", str(folder / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
+               "--workers", "1"]  # fmt: skip
+    with serving(command, folder, port) as uri:
+        yield uri

@@ -4,7 +4,8 @@ Three `python -m paraphina.experiments.exp03` processes share one TPE study: two
 once trials are running, and after all three have joined, one holding running trials is killed (SIGKILL).
 The other two finish the study: the budget met exactly, no parameter set twice, each of the dead worker's
 trials failed by the heartbeat and asked again with its knobs, one MLflow child per completed trial under
-one parent, and neither survivor crashes.
+one parent, and neither survivor crashes. On one machine the workers record to a SQLite store beside the
+journal; across machines, to an `mlflow server` on PostgreSQL that stores the artifacts they upload.
 """
 from __future__ import annotations
 
@@ -17,12 +18,16 @@ from pathlib import Path
 from typing import Callable
 
 import optuna
+import pandas as pd
 import pytest
 from mlflow import MlflowClient
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
+from paraphina.config.loading import compose_config
+from paraphina.core.errors import ParaphinaError
 from paraphina.core.names import PARENT_TAG, STUDY_TAG, TRIAL_TAG
+from paraphina.experiments import exp03
 from paraphina.experiments import study as search
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,13 +42,13 @@ DEADLINE_S = 90.0
 POLL_S = 0.05
 
 
-def start_worker(tmp_path: Path, storage: str, name: str) -> subprocess.Popen:
+def start_worker(tmp_path: Path, storage: str, tracking: str, name: str) -> subprocess.Popen:
     """`python -m paraphina.experiments.exp03` of this checkout in tmp_path, its output in <name>.log."""
     log = open(tmp_path / f"{name}.log", "wb")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("MLFLOW_TRACKING_URI", None)
     command = [sys.executable, "-m", "paraphina.experiments.exp03", *WORKER,
-               f"tracking.uri=sqlite:///{tmp_path}/mlruns/mlflow.db", f"experiment.study.storage={storage}"]
+               f"tracking.uri={tracking}", f"experiment.study.storage={storage}"]
     with log:
         return subprocess.Popen(command, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
 
@@ -56,7 +61,8 @@ def wait_for(condition: Callable[[], object], what: str) -> object:
     return found
 
 
-def run_three_workers(tmp_path: Path, storage: str, reader: optuna.storages.BaseStorage) -> tuple[int, list[int]]:
+def run_three_workers(tmp_path: Path, storage: str, tracking: str,
+                      reader: optuna.storages.BaseStorage) -> tuple[int, list[int]]:
     """Start two workers, a third once trials run, kill one holding running trials after all have joined.
 
     Returns the killed worker's pid and the exit codes of the others."""
@@ -66,9 +72,9 @@ def run_three_workers(tmp_path: Path, storage: str, reader: optuna.storages.Base
         except KeyError:  # not created yet
             return []
 
-    workers = [start_worker(tmp_path, storage, name) for name in ("a", "b")]
+    workers = [start_worker(tmp_path, storage, tracking, name) for name in ("a", "b")]
     wait_for(lambda: trials(TrialState.RUNNING), "a running trial")
-    workers.append(start_worker(tmp_path, storage, "c"))
+    workers.append(start_worker(tmp_path, storage, tracking, "c"))
     joined = lambda: optuna.load_study(study_name=STUDY, storage=reader).user_attrs[search.WORKERS_ATTR] == 3
     wait_for(joined, "the third worker to join")
     by_worker = {f"{os.uname().nodename}:{w.pid}": w for w in workers}
@@ -86,7 +92,9 @@ def run_three_workers(tmp_path: Path, storage: str, reader: optuna.storages.Base
     return victim.pid, codes
 
 
-def check_study(tmp_path: Path, reader: optuna.storages.BaseStorage, victim: int, codes: list[int]) -> None:
+def check_study(tmp_path: Path, reader: optuna.storages.BaseStorage, tracking: str, victim: int,
+                codes: list[int]) -> list:
+    """The study and its MLflow records after the run; returns the child runs."""
     logs = {path.name: path.read_text() for path in tmp_path.glob("*.log")}
     assert codes == [0, 0], logs
     assert not [name for name, text in logs.items() if "Traceback" in text], logs
@@ -104,7 +112,7 @@ def check_study(tmp_path: Path, reader: optuna.storages.BaseStorage, victim: int
     assert all(retried[t.number].params == t.params for t in failed)
     assert {t.user_attrs[search.WORKER_ATTR] for t in complete} - {f"{os.uname().nodename}:{victim}"}
 
-    client = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    client = MlflowClient(tracking)
     experiment = client.get_experiment_by_name("exp03_size_eta_vol")
     parents = client.search_runs([experiment.experiment_id], "tags.`paraphina.kind` = 'experiment'")
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
@@ -113,16 +121,38 @@ def check_study(tmp_path: Path, reader: optuna.storages.BaseStorage, victim: int
     assert sorted(int(r.data.tags[TRIAL_TAG]) for r in children) == sorted(t.number for t in complete)
     assert {r.data.tags[STUDY_TAG] for r in children} == {STUDY}
     assert {r.info.run_id for r in children} == {t.user_attrs[search.RESULT_ATTR]["run_id"] for t in complete}
+    return children
 
 
 def test_workers_share_a_journal_study(tmp_path: Path) -> None:
-    journal = tmp_path / "optuna.journal"
-    victim, codes = run_three_workers(tmp_path, str(journal), optuna.storages.JournalStorage(
-        JournalFileBackend(str(journal))))
-    check_study(tmp_path, optuna.storages.JournalStorage(JournalFileBackend(str(journal))), victim, codes)
+    journal, tracking = tmp_path / "optuna.journal", f"sqlite:///{tmp_path}/mlruns/mlflow.db"
+    reader = optuna.storages.JournalStorage(JournalFileBackend(str(journal)))
+    victim, codes = run_three_workers(tmp_path, str(journal), tracking, reader)
+    check_study(tmp_path, reader, tracking, victim, codes)
 
 
-def test_workers_share_a_postgresql_study(tmp_path: Path, postgres_database: str) -> None:
+def test_workers_share_a_postgresql_study_and_an_mlflow_server(tmp_path: Path, postgres_database: str,
+                                                                mlflow_server_on_postgres: str) -> None:
     reader = optuna.storages.RDBStorage(postgres_database)   # the schema was created by the workers, under the lock
-    victim, codes = run_three_workers(tmp_path, postgres_database, reader)
-    check_study(tmp_path, reader, victim, codes)
+    victim, codes = run_three_workers(tmp_path, postgres_database, mlflow_server_on_postgres, reader)
+    children = check_study(tmp_path, reader, mlflow_server_on_postgres, victim, codes)
+    # every child's per-seed table went through the server, and reads back through it
+    assert {r.info.artifact_uri.split(":", 1)[0] for r in children} == {"mlflow-artifacts"}
+    client = MlflowClient(mlflow_server_on_postgres)
+    for run in children[:3]:
+        table = pd.read_csv(client.download_artifacts(run.info.run_id, "per_seed.csv", str(tmp_path)))
+        assert list(table["seed"]) == [0, 1] and table["eta"].iloc[0] == float(run.data.params["eta"])
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["experiment.study.heartbeat_interval=5", "experiment.study.grace_period=5"],
+     "heartbeat_interval=5 and grace_period=5 need 0 < heartbeat_interval < grace_period"),
+    (["experiment.study.storage=mysql://user:secret@db/optuna"],
+     "storage=mysql://user:\\*\\*\\*@db/optuna: workers share a postgresql:// or sqlite:/// database"),
+])
+def test_bad_study_settings_stop_in_one_line(tmp_path: Path, overrides: list[str], message: str) -> None:
+    cfg = compose_config([f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", f"paths.root={tmp_path}", *overrides],
+                         "exp03", environ={})
+    with pytest.raises(ParaphinaError, match=message) as error:
+        exp03.run(cfg)
+    assert "\n" not in str(error.value) and not (tmp_path / "mlflow.db").exists()
