@@ -37,7 +37,7 @@ STUDY = "workers-balanced"
 # kill finds some; beats every second, a dead worker's trials retried 2 s after its last beat.
 WORKER = ["experiment.sampler=tpe", f"experiment.n_trials={TRIALS}", "experiment.batch_size=2", "ticks=900000",
           "seeds=2", "execution.threads=1", "experiment.study.name=workers", "experiment.study.heartbeat_interval=1",
-          "experiment.study.grace_period=2"]
+          "experiment.study.grace_period=2", "experiment.study.wait_interval=0.2"]
 DEADLINE_S = 90.0
 POLL_S = 0.05
 
@@ -149,6 +149,7 @@ def test_workers_share_a_postgresql_study_and_an_mlflow_server(tmp_path: Path, p
      "heartbeat_interval=5 and grace_period=5 need 0 < heartbeat_interval < grace_period"),
     (["experiment.study.storage=mysql://user:secret@db/optuna"],
      "storage=mysql://user:\\*\\*\\*@db/optuna: workers share a postgresql:// or sqlite:/// database"),
+    (["experiment.study.wait_interval=0"], "wait_interval=0.0 must be a positive number of seconds"),
 ])
 def test_bad_study_settings_stop_in_one_line(tmp_path: Path, overrides: list[str], message: str) -> None:
     cfg = compose_config([f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", f"paths.root={tmp_path}", *overrides],

@@ -64,6 +64,7 @@ class StudySettings:
     storage: Optional[str] = None
     heartbeat_interval: int = MISSING
     grace_period: int = MISSING
+    wait_interval: float = MISSING
 
 
 @dataclass

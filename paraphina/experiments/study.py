@@ -314,11 +314,15 @@ def default_journal(paths: DictConfig, tracking_uri: str | None) -> Path:
 
 
 def heartbeat_settings(study: DictConfig) -> Heartbeat:
-    """`experiment.study.heartbeat_interval` and `grace_period`, checked: a grace period of a few beats."""
+    """`experiment.study.heartbeat_interval` and `grace_period`, checked (a grace period of a few beats), and
+    `wait_interval` checked with them."""
     interval, grace = study.heartbeat_interval, study.grace_period
     if not 0 < interval < grace:
         raise ParaphinaError(f"experiment.study.heartbeat_interval={interval} and grace_period={grace} need "
                              f"0 < heartbeat_interval < grace_period (seconds), e.g. 5 and 60")
+    if not study.wait_interval > 0:
+        raise ParaphinaError(f"experiment.study.wait_interval={study.wait_interval} must be a positive number of "
+                             f"seconds, e.g. 1")
     return Heartbeat(interval, grace)
 
 
@@ -435,6 +439,7 @@ class Driver:
                  shared: SharedStorage):
         self.search, self.studies, self.recorder, self.shared = search, list(studies), recorder, shared
         self.heartbeat = heartbeat_settings(search.cfg.experiment.study)
+        self.wait_interval = float(search.cfg.experiment.study.wait_interval)
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
 
     def run(self) -> None:
@@ -462,7 +467,7 @@ class Driver:
             if asked:
                 self._evaluate(asked)
             else:
-                time.sleep(self.heartbeat.interval)
+                time.sleep(self.wait_interval)
             return True
         except BaseException as exc:
             untold = [a for a in asked if not a.told]
