@@ -5,7 +5,9 @@ Kept small and generic so any test file can use it; tests that need other overri
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -58,23 +60,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture
-def mlflow_server(tmp_path):
-    """A real MLflow server on 127.0.0.1 (free port, SQLite backend and artifacts under tmp_path), started the
-    way `make ui` starts it (`python -m paraphina.tracking.ui`); yields its http URI and stops it afterwards."""
+@contextmanager
+def serving(command: list[str], folder: Path, port: int) -> Iterator[str]:
+    """Run an MLflow server command in `folder` (its output in server.log) until it answers /health on 127.0.0.1;
+    yields its http URI and stops it afterwards."""
     import os
     import signal
     import subprocess
-    import sys
     import time
     import urllib.request
 
-    port = free_port()
     uri = f"http://127.0.0.1:{port}"
-    folder = tmp_path / "server"
-    folder.mkdir()
-    command = [sys.executable, "-m", "paraphina.tracking.ui", "--port", str(port),
-               "--tracking-uri", f"sqlite:///{folder / 'mlflow.db'}"]  # fmt: skip
     log_path = folder / "server.log"
     with open(log_path, "wb") as log:
         server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=folder)
@@ -96,3 +92,102 @@ def mlflow_server(tmp_path):
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, signal.SIGKILL)
             server.wait()
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    """A real MLflow server on 127.0.0.1 (free port, SQLite backend and artifacts under tmp_path), started the
+    way `make ui` starts it (`python -m paraphina.tracking.ui`); yields its http URI and stops it afterwards."""
+    import sys
+
+    port = free_port()
+    folder = tmp_path / "server"
+    folder.mkdir()
+    command = [sys.executable, "-m", "paraphina.tracking.ui", "--port", str(port),
+               "--tracking-uri", f"sqlite:///{folder / 'mlflow.db'}"]  # fmt: skip
+    with serving(command, folder, port) as uri:
+        yield uri
+
+
+# --- PostgreSQL for the many-workers tests (a throwaway cluster on 127.0.0.1; .ci/run installs the server) ---
+
+POSTGRES_BIN_GLOB = "/usr/lib/postgresql/*/bin"   # Debian's postgresql package keeps its server binaries here
+POSTGRES_USER = "postgres"                         # the server refuses to run as root; as root it runs as this user
+
+
+def postgres_bin() -> Path | None:
+    """The folder holding initdb and pg_ctl: on PATH, else Debian's place for them; None when not installed."""
+    import glob
+    import shutil
+
+    found = shutil.which("initdb")
+    if found:
+        return Path(found).resolve().parent
+    folders = sorted(glob.glob(POSTGRES_BIN_GLOB))
+    return Path(folders[-1]) if folders else None
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A PostgreSQL server of its own (initdb + pg_ctl in a temp folder, trust auth on 127.0.0.1, a free port);
+    yields the URL of its `postgres` database and stops it afterwards."""
+    import os
+    import shutil
+    import subprocess
+    import tempfile
+
+    folder = postgres_bin()
+    if folder is None:
+        pytest.skip("PostgreSQL is not installed (no initdb on PATH or in /usr/lib/postgresql/*/bin); "
+                    "apt-get install postgresql, as .ci/run does")
+    run_as: list[str] = []
+    data = tempfile.mkdtemp(prefix="paraphina-pg-")   # not under pytest's root-only folders: the user must reach it
+    if os.geteuid() == 0:
+        shutil.chown(data, POSTGRES_USER)
+        run_as = ["runuser", "-u", POSTGRES_USER, "--"]
+    port = free_port()
+    log = os.path.join(data, "server.log")
+    options = f"-h 127.0.0.1 -p {port} -k {data} -F"   # fsync off: a test database need not survive a crash
+    try:
+        subprocess.run([*run_as, str(folder / "initdb"), "-D", f"{data}/db", "-U", "postgres", "--auth=trust",
+                        "--no-sync", "-E", "UTF8"], check=True, capture_output=True)
+        subprocess.run([*run_as, str(folder / "pg_ctl"), "-D", f"{data}/db", "-l", log, "-o", options, "-w",
+                        "start"], check=True, capture_output=True)
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([*run_as, str(folder / "pg_ctl"), "-D", f"{data}/db", "-m", "immediate", "stop"],
+                       capture_output=True)
+        shutil.rmtree(data, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres_database(postgres_url: str) -> str:
+    """A new, empty database on the session's server, for one test."""
+    import uuid
+
+    import psycopg
+
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres_url, autocommit=True) as connection:
+        connection.execute(f"CREATE DATABASE {name}")
+    return postgres_url.rsplit("/", 1)[0] + f"/{name}"
+
+
+@pytest.fixture(scope="session")
+def mlflow_server_on_postgres(postgres_url: str, tmp_path_factory):
+    """`mlflow server` on 127.0.0.1 as a team would run it: runs in a PostgreSQL database of its own, artifacts
+    served by the server itself (--artifacts-destination: clients upload through `mlflow-artifacts:` URIs, no
+    shared folder needed); yields its http URI."""
+    import sys
+
+    import psycopg
+
+    with psycopg.connect(postgres_url, autocommit=True) as connection:
+        connection.execute("CREATE DATABASE mlflow")
+    folder = tmp_path_factory.mktemp("mlflow-server")
+    port = free_port()
+    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", postgres_url.rsplit("/", 1)[0] + "/mlflow",
+               "--artifacts-destination", str(folder / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
+               "--workers", "1"]  # fmt: skip
+    with serving(command, folder, port) as uri:
+        yield uri

@@ -12,6 +12,7 @@ import numpy as np
 import optuna
 import pytest
 from mlflow import MlflowClient
+from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 from paraphina.config.loading import compose_config
@@ -39,7 +40,8 @@ def compose(tmp_path: Path, config: str, *overrides: str):
 
 
 def load(tmp_path: Path, name: str) -> optuna.Study:
-    return optuna.load_study(study_name=name, storage=study.open_storage(str(tmp_path / "optuna.journal"))[0])
+    storage = optuna.storages.JournalStorage(JournalFileBackend(str(tmp_path / "optuna.journal")))
+    return optuna.load_study(study_name=name, storage=storage)
 
 
 def children(tmp_path: Path, experiment: str) -> tuple[list, list]:
@@ -94,7 +96,8 @@ def test_tpe_runs_n_trials_and_refuses_changed_settings(tmp_path: Path) -> None:
 
 
 def test_interrupted_study_resumes_without_loss_or_duplicates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    overrides = (*TINY_GRID, "experiment.batch_size=4")
+    overrides = (*TINY_GRID, "experiment.batch_size=4", "experiment.study.heartbeat_interval=1",
+                 "experiment.study.grace_period=2")
     cfg = compose(tmp_path, "exp03", *overrides)
     name = "exp03-grid-60x2-balanced"
     original = ExperimentRecorder.log_point
@@ -118,7 +121,8 @@ def test_interrupted_study_resumes_without_loss_or_duplicates(tmp_path: Path, mo
     kept = {t.number: t.params for t in first.trials if t.state == TrialState.COMPLETE}
     (parent,), points = children(tmp_path, cfg.experiment.name)
     assert parent.info.status == "KILLED" and len(points) == 3   # trial 2's child is an orphan until resumed
-    # a process killed mid-round leaves its trial RUNNING (here the retry of trial 2, asked and never told)
+    # a process killed mid-round leaves its trial RUNNING (here the retry of trial 2, asked and never told);
+    # the resumed run leaves it alone until its grace period without a beat is over, then fails and retries it
     killed = first.ask()
     for d in study.search_space(cfg.experiment.space, cfg, "grid"):
         d.suggest(killed)

@@ -63,6 +63,9 @@ class Knob:
 class StudySettings:
     name: str = MISSING
     storage: Optional[str] = None
+    heartbeat_interval: int = MISSING
+    grace_period: int = MISSING
+    wait_interval: float = MISSING
 
 
 @dataclass

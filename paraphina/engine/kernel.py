@@ -255,14 +255,16 @@ def run_index(i, table, rngs, markets, ticks, outcome, series, series_every, row
 
 @njit(cache=True, parallel=True, nogil=True)
 def run_parallel(table, rngs, markets, ticks, outcome, series, series_every, rows, row_slot, every, row_counts):
-    """Every run of the batch over the thread pool; other Python threads run meanwhile (the lock is released)."""
+    """Every run of the batch over the thread pool, the GIL released: other Python threads (the store opening,
+    a search worker's heartbeat) run meanwhile."""
     for i in prange(table.shape[0]):
         run_index(i, table, rngs, markets, ticks, outcome, series, series_every, rows, row_slot, every, row_counts)
 
 
 @njit(cache=True, nogil=True)
 def run_serial(table, rngs, markets, ticks, outcome, series, series_every, rows, row_slot, every, row_counts):
-    """Every run of the batch on the calling thread: for small batches a pool costs more than it saves."""
+    """Every run of the batch on the calling thread, the GIL released: for small batches a pool costs more than
+    it saves."""
     for i in range(table.shape[0]):
         run_index(i, table, rngs, markets, ticks, outcome, series, series_every, rows, row_slot, every, row_counts)
 

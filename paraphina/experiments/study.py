@@ -4,12 +4,15 @@ Why it is built this way:
 - The engine is vectorised over runs, so a batch of trials x seeds costs little more than one trial. Trials
   are asked in rounds (ask/tell) and a round, across every study of the search, runs as ONE engine batch
   with per-run knob arrays, instead of one objective call (and one engine start) per trial.
-- Studies live in a storage under a name (a journal file under mlruns/ by default), so running the same
-  command again resumes: completed trials count, and trials asked but never told (an interrupt, a crash)
-  are failed and asked again with the same knobs, so nothing is lost or counted twice. A study remembers
-  the settings that define it and refuses to continue under other ones.
-- Every completed trial is a child MLflow run of one parent run per search; a resumed search reopens that
-  parent (found by its studies' ids) and drops children of trials that never completed.
+- Studies live in a storage under a name (a journal file under mlruns/ by default, PostgreSQL for many
+  machines), so running the same command again resumes, and running it in more processes adds workers to
+  the same studies. Workers ask their rounds under the storage's lock, counting completed and running trials
+  so a study never runs more than its budget, and each seeds its sampler from the study and its place among
+  the study's workers. A worker beats the trials it runs; a trial whose beats stop (its worker was killed)
+  is failed by another worker and asked again with the same knobs, as is a trial interrupted by Ctrl-C, so
+  nothing is lost or counted twice. A study remembers the settings that define it and refuses others.
+- Every completed trial is a child MLflow run of one parent run per search, created once (under the lock)
+  and found again by its studies' ids; children of trials that never completed are dropped.
 - A trial's config is what `python -m paraphina.run` composes with the trial's knobs as overrides, and the
   best trials are printed as that command, so a result can be rerun and checked as it stands.
 """
@@ -17,13 +20,16 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import re
 import shlex
+import socket
+import time
 import uuid
 import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import optuna
@@ -40,17 +46,17 @@ from paraphina.experiments.records import (ExperimentRecorder, parent_metrics, p
                                            sweeps_dir)
 from paraphina.core.names import COMMAND_TAG, FEASIBLE_TAG, PARENT_TAG, STUDY_TAG, STUDY_UIDS_TAG, TRIAL_TAG
 from paraphina.tracking.runs import flatten_params
-from paraphina.world_model.tiers import RiskTier, budget_margins, tier_score, tiers_from_mapping
 from paraphina.tracking.store import all_runs, describe, resolve_tracking_uri, sqlite_path, tracking_client
 from paraphina.runner.batch import run_many
-
-if TYPE_CHECKING:
-    from tqdm import tqdm
+from paraphina.tracking.studies import Heartbeat, SharedStorage, TrialBeats, open_shared_storage, quiet_heartbeat
+from paraphina.world_model.tiers import RiskTier, budget_margins, tier_score, tiers_from_mapping
 
 UID_ATTR = "paraphina.uid"
 DEFINITION_ATTR = "paraphina.definition"
 RESULT_ATTR = "paraphina.result"
 RETRY_ATTR = "retry_of"
+WORKER_ATTR = "worker"                  # host:pid of the worker that asked a trial
+WORKERS_ATTR = "paraphina.workers"      # how many workers have joined a study (each one's sampler stream)
 RUN_COMMAND = "python -m paraphina.run"
 
 
@@ -309,25 +315,26 @@ def default_journal(paths: DictConfig, tracking_uri: str | None) -> Path:
     return (db_path.parent if db_path is not None else Path(paths.store)) / "optuna.journal"
 
 
-def open_storage(setting: str | Path) -> tuple[optuna.storages.BaseStorage, str]:
-    """The Optuna storage and how to name it: a URL (RDB, e.g. postgresql://), else a journal file."""
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
+def heartbeat_settings(study: DictConfig) -> Heartbeat:
+    """`experiment.study.heartbeat_interval` and `grace_period`, checked (a grace period of a few beats), and
+    `wait_interval` checked with them."""
+    interval, grace = study.heartbeat_interval, study.grace_period
+    if not 0 < interval < grace:
+        raise ParaphinaError(f"experiment.study.heartbeat_interval={interval} and grace_period={grace} need "
+                             f"0 < heartbeat_interval < grace_period (seconds), e.g. 5 and 60")
+    if not study.wait_interval > 0:
+        raise ParaphinaError(f"experiment.study.wait_interval={study.wait_interval} must be a positive number of "
+                             f"seconds, e.g. 1")
+    return Heartbeat(interval, grace)
 
-    if "://" in str(setting):
-        label = re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", str(setting))
-        try:
-            return optuna.storages.RDBStorage(setting), label
-        except Exception as exc:  # drivers and databases raise many types
-            raise ParaphinaError(f"cannot open the Optuna storage {label}: {describe(exc)}; "
-                                 f"check experiment.study.storage") from exc
-    path = Path(setting).expanduser().absolute()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return JournalStorage(JournalFileBackend(str(path))), str(path)
-    except OSError as exc:
-        raise ParaphinaError(f"cannot open the Optuna journal {path} ({exc.strerror}); "
-                             f"set experiment.study.storage to a writable file") from exc
+
+def open_storage(cfg: DictConfig, dims: Sequence[Dimension]) -> SharedStorage:
+    """The search's Optuna storage (`experiment.study.storage`, else the default journal); a trial whose worker
+    died is failed by the heartbeat and asked again with the same knobs."""
+    settings = cfg.experiment.study
+    names = {d.name for d in dims}
+    return open_shared_storage(settings.storage or default_journal(cfg.paths, cfg.tracking.uri),
+                               heartbeat_settings(settings), lambda study, trial: retry(study, trial, names))
 
 
 class _AskTellGridSampler(optuna.samplers.GridSampler):
@@ -347,28 +354,34 @@ def _sampler(search: Search, seed: int) -> optuna.samplers.BaseSampler:
     return optuna.samplers.NSGAIISampler(population_size=max(2, search.batch_size), seed=seed)
 
 
-def requeue(study: optuna.Study, trials: Sequence[Trial | optuna.trial.FrozenTrial], dims: Sequence[Dimension]) -> None:
-    """Fail trials asked but never told and ask their knobs again, so they neither count nor get lost.
+def retry(study: optuna.Study, trial: optuna.trial.FrozenTrial, names: set[str]) -> None:
+    """Ask a failed trial's knobs again, so that it neither counts nor gets lost (once per failure)."""
+    if set(trial.params) == names:
+        study.enqueue_trial(dict(trial.params), user_attrs={RETRY_ATTR: trial.number})
 
-    Optuna leaves such trials RUNNING forever (and the grid sampler treats their points as taken). A trial
-    told meanwhile (an interrupt just after its tell) is left as it is.
+
+def requeue(study: optuna.Study, trials: Sequence[Trial], dims: Sequence[Dimension]) -> None:
+    """Fail this worker's trials asked but never told (an interrupt) and ask their knobs again.
+
+    Called under the storage's lock, as the heartbeat's failures are: a trial told meanwhile (an interrupt
+    just after its tell), or failed by another worker (which asked it again), is left as it is.
     """
     names = {d.name for d in dims}
     for trial in trials:
-        params = dict(trial.params)
-        if study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True).state != TrialState.FAIL:
-            continue
-        if set(params) == names:
-            study.enqueue_trial(params, user_attrs={RETRY_ATTR: trial.number})
+        frozen = study.trials[trial.number]
+        if not frozen.state.is_finished():
+            study.tell(trial.number, state=TrialState.FAIL)
+            retry(study, frozen, names)
 
 
-def open_study(search: Search, target: Target, storage: optuna.storages.BaseStorage, label: str) -> optuna.Study:
-    """Create the target's study or resume it: check its definition, requeue trials an earlier run left RUNNING.
+def open_study(search: Search, target: Target, shared: SharedStorage) -> optuna.Study:
+    """Create the target's study or join it, under the storage's lock: check its definition, count this worker.
 
-    One process drives a study at a time: RUNNING trials found here belong to a run that was stopped.
+    RUNNING trials found here may belong to live workers; the heartbeat fails those of dead ones.
     """
+    label = shared.label
     try:
-        study = optuna.create_study(study_name=target.study_name, storage=storage, load_if_exists=True,
+        study = optuna.create_study(study_name=target.study_name, storage=shared.storage, load_if_exists=True,
                                     directions=list(search.objective.directions))
     except Exception as exc:  # storages raise many types
         raise ParaphinaError(f"cannot open study {target.study_name} in {label}: {describe(exc)}") from exc
@@ -385,13 +398,14 @@ def open_study(search: Search, target: Target, storage: optuna.storages.BaseStor
         raise ParaphinaError(f"study {target.study_name} in {label} was run with {key}={stored.get(key)}, this command "
                              f"gives {definition.get(key)}; rerun with the study's settings or start another study "
                              f"with experiment.study.name=NAME")
-    requeue(study, study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)), search.dims)
+    joined = int(study.user_attrs.get(WORKERS_ATTR, 0))
+    study.set_user_attr(WORKERS_ATTR, joined + 1)
     # The grid's order comes from the seed, so it stays fixed. Other samplers get a stream of their own per
-    # study (the profiles would otherwise be searched in lockstep) and per resume (the same seed would replay
-    # the first random trials).
+    # study (the profiles would otherwise be searched in lockstep) and per worker, counting a resumed run as
+    # a new worker (the same seed would replay the trials of the first worker).
     seed = int(search.cfg.experiment.seed)
     if search.sampler != "grid":
-        seed = zlib.crc32(f"{seed}:{target.study_name}:{len(study.trials)}".encode())
+        seed = zlib.crc32(f"{seed}:{target.study_name}:{joined}".encode())
     study.sampler = _sampler(search, seed)
     return study
 
@@ -401,61 +415,96 @@ def _completed(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
 
 
 def drop_orphans(recorder: ExperimentRecorder, studies: Sequence[optuna.Study]) -> None:
-    """Delete the parent's children whose trial is not complete (a run stopped between logging and telling)."""
-    complete = {(s.study_name, str(t.number)) for s in studies for t in _completed(s)}
+    """Delete the parent's children whose trial failed (a worker stopped or killed between logging and telling).
+
+    The children are listed before the trials are read, so a child logged meanwhile by a live worker finds
+    its trial RUNNING (or COMPLETE) and stays.
+    """
     client = tracking_client(recorder.session.uri)
     children = all_runs(client, [recorder.session.experiment_id], f"tags.`{PARENT_TAG}` = '{recorder.parent_id}'")
-    orphans = [r for r in children if (r.data.tags.get(STUDY_TAG), r.data.tags.get(TRIAL_TAG)) not in complete]
-    for run in orphans:
-        client.delete_run(run.info.run_id)
+    kept = {(s.study_name, str(t.number)) for s in studies
+            for t in s.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))}
+    for run in children:
+        if (run.data.tags.get(STUDY_TAG), run.data.tags.get(TRIAL_TAG)) not in kept:
+            client.delete_run(run.info.run_id)
 
 
 # --- rounds -------------------------------------------------------------------------------------
 
 
 class Driver:
-    """Asks each study for a round of trials, runs the round as one engine batch, tells and records each trial."""
+    """One worker: asks each study for a round of trials, runs the round as one engine batch, tells and records
+    each trial; when the studies' budgets are asked, it waits for the other workers' trials (retrying those of
+    dead workers) until every study has its trials."""
 
-    def __init__(self, search: Search, studies: Sequence[optuna.Study], recorder: ExperimentRecorder):
-        self.search, self.studies, self.recorder = search, list(studies), recorder
+    def __init__(self, search: Search, studies: Sequence[optuna.Study], recorder: ExperimentRecorder,
+                 shared: SharedStorage):
+        self.search, self.studies, self.recorder, self.shared = search, list(studies), recorder, shared
+        self.heartbeat = heartbeat_settings(search.cfg.experiment.study)
+        self.wait_interval = float(search.cfg.experiment.study.wait_interval)
+        self.worker = f"{socket.gethostname()}:{os.getpid()}"
 
     def run(self) -> None:
         from tqdm import tqdm
 
-        search = self.search
-        done = sum(len(_completed(s)) for s in self.studies)
-        total = search.n_trials * len(self.studies)
-        with tqdm(total=total, initial=done, desc=f"{search.cfg.experiment.id} trials", unit="trial") as bar:
-            while self._round(bar):
-                pass
+        total = self.search.n_trials * len(self.studies)
+        with (tqdm(total=total, initial=self._done(), desc=f"{self.search.cfg.experiment.id} trials",
+                   unit="trial") as bar,
+              TrialBeats(self.shared.storage, self.heartbeat.interval) as beats):
+            while self._round(beats):
+                bar.update(self._done() - bar.n)
 
-    def _round(self, bar: tqdm) -> bool:
-        """One round; False when every study has its trials. Untold trials are requeued if anything stops it."""
+    def _done(self) -> int:
+        return sum(len(_completed(s)) for s in self.studies)
+
+    def _round(self, beats: TrialBeats) -> bool:
+        """One round (or a wait for other workers); False when every study has its trials.
+
+        Untold trials are requeued if anything stops it.
+        """
         asked: list[Asked] = []
         try:
-            for target, study in zip(self.search.targets, self.studies):
-                for _ in range(min(self.search.batch_size, self.search.n_trials - len(_completed(study)))):
-                    trial = study.ask()
-                    asked.append(Asked(target, study, trial, {d.name: d.suggest(trial) for d in self.search.dims}))
-            if not asked:
+            if not self._ask(asked, beats):
                 return False
-            self._evaluate(asked, bar)
+            if asked:
+                self._evaluate(asked)
+            else:
+                time.sleep(self.wait_interval)
             return True
         except BaseException as exc:
             untold = [a for a in asked if not a.told]
             try:
-                for study in self.studies:
-                    requeue(study, [a.trial for a in untold if a.study is study], self.search.dims)
-            except Exception:  # the storage itself failed: the next run requeues what is left RUNNING
+                with self.shared.lock():
+                    for study in self.studies:
+                        requeue(study, [a.trial for a in untold if a.study is study], self.search.dims)
+            except Exception:  # the storage itself failed: the heartbeat fails what is left RUNNING
                 pass
             if isinstance(exc, KeyboardInterrupt):
-                done = sum(len(_completed(s)) for s in self.studies)
-                raise ParaphinaError(f"interrupted; {done} completed trials are saved in the studies "
+                raise ParaphinaError(f"interrupted; {self._done()} completed trials are saved in the studies "
                                      f"{', '.join(s.study_name for s in self.studies)}; "
                                      f"run the same command again to resume") from None
             raise
+        finally:
+            beats.drop(a.trial._trial_id for a in asked)
 
-    def _evaluate(self, asked: list[Asked], bar: tqdm) -> None:
+    def _ask(self, asked: list[Asked], beats: TrialBeats) -> bool:
+        """Under the storage's lock: fail the stale trials of dead workers (their retries are queued), then ask
+        each study for its round, up to its budget less its completed and running trials. Appends to `asked`;
+        False when nothing is asked nor running anywhere (every study has its trials)."""
+        search, running = self.search, 0
+        with self.shared.lock(), quiet_heartbeat():
+            for target, study in zip(search.targets, self.studies):
+                optuna.storages.fail_stale_trials(study)
+                busy = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+                running += busy
+                for _ in range(min(search.batch_size, search.n_trials - len(_completed(study)) - busy)):
+                    trial = study.ask()
+                    beats.add(trial._trial_id)  # Optuna's own heartbeat thread beats by this id too
+                    trial.set_user_attr(WORKER_ATTR, self.worker)
+                    asked.append(Asked(target, study, trial, {d.name: d.suggest(trial) for d in search.dims}))
+        return bool(asked or running)
+
+    def _evaluate(self, asked: list[Asked]) -> None:
         search, cfg = self.search, self.search.cfg
         points = []
         for a in asked:  # each trial's config as `python -m paraphina.run` composes it; the batch takes its knobs
@@ -468,10 +517,13 @@ class Driver:
         for i, a in enumerate(asked):
             metrics = summary.iloc[i].drop(labels=list(a.knobs)).astype(float).to_dict()
             self._tell(a, metrics, per_seed_table(batch, np.flatnonzero(point_index == i), a.knobs))
-            bar.update(1)
 
     def _tell(self, a: Asked, metrics: dict[str, float], per_seed: pd.DataFrame) -> None:
-        """Record the trial as a child run first, then tell it: a child whose trial was never told is dropped on resume."""
+        """Record the trial as a child run first, then tell it: a child whose trial was never told is dropped.
+
+        A trial another worker failed meanwhile (this one was judged dead: no beat within the grace period)
+        refuses the tell; its retry is recorded instead, and this child is dropped as an orphan.
+        """
         search, tier = self.search, a.target.tier
         metrics["score"] = float(tier_score(tier, metrics["pnl_mean"], metrics["pnl_std"], metrics["dd_mean"],
                                             metrics["kill_prob"]))
@@ -488,10 +540,13 @@ class Driver:
             logged["feasible"] = float(feasible)
         params = {d.key: a.knobs[d.name] for d in search.dims}  # one name per knob: its config key
         run_id = self.recorder.log_point(f"{a.study.study_name}-t{a.trial.number}", params, logged, per_seed, tags)
-        a.trial.set_user_attr(RESULT_ATTR, {"metrics": metrics, "run_id": run_id})
-        for name, value in constraints.items():
-            a.trial.set_constraint(name, value)
-        a.study.tell(a.trial, values if len(values) > 1 else values[0])
+        try:
+            a.trial.set_user_attr(RESULT_ATTR, {"metrics": metrics, "run_id": run_id})
+            for name, value in constraints.items():
+                a.trial.set_constraint(name, value)
+            a.study.tell(a.trial, values if len(values) > 1 else values[0])
+        except optuna.exceptions.UpdateFinishedTrialError:
+            pass
         a.told = True
 
 
@@ -540,14 +595,16 @@ def run_search(cfg: DictConfig, targets: Sequence[tuple[str, str]],
     """
     search = Search.prepare(cfg, targets)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage, label = open_storage(cfg.experiment.study.storage or default_journal(cfg.paths, cfg.tracking.uri))
-    studies = [open_study(search, t, storage, label) for t in search.targets]
-    uids = ",".join(s.user_attrs[UID_ATTR] for s in studies)
-    with ExperimentRecorder(cfg, {STUDY_UIDS_TAG: uids}, resume_tag=STUDY_UIDS_TAG) as recorder:
-        if recorder.resumed:
-            drop_orphans(recorder, studies)
-        Driver(search, studies, recorder).run()
-        outcome = SearchOutcome(search, [study_outcome(search, t, s) for t, s in zip(search.targets, studies)], label)
+    shared = open_storage(cfg, search.dims)
+    with shared.lock():  # the studies and their parent run are created once, however many workers start
+        studies = [open_study(search, t, shared) for t in search.targets]
+        uids = ",".join(s.user_attrs[UID_ATTR] for s in studies)
+        recorder = ExperimentRecorder(cfg, {STUDY_UIDS_TAG: uids}, resume_tag=STUDY_UIDS_TAG)
+    with recorder:
+        Driver(search, studies, recorder, shared).run()
+        drop_orphans(recorder, studies)
+        outcome = SearchOutcome(search, [study_outcome(search, t, s) for t, s in zip(search.targets, studies)],
+                                shared.label)
         experiment_id = cfg.experiment.id
         metrics = {}
         for s in outcome.studies:

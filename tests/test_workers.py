@@ -1,0 +1,159 @@
+"""Many workers on one study, for real: worker processes on a journal file and on PostgreSQL, one of them killed.
+
+Three `python -m paraphina.experiments.exp03` processes share one TPE study: two start together, the third
+once trials are running, and after all three have joined, one holding running trials is killed (SIGKILL).
+The other two finish the study: the budget met exactly, no parameter set twice, each of the dead worker's
+trials failed by the heartbeat and asked again with its knobs, one MLflow child per completed trial under
+one parent, and neither survivor crashes. On one machine the workers record to a SQLite store beside the
+journal; across machines, to an `mlflow server` on PostgreSQL that stores the artifacts they upload.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import optuna
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import TrialState
+
+from paraphina.config.loading import compose_config
+from paraphina.core.errors import ParaphinaError
+from paraphina.core.names import PARENT_TAG, STUDY_TAG, TRIAL_TAG
+from paraphina.experiments import exp03
+from paraphina.experiments import study as search
+
+ROOT = Path(__file__).resolve().parents[1]
+TRIALS = 12
+STUDY = "workers-balanced"
+# Rounds of ~1.5 s (2 trials x 2 seeds x 900k ticks), so the third worker joins while trials run and the
+# kill finds some; beats every second, a dead worker's trials retried 2 s after its last beat.
+WORKER = ["experiment.sampler=tpe", f"experiment.n_trials={TRIALS}", "experiment.batch_size=2", "ticks=900000",
+          "seeds=2", "execution.threads=1", "experiment.study.name=workers", "experiment.study.heartbeat_interval=1",
+          "experiment.study.grace_period=2", "experiment.study.wait_interval=0.2"]
+DEADLINE_S = 90.0
+POLL_S = 0.05
+
+
+def start_worker(tmp_path: Path, storage: str, tracking: str, name: str) -> subprocess.Popen:
+    """`python -m paraphina.experiments.exp03` of this checkout in tmp_path, its output in <name>.log."""
+    log = open(tmp_path / f"{name}.log", "wb")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    command = [sys.executable, "-m", "paraphina.experiments.exp03", *WORKER,
+               f"tracking.uri={tracking}", f"experiment.study.storage={storage}"]
+    with log:
+        return subprocess.Popen(command, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def wait_for(condition: Callable[[], object], what: str) -> object:
+    deadline = time.monotonic() + DEADLINE_S
+    while not (found := condition()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(POLL_S)
+    return found
+
+
+def run_three_workers(tmp_path: Path, storage: str, tracking: str,
+                      reader: optuna.storages.BaseStorage) -> tuple[int, list[int]]:
+    """Start two workers, a third once trials run, kill one holding running trials after all have joined.
+
+    Returns the killed worker's pid and the exit codes of the others."""
+    def trials(*states: TrialState) -> list[optuna.trial.FrozenTrial]:
+        try:
+            return optuna.load_study(study_name=STUDY, storage=reader).get_trials(deepcopy=False, states=states)
+        except KeyError:  # not created yet
+            return []
+
+    workers = [start_worker(tmp_path, storage, tracking, name) for name in ("a", "b")]
+    wait_for(lambda: trials(TrialState.RUNNING), "a running trial")
+    workers.append(start_worker(tmp_path, storage, tracking, "c"))
+    joined = lambda: optuna.load_study(study_name=STUDY, storage=reader).user_attrs[search.WORKERS_ATTR] == 3
+    wait_for(joined, "the third worker to join")
+    by_worker = {f"{os.uname().nodename}:{w.pid}": w for w in workers}
+    victim = wait_for(lambda: next((by_worker[t.user_attrs[search.WORKER_ATTR]] for t in trials(TrialState.RUNNING)
+                                    if search.WORKER_ATTR in t.user_attrs), None), "a worker with running trials")
+    victim.send_signal(signal.SIGKILL)
+    codes = []
+    for worker in workers:
+        try:
+            code = worker.wait(timeout=DEADLINE_S)
+        finally:
+            worker.kill()
+        if worker is not victim:
+            codes.append(code)
+    return victim.pid, codes
+
+
+def check_study(tmp_path: Path, reader: optuna.storages.BaseStorage, tracking: str, victim: int,
+                codes: list[int]) -> list:
+    """The study and its MLflow records after the run; returns the child runs."""
+    logs = {path.name: path.read_text() for path in tmp_path.glob("*.log")}
+    assert codes == [0, 0], logs
+    assert not [name for name, text in logs.items() if "Traceback" in text], logs
+    trials = optuna.load_study(study_name=STUDY, storage=reader).trials
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == TRIALS
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    knobs = [tuple(sorted(t.params.items())) for t in complete]
+    assert len(set(knobs)) == TRIALS   # TPE draws continuous knobs: any repeat is two workers asking the same
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    owners = {t.user_attrs[search.WORKER_ATTR].rsplit(":", 1)[1] for t in failed}
+    assert failed and owners == {str(victim)}   # only the killed worker's trials failed, none of the live ones
+    retried = {t.user_attrs[search.RETRY_ATTR]: t for t in complete if search.RETRY_ATTR in t.user_attrs}
+    assert sorted(retried) == sorted(t.number for t in failed)   # each asked again once, with its knobs
+    assert all(retried[t.number].params == t.params for t in failed)
+    assert {t.user_attrs[search.WORKER_ATTR] for t in complete} - {f"{os.uname().nodename}:{victim}"}
+
+    client = MlflowClient(tracking)
+    experiment = client.get_experiment_by_name("exp03_size_eta_vol")
+    parents = client.search_runs([experiment.experiment_id], "tags.`paraphina.kind` = 'experiment'")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    children = client.search_runs([experiment.experiment_id], f"tags.`{PARENT_TAG}` = '{parents[0].info.run_id}'",
+                                  max_results=1000)
+    assert sorted(int(r.data.tags[TRIAL_TAG]) for r in children) == sorted(t.number for t in complete)
+    assert {r.data.tags[STUDY_TAG] for r in children} == {STUDY}
+    assert {r.info.run_id for r in children} == {t.user_attrs[search.RESULT_ATTR]["run_id"] for t in complete}
+    return children
+
+
+def test_workers_share_a_journal_study(tmp_path: Path) -> None:
+    journal, tracking = tmp_path / "optuna.journal", f"sqlite:///{tmp_path}/mlruns/mlflow.db"
+    reader = optuna.storages.JournalStorage(JournalFileBackend(str(journal)))
+    victim, codes = run_three_workers(tmp_path, str(journal), tracking, reader)
+    check_study(tmp_path, reader, tracking, victim, codes)
+
+
+def test_workers_share_a_postgresql_study_and_an_mlflow_server(tmp_path: Path, postgres_database: str,
+                                                                mlflow_server_on_postgres: str) -> None:
+    reader = optuna.storages.RDBStorage(postgres_database)   # the schema was created by the workers, under the lock
+    victim, codes = run_three_workers(tmp_path, postgres_database, mlflow_server_on_postgres, reader)
+    children = check_study(tmp_path, reader, mlflow_server_on_postgres, victim, codes)
+    # every child's per-seed table went through the server, and reads back through it
+    assert {r.info.artifact_uri.split(":", 1)[0] for r in children} == {"mlflow-artifacts"}
+    client = MlflowClient(mlflow_server_on_postgres)
+    for run in children[:3]:
+        table = pd.read_csv(client.download_artifacts(run.info.run_id, "per_seed.csv", str(tmp_path)))
+        assert list(table["seed"]) == [0, 1] and table["eta"].iloc[0] == float(run.data.params["eta"])
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["experiment.study.heartbeat_interval=5", "experiment.study.grace_period=5"],
+     "heartbeat_interval=5 and grace_period=5 need 0 < heartbeat_interval < grace_period"),
+    (["experiment.study.storage=mysql://user:secret@db/optuna"],
+     "storage=mysql://user:\\*\\*\\*@db/optuna: workers share a postgresql:// or sqlite:/// database"),
+    (["experiment.study.wait_interval=0"], "wait_interval=0.0 must be a positive number of seconds"),
+])
+def test_bad_study_settings_stop_in_one_line(tmp_path: Path, overrides: list[str], message: str) -> None:
+    cfg = compose_config([f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", f"paths.root={tmp_path}", *overrides],
+                         "exp03", environ={})
+    with pytest.raises(ParaphinaError, match=message) as error:
+        exp03.run(cfg)
+    assert "\n" not in str(error.value) and not (tmp_path / "mlflow.db").exists()
