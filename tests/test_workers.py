@@ -141,7 +141,7 @@ def test_workers_share_a_postgresql_study_and_an_mlflow_server(tmp_path: Path, p
     client = MlflowClient(mlflow_server_on_postgres)
     for run in children[:3]:
         table = pd.read_csv(client.download_artifacts(run.info.run_id, "per_seed.csv", str(tmp_path)))
-        assert list(table["seed"]) == [0, 1] and table["eta"].iloc[0] == float(run.data.params["eta"])
+        assert list(table["seed"]) == [0, 1] and table["eta"].iloc[0] == float(run.data.params["engine.mm.size_eta"])
 
 
 @pytest.mark.parametrize("overrides, message", [
