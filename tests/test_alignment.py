@@ -17,7 +17,7 @@ from scipy import stats
 from omegaconf import OmegaConf
 
 from paraphina.config.loading import compose_config
-from paraphina.experiments import exp10, exp11, exp12, exp13
+from paraphina.experiments import alignment, exp10, exp11, exp12, exp13, sequential_runs
 from paraphina.formats.dataset import append_rows, make_row
 from paraphina.tracking.datasets import load_dataset, row_to_record
 from paraphina.tracking.runs import RunRecord, RunWriter
@@ -457,22 +457,22 @@ def test_exp13_bad_inputs_stop_before_running(uri, capsys, args, message):
 
 def test_decisive_plans_fit_the_cap_and_a_stopped_kill_test_keeps_its_verdict(uri):
     cfg = compose("exp13", uri, "experiment.decisive.max_runs_per_profile=1000")
-    plans = exp13.plan_profiles(cfg, ["conservative", "aggressive"])
+    plans = sequential_runs.plan_profiles(cfg, ["conservative", "aggressive"])
     # the aggressive tier's 15 % budget fits its power plan; the conservative 1 % needs more than 1000 runs,
     # so its looks are spread over the cap and its power falls short of 80 %, which the plan states
     assert plans["aggressive"].design.power >= 0.8 and plans["aggressive"].design.cap < 1000
     assert plans["conservative"].design.looks == (200, 400, 600, 800, 1000)
     assert plans["conservative"].design.power < 0.8
-    nearer = exp13.plan_profiles(compose("exp13", uri, "experiment.decisive.planned_fraction=0.7"), ["aggressive"])
+    nearer = sequential_runs.plan_profiles(compose("exp13", uri, "experiment.decisive.planned_fraction=0.7"), ["aggressive"])
     assert nearer["aggressive"].design.true_rate == pytest.approx(0.105)  # powered for 70 % of the 15 % budget
     assert nearer["aggressive"].design.power >= 0.8 and nearer["aggressive"].design.cap > 3 * plans["aggressive"].design.cap
-    tier = exp13.alignment.load_tiers(cfg)["aggressive"]
+    tier = alignment.load_tiers(cfg)["aggressive"]
     plan = plans["aggressive"]
     look = plan.design.looks[0]
-    runs = exp13.ProfileRuns([100.0] * look, [50.0] * look, [False] * look)
+    runs = sequential_runs.ProfileRuns([100.0] * look, [50.0] * look, [False] * look)
     plan.verdicts = {"kill": "ok", "dd": "inconclusive", "pnl": "inconclusive"}
     runs.kill_switch[:] = [True] * look  # kills after a stop: the stopped verdict stands
-    assert exp13.look_verdicts(cfg, plan, tier, runs) == {"kill": "ok", "dd": "ok", "pnl": "ok"}
+    assert sequential_runs.look_verdicts(cfg, plan, tier, runs) == {"kill": "ok", "dd": "ok", "pnl": "ok"}
 
 
 def test_exp11_checks_every_profile_against_every_tier(uri, tmp_path, capsys):

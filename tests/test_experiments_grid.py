@@ -176,6 +176,27 @@ def test_exp08_validates_profiles_in_one_batch(store: str) -> None:
     assert float(np.mean(design.metrics["final_pnl"])) != pytest.approx(table.loc[0, "pnl_mean"])
 
 
+def test_exp08_decisive_runs_each_profile_through_its_plan_on_fresh_seeds(store: str, capsys) -> None:
+    given = overrides(store, "target=decisive", "experiment.profiles=[conservative,aggressive]",
+                      "experiment.decisive.max_runs_per_profile=6", "experiment.decisive.looks=3")
+    table = exp08.run(compose_config(given, "exp08"), given).set_index("profile")
+    out = capsys.readouterr().out
+    assert "sequential kill-probability test against a 1 % budget: 3 looks" in out
+    assert set(table["runs"]) <= {2, 4, 6}   # a profile stops at one of its looks
+    for profile, row in table.iterrows():
+        assert row["kill_verdict"] in ("ok", "violated", "inconclusive")
+        # its runs are the seeds 1000000, 1000001, ... of that profile alone, as one batch gives them
+        alone = profiles_batch([profile], given, "exp08", seeds=int(row["runs"]), base_seed=1_000_000).run("alone")
+        assert row["pnl_mean"] == pytest.approx(float(np.mean(alone.metrics["final_pnl"])), rel=1e-12)
+    children = assert_children_match(store, "exp08", table.reset_index(), {"band_base": PROFILE_KNOBS["band_base"]})
+    client = tracking_client(store)
+    tags = client.get_run(children[children["run_name"] == "aggressive"].iloc[0]["run_id"]).data.tags
+    assert tags["kill_verdict"] == table.loc["aggressive", "kill_verdict"]
+    bad = overrides(store, "target=decisive", "experiment.profiles=[original_balanced]")
+    with pytest.raises(ParaphinaError, match="original_balanced have no risk tier to plan against"):
+        exp08.run(compose_config(bad, "exp08"), bad)
+
+
 def test_profiles_batch_equals_separate_runs() -> None:
     given = ["ticks=40", "seeds=3"]
     batch = profiles_batch(["conservative", "aggressive"], given, "exp08")

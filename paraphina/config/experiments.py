@@ -119,9 +119,21 @@ class Exp07Settings(Settings):
 
 
 @dataclass
+class Decisive:
+    """conf/decisive: the sequential plan of target=decisive."""
+
+    max_runs_per_profile: int = MISSING
+    looks: int = MISSING
+    spending: str = MISSING
+    power: float = MISSING
+    planned_fraction: float = MISSING
+
+
+@dataclass
 class Exp08Settings(Settings):
     profiles: list[str] = MISSING
     seed_offset: int = MISSING
+    decisive: Decisive = field(default_factory=Decisive)
 
 
 @dataclass
@@ -132,18 +144,13 @@ class Exp12Settings(Settings):
 
 
 @dataclass
-class Decisive:
-    max_runs_per_profile: int = MISSING
-    looks: int = MISSING
-    spending: str = MISSING
-    power: float = MISSING
-    planned_fraction: float = MISSING
+class Exp13Decisive(Decisive):
     telemetry: bool = MISSING
 
 
 @dataclass
 class Exp13Settings(Settings):
-    decisive: Decisive = field(default_factory=Decisive)
+    decisive: Exp13Decisive = field(default_factory=Exp13Decisive)
     summary_top: int = MISSING
 
 
@@ -168,7 +175,7 @@ SCHEMAS: dict[str, type] = {
     "exp05": schema(Exp05Settings),
     "exp06": schema(Exp06Settings, ("steps", Optional[list[str]], None), ("skip", list[str], field(default_factory=list)),
                     ("dry_run", bool, False)),
-    "exp07": schema(Exp07Settings), "exp08": schema(Exp08Settings), "exp09": schema(Exp09Settings),
+    "exp07": schema(Exp07Settings), "exp08": schema(Exp08Settings, ("target", Target, MISSING)), "exp09": schema(Exp09Settings),
     "exp10": schema(Settings),
     "exp11": schema(Settings, ("filter", RowFilter, field(default_factory=RowFilter)), ("by_label", bool, False),
                     ("label_contains", Optional[str], None), ("source_run", Optional[str], None)),  # aliases of filter.*

@@ -19,12 +19,9 @@ from __future__ import annotations
 
 import os
 import time
-import typing
-from dataclasses import dataclass, field
 from typing import Sequence
 from datetime import datetime, timezone
 
-import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
@@ -36,34 +33,13 @@ from paraphina.core.names import DATASET_SOURCE_TAG, EXPERIMENT_TAG, KIND_TAG, R
 from paraphina.experiments import alignment, exp11
 from paraphina.experiments.cli import check_composed, print_horizon_note
 from paraphina.experiments.profiles import profiles_batch
+from paraphina.experiments.sequential_runs import ProfileRuns, SequentialPlan, check_plans, sequential_rounds
 from paraphina.experiments.records import ExperimentRecorder, sweeps_dir
 from paraphina.runner.telemetry import removed_unless_done
-from paraphina.world_model.sequential import (
-    SequentialDesign,
-    Spending,
-    describe_design,
-    design_for_looks,
-    plan_sequential,
-    sequential_verdict,
-)
 from paraphina.world_model.summary import format_summary
-from paraphina.world_model.verdicts import check_tier, is_decided
+from paraphina.world_model.verdicts import is_decided
 
 CONFIG_NAME = "exp13"
-
-
-@dataclass
-class ProfileRuns:
-    """What one profile's runs measured so far (for the decisive loop)."""
-
-    final_pnl: list[float] = field(default_factory=list)
-    max_drawdown: list[float] = field(default_factory=list)
-    kill_switch: list[bool] = field(default_factory=list)
-
-    def add(self, metrics: dict, rows: np.ndarray) -> None:
-        self.final_pnl.extend(np.asarray(metrics["final_pnl"])[rows].tolist())
-        self.max_drawdown.extend(np.asarray(metrics["max_drawdown"])[rows].tolist())
-        self.kill_switch.extend(np.asarray(metrics["kill_switch"], dtype=bool)[rows].tolist())
 
 
 # --- options -----------------------------------------------------------------------------------
@@ -77,25 +53,12 @@ def check(cfg: DictConfig) -> None:
     if untiered:
         raise ParaphinaError(f"profile(s) {', '.join(untiered)} have no risk tier to check them against; "
                              f"tiers: {', '.join(tiers)}")
-    spendings = typing.get_args(Spending)
-    if cfg.experiment.decisive.spending not in spendings:
-        raise ParaphinaError(f"experiment.decisive.spending={cfg.experiment.decisive.spending!r} is not one of "
-                             f"{', '.join(spendings)}")
-    fraction = cfg.experiment.decisive.planned_fraction
-    if not 0.0 < fraction < 1.0:
-        raise ParaphinaError(f"experiment.decisive.planned_fraction={fraction} must lie strictly between 0 and 1: "
-                             f"the plan needs a true kill probability below the budget to read ok")
     cap = cfg.experiment.decisive.max_runs_per_profile
     if cfg.target == Target.decisive and cap < cfg.runs_per_profile:
         raise ParaphinaError(f"experiment.decisive.max_runs_per_profile={cap} is below "
                              f"runs_per_profile={cfg.runs_per_profile}")
-    if cfg.target == Target.decisive:  # the plans, before any run: their settings and first round must fit
-        short = {p: plan.design.cap for p, plan in plan_profiles(cfg, cfg.profiles).items()
-                 if plan.design.cap < cfg.runs_per_profile}
-        if short:
-            raise ParaphinaError(f"runs_per_profile={cfg.runs_per_profile} is past the sequential plan's last look for "
-                                 + ", ".join(f"{p} ({n} runs)" for p, n in short.items())
-                                 + "; use a smaller runs_per_profile")
+    # the plans' settings before any run, and under target=decisive that the first round fits them
+    check_plans(cfg, cfg.profiles, cfg.runs_per_profile if cfg.target == Target.decisive else 0)
     if not cfg.dataset:
         raise ParaphinaError("exp13 needs dataset=NAME: the MLflow research dataset its rows join")
     if alignment.is_dataset_file(cfg.dataset):
@@ -162,85 +125,14 @@ def telemetry_dir(cfg: DictConfig, recorder: ExperimentRecorder):
     return sweeps_dir(cfg) / "telemetry" / recorder.parent_id
 
 
-@dataclass
-class SequentialPlan:
-    """One profile's plan under target=decisive: the kill test's design, and the verdicts reached so far
-    (a stopped kill test keeps its verdict: looking again after a stop would void its error rate)."""
-
-    design: SequentialDesign
-    look: int = 0
-    verdicts: dict[str, str] = field(default_factory=dict)
-
-    def next_runs(self) -> int:
-        return self.design.looks[self.look]
-
-
-def plan_profiles(cfg: DictConfig, profiles: Sequence[str]) -> dict[str, SequentialPlan]:
-    """A group-sequential kill test per profile at its tier's budget, within the cap (fewer runs than planned
-    cost power, which the printed plan says)."""
-    tiers, rules, decisive = alignment.load_tiers(cfg), alignment.check_rules(cfg), cfg.experiment.decisive
-    plans = {}
-    for p in profiles:
-        budget = tiers[p].max_kill_prob
-        design = plan_sequential(budget, rules.alpha, decisive.power, budget * decisive.planned_fraction,
-                                 decisive.looks, decisive.spending)
-        if design.cap > decisive.max_runs_per_profile:
-            step = decisive.max_runs_per_profile / decisive.looks
-            looks = tuple(sorted({max(1, round(step * (i + 1))) for i in range(decisive.looks)}))
-            design = design_for_looks(looks, budget, rules.alpha, decisive.spending,
-                                      budget * decisive.planned_fraction)
-        plans[p] = SequentialPlan(design)
-    return plans
-
-
-def look_verdicts(cfg: DictConfig, plan: SequentialPlan, tier, runs: ProfileRuns) -> dict[str, str]:
-    """The verdicts at the plan's current look: the kill test's boundaries, and the means at alpha / looks."""
-    rules = alignment.check_rules(cfg).per_look(len(plan.design.looks))
-    n = len(runs.final_pnl)
-    kill = sequential_verdict(plan.design, n, int(np.sum(runs.kill_switch)))
-    _, dd, pnl = check_tier(tier, runs.final_pnl, runs.max_drawdown, runs.kill_switch, rules)
-    found = {"kill": kill, "dd": dd.verdict, "pnl": pnl.verdict}
-    return {prefix: plan.verdicts.get(prefix) if is_decided(plan.verdicts.get(prefix, "")) else verdict
-            for prefix, verdict in found.items()}
-
-
 def decisive_rounds(cfg: DictConfig, recorder: ExperimentRecorder, overrides: list[str],
                     measured: dict[str, ProfileRuns], rounds: list[dict]) -> dict[str, SequentialPlan]:
-    """Run every profile through its planned looks until all its budgets are decided or its last look.
+    """target=decisive: the profiles through their sequential plans, each added round recorded as research rows."""
+    def run(profiles: list[str], seeds: int, start: int) -> None:
+        rounds.append(run_round(cfg, recorder, overrides, profiles, seeds, start, cfg.experiment.decisive.telemetry,
+                                measured))
 
-    The looks and the kill test's boundaries are fixed before the first added run (printed), so stopping
-    when decided keeps each verdict's error rate at its alpha; profiles at the same look share one engine
-    batch, and every profile keeps the seeds seed, seed+1, ... (common random numbers).
-    """
-    tiers = alignment.load_tiers(cfg)
-    plans = plan_profiles(cfg, list(measured))
-    for p, plan in plans.items():
-        print(f"{p}: {describe_design(plan.design)}", flush=True)
-    active = [p for p in plans if len(measured[p].final_pnl) <= plans[p].design.cap]
-    while active:
-        groups: dict[tuple[int, int], list[str]] = {}
-        for p in active:
-            plan, have = plans[p], len(measured[p].final_pnl)
-            while plan.next_runs() < have:  # the first round already passed this look's count
-                plan.look += 1
-            groups.setdefault((have, plan.next_runs()), []).append(p)
-        stats = [run_round(cfg, recorder, overrides, profiles, target - start, start, cfg.experiment.decisive.telemetry,
-                           measured) for (start, target), profiles in groups.items() if target > start]
-        if stats:
-            rounds.append({k: sum(s[k] for s in stats) for k in stats[0]})
-        still = []
-        for p in active:
-            plan = plans[p]
-            plan.verdicts = look_verdicts(cfg, plan, tiers[p], measured[p])
-            done = all(map(is_decided, plan.verdicts.values())) or plan.look == len(plan.design.looks) - 1
-            print(f"look {plan.look + 1} of {len(plan.design.looks)}: {p} at {plan.next_runs()} runs: "
-                  + ", ".join(f"{k} {v}" for k, v in plan.verdicts.items()) + ("" if done else "; continuing"),
-                  flush=True)
-            if not done:
-                plan.look += 1
-                still.append(p)
-        active = still
-    return plans
+    return sequential_rounds(cfg, measured, run)
 
 
 def apply_sequential(table: pd.DataFrame, plans: dict[str, SequentialPlan]) -> pd.DataFrame:
