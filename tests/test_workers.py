@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -77,7 +78,7 @@ def run_three_workers(tmp_path: Path, storage: str, tracking: str,
     workers.append(start_worker(tmp_path, storage, tracking, "c"))
     joined = lambda: optuna.load_study(study_name=STUDY, storage=reader).user_attrs[search.WORKERS_ATTR] == 3
     wait_for(joined, "the third worker to join")
-    by_worker = {f"{os.uname().nodename}:{w.pid}": w for w in workers}
+    by_worker = {f"{socket.gethostname()}:{w.pid}": w for w in workers}
     victim = wait_for(lambda: next((by_worker[t.user_attrs[search.WORKER_ATTR]] for t in trials(TrialState.RUNNING)
                                     if search.WORKER_ATTR in t.user_attrs), None), "a worker with running trials")
     victim.send_signal(signal.SIGKILL)
@@ -110,7 +111,7 @@ def check_study(tmp_path: Path, reader: optuna.storages.BaseStorage, tracking: s
     retried = {t.user_attrs[search.RETRY_ATTR]: t for t in complete if search.RETRY_ATTR in t.user_attrs}
     assert sorted(retried) == sorted(t.number for t in failed)   # each asked again once, with its knobs
     assert all(retried[t.number].params == t.params for t in failed)
-    assert {t.user_attrs[search.WORKER_ATTR] for t in complete} - {f"{os.uname().nodename}:{victim}"}
+    assert {t.user_attrs[search.WORKER_ATTR] for t in complete} - {f"{socket.gethostname()}:{victim}"}
 
     client = MlflowClient(tracking)
     experiment = client.get_experiment_by_name("exp03_size_eta_vol")
