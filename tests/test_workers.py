@@ -158,3 +158,12 @@ def test_bad_study_settings_stop_in_one_line(tmp_path: Path, overrides: list[str
     with pytest.raises(ParaphinaError, match=message) as error:
         exp03.run(cfg)
     assert "\n" not in str(error.value) and not (tmp_path / "mlflow.db").exists()
+
+
+def test_a_server_with_the_local_journal_is_pointed_out(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    server = ["tracking.uri=http://127.0.0.1:5000", f"paths.root={tmp_path}"]
+    search.print_storage_note(compose_config(server, "exp09", environ={}))
+    assert "studies to this machine's journal" in capsys.readouterr().out
+    search.print_storage_note(compose_config([*server, "experiment.study.storage=postgresql://db/optuna"], "exp09",
+                                             environ={}))
+    assert capsys.readouterr().out == ""

@@ -326,6 +326,16 @@ def heartbeat_settings(study: DictConfig) -> Heartbeat:
     return Heartbeat(interval, grace)
 
 
+def print_storage_note(cfg: DictConfig) -> None:
+    """A first line when runs go to a tracking server but the studies to this machine's journal: workers on
+    other machines would each run their own studies."""
+    uri = resolve_tracking_uri(cfg.tracking.uri, cfg.paths.store)
+    if cfg.experiment.study.storage is None and uri.startswith(("http://", "https://")):
+        print(f"note: runs go to {uri} but the studies to this machine's journal "
+              f"{default_journal(cfg.paths, cfg.tracking.uri)}; for workers on other machines set "
+              f"experiment.study.storage=postgresql://USER:PASSWORD@HOST/DATABASE")
+
+
 def open_storage(cfg: DictConfig, dims: Sequence[Dimension]) -> SharedStorage:
     """The search's Optuna storage (`experiment.study.storage`, else the default journal); a trial whose worker
     died is failed by the heartbeat and asked again with the same knobs."""
