@@ -448,7 +448,6 @@ class Driver:
     def __init__(self, search: Search, studies: Sequence[optuna.Study], recorder: ExperimentRecorder,
                  shared: SharedStorage):
         self.search, self.studies, self.recorder, self.shared = search, list(studies), recorder, shared
-        self.heartbeat = heartbeat_settings(search.cfg.experiment.study)
         self.wait_interval = float(search.cfg.experiment.study.wait_interval)
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
 
@@ -458,7 +457,7 @@ class Driver:
         total = self.search.n_trials * len(self.studies)
         with (tqdm(total=total, initial=self._done(), desc=f"{self.search.cfg.experiment.id} trials",
                    unit="trial") as bar,
-              TrialBeats(self.shared.storage, self.heartbeat.interval) as beats):
+              TrialBeats(self.shared.storage, self.shared.storage.get_heartbeat_interval()) as beats):
             while self._round(beats):
                 bar.update(self._done() - bar.n)
 
