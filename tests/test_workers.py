@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import optuna
 import pandas as pd
@@ -43,12 +43,13 @@ DEADLINE_S = 90.0
 POLL_S = 0.05
 
 
-def start_worker(tmp_path: Path, storage: str, tracking: str, name: str) -> subprocess.Popen:
+def start_worker(tmp_path: Path, storage: str, tracking: str, name: str,
+                 overrides: Sequence[str] = WORKER) -> subprocess.Popen:
     """`python -m paraphina.experiments.exp03` of this checkout in tmp_path, its output in <name>.log."""
     log = open(tmp_path / f"{name}.log", "wb")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("MLFLOW_TRACKING_URI", None)
-    command = [sys.executable, "-m", "paraphina.experiments.exp03", *WORKER,
+    command = [sys.executable, "-m", "paraphina.experiments.exp03", *overrides,
                f"tracking.uri={tracking}", f"experiment.study.storage={storage}"]
     with log:
         return subprocess.Popen(command, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -130,6 +131,22 @@ def test_workers_share_a_journal_study(tmp_path: Path) -> None:
     reader = optuna.storages.JournalStorage(JournalFileBackend(str(journal)))
     victim, codes = run_three_workers(tmp_path, str(journal), tracking, reader)
     check_study(tmp_path, reader, tracking, victim, codes)
+
+
+def test_workers_split_a_grid(tmp_path: Path) -> None:
+    """Grid workers share one sampler seed (it fixes the grid's order) and still take distinct points."""
+    journal = tmp_path / "optuna.journal"
+    # rounds of ~0.4 s, so both workers are up before the 9 points are done
+    grid = ["experiment.space.eta.values=[0.05,0.1,0.2]", "experiment.space.vol_ref.values=[1e-4,2e-4,4e-4]",
+            "experiment.batch_size=2", "ticks=300000", "seeds=2", "execution.threads=1", "experiment.study.name=grid"]
+    workers = [start_worker(tmp_path, str(journal), f"sqlite:///{tmp_path}/mlruns/mlflow.db", name, grid)
+               for name in ("a", "b")]
+    assert [w.wait(timeout=DEADLINE_S) for w in workers] == [0, 0], [p.read_text() for p in tmp_path.glob("*.log")]
+    trials = optuna.load_study(study_name="grid-balanced",
+                               storage=optuna.storages.JournalStorage(JournalFileBackend(str(journal)))).trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 9
+    assert len({tuple(sorted(t.params.items())) for t in trials}) == 9
+    assert len({t.user_attrs[search.WORKER_ATTR] for t in trials}) == 2   # both took part
 
 
 def test_workers_share_a_postgresql_study_and_an_mlflow_server(tmp_path: Path, postgres_database: str,
