@@ -186,7 +186,8 @@ def mlflow_server_on_postgres(postgres_url: str, tmp_path_factory):
         connection.execute("CREATE DATABASE mlflow")
     folder = tmp_path_factory.mktemp("mlflow-server")
     port = free_port()
-    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", postgres_url.rsplit("/", 1)[0] + "/mlflow",
+    backend = postgres_url.rsplit("/", 1)[0] + "/mlflow"
+    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend,
                "--artifacts-destination", str(folder / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
                "--workers", "1"]  # fmt: skip
     with serving(command, folder, port) as uri:

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import optuna
 import pandas as pd
@@ -42,12 +43,13 @@ DEADLINE_S = 90.0
 POLL_S = 0.05
 
 
-def start_worker(tmp_path: Path, storage: str, tracking: str, name: str) -> subprocess.Popen:
+def start_worker(tmp_path: Path, storage: str, tracking: str, name: str,
+                 overrides: Sequence[str] = WORKER) -> subprocess.Popen:
     """`python -m paraphina.experiments.exp03` of this checkout in tmp_path, its output in <name>.log."""
     log = open(tmp_path / f"{name}.log", "wb")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("MLFLOW_TRACKING_URI", None)
-    command = [sys.executable, "-m", "paraphina.experiments.exp03", *WORKER,
+    command = [sys.executable, "-m", "paraphina.experiments.exp03", *overrides,
                f"tracking.uri={tracking}", f"experiment.study.storage={storage}"]
     with log:
         return subprocess.Popen(command, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -77,7 +79,7 @@ def run_three_workers(tmp_path: Path, storage: str, tracking: str,
     workers.append(start_worker(tmp_path, storage, tracking, "c"))
     joined = lambda: optuna.load_study(study_name=STUDY, storage=reader).user_attrs[search.WORKERS_ATTR] == 3
     wait_for(joined, "the third worker to join")
-    by_worker = {f"{os.uname().nodename}:{w.pid}": w for w in workers}
+    by_worker = {f"{socket.gethostname()}:{w.pid}": w for w in workers}
     victim = wait_for(lambda: next((by_worker[t.user_attrs[search.WORKER_ATTR]] for t in trials(TrialState.RUNNING)
                                     if search.WORKER_ATTR in t.user_attrs), None), "a worker with running trials")
     victim.send_signal(signal.SIGKILL)
@@ -110,7 +112,7 @@ def check_study(tmp_path: Path, reader: optuna.storages.BaseStorage, tracking: s
     retried = {t.user_attrs[search.RETRY_ATTR]: t for t in complete if search.RETRY_ATTR in t.user_attrs}
     assert sorted(retried) == sorted(t.number for t in failed)   # each asked again once, with its knobs
     assert all(retried[t.number].params == t.params for t in failed)
-    assert {t.user_attrs[search.WORKER_ATTR] for t in complete} - {f"{os.uname().nodename}:{victim}"}
+    assert {t.user_attrs[search.WORKER_ATTR] for t in complete} - {f"{socket.gethostname()}:{victim}"}
 
     client = MlflowClient(tracking)
     experiment = client.get_experiment_by_name("exp03_size_eta_vol")
@@ -129,6 +131,22 @@ def test_workers_share_a_journal_study(tmp_path: Path) -> None:
     reader = optuna.storages.JournalStorage(JournalFileBackend(str(journal)))
     victim, codes = run_three_workers(tmp_path, str(journal), tracking, reader)
     check_study(tmp_path, reader, tracking, victim, codes)
+
+
+def test_workers_split_a_grid(tmp_path: Path) -> None:
+    """Grid workers share one sampler seed (it fixes the grid's order) and still take distinct points."""
+    journal = tmp_path / "optuna.journal"
+    # rounds of ~0.4 s, so both workers are up before the 9 points are done
+    grid = ["experiment.space.eta.values=[0.05,0.1,0.2]", "experiment.space.vol_ref.values=[1e-4,2e-4,4e-4]",
+            "experiment.batch_size=2", "ticks=300000", "seeds=2", "execution.threads=1", "experiment.study.name=grid"]
+    workers = [start_worker(tmp_path, str(journal), f"sqlite:///{tmp_path}/mlruns/mlflow.db", name, grid)
+               for name in ("a", "b")]
+    assert [w.wait(timeout=DEADLINE_S) for w in workers] == [0, 0], [p.read_text() for p in tmp_path.glob("*.log")]
+    trials = optuna.load_study(study_name="grid-balanced",
+                               storage=optuna.storages.JournalStorage(JournalFileBackend(str(journal)))).trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 9
+    assert len({tuple(sorted(t.params.items())) for t in trials}) == 9
+    assert len({t.user_attrs[search.WORKER_ATTR] for t in trials}) == 2   # both took part
 
 
 def test_workers_share_a_postgresql_study_and_an_mlflow_server(tmp_path: Path, postgres_database: str,
@@ -157,3 +175,12 @@ def test_bad_study_settings_stop_in_one_line(tmp_path: Path, overrides: list[str
     with pytest.raises(ParaphinaError, match=message) as error:
         exp03.run(cfg)
     assert "\n" not in str(error.value) and not (tmp_path / "mlflow.db").exists()
+
+
+def test_a_server_with_the_local_journal_is_pointed_out(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    server = ["tracking.uri=http://127.0.0.1:5000", f"paths.root={tmp_path}"]
+    search.print_storage_note(compose_config(server, "exp09", environ={}))
+    assert "studies to this machine's journal" in capsys.readouterr().out
+    search.print_storage_note(compose_config([*server, "experiment.study.storage=postgresql://db/optuna"], "exp09",
+                                             environ={}))
+    assert capsys.readouterr().out == ""

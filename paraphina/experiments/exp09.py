@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 
 from paraphina.config.commands import hydra_command
 from paraphina.experiments.cli import print_horizon_note
-from paraphina.experiments.study import SearchOutcome, print_outcome, run_search
+from paraphina.experiments.study import SearchOutcome, print_outcome, print_storage_note, run_search
 from paraphina.formats.plots import plot_pareto_fronts
 
 
@@ -42,6 +42,7 @@ def run(cfg: DictConfig) -> SearchOutcome:
 def command(cfg: DictConfig) -> None:
     """What the command line runs: the experiment, then its tables on the console."""
     print_horizon_note(cfg)
+    print_storage_note(cfg)
     print_outcome(run(cfg))
 
 

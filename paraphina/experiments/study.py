@@ -328,6 +328,16 @@ def heartbeat_settings(study: DictConfig) -> Heartbeat:
     return Heartbeat(interval, grace)
 
 
+def print_storage_note(cfg: DictConfig) -> None:
+    """A first line when runs go to a tracking server but the studies to this machine's journal: workers on
+    other machines would each run their own studies."""
+    uri = resolve_tracking_uri(cfg.tracking.uri, cfg.paths.store)
+    if cfg.experiment.study.storage is None and uri.startswith(("http://", "https://")):
+        print(f"note: runs go to {uri} but the studies to this machine's journal "
+              f"{default_journal(cfg.paths, cfg.tracking.uri)}; for workers on other machines set "
+              f"experiment.study.storage=postgresql://USER:PASSWORD@HOST/DATABASE")
+
+
 def open_storage(cfg: DictConfig, dims: Sequence[Dimension]) -> SharedStorage:
     """The search's Optuna storage (`experiment.study.storage`, else the default journal); a trial whose worker
     died is failed by the heartbeat and asked again with the same knobs."""
@@ -440,7 +450,6 @@ class Driver:
     def __init__(self, search: Search, studies: Sequence[optuna.Study], recorder: ExperimentRecorder,
                  shared: SharedStorage):
         self.search, self.studies, self.recorder, self.shared = search, list(studies), recorder, shared
-        self.heartbeat = heartbeat_settings(search.cfg.experiment.study)
         self.wait_interval = float(search.cfg.experiment.study.wait_interval)
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
 
@@ -450,7 +459,7 @@ class Driver:
         total = self.search.n_trials * len(self.studies)
         with (tqdm(total=total, initial=self._done(), desc=f"{self.search.cfg.experiment.id} trials",
                    unit="trial") as bar,
-              TrialBeats(self.shared.storage, self.heartbeat.interval) as beats):
+              TrialBeats(self.shared.storage, self.shared.storage.get_heartbeat_interval()) as beats):
             while self._round(beats):
                 bar.update(self._done() - bar.n)
 

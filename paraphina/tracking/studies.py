@@ -81,8 +81,9 @@ class JournalHeartbeatStorage(JournalStorage, BaseHeartbeat):
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:
         now = time.time()
         running = self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,))
+        grace = self._heartbeat.grace_period
         return [t._trial_id for t in running
-                if now - t.system_attrs.get(HEARTBEAT_ATTR, t.datetime_start.timestamp()) > self._heartbeat.grace_period]
+                if now - t.system_attrs.get(HEARTBEAT_ATTR, t.datetime_start.timestamp()) > grace]
 
     def get_heartbeat_interval(self) -> int:
         return self._heartbeat.interval
