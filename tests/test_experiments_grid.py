@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 
 from paraphina.config.loading import CONF_DIR, compose_config
 from paraphina.core.errors import ParaphinaError
-from paraphina.experiments import exp02, exp04, exp05, exp06, exp07, exp08
+from paraphina.experiments import exp02, exp04, exp05, exp06, exp07, exp08, exp10
 from paraphina.experiments.cli import flat_config
 from paraphina.core.names import PROFILE_KNOBS
 from paraphina.experiments.profiles import profile_yaml, profiles_batch
@@ -143,6 +143,19 @@ def test_exp07_on_the_exp04_grid(store: str, grids: dict[str, pd.DataFrame]) -> 
         child = children[children["run_name"] == f"preset-{row.tier}"].iloc[0]
         assert child["score"] == pytest.approx(row.score)
         assert all(child[knob] == getattr(row, knob) for knob in PROFILE_KNOBS)
+
+
+def test_exp10_says_when_validation_reuses_the_design_seeds(tmp_path: Path, capsys) -> None:
+    uri = sqlite_uri(tmp_path)
+    exp04.run(compose_config(overrides(uri, *GRIDS["exp04"]), "exp04"))   # design seeds 0, 1
+    exp07.run(compose_config(overrides(uri), "exp07"))
+    reused = overrides(uri, "experiment.seed_offset=1")   # seeds 1, 2: seed 1 was a design seed
+    exp08.run(compose_config(reused, "exp08"), reused)
+    table = exp10.run(compose_config(overrides(uri), "exp10")).set_index("tier")
+    assert (table["status"] == exp10.SEED_OVERLAP).all()
+    fresh = overrides(uri)   # the default offset: seeds 1000000, 1000001
+    exp08.run(compose_config(fresh, "exp08"), fresh)
+    assert (exp10.run(compose_config(overrides(uri), "exp10"))["status"] == "ok").all()
 
 
 def test_exp08_validates_profiles_in_one_batch(store: str) -> None:

@@ -290,6 +290,7 @@ def latest_presets(cfg: DictConfig) -> tuple[pd.DataFrame, str]:
     tags = child_tags(cfg, presets["run_id"])
     presets["tier"] = [t.get("tier") or name.removeprefix("preset-") for t, name in zip(tags, presets["run_name"])]
     presets["relaxed"] = [t.get("relaxed", "false").lower() == "true" for t in tags]
+    presets["source_run_id"] = [t.get("source_run") for t in tags]
     if "rank" in presets:
         presets = presets.sort_values("rank", kind="stable")
     return presets.drop_duplicates("tier"), info["run_id"]

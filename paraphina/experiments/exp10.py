@@ -15,12 +15,14 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import Iterable
 
 import pandas as pd
 from omegaconf import DictConfig
 
 from paraphina.config.commands import hydra_command
 from paraphina.core.errors import ParaphinaError
+from paraphina.core.names import PARENT_TAG
 from paraphina.experiments import alignment
 from paraphina.experiments.cli import print_table
 from paraphina.experiments.records import ExperimentRecorder, latest_points
@@ -28,8 +30,11 @@ from paraphina.experiments.records import ExperimentRecorder, latest_points
 PER_SEED_ARTIFACT = "per_seed.csv"
 NO_VALIDATION = "no validation records"
 NO_DESIGN = "no Exp07 preset"
+SEED_OVERLAP = "validation seeds overlap the design seeds"
 FIXES = {NO_VALIDATION: "python -m paraphina.experiments.exp08 validates the profiles",
-         NO_DESIGN: "python -m paraphina.experiments.exp07 selects a preset per tier"}
+         NO_DESIGN: "python -m paraphina.experiments.exp07 selects a preset per tier",
+         SEED_OVERLAP: "rerun python -m paraphina.experiments.exp08 with experiment.seed_offset past the design seeds, "
+                       "or the gap cannot show the winner's curse"}
 GAP_METRICS = ("pnl_mean", "dd_mean", "kill_prob")
 """Validation minus design, per tier: the winner's-curse gap."""
 TABLE_COLUMNS = ("tier", "design_kill_ok", "design_dd_ok", "design_pnl_ok", "design_score", "val_runs", "val_kill_ok",
@@ -60,6 +65,20 @@ def validation_runs(cfg: DictConfig) -> tuple[dict[str, pd.DataFrame], str | Non
     return {p: pd.concat(tables, ignore_index=True) for p, tables in out.items()}, info["run_id"]
 
 
+def design_seeds(cfg: DictConfig, source_runs: Iterable[str | None]) -> set[int]:
+    """The seeds the presets were chosen on: those of the grid invocations their points belong to (none known
+    for presets recorded without their point)."""
+    client = alignment.tracking_client_of(cfg)
+    parents = {client.get_run(run_id).data.tags.get(PARENT_TAG) for run_id in set(source_runs) if run_id}
+    seeds: set[int] = set()
+    for parent in parents - {None}:
+        params = client.get_run(parent).data.params
+        if "seed" in params and "seeds" in params:
+            first = int(params["seed"])
+            seeds.update(range(first, first + int(params["seeds"])))
+    return seeds
+
+
 def _prefixed(prefix: str, values: dict) -> dict:
     return {f"{prefix}{k}": v for k, v in values.items()}
 
@@ -68,6 +87,7 @@ def run(cfg: DictConfig) -> pd.DataFrame:
     tiers = alignment.load_tiers(cfg)
     design, design_run = alignment.latest_presets(cfg)
     validation, validation_run = validation_runs(cfg)
+    chosen_on = design_seeds(cfg, design["source_run_id"])
     rows, val_checks = [], []
     for name, tier in tiers.items():
         row: dict = {"tier": name}
@@ -85,6 +105,8 @@ def run(cfg: DictConfig) -> pd.DataFrame:
         if runs is None or runs.empty:
             status.append(NO_VALIDATION)
         else:
+            if chosen_on & set(runs["seed"].astype(int)):
+                status.append(SEED_OVERLAP)
             checks = alignment.run_checks(tier, runs["final_pnl"], runs["max_drawdown"],
                                           runs["kill_switch"].astype(bool), alignment.check_rules(cfg))
             val_checks.append(checks)
