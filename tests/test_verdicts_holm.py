@@ -51,7 +51,7 @@ def test_family_wise_rate_of_nine_null_checks_is_at_most_alpha():
         checks = [check_kill_exact(int(rng.binomial(n, b)), n, b) for b in KILL_BUDGETS]
         checks += [check_mean("drawdown", rng.normal(b, 0.4 * b, n), b, "max") for b in DD_BUDGETS]
         checks += [check_mean("pnl", rng.normal(b, 1000.0, n), b, "min") for b in PNL_BUDGETS]
-        false_alarms += any(holm_alarms(checks))
+        false_alarms += any(holm_alarms([c.p_violated for c in checks]))
         uncorrected += any(c.verdict == "violated" for c in checks)
     rate = false_alarms / reps
     assert rate <= ALPHA + 3 * math.sqrt(ALPHA * (1 - ALPHA) / reps)
@@ -65,7 +65,7 @@ def test_holm_alarms_on_perfectly_dependent_checks():
     alarms = 0
     for _ in range(reps):
         check = check_mean("drawdown", rng.normal(2000.0, 800.0, n), 2000.0, "max")
-        flags = holm_alarms([check] * 9)
+        flags = list(holm_alarms([check.p_violated] * 9))
         assert len(set(flags)) == 1 and flags[0] == (check.p_violated * 9 <= ALPHA)
         alarms += flags[0]
     assert alarms / reps <= ALPHA / 9 + 3 * math.sqrt(ALPHA / 9 / reps)
@@ -74,4 +74,4 @@ def test_holm_alarms_on_perfectly_dependent_checks():
 def test_holm_alarm_on_a_real_violation_survives_the_correction():
     clear = check_kill_exact(20, 100, 0.05)
     nulls = [check_kill_exact(5, 100, 0.05)] * 8
-    assert holm_alarms([clear, *nulls]) == [True] + [False] * 8
+    assert list(holm_alarms([c.p_violated for c in (clear, *nulls)])) == [True] + [False] * 8

@@ -21,7 +21,7 @@ from paraphina.config.loading import is_dataset_file
 from paraphina.core.errors import ParaphinaError
 from paraphina.world_model.power import runs_to_decide
 from paraphina.world_model.tiers import RiskTier, budget_margins, tier_score, tiers_from_mapping
-from paraphina.world_model.verdicts import CheckRules, check_tier, holm_adjust, is_decided, quantile_interval
+from paraphina.world_model.verdicts import CheckRules, check_tier, holm_alarms, is_decided, quantile_interval
 from paraphina.tracking.store import resolve_tracking_uri, tracking_client
 
 VERDICTS = ("ok", "violated", "inconclusive")
@@ -133,7 +133,7 @@ def add_alarms(table: pd.DataFrame, alpha: float) -> pd.DataFrame:
     if table.empty:
         return table.assign(**{f"{b.prefix}_alarm": pd.Series(dtype=bool) for b in BUDGETS})
     p_violated = table[[f"{b.prefix}_p_violated" for b in BUDGETS]].to_numpy(dtype=float)
-    alarms = holm_adjust(p_violated.ravel()).reshape(p_violated.shape) <= alpha
+    alarms = holm_alarms(p_violated, alpha)
     return table.assign(**{f"{b.prefix}_alarm": alarms[:, i] for i, b in enumerate(BUDGETS)})
 
 

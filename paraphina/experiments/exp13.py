@@ -46,13 +46,8 @@ CONFIG_NAME = "exp13"
 
 
 def check(cfg: DictConfig) -> None:
-    """What the schema cannot say: every profile has a tier, the cap covers the first round, and `dataset`
-    names an MLflow dataset."""
-    tiers = alignment.load_tiers(cfg)
-    untiered = [p for p in cfg.profiles if p not in tiers]
-    if untiered:
-        raise ParaphinaError(f"profile(s) {', '.join(untiered)} have no risk tier to check them against; "
-                             f"tiers: {', '.join(tiers)}")
+    """What the schema cannot say: every profile has a tier and a plan the first round fits (check_plans), the
+    cap covers the first round, and `dataset` names an MLflow dataset."""
     cap = cfg.experiment.decisive.max_runs_per_profile
     if cfg.target == Target.decisive and cap < cfg.runs_per_profile:
         raise ParaphinaError(f"experiment.decisive.max_runs_per_profile={cap} is below "

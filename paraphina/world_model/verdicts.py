@@ -365,8 +365,9 @@ def holm_adjust(p_values: ArrayLike) -> np.ndarray:
     return adjusted
 
 
-def holm_alarms(checks: Sequence[BudgetVerdict], alpha: float = ALPHA) -> list[bool]:
-    """Which checks raise a `violated` alarm after Holm's adjustment of their p_violated over the family."""
+def holm_alarms(p_violated: ArrayLike, alpha: float = ALPHA) -> np.ndarray:
+    """Which checks of a family raise a `violated` alarm: their p_violated after Holm's adjustment at alpha
+    (a boolean array in the input's shape)."""
     check_alpha(alpha)
-    adjusted = holm_adjust([c.p_violated for c in checks])
-    return [bool(a <= alpha) for a in adjusted]
+    p = np.asarray(p_violated, dtype=float)
+    return holm_adjust(p.ravel()).reshape(p.shape) <= alpha
