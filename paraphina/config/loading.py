@@ -21,7 +21,7 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBase
 
 from paraphina.config import experiments, schema
 from paraphina.core.errors import ParaphinaError
-from paraphina.core.names import TELEMETRY_PLACEHOLDERS
+from paraphina.core.names import DD_STATISTICS, TELEMETRY_PLACEHOLDERS
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 CONF_DIR = next(p for p in (PACKAGE_DIR / "conf", PACKAGE_DIR.parent / "conf") if p.is_dir())
@@ -41,7 +41,6 @@ TEXT_ENV_KEYS: dict[str, str] = {
     "PARAPHINA_TELEMETRY_PATH": "telemetry.path",
 }
 PROFILE_ENV = "PARAPHINA_RISK_PROFILE"
-DD_STATISTICS = ("mean", "p95")
 TELEMETRY_MODES = ("off", "jsonl")
 CHILD_CONFIG_MODES = ("parent", "full")
 MINIMUMS: dict[str, int] = {

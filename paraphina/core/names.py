@@ -44,6 +44,7 @@ EXPERIMENT_TAG = "paraphina.experiment"
 DATASET_TAG = "dataset"                      # a research row's dataset
 DATASET_SOURCE_TAG = "paraphina.dataset"     # the dataset a batch parent or an experiment read or wrote
 SOURCE_RUN_TAG = "paraphina.source_run"
+DD_STATISTICS = ("mean", "p95")   # what a drawdown budget can judge (world_model.dd_statistic)
 PART_SUFFIX = ".part"   # a telemetry file being written: <name>.<pid>.part until its batch completes
 SEED_OFFSET_TAG = "paraphina.seed_offset"    # Exp08: its seeds start this far past the design seeds
 TOOL_TAG = "paraphina.tool"

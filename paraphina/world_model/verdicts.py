@@ -22,6 +22,7 @@ import numpy as np
 from scipy import special
 
 from paraphina.core.errors import ParaphinaError
+from paraphina.core.names import DD_STATISTICS
 from paraphina.world_model.tiers import Direction, RiskTier, signed_margin
 
 Verdict = Literal["ok", "violated", "inconclusive", "inconclusive (too few runs)"]
@@ -55,7 +56,7 @@ class CheckRules:
         if isinstance(confidence, bool) or not isinstance(confidence, numbers.Real) or not 0.0 < confidence < 1.0:
             raise ParaphinaError(f"confidence must be strictly between 0 and 1, got {confidence!r}")
         check_min_n(min_n)
-        if dd_statistic not in ("mean", "p95"):
+        if dd_statistic not in DD_STATISTICS:
             raise ParaphinaError(f"dd_statistic must be 'mean' or 'p95', got {dd_statistic!r}")
         return cls((1.0 - float(confidence)) / 2.0, int(min_n), dd_statistic)
 
