@@ -236,6 +236,25 @@ def record_exp04_points(uri: str, points: dict[str, tuple[float, float, float, f
         recorder.finish()
 
 
+def test_exp07_envelope_keeps_presets_within_the_regime_fractions(tmp_path: Path) -> None:
+    uri = sqlite_uri(tmp_path)
+    record_exp04_points(uri, {"A": (0, 2000, 100, 50, 500, 0.0)})
+    with pytest.raises(ParaphinaError, match="lack metric.s. frac_normal, frac_warning, frac_hard"):
+        exp07.run(compose_config(overrides(uri, "experiment.envelope=true"), "exp07"))
+    time.sleep(0.01)
+    cfg = compose_config(overrides(uri), "exp04")
+    with ExperimentRecorder(cfg) as recorder:
+        for name, q0, pnl, warning in (("calm", 0, 900.0, 0.05), ("busy", 25, 1000.0, 0.30)):
+            recorder.log_point(name, {"engine.initial_q_tao": q0, "q0": q0},
+                               {"pnl_mean": pnl, "pnl_std": 10.0, "dd_mean": 100.0, "kill_prob": 0.0,
+                                "frac_normal": 0.94 - warning, "frac_warning": warning, "frac_hard": 0.01})
+        recorder.finish()
+    best = exp07.run(compose_config(overrides(uri), "exp07")).set_index("tier")["source_run"]
+    assert set(best) == {"busy"}                                    # the best score everywhere ...
+    inside = exp07.run(compose_config(overrides(uri, "experiment.envelope=true"), "exp07")).set_index("tier")
+    assert set(inside["source_run"]) == {"calm"} and inside["in_envelope"].all()   # ... is in Warning 30 % of a day
+
+
 def test_exp07_picks_the_presets_budgets_and_score_imply(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     uri = sqlite_uri(tmp_path)
     record_exp04_points(uri, {"old": (0, 9000, 1e6, 1.0, 1.0, 0.0)})  # an older invocation: must be ignored
@@ -247,7 +266,7 @@ def test_exp07_picks_the_presets_budgets_and_score_imply(tmp_path: Path, capsys:
         "D": (50, 8000, -1000, 500, 9000, 0.5),  # fails everything
         "E": (-50, 6000, 200, 20, 800, 0.03),    # balanced: passes, score -49 (best there)
     }, "engine.hedge.band_base=3.5", "engine.mm.size_eta=0.07")
-    cfg = compose_config(overrides(uri), "exp07")
+    cfg = compose_config(overrides(uri, "experiment.kill_headroom=1"), "exp07")   # the budgets themselves
     presets = exp07.run(cfg).set_index("tier")
     assert presets["source_run"].to_dict() == {"conservative": "C", "balanced": "E", "aggressive": "B"}
     assert presets["relaxed"].to_dict() == {"conservative": True, "balanced": False, "aggressive": False}
@@ -311,6 +330,24 @@ def test_grid_typo_stops_before_anything_is_recorded(tmp_path: Path, capsys: pyt
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error: ") and named in err[0]
     assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_an_appended_axis_sweeps_its_key(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    uri = sqlite_uri(tmp_path)
+    axis = "+experiment.grid.delta={key: engine.risk.delta_hard_limit_usd_base, values: [40000, 90000]}"
+    table = exp04.run(compose_config(overrides(uri, *GRIDS["exp04"], axis), "exp04"))
+    assert len(table) == 2 * 2 * 1 * 2 and sorted(set(table["delta"])) == [40000.0, 90000.0]
+    points, _ = latest_points(compose_config(overrides(uri), "exp04"), "exp04")
+    assert sorted(set(points["engine.risk.delta_hard_limit_usd_base"].astype(float))) == [40000.0, 90000.0]
+    for bad, named in (("+experiment.grid.eta={key: engine.mm.size_eta}", "grid axis 'eta' must be {key: "),
+                       ("+experiment.grid.eta={key: engine.mm.size_eta, values: [fast]}", "values must be numbers"),
+                       ("+experiment.grid.eta={key: engine.mm.size_etaa, values: [1]}", "'engine.mm.size_etaa', which"),
+                       ("+engine.mm.size_etaa=1", "only '+profile=...' and '+experiment.grid.NAME=")):
+        with pytest.raises(SystemExit) as stop:
+            exp04.main(overrides(sqlite_uri(tmp_path / "bad"), bad))
+        assert stop.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and named in err[0]
 
 
 @pytest.mark.parametrize("bad, message", [

@@ -165,6 +165,43 @@ def test_select_presets_hand_table():
     assert two["q0"].tolist() == [0, -25] and two["rank"].tolist() == [1, 2]
 
 
+def test_select_presets_keeps_headroom_below_the_kill_budget():
+    # headroom 0.5: balanced admits kill <= 0.025, so q0 25 (0.04) drops and q0 0 wins at 1000-(120+450) = 430;
+    # aggressive admits <= 0.075, so q0 50 (0.10) drops and q0 25 wins at 2000-(100+300+2) = 1598
+    presets, warnings = select_presets(GRID, TIERS, kill_headroom=0.5)
+    assert warnings == []
+    assert presets[["tier", "q0", "score"]].to_dict("records") == [
+        {"tier": "conservative", "q0": 0, "score": 50.0},
+        {"tier": "balanced", "q0": 0, "score": 430.0},
+        {"tier": "aggressive", "q0": 25, "score": 1598.0},
+    ]
+    assert presets["kill_ok"].all()  # reported against the budget itself
+    tight = {"aggressive": TIERS["aggressive"]}
+    _, warnings = select_presets(GRID.assign(kill_prob=[0.1, 0.1, 0.1, 0.1]), tight, kill_headroom=0.5)
+    assert warnings == ["tier 'aggressive': no grid point meets all budgets (kill probability within 0.5 of its "
+                        "budget); relaxed to the closest (selected point(s) fail: kill_prob)"]
+    for bad in (0.0, 1.5):
+        with pytest.raises(ParaphinaError, match="kill_headroom"):
+            select_presets(GRID, TIERS, kill_headroom=bad)
+
+
+def test_select_presets_stays_inside_the_regime_envelope():
+    # Warning share of each point; the envelope [0.04, 0.12] (ends included) keeps q0 0 and 50 only:
+    # conservative keeps q0 0, balanced falls back from q0 25 to q0 0, aggressive keeps q0 50
+    grid = GRID.assign(frac_warning=[0.04, 0.20, 0.12, 0.01])
+    presets, warnings = select_presets(grid, TIERS, envelope={"frac_warning": (0.04, 0.12)})
+    assert warnings == [] and presets["in_envelope"].all()
+    assert presets[["tier", "q0"]].to_dict("records") == [
+        {"tier": "conservative", "q0": 0}, {"tier": "balanced", "q0": 0}, {"tier": "aggressive", "q0": 50}]
+    outside = grid.assign(frac_warning=0.5)
+    presets, warnings = select_presets(outside, {"conservative": TIERS["conservative"]},
+                                       envelope={"frac_warning": (0.04, 0.12)})
+    assert presets["relaxed"].all() and not presets["in_envelope"].any()
+    assert warnings[0].endswith("(selected point(s) fail: regime envelope)")
+    with pytest.raises(ParaphinaError, match=r"lacks column\(s\) frac_hard"):
+        select_presets(grid, TIERS, envelope={"frac_hard": (0.005, 0.03)})
+
+
 def test_select_presets_relaxes_with_a_warning():
     strict = RiskTier("strict", max_kill_prob=0.0, max_drawdown_abs=1000.0, min_final_pnl_mean=500.0,
                       lambda_std=0.0, lambda_dd=0.0, lambda_kill=0.0)

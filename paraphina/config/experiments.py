@@ -8,7 +8,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass, field, make_dataclass
 from enum import StrEnum
-from typing import Optional
+from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -35,14 +35,10 @@ class Settings:
 
 
 @dataclass
-class Axis:
-    key: str = MISSING
-    values: list[float] = MISSING
-
-
-@dataclass
 class GridSettings(Settings):
-    grid: dict[str, Axis] = field(default_factory=dict)
+    # name: {key, values}; untyped here so `+experiment.grid.NAME={key: ..., values: [...]}` can add an axis
+    # (OmegaConf refuses a plain dict into a dict of dataclasses); grid.axes_from_config checks each axis.
+    grid: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -114,6 +110,8 @@ class Exp06Settings(Settings):
 class Exp07Settings(Settings):
     source: str = MISSING
     top_n: int = MISSING
+    kill_headroom: float = MISSING
+    envelope: bool = MISSING
     install: bool = MISSING
     install_dir: Optional[str] = None
 

@@ -21,7 +21,7 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBase
 
 from paraphina.config import experiments, schema
 from paraphina.core.errors import ParaphinaError
-from paraphina.core.names import DD_STATISTICS, TELEMETRY_PLACEHOLDERS
+from paraphina.core.names import DD_STATISTICS, REGIME_FRACTIONS, TELEMETRY_PLACEHOLDERS
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 CONF_DIR = next(p for p in (PACKAGE_DIR / "conf", PACKAGE_DIR.parent / "conf") if p.is_dir())
@@ -216,11 +216,14 @@ def resolve(cfg: DictConfig) -> None:
 
 
 def reject_appended_keys(overrides: Iterable[str]) -> None:
-    """`+engine.typo=1` slips past structured configs: only config groups may be appended."""
+    """`+engine.typo=1` slips past structured configs: only config groups, and axes of a sweep's grid (whose
+    names are free), may be appended."""
     groups = {"profile"}
     for o in overrides:
-        if o.startswith("+") and override_key(o).split("/")[0] not in groups:
-            raise ParaphinaError(f"unknown config key '{override_key(o)}' in '{o}'; only '+profile=...' may be appended")
+        key = override_key(o)
+        if o.startswith("+") and key.split("/")[0] not in groups and not key.startswith("experiment.grid."):
+            raise ParaphinaError(f"unknown config key '{key}' in '{o}'; only '+profile=...' and "
+                                 f"'+experiment.grid.NAME={{key: ..., values: [...]}}' may be appended")
 
 
 @functools.lru_cache(maxsize=1)
@@ -247,6 +250,13 @@ def validate(cfg: DictConfig) -> None:
     if cfg.world_model.dd_statistic not in DD_STATISTICS:
         raise ParaphinaError(f"world_model.dd_statistic={cfg.world_model.dd_statistic!r} is not one of "
                              f"{', '.join(DD_STATISTICS)}")
+    for name, bounds in cfg.world_model.regime_envelope.items():
+        if name not in REGIME_FRACTIONS:
+            raise ParaphinaError(f"world_model.regime_envelope.{name} is not a regime fraction; use "
+                                 f"{', '.join(REGIME_FRACTIONS)}")
+        if len(bounds) != 2 or not 0.0 <= bounds[0] <= bounds[1] <= 1.0:
+            raise ParaphinaError(f"world_model.regime_envelope.{name}={list(bounds)} must be [low, high] with "
+                                 f"0 <= low <= high <= 1, e.g. [0.04, 0.12]")
     if cfg.world_model.min_n < 2:
         raise ParaphinaError(f"world_model.min_n={cfg.world_model.min_n} must be at least 2 (a t interval needs two runs)")
     if cfg.telemetry.mode not in TELEMETRY_MODES:

@@ -219,6 +219,7 @@ class TierConfig:
 @dataclass
 class WorldModelConfig:
     tiers: dict[str, TierConfig] = field(default_factory=dict)
+    regime_envelope: dict[str, list[float]] = field(default_factory=dict)   # regime metric: [low, high]
     session_ticks: int = MISSING
     confidence: float = MISSING
     min_n: int = MISSING

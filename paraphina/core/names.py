@@ -14,6 +14,7 @@ METRIC_KEYS: tuple[str, ...] = ("num_ticks", "final_pnl", "max_pnl", "min_pnl", 
 MICROSTRUCTURE_KEYS: tuple[str, ...] = ("mm_fill_rate", "spread_capture_bps", "markout_30s_bps", "net_edge_bps",
                                         "hedge_cost_usd")
 REGIME_NAMES: tuple[str, ...] = ("Normal", "Warning", "HardLimit")   # risk regime codes 0, 1, 2
+REGIME_FRACTIONS: tuple[str, ...] = ("frac_normal", "frac_warning", "frac_hard")   # a session's share per regime
 STATUS_NAMES: tuple[str, ...] = ("Healthy", "Warning", "Disabled")   # venue status codes 0, 1, 2
 
 # Research name of each knob -> the config key that sets it.

@@ -29,10 +29,11 @@ from paraphina.world_model.tiers import tiers_from_mapping
 MARGIN_COLUMNS = ("kill_margin", "dd_margin", "pnl_margin")
 
 
-def candidates(cfg: DictConfig, source: str) -> tuple[pd.DataFrame, str]:
+def candidates(cfg: DictConfig, source: str, extra: tuple[str, ...] = ()) -> tuple[pd.DataFrame, str]:
     """The latest grid of `source`: one row per point with its full profile knobs and its metrics.
 
-    Knobs the grid varied come from each point's params, the rest from the source parent's config.
+    Knobs the grid varied come from each point's params, the rest from the source parent's config; `extra`
+    names further metrics to carry.
     Returns the table and the source parent's run id.
     """
     points, parent = latest_points(cfg, source)
@@ -45,10 +46,11 @@ def candidates(cfg: DictConfig, source: str) -> tuple[pd.DataFrame, str]:
         else:
             raise ParaphinaError(f"the latest {source} records lack '{key}'; rerun python -m "
                                  f"paraphina.experiments.{source}")
-    missing = [c for c in METRIC_COLUMNS if c not in points.columns]
+    metrics = (*METRIC_COLUMNS, *extra)
+    missing = [c for c in metrics if c not in points.columns]
     if missing:
         raise ParaphinaError(f"the latest {source} points lack metric(s) {', '.join(missing)}")
-    for column in METRIC_COLUMNS:
+    for column in metrics:
         table[column] = points[column].astype(float)
     # Grid order rather than the store's, so ties in selection go to the smallest knobs.
     return table.sort_values(list(PROFILE_KNOBS), kind="stable", ignore_index=True), parent["run_id"]
@@ -58,8 +60,9 @@ def run(cfg: DictConfig) -> pd.DataFrame:
     """Select, record a child per tier and rank, write the presets CSV and one profile YAML per tier."""
     tiers = tiers_from_mapping(cfg.world_model.tiers)
     source = cfg.experiment.source
-    table, source_parent = candidates(cfg, source)
-    presets, warnings = select_presets(table, tiers, cfg.experiment.top_n)
+    envelope = {k: tuple(v) for k, v in cfg.world_model.regime_envelope.items()} if cfg.experiment.envelope else {}
+    table, source_parent = candidates(cfg, source, tuple(envelope))
+    presets, warnings = select_presets(table, tiers, cfg.experiment.top_n, cfg.experiment.kill_headroom, envelope)
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
     with ExperimentRecorder(cfg, {f"source.{source}": source_parent}) as recorder:
@@ -68,7 +71,7 @@ def run(cfg: DictConfig) -> pd.DataFrame:
             name = f"preset-{row['tier']}" + ("" if row["rank"] == 1 else f"-{row['rank']}")
             knobs = {knob: row[knob] for knob in PROFILE_KNOBS}
             recorder.log_point(name, knobs,
-                               {k: row[k] for k in (*METRIC_COLUMNS, "score", *MARGIN_COLUMNS)},
+                               {k: row[k] for k in (*METRIC_COLUMNS, *envelope, "score", *MARGIN_COLUMNS)},
                                tags={"tier": row["tier"], "relaxed": str(row["relaxed"]).lower(),
                                      "rank": str(row["rank"]), "source_run": row["source_run_id"]})
             if row["rank"] == 1:
@@ -122,7 +125,9 @@ def install_profiles(pairs: list[tuple[Path, Path]]) -> None:
 def command(cfg: DictConfig) -> None:
     """What the command line runs: the experiment, then its tables on the console."""
     presets = run(cfg)
-    print_table(presets, ["tier", "rank", "relaxed", "source_run", "score", *METRIC_COLUMNS, *MARGIN_COLUMNS],
+    envelope = list(cfg.world_model.regime_envelope) if cfg.experiment.envelope else []
+    print_table(presets, ["tier", "rank", "relaxed", "source_run", "score", *METRIC_COLUMNS, *envelope,
+                          *MARGIN_COLUMNS],
                 title=f"Exp07 presets per risk tier (from the latest {cfg.experiment.source} grid)")
     print(f"presets and ready profiles (<tier>.yaml) in {sweeps_dir(cfg)}")
 

@@ -23,13 +23,18 @@ def axes_from_config(grid: Mapping, cfg) -> list[Axis]:
     """Axes of `experiment.grid` (`name: {key: engine..., values: [...]}`), each key checked against the config."""
     axes = []
     for name, spec in grid.items():
-        if OmegaConf.select(cfg, spec.key) is None:
-            raise ParaphinaError(f"grid axis '{name}' sets '{spec.key}', which is not a config key")
-        values = tuple(spec["values"])  # numbers: the schema says so
-        if not values:
-            raise ParaphinaError(f"grid axis '{name}' has no values")
-        check_knob(spec.key, values, f"experiment.grid.{name}.values")
-        axes.append(Axis(name, spec.key, values))
+        if not isinstance(spec, Mapping) or set(spec) != {"key", "values"}:
+            raise ParaphinaError(f"grid axis '{name}' must be {{key: <config key>, values: [numbers]}}")
+        key, values = spec["key"], spec["values"]
+        if not isinstance(key, str) or OmegaConf.select(cfg, key) is None:
+            raise ParaphinaError(f"grid axis '{name}' sets '{key}', which is not a config key")
+        if not isinstance(values, Sequence) or isinstance(values, str) or not values:
+            raise ParaphinaError(f"grid axis '{name}' has no values; give experiment.grid.{name}.values=[...]")
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            raise ParaphinaError(f"grid axis '{name}' values must be numbers, got {list(values)}")
+        values = tuple(float(v) for v in values)
+        check_knob(key, values, f"experiment.grid.{name}.values")
+        axes.append(Axis(name, key, values))
     return axes
 
 
