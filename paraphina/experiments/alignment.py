@@ -363,10 +363,17 @@ def verdict_rows(table: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
                                                                  "verdict", "runs_needed", "alarm"])
 
 
-def needed_text(verdict: str, needed) -> str:
-    """What an undecided verdict needs: the runs per profile, or '?' when no count can be projected."""
+PLAN_ENDED = "none: its plan ended"
+"""What an undecided sequential verdict needs: a finished plan cannot be extended on the same seeds."""
+
+
+def needed_text(verdict: str, needed, plan_ended: bool = False) -> str:
+    """What an undecided verdict needs: the runs per profile, '?' when no count can be projected, or
+    PLAN_ENDED after a sequential plan's last look."""
     if is_decided(verdict):
         return ""
+    if plan_ended:
+        return PLAN_ENDED
     return "?" if needed is None or pd.isna(needed) else f"{int(needed)}"
 
 

@@ -147,18 +147,21 @@ def apply_sequential(table: pd.DataFrame, plans: dict[str, SequentialPlan]) -> p
 # --- report ------------------------------------------------------------------------------------
 
 
-def verdict_cell(row: pd.Series, prefix: str) -> str:
+def verdict_cell(row: pd.Series, prefix: str, plan_ended: bool) -> str:
     verdict = row[f"{prefix}_verdict"]
-    needed = alignment.needed_text(verdict, row[f"{prefix}_runs_needed"])
-    return f"{verdict} (needs {needed})" if needed else verdict
+    needed = alignment.needed_text(verdict, row[f"{prefix}_runs_needed"], plan_ended)
+    if not needed:
+        return verdict
+    return f"{verdict} (plan ended)" if plan_ended else f"{verdict} (needs {needed})"
 
 
-def verdict_matrix(table: pd.DataFrame) -> pd.DataFrame:
-    """Per profile: runs, and the verdict on each budget (with the runs needed when inconclusive)."""
+def verdict_matrix(table: pd.DataFrame, plan_ended: bool) -> pd.DataFrame:
+    """Per profile: runs, and the verdict on each budget (with the runs needed when inconclusive, or that the
+    sequential plan ended)."""
     return pd.DataFrame({
         "profile": table["profile"],
         "runs": table["runs"],
-        **{b.estimate + (" <= budget" if b.op == "<=" else " >= budget"): [verdict_cell(r, b.prefix)
+        **{b.estimate + (" <= budget" if b.op == "<=" else " >= budget"): [verdict_cell(r, b.prefix, plan_ended)
                                                                            for _, r in table.iterrows()]
            for b in alignment.BUDGETS},
         "overall": table["verdict"],
@@ -189,7 +192,7 @@ def conclusion(table: pd.DataFrame, plans: dict[str, SequentialPlan]) -> str:
 
 
 def markdown_report(header: list[str], matrix: pd.DataFrame, details: pd.DataFrame, summary: str, end: str,
-                    confidence: float) -> str:
+                    confidence: float, plan_ended: bool) -> str:
     def table_md(df: pd.DataFrame) -> str:
         cols = list(df.columns)
         lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
@@ -201,7 +204,8 @@ def markdown_report(header: list[str], matrix: pd.DataFrame, details: pd.DataFra
         interval=[alignment.interval_text(lo, hi, b) for lo, hi, b in zip(details["low"], details["high"],
                                                                            details["budget"])],
         estimate=[alignment.estimate_text(v, b) for v, b in zip(details["estimate"], details["budget"])],
-        runs_needed=[alignment.needed_text(v, n) for v, n in zip(details["verdict"], details["runs_needed"])],
+        runs_needed=[alignment.needed_text(v, n, plan_ended) for v, n in zip(details["verdict"],
+                                                                              details["runs_needed"])],
     )[["profile", "budget", "runs", "estimate", "interval", "verdict", "runs_needed"]]
     shown = shown.rename(columns={"interval": f"{level} interval", "runs_needed": "runs needed"})
     return "\n".join([
@@ -239,7 +243,7 @@ def run(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict:
         if plans:
             table = apply_sequential(table, plans)
         details = alignment.verdict_rows(table, ["profile"])
-        matrix = verdict_matrix(table)
+        matrix = verdict_matrix(table, bool(plans))
         end = conclusion(table, plans)
         total = sum(r["runs"] for r in rounds)
         header = [
@@ -251,7 +255,7 @@ def run(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict:
             f"MLflow: exp13 run {recorder.parent_id}, exp11 run {table.attrs['run_id']} ({recorder.session.uri})",
             f"generated {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M:%SZ')}",
         ]
-        report_md = markdown_report(header, matrix, details, summary, end, cfg.world_model.confidence)
+        report_md = markdown_report(header, matrix, details, summary, end, cfg.world_model.confidence, bool(plans))
         recorder.finish(
             tables={"exp13_alignment": table, "exp13_verdicts": details, "exp13_report": matrix},
             texts={"exp13_report.md": report_md},
