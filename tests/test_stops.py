@@ -24,7 +24,7 @@ from paraphina.research import summary, transfer
 from paraphina.tracking import clean
 from paraphina.tracking.datasets import load_dataset, research_writer, row_to_record
 from paraphina.tracking.runs import RunRecord
-from paraphina.tracking.store import prepare_store, process_gone, process_started_ms, tracking_client
+from paraphina.tracking.store import prepare_store, process_gone, process_identity, tracking_client
 
 STOP_TIMEOUT_S = 120
 RECORD_EXP13 = ["ticks=60", "runs_per_profile=3", "dataset=stops", "telemetry.every=20"]
@@ -231,10 +231,15 @@ def test_clean_removes_the_files_of_stopped_commands_only(tmp_path: Path) -> Non
 
 
 def test_a_live_process_is_told_from_a_reused_pid() -> None:
-    started = process_started_ms(os.getpid())
-    assert started is not None and started <= time.time() * 1000
-    assert not process_gone(os.getpid(), started) and not process_gone(os.getpid(), None)
-    assert process_gone(os.getpid(), started - 10 ** 6)   # a process of that pid that started earlier is gone
+    identity = process_identity(os.getpid())
+    boot_id, ticks = identity.split(":")
+    assert boot_id == Path("/proc/sys/kernel/random/boot_id").read_text().strip() and ticks.isdigit()
+    assert not process_gone(os.getpid(), identity) and not process_gone(os.getpid(), None)
+    assert process_gone(os.getpid(), f"{boot_id}:{int(ticks) - 1}")   # that pid, started earlier: another process
+    assert process_gone(os.getpid(), f"another-boot:{ticks}")         # ... or on an earlier boot
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    assert process_gone(child.pid, None) and process_identity(child.pid) is None
 
 
 def test_a_stop_signal_waits_for_the_write_in_progress() -> None:

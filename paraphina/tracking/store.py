@@ -29,7 +29,6 @@ if TYPE_CHECKING:
 SQLITE_PREFIX = "sqlite:///"
 STORE_LOCK_NAME = ".store.lock"
 ARTIFACTS_DIR_NAME = "artifacts"
-BOOT_TIME_RESOLUTION_MS = 1000  # /proc/stat gives the boot time in whole seconds
 _CHECKPOINT_AT_EXIT: set[Path] = set()  # stores whose write-ahead log this process folds back at exit
 
 
@@ -177,30 +176,31 @@ def all_experiment_ids(client: MlflowClient) -> list[str]:
             return ids
 
 
-def process_started_ms(pid: int) -> int | None:
-    """When process `pid` started (ms since the epoch, to the boot clock's second), None without /proc or the
-    process; a zombie (killed, not yet reaped) counts as gone."""
+def process_identity(pid: int) -> str | None:
+    """Who process `pid` is: this boot's id and the process's start time in clock ticks since boot, which no
+    wall-clock step (NTP, a resumed VM) moves. None without /proc or the process; a zombie (killed, not yet
+    reaped) counts as gone."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        boot_s = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
-                      if line.startswith("btime"))
-    except (OSError, StopIteration, IndexError, ValueError):
+        boot_id = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except (OSError, IndexError):
         return None
-    return None if stat[0] == "Z" else int(1000 * (boot_s + int(stat[19]) / os.sysconf("SC_CLK_TCK")))
+    return None if stat[0] == "Z" else f"{boot_id}:{stat[19]}"
 
 
-def process_gone(pid: int, started_ms: int | None) -> bool:
-    """True when no live process `pid` started at `started_ms` (None: any live `pid` will do) runs on this host."""
+def process_gone(pid: int, identity: str | None) -> bool:
+    """True when no live process `pid` with `identity` (process_identity; None: any live `pid` will do) runs
+    on this host. A pid reused after the writer ended, or after a reboot, has another identity."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return True
     except PermissionError:  # alive, another user's
         pass
-    now_started = process_started_ms(pid)
-    if now_started is None:
+    now = process_identity(pid)
+    if now is None:
         return Path("/proc/stat").exists()   # a zombie, or gone meanwhile; without /proc the pid answering is all
-    return started_ms is not None and abs(now_started - started_ms) > BOOT_TIME_RESOLUTION_MS
+    return identity is not None and now != identity
 
 
 def stopped_runs(runs: Iterable[Run]) -> list[Run]:
@@ -212,18 +212,18 @@ def stopped_runs(runs: Iterable[Run]) -> list[Run]:
         tags = run.data.tags
         if run.info.status != "RUNNING" or tags.get(HOST_TAG) != host or not tags.get(PID_TAG, "").isdigit():
             continue
-        started = tags.get(PID_STARTED_TAG, "")
-        if process_gone(int(tags[PID_TAG]), int(started) if started.isdigit() else None):
+        identity = tags.get(PID_STARTED_TAG, "")   # an older store's ms value: trust the pid alone
+        if process_gone(int(tags[PID_TAG]), identity if ":" in identity else None):
             stopped.append(run)
     return stopped
 
 
 def process_tags() -> dict[str, str]:
-    """The tags naming this process (host, pid, start time) that a run it writes carries."""
+    """The tags naming this process (host, pid, identity) that a run it writes carries."""
     tags = {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
-    started = process_started_ms(os.getpid())
-    if started is not None:
-        tags[PID_STARTED_TAG] = str(started)
+    identity = process_identity(os.getpid())
+    if identity is not None:
+        tags[PID_STARTED_TAG] = identity
     return tags
 
 
