@@ -102,6 +102,18 @@ def kill_plan(budget: float) -> int:
 
 # --- Exp11 -------------------------------------------------------------------------------------
 
+
+def test_runs_needed_follow_the_configured_power_and_planned_rate(uri, capsys):
+    record_dataset(uri, "plan", research_rows({"conservative": CONSERVATIVE}))
+    exp11.main(["dataset=plan", f"tracking.uri={uri}", "world_model.power=0.9", "world_model.planned_fraction=0.2"])
+    out = capsys.readouterr().out
+    table = exp11.run(compose("exp11", uri, "dataset=plan", "world_model.power=0.9",
+                              "world_model.planned_fraction=0.2")).set_index("profile")
+    # 90 % power to read ok at a true rate of 0.2 % against the 1 % budget, by the exact binomial test
+    expected = kill_runs_needed(0.01, 0.025, 0.9, 0.002).runs
+    assert table.loc["conservative", "kill_runs_needed"] == expected != kill_plan(0.01)
+    assert "90% power (world_model.power)" in out and "0.2 of the budget" in out
+
 CONSERVATIVE = [(100.0, 1500.0, False), (300.0, 2500.0, False), (-50.0, 1000.0, True), (250.0, 3000.0, False)]
 BALANCED = [(10.0, 100.0, False), (20.0, 300.0, False)]
 

@@ -343,6 +343,7 @@ def test_bench_reports_an_error_in_its_measuring_process():
     ("telemetry.every=0", "telemetry.every=0 must be at least 1"),
     ("engine.venues.tick_size=[0,0.01,0.01,0.01,0.01]", "tick_size"),
     ("world_model.confidence=2", "world_model.confidence=2.0 must be between 0 and 1"),
+    ("world_model.power=1", "world_model.power=1.0 must lie strictly between 0 and 1"),
     ("world_model.regime_envelope.frac_hard=[0.5,0.1]", "world_model.regime_envelope.frac_hard=[0.5, 0.1] must be "
                                                         "[low, high] with 0 <= low <= high <= 1"),
     ("engine.risk.daily_loss_limit=-500", "engine.risk.daily_loss_limit=-500.0 must be positive (it is the session "

@@ -257,6 +257,10 @@ def validate(cfg: DictConfig) -> None:
         if len(bounds) != 2 or not 0.0 <= bounds[0] <= bounds[1] <= 1.0:
             raise ParaphinaError(f"world_model.regime_envelope.{name}={list(bounds)} must be [low, high] with "
                                  f"0 <= low <= high <= 1, e.g. [0.04, 0.12]")
+    for key in ("power", "planned_fraction"):
+        if not 0 < cfg.world_model[key] < 1:
+            raise ParaphinaError(f"world_model.{key}={cfg.world_model[key]} must lie strictly between 0 and 1, "
+                                 f"e.g. world_model.{key}={0.8 if key == 'power' else 0.5}")
     if cfg.world_model.min_n < 2:
         raise ParaphinaError(f"world_model.min_n={cfg.world_model.min_n} must be at least 2 (a t interval needs two runs)")
     if cfg.telemetry.mode not in TELEMETRY_MODES:

@@ -222,6 +222,8 @@ class WorldModelConfig:
     regime_envelope: dict[str, list[float]] = field(default_factory=dict)   # regime metric: [low, high]
     session_ticks: int = MISSING
     confidence: float = MISSING
+    power: float = MISSING
+    planned_fraction: float = MISSING
     min_n: int = MISSING
     dd_statistic: str = MISSING
     utility_dd_weight: float = MISSING

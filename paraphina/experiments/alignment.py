@@ -54,7 +54,7 @@ def load_tiers(cfg: DictConfig) -> dict[str, RiskTier]:
 def check_rules(cfg: DictConfig) -> CheckRules:
     """The world model's verdict rules: alpha per side from `confidence`, `min_n`, `dd_statistic`."""
     wm = cfg.world_model
-    return CheckRules.from_confidence(wm.confidence, wm.min_n, wm.dd_statistic)
+    return CheckRules.from_confidence(wm.confidence, wm.min_n, wm.dd_statistic, wm.power, wm.planned_fraction)
 
 
 def overall_verdict(verdicts: Iterable[str]) -> str:
@@ -106,7 +106,7 @@ def run_checks(tier: RiskTier, final_pnl: Sequence[float], max_drawdown: Sequenc
         out[f"{budget.prefix}_high"] = float(check.high)
         out[f"{budget.prefix}_verdict"] = check.verdict
         out[f"{budget.prefix}_runs_needed"] = (None if is_decided(check.verdict)
-                                               else runs_to_decide(check, values, rules.min_n).runs)
+                                               else runs_to_decide(check, values, rules).runs)
         out[f"{budget.prefix}_p_violated"] = check.p_violated
     out["verdict"] = overall_verdict(out[f"{b.prefix}_verdict"] for b in BUDGETS)
     return out
@@ -321,13 +321,16 @@ def budget_text(budget: Budget, measure: str, value: float) -> str:
     return f"{measure} {budget.op} {value:g}"
 
 
-RUNS_NEEDED_NOTE = (
-    "runs needed: runs per profile for 80 % power to decide an undecided budget: for the kill probability, to "
-    "read ok if the true rate is half the budget (exact binomial test; at 0 kills the rule-of-three count is a "
-    "minimum, not an estimate); for a mean, at the observed mean and spread (t test); for dd_p95, the runs its "
-    "interval needs for an upper end; ? = not projectable (one run has no spread, or the estimate sits on the "
-    "budget). inconclusive (too few runs): a mean is judged from world_model.min_n runs on."
-)
+def runs_needed_note(rules: CheckRules) -> str:
+    """The footnote under a verdict table: the assumptions of its runs-needed counts."""
+    return (
+        f"runs needed: runs per profile for {rules.power:.0%} power (world_model.power) to decide an undecided "
+        f"budget: for the kill probability, to read ok if the true rate is {rules.planned_fraction:g} of the budget "
+        "(world_model.planned_fraction; exact binomial test; at 0 kills the rule-of-three count is a minimum, not an "
+        "estimate); for a mean, at the observed mean and spread (t test); for dd_p95, the runs its interval needs "
+        "for an upper end; ? = not projectable (one run has no spread, or the estimate sits on the budget). "
+        "inconclusive (too few runs): a mean is judged from world_model.min_n runs on."
+    )
 
 
 def number_text(value: float, probability: bool) -> str:
@@ -377,7 +380,7 @@ def needed_text(verdict: str, needed, plan_ended: bool = False) -> str:
     return "?" if needed is None or pd.isna(needed) else f"{int(needed)}"
 
 
-def format_verdicts(long: pd.DataFrame, keys: Sequence[str], confidence: float) -> str:
+def format_verdicts(long: pd.DataFrame, keys: Sequence[str], confidence: float, rules: CheckRules) -> str:
     """The long verdict table as text, with a footnote on 'runs needed' (the assumptions of its power plan)."""
     level = f"{confidence:.0%} interval"
     shown = pd.DataFrame({
@@ -395,5 +398,5 @@ def format_verdicts(long: pd.DataFrame, keys: Sequence[str], confidence: float) 
         shown = shown.rename(columns={column: column.ljust(width)})
     return "\n".join([
         shown.to_string(index=False),
-        RUNS_NEEDED_NOTE,
+        runs_needed_note(rules),
     ])

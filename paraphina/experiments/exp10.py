@@ -149,7 +149,8 @@ def report(cfg: DictConfig, table: pd.DataFrame) -> None:
     if verdicts is not None:
         print()
         print("Validation verdicts:")
-        print(alignment.format_verdicts(verdicts, ["tier"], cfg.world_model.confidence))
+        print(alignment.format_verdicts(verdicts, ["tier"], cfg.world_model.confidence,
+                                        alignment.check_rules(cfg)))
     for _, row in table.iterrows():
         for problem in row["status"].split("; ") if row["status"] != "ok" else []:
             print(f"note: tier {row['tier']}: {problem} ({FIXES[problem]})")

@@ -99,7 +99,8 @@ def report(cfg: DictConfig, table: pd.DataFrame, dataset: str) -> None:
                 title=f"=== Exp11 alignment: dataset {dataset}, {int(table['runs'].sum())} runs "
                       f"(margins positive = safe side) ===")
     print()
-    print(alignment.format_verdicts(alignment.verdict_rows(table, keys), keys, cfg.world_model.confidence))
+    print(alignment.format_verdicts(alignment.verdict_rows(table, keys), keys, cfg.world_model.confidence,
+                                    alignment.check_rules(cfg)))
     print(alignment.alarm_text(table, keys, alignment.check_rules(cfg).alpha))
     across = table.attrs.get("cross_tiers")
     if across is not None and across.shape[1] > 2:

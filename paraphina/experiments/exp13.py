@@ -192,7 +192,7 @@ def conclusion(table: pd.DataFrame, plans: dict[str, SequentialPlan]) -> str:
 
 
 def markdown_report(header: list[str], matrix: pd.DataFrame, details: pd.DataFrame, summary: str, end: str,
-                    confidence: float, plan_ended: bool) -> str:
+                    confidence: float, plan_ended: bool, note: str) -> str:
     def table_md(df: pd.DataFrame) -> str:
         cols = list(df.columns)
         lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
@@ -212,7 +212,7 @@ def markdown_report(header: list[str], matrix: pd.DataFrame, details: pd.DataFra
         "# Exp13 end-to-end report", "", *[f"- {line}" for line in header], "",
         "## Verdict per profile and budget", "", table_md(matrix), "", f"**{end}**", "",
         "## Budget checks", "", table_md(shown), "",
-        alignment.RUNS_NEEDED_NOTE[0].upper() + alignment.RUNS_NEEDED_NOTE[1:], "",
+        note[0].upper() + note[1:], "",
         "## Research summary", "", "```", summary, "```", "",
     ])
 
@@ -255,7 +255,8 @@ def run(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict:
             f"MLflow: exp13 run {recorder.parent_id}, exp11 run {table.attrs['run_id']} ({recorder.session.uri})",
             f"generated {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M:%SZ')}",
         ]
-        report_md = markdown_report(header, matrix, details, summary, end, cfg.world_model.confidence, bool(plans))
+        report_md = markdown_report(header, matrix, details, summary, end, cfg.world_model.confidence, bool(plans),
+                                    alignment.runs_needed_note(alignment.check_rules(cfg)))
         recorder.finish(
             tables={"exp13_alignment": table, "exp13_verdicts": details, "exp13_report": matrix},
             texts={"exp13_report.md": report_md},

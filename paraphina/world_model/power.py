@@ -19,16 +19,16 @@ from paraphina.world_model.verdicts import (
     ALPHA,
     DD_QUANTILE,
     MIN_N,
+    POWER,
     ArrayLike,
     BudgetVerdict,
+    CheckRules,
     check_alpha,
     check_min_n,
     check_probability_budget,
     finite_values,
 )
 
-POWER = 0.8
-"""Probability of reaching the verdict that the assumed true value deserves."""
 MAX_RUNS = 10_000_000
 """Largest run count the searches consider before reporting that no feasible count exists."""
 
@@ -120,7 +120,8 @@ def kill_runs_needed(
     else:
         raise ParaphinaError(f"more than {MAX_RUNS} runs needed for {_pct(power)} power at a true rate of {rate}")
     achieved = float(kill_power(n, budget, rate, alpha))
-    half = " (half the budget)" if true_rate is None else ""
+    share = rate / budget
+    half = " (half the budget)" if share == 0.5 else f" ({share:.2g} of the budget)"
     text = (
         f"{n} runs: {_pct(achieved)} power to read ok (exact one-sided binomial test, alpha {alpha:.4g}) "
         f"if the true kill probability is {_pct(rate)}{half}, budget {_pct(budget)}"
@@ -191,22 +192,24 @@ def quantile_min_runs(q: float, alpha: float = ALPHA) -> int:
     return math.ceil(math.log(alpha) / math.log(q))
 
 
-def runs_to_decide(check: BudgetVerdict, values: ArrayLike, min_n: int = MIN_N) -> RunsNeeded:
-    """What an undecided check needs, at least one run more than it has.
+def runs_to_decide(check: BudgetVerdict, values: ArrayLike, rules: CheckRules = CheckRules()) -> RunsNeeded:
+    """What an undecided check needs, at least one run more than it has, at the rules' power.
 
-    Kill probability: the exact test's runs for 80 % power at half the budget; means: the
-    t test's runs at the observed mean and spread; the drawdown p95: the runs its interval
+    Kill probability: the exact test's runs at a true rate of the rules' planned fraction of the
+    budget; means: the t test's runs at the observed mean and spread; the drawdown p95: the runs its interval
     needs for an upper end, or None once it has them (the tail decides with more runs only
     where it lies off the budget, which one sample cannot plan from).
     """
     if check.statistic == "rate":
         if not 0.0 < check.budget < 1.0:
             return RunsNeeded(None, math.nan, f"no number of runs decides a kill budget of {check.budget}")
-        plan = kill_runs_needed(check.budget, check.alpha, observed_kills=round(check.estimate * check.n))
+        plan = kill_runs_needed(check.budget, check.alpha, rules.power, check.budget * rules.planned_fraction,
+                                observed_kills=round(check.estimate * check.n))
     elif check.statistic == "mean":
         if check.n < 2:
             return RunsNeeded(None, math.nan, f"{check.name}: one run gives no spread to plan from")
-        plan = mean_runs_needed(check.name, values, check.budget, check.direction, check.alpha, min_n=min_n)
+        plan = mean_runs_needed(check.name, values, check.budget, check.direction, check.alpha, rules.power,
+                                min_n=rules.min_n)
     else:
         needed = quantile_min_runs(DD_QUANTILE, check.alpha)
         if check.n >= needed:

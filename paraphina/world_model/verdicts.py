@@ -38,6 +38,10 @@ MIN_N = 10
 """Fewest runs a t interval is trusted on (drawdowns and PnL are not normal; below it: too few runs)."""
 DD_QUANTILE = 0.95
 """The tail drawdown reported as dd_p95."""
+POWER = 0.8
+"""Probability of reaching the verdict that the assumed true value deserves (world_model.power)."""
+PLANNED_FRACTION = 0.5
+"""The true kill probability a kill plan assumes, as a fraction of the budget (world_model.planned_fraction)."""
 TOO_FEW: Verdict = "inconclusive (too few runs)"
 
 
@@ -49,21 +53,27 @@ class CheckRules:
     alpha: float = ALPHA
     min_n: int = MIN_N
     dd_statistic: DdStatistic = "mean"
+    power: float = POWER                          # the runs-needed plans: power to read ok ...
+    planned_fraction: float = PLANNED_FRACTION    # ... at a true kill probability of this fraction of the budget
 
     @classmethod
-    def from_confidence(cls, confidence: float, min_n: int, dd_statistic: DdStatistic) -> "CheckRules":
+    def from_confidence(cls, confidence: float, min_n: int, dd_statistic: DdStatistic, power: float = POWER,
+                        planned_fraction: float = PLANNED_FRACTION) -> "CheckRules":
         """Rules whose two one-sided bounds make an interval at `confidence` (alpha = (1 - confidence) / 2)."""
         if isinstance(confidence, bool) or not isinstance(confidence, numbers.Real) or not 0.0 < confidence < 1.0:
             raise ParaphinaError(f"confidence must be strictly between 0 and 1, got {confidence!r}")
         check_min_n(min_n)
         if dd_statistic not in DD_STATISTICS:
             raise ParaphinaError(f"dd_statistic must be 'mean' or 'p95', got {dd_statistic!r}")
-        return cls((1.0 - float(confidence)) / 2.0, int(min_n), dd_statistic)
+        for name, value in (("power", power), ("planned_fraction", planned_fraction)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 < value < 1.0:
+                raise ParaphinaError(f"{name} must be a number strictly between 0 and 1, got {value!r}")
+        return cls((1.0 - float(confidence)) / 2.0, int(min_n), dd_statistic, float(power), float(planned_fraction))
 
     def per_look(self, looks: int) -> "CheckRules":
         """The rules for one of `looks` planned looks at a growing sample: alpha / looks each (Bonferroni), so
         the chance of a wrong verdict at any look stays <= alpha whenever the looks stop."""
-        return CheckRules(self.alpha / looks, self.min_n, self.dd_statistic)
+        return CheckRules(self.alpha / looks, self.min_n, self.dd_statistic, self.power, self.planned_fraction)
 
 
 def is_decided(verdict: str) -> bool:
