@@ -6,6 +6,7 @@ import json
 import os
 import random
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -219,14 +220,17 @@ def test_clean_removes_the_files_of_stopped_commands_only(tmp_path: Path) -> Non
         (sweeps / "exp13" / "telemetry" / run_id / "balanced_s0.jsonl.gz").write_bytes(b"x")
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    gone = sweeps / "manual" / f"run.jsonl.{dead.pid}.part"
-    live = sweeps / "manual" / f"other.jsonl.{os.getpid()}.part"   # a batch of a process still writing it
+    host = socket.gethostname()
+    gone = sweeps / "manual" / f"run.jsonl.{dead.pid}@{host}.part"
+    older = sweeps / "manual" / f"old.jsonl.{dead.pid}.part"          # an older part, named by its pid alone
+    live = sweeps / "manual" / f"other.jsonl.{os.getpid()}@{host}.part"   # a batch of a process still writing it
+    elsewhere = sweeps / "manual" / f"far.jsonl.{dead.pid}@another-host.part"   # that pid lives on there
     gone.parent.mkdir(parents=True)
-    gone.write_text("{}\n")
-    live.write_text("{}\n")
+    for path in (gone, older, live, elsewhere):
+        path.write_text("{}\n")
     done = clean.clean(uri, sweeps)
-    assert done["files"] == 2
-    assert not gone.exists() and live.exists()
+    assert done["files"] == 3
+    assert not gone.exists() and not older.exists() and live.exists() and elsewhere.exists()
     assert sorted(p.name for p in (sweeps / "exp13" / "telemetry").iterdir()) == [finished]
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -70,9 +71,10 @@ def removed_unless_done(paths: Sequence[Path]) -> Iterator[None]:
 
 
 def part_path(path: Path) -> Path:
-    """Where a telemetry file is written until its batch completes: named by the writing process, so that
-    `python -m paraphina.tracking.clean` can remove the parts of a process that was killed."""
-    return path.with_name(f"{path.name}.{os.getpid()}{PART_SUFFIX}")
+    """Where a telemetry file is written until its batch completes: named by the writing process and its host,
+    so that `python -m paraphina.tracking.clean` removes the parts of a process that was killed, and only on
+    the host it ran on (a sweeps folder may be shared between machines)."""
+    return path.with_name(f"{path.name}.{os.getpid()}@{socket.gethostname()}{PART_SUFFIX}")
 
 
 class TelemetryWriter:

@@ -3,13 +3,14 @@
 Runs left RUNNING on this host by a process that is gone (kill -9, a crash) are marked KILLED; then the research
 rows that do not count (their run or the parent they were written under did not finish) are deleted with those
 parents (MLflow's soft delete: `mlflow gc` purges them for good). Datasets then read without a note. Files such
-a command left under sweeps/ go too: telemetry parts of a process that is gone (<name>.<pid>.part), and the
+a command left under sweeps/ go too: telemetry parts of a process on this host that is gone (<name>.<pid>@<host>.part), and the
 telemetry folders named after a run that was killed or failed (sweeps/<experiment>/telemetry/<run id>).
 """
 from __future__ import annotations
 
 import re
 import shutil
+import socket
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from paraphina.core.names import PART_SUFFIX
 from paraphina.tracking.datasets import remove_unfinished_rows
 from paraphina.tracking.store import describe, existing_store_uri, mark_stopped_in_store, process_gone, tracking_client
 
-PART_WRITER = re.compile(rf"\.(\d+){re.escape(PART_SUFFIX)}$")
+PART_WRITER = re.compile(rf"\.(\d+)(?:@([^@/]+))?{re.escape(PART_SUFFIX)}$")   # pid, host (older parts: none)
 RUN_ID = re.compile(r"[0-9a-f]{32}")
 STOPPED = ("KILLED", "FAILED")
 
@@ -48,11 +49,12 @@ def clean(uri: str, sweeps: Path) -> dict[str, int]:
 
 
 def remove_stopped_files(client: MlflowClient, sweeps: Path) -> int:
-    """Remove telemetry parts whose writing process is gone and telemetry folders of killed or failed runs."""
-    removed = 0
+    """Remove telemetry parts whose writing process on this host is gone and telemetry folders of killed or
+    failed runs."""
+    removed, host = 0, socket.gethostname()
     for part in sweeps.rglob(f"*{PART_SUFFIX}") if sweeps.is_dir() else []:
         writer = PART_WRITER.search(part.name)
-        if writer and process_gone(int(writer.group(1)), None):
+        if writer and writer.group(2) in (None, host) and process_gone(int(writer.group(1)), None):
             part.unlink(missing_ok=True)
             removed += 1
     for folder in sweeps.glob("*/telemetry/*") if sweeps.is_dir() else []:
