@@ -213,6 +213,23 @@ def test_transfer_imports_original_rows_and_exports_them_back(tmp_path: Path, tr
     assert dataset_runs(tracking_uri) == before and "v005" not in list_datasets(tracking_uri)
 
 
+def test_importing_a_dataset_s_own_export_adds_nothing(tmp_path: Path, tracking_uri: str, capsys) -> None:
+    # rows recorded from telemetry are keyed by file and label, not by content; their export must still match
+    for i in range(2):
+        record_ticks(original_telemetry(tmp_path / f"t{i}.jsonl", shift=10.0 * i), tracking_uri, f"run{i}",
+                     "--dataset", "eng")
+    exported = tmp_path / "eng.jsonl"
+    transfer.main(["export", "--dataset", "eng", "--out", str(exported), "--tracking-uri", tracking_uri])
+    capsys.readouterr()
+    transfer.main(["import", "--input", str(exported), "--dataset", "eng", "--tracking-uri", tracking_uri])
+    assert "imported 0 rows" in capsys.readouterr().out
+    assert len(load_dataset(tracking_uri, "eng")) == 2
+    doubled = tmp_path / "doubled.jsonl"
+    doubled.write_text(exported.read_text() * 2)   # a second copy of each row is a row of its own
+    transfer.main(["import", "--input", str(doubled), "--dataset", "eng", "--tracking-uri", tracking_uri])
+    assert "imported 2 rows" in capsys.readouterr().out and len(load_dataset(tracking_uri, "eng")) == 4
+
+
 @pytest.mark.parametrize(
     "tool, flags",
     [

@@ -71,8 +71,8 @@ def import_rows(uri: str, dataset: str, source: str | os.PathLike[str], ending: 
     """Validate all of `source`, then record its rows that `dataset` does not hold yet into the checked store `uri`.
 
     All or nothing: the rows go under an import parent run that is FINISHED last, and a row counts only once its
-    parent is (a stopped import adds no rows). A row's key is its content, so importing a file again adds
-    nothing. Returns the store's URI, the import parent run id, the rows added, the rows already there and the
+    parent is (a stopped import adds no rows). A row's key is its content, so importing a file again, or a
+    dataset's own export, adds nothing. Returns the store's URI, the import parent run id, the rows added, the rows already there and the
     keys outside the research row that were not imported.
     """
     df = read_rows(source)  # raises `file:line: ...` before anything is recorded
@@ -84,13 +84,16 @@ def import_rows(uri: str, dataset: str, source: str | os.PathLike[str], ending: 
             raise ParaphinaError(f"{source}: row {i}: {exc}") from exc
     writer = research_writer(uri, ending)
     held = dataset_keys(uri, dataset)
+    # Rows the engine recorded are keyed by run, not content: count the contents the dataset holds too, so that
+    # importing a dataset's own export adds nothing.
+    present = Counter(map(content_key, frame_to_rows(load_dataset(uri, dataset)))) if held else Counter()
     copies: Counter[str] = Counter()
     keyed = []
     for i, row in enumerate(rows, start=1):
         content = content_key(row)
         key = f"{content}:{copies[content]}"  # the n-th copy of a row in the file is a row of its own
         copies[content] += 1
-        if key not in held:
+        if key not in held and copies[content] > present[content]:
             keyed.append((i, row, key))
     stem = Path(source).stem
     parent = RunRecord(
