@@ -4,6 +4,8 @@ CSV copies of the tables and the plots also go to sweeps/<experiment>/ for peopl
 """
 from __future__ import annotations
 
+import functools
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -13,6 +15,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from paraphina.config.loading import to_plain
+from paraphina.core.files import replace_atomically
 from paraphina.core.names import EXPERIMENT_KIND, EXPERIMENT_TAG, KIND_TAG, METRIC_KEYS, PARENT_TAG, POINT_KIND
 from paraphina.engine.simulate import BatchResult
 from paraphina.core.errors import ParaphinaError
@@ -117,20 +120,19 @@ class ExperimentRecorder:
 
     def finish(self, tables: Mapping[str, pd.DataFrame] = {}, plots: Sequence[Path] = (),
                metrics: Mapping[str, float] | None = None, texts: Mapping[str, str] = {}) -> Path:
-        """Write tables (CSV) and plots to sweeps/<experiment>/ and attach them to the parent; end it."""
+        """Attach tables (CSV), plots and texts to the parent, end it, and copy the tables and texts to
+        sweeps/<experiment>/. The parent gets this command's files, written in its own folder first; each copy
+        under sweeps/ replaces the last in one step, so commands writing the same file at once each leave it whole."""
         out = sweeps_dir(self.cfg)
-        artifacts = []
-        for name, table in tables.items():
-            path = out / f"{name}.csv"
+        files = [(self.tmp / f"{name}.csv", "tables") for name in tables] + [(self.tmp / name, None) for name in texts]
+        for (path, _), table in zip(files, tables.values()):
             table.to_csv(path, index=False)
-            artifacts.append((path, "tables"))
-        for plot in plots:
-            artifacts.append((Path(plot), "plots"))
-        for name, text in texts.items():
-            path = out / name
+        for (path, _), text in zip(files[len(tables):], texts.values()):
             path.write_text(text)
-            artifacts.append((path, None))
+        artifacts = files + [(Path(plot), "plots") for plot in plots]
         self.session.writer.finish(self.parent_id, metrics=dict(metrics or {}), artifacts=artifacts)
+        for path, _ in files:
+            replace_atomically(out / path.name, functools.partial(shutil.copyfile, path))
         self._tmp.cleanup()
         return out
 

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from paraphina.core.files import replace_atomically
+
 if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.figure import Figure
@@ -33,11 +35,8 @@ def _figure(n_panels: int, width_in: float, height_in: float) -> tuple[Figure, l
 
 
 def _save(figure: Figure, path: str | Path, dpi: int) -> Path:
-    """Write the figure as PNG, creating the folder."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=dpi, format="png")
-    return path
+    """Write the figure as PNG, creating the folder; in one step, so a reader never sees half a plot."""
+    return replace_atomically(Path(path), lambda temporary: figure.savefig(temporary, dpi=dpi, format="png"))
 
 
 def plot_run(steps: np.ndarray, pnl: np.ndarray, q: np.ndarray, path: str | Path, title: str, dpi: int = 80) -> Path:

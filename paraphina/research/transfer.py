@@ -21,6 +21,7 @@ import pandas as pd
 from paraphina.config.loading import check_dataset_name, check_profile, compose_config
 from paraphina.core.cli import ToolParser, add_tracking_argument, cli_errors
 from paraphina.core.errors import ParaphinaError
+from paraphina.core.files import replace_atomically
 from paraphina.core.names import DATASET_IMPORT_KIND, IMPORT_TAG, KIND_TAG, TOOL_TAG
 from paraphina.formats.dataset import ROW_FIELDS, ROW_KEYS, append_rows, check_appendable, read_rows
 from paraphina.formats.telemetry import BOOL, INT, NUMBER
@@ -61,9 +62,8 @@ def export_dataset(tracking_uri: str, dataset: str, out: str | os.PathLike[str],
     if append:
         append_rows(target, rows)
         return len(rows)
-    partial = target.with_name(target.name + ".part")
-    partial.write_text("".join(json.dumps(row, allow_nan=False) + "\n" for row in rows))
-    os.replace(partial, target)  # a reader never sees half an export
+    text = "".join(json.dumps(row, allow_nan=False) + "\n" for row in rows)
+    replace_atomically(target, lambda temporary: temporary.write_text(text))  # a reader never sees half an export
     return len(rows)
 
 
