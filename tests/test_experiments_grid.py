@@ -236,7 +236,7 @@ def record_exp04_points(uri: str, points: dict[str, tuple[float, float, float, f
         recorder.finish()
 
 
-def test_exp07_envelope_keeps_presets_within_the_regime_fractions(tmp_path: Path) -> None:
+def test_exp07_envelope_keeps_presets_within_the_regime_fractions(tmp_path: Path, capsys) -> None:
     uri = sqlite_uri(tmp_path)
     record_exp04_points(uri, {"A": (0, 2000, 100, 50, 500, 0.0)})
     with pytest.raises(ParaphinaError, match="lack metric.s. frac_normal, frac_warning, frac_hard"):
@@ -253,6 +253,8 @@ def test_exp07_envelope_keeps_presets_within_the_regime_fractions(tmp_path: Path
     assert set(best) == {"busy"}                                    # the best score everywhere ...
     inside = exp07.run(compose_config(overrides(uri, "experiment.envelope=true"), "exp07")).set_index("tier")
     assert set(inside["source_run"]) == {"calm"} and inside["in_envelope"].all()   # ... is in Warning 30 % of a day
+    assert ("note: tiers conservative, balanced, aggressive share the preset calm: on this grid the tiers allowing "
+            "more risk gain no score from it") in capsys.readouterr().err
 
 
 def test_exp07_picks_the_presets_budgets_and_score_imply(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

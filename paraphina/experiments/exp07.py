@@ -65,6 +65,11 @@ def run(cfg: DictConfig) -> pd.DataFrame:
     presets, warnings = select_presets(table, tiers, cfg.experiment.top_n, cfg.experiment.kill_headroom, envelope)
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
+    best = presets[presets["rank"] == 1]
+    for point, shared in best.groupby("source_run", sort=False):
+        if len(shared) > 1:
+            print(f"note: tiers {', '.join(shared['tier'])} share the preset {point}: on this grid the tiers allowing "
+                  f"more risk gain no score from it", file=sys.stderr)
     with ExperimentRecorder(cfg, {f"source.{source}": source_parent}) as recorder:
         texts = {}
         for row in presets.to_dict("records"):
