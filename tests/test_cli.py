@@ -113,7 +113,8 @@ def done(tmp_path_factory) -> dict[str, Done]:
 
 
 def test_the_module_runs_as_a_program(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "paraphina.run", "ticks=10", NO_TRACKING],
+    # a cold kernel compile (a fresh clone, another worker compiling too) can outlast progress_after_s: no bar here
+    done = subprocess.run([sys.executable, "-m", "paraphina.run", "ticks=10", NO_TRACKING, "execution.progress_after_s=600"],
                           capture_output=True, text=True, cwd=tmp_path, env=_env({}), timeout=TIMEOUT_S)
     assert done.returncode == 0 and "final PnL" in done.stdout and not done.stderr
 
