@@ -345,6 +345,7 @@ def test_bench_reports_an_error_in_its_measuring_process():
     ("engine.venues.tick_size=[0,0.01,0.01,0.01,0.01]", "tick_size"),
     ("world_model.confidence=2", "world_model.confidence=2.0 must be between 0 and 1"),
     ("world_model.power=1", "world_model.power=1.0 must lie strictly between 0 and 1"),
+    ("world_model.planned_fraction=0.99", "world_model.planned_fraction=0.99 must lie in (0, 0.9]"),
     ("world_model.regime_envelope.frac_hard=[0.5,0.1]", "world_model.regime_envelope.frac_hard=[0.5, 0.1] must be "
                                                         "[low, high] with 0 <= low <= high <= 1"),
     ("engine.risk.daily_loss_limit=-500", "engine.risk.daily_loss_limit=-500.0 must be positive (it is the session "

@@ -249,6 +249,21 @@ def test_exp07_envelope_keeps_presets_within_the_regime_fractions(tmp_path: Path
                                {"pnl_mean": pnl, "pnl_std": 10.0, "dd_mean": 100.0, "kill_prob": 0.0,
                                 "frac_normal": 0.94 - warning, "frac_warning": warning, "frac_hard": 0.01})
         recorder.finish()
+    time.sleep(0.01)
+    with ExperimentRecorder(compose_config(overrides(uri), "exp04")) as recorder:   # sweeps a non-profile knob
+        for name, sigma in (("lo", 2e-5), ("hi", 1e-3)):
+            recorder.log_point(name, {"engine.volatility.sigma_min": sigma},
+                               {"pnl_mean": 1.0, "pnl_std": 1.0, "dd_mean": 1.0, "kill_prob": 0.0})
+        recorder.finish()
+    with pytest.raises(ParaphinaError, match="varies engine.volatility.sigma_min, which a profile does not set"):
+        exp07.run(compose_config(overrides(uri), "exp07"))
+    time.sleep(0.01)
+    with ExperimentRecorder(cfg) as recorder:
+        for name, q0, pnl, warning in (("calm", 0, 900.0, 0.05), ("busy", 25, 1000.0, 0.30)):
+            recorder.log_point(name, {"engine.initial_q_tao": q0, "q0": q0},
+                               {"pnl_mean": pnl, "pnl_std": 10.0, "dd_mean": 100.0, "kill_prob": 0.0,
+                                "frac_normal": 0.94 - warning, "frac_warning": warning, "frac_hard": 0.01})
+        recorder.finish()
     best = exp07.run(compose_config(overrides(uri), "exp07")).set_index("tier")["source_run"]
     assert set(best) == {"busy"}                                    # the best score everywhere ...
     inside = exp07.run(compose_config(overrides(uri, "experiment.envelope=true"), "exp07")).set_index("tier")
@@ -342,14 +357,28 @@ def test_an_appended_axis_sweeps_its_key(tmp_path: Path, capsys: pytest.CaptureF
     points, _ = latest_points(compose_config(overrides(uri), "exp04"), "exp04")
     assert sorted(set(points["engine.risk.delta_hard_limit_usd_base"].astype(float))) == [40000.0, 90000.0]
     for bad, named in (("+experiment.grid.eta={key: engine.mm.size_eta}", "grid axis 'eta' must be {key: "),
-                       ("+experiment.grid.eta={key: engine.mm.size_eta, values: [fast]}", "values must be numbers"),
+                       ("+experiment.grid.eta={key: engine.mm.size_eta, values: [fast]}", "values must be finite numbers"),
                        ("+experiment.grid.eta={key: engine.mm.size_etaa, values: [1]}", "'engine.mm.size_etaa', which"),
-                       ("+engine.mm.size_etaa=1", "only '+profile=...' and '+experiment.grid.NAME=")):
+                       ("+engine.mm.size_etaa=1", "only '+profile=...' and '+experiment.grid.NAME="),
+                       ("+experiment.grid.b={key: engine.hedge.band_base, values: [1]}",
+                        "grid axes 'band' and 'b' both set engine.hedge.band_base; keep one"),
+                       ("+experiment.grid.s={key: seed, values: [1]}", "must name an engine or market knob"),
+                       ("+experiment.grid.m={key: engine.mm, values: [1]}", "engine.mm is not a numeric knob"),
+                       ("+experiment.grid.e={key: engine.mm.size_eta, values: 3}", "values=3 must be a list"),
+                       ("+experiment.grid.e={key: engine.mm.size_eta, values: [nan]}", "must be finite numbers")):
         with pytest.raises(SystemExit) as stop:
             exp04.main(overrides(sqlite_uri(tmp_path / "bad"), bad))
         assert stop.value.code == 2
         err = capsys.readouterr().err.strip().splitlines()
-        assert len(err) == 1 and named in err[0]
+        assert len(err) == 1 and named in err[0], err
+    assert not (tmp_path / "bad").exists()   # stopped before the store was touched
+    with pytest.raises(SystemExit):
+        exp08.main(overrides(sqlite_uri(tmp_path / "bad"), axis))
+    assert "this command sweeps no grid" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        exp07.main(overrides(sqlite_uri(tmp_path / "bad"), "experiment.kill_headroom=2"))
+    assert "experiment.kill_headroom=2.0 must lie in (0, 1]" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
 
 
 @pytest.mark.parametrize("bad, message", [

@@ -232,6 +232,20 @@ def override_parser() -> OverridesParser:
     return OverridesParser.create()
 
 
+MAX_PLANNED_FRACTION = 0.9   # at 0.99 of a 1 % budget the runs-needed search alone takes half a minute
+
+
+def check_experiment(experiment: DictConfig) -> None:
+    """Experiment settings the schema cannot express: an appended grid only where there is a sweep, a share."""
+    if "grid" in experiment and not issubclass(OmegaConf.get_type(experiment) or dict, experiments.GridSettings):
+        raise ParaphinaError("experiment.grid: this command sweeps no grid (exp02 and exp04 do); drop the "
+                             "+experiment.grid override")
+    headroom = experiment.get("kill_headroom")
+    if headroom is not None and not 0 < headroom <= 1:
+        raise ParaphinaError(f"experiment.kill_headroom={headroom} must lie in (0, 1]: the share of a tier's kill "
+                             f"budget a preset's design estimate may use")
+
+
 def validate(cfg: DictConfig) -> None:
     """Checks the schema cannot express: positive counts, venue list lengths, known modes and profiles."""
     if cfg.ticks <= 0:
@@ -257,10 +271,14 @@ def validate(cfg: DictConfig) -> None:
         if len(bounds) != 2 or not 0.0 <= bounds[0] <= bounds[1] <= 1.0:
             raise ParaphinaError(f"world_model.regime_envelope.{name}={list(bounds)} must be [low, high] with "
                                  f"0 <= low <= high <= 1, e.g. [0.04, 0.12]")
-    for key in ("power", "planned_fraction"):
-        if not 0 < cfg.world_model[key] < 1:
-            raise ParaphinaError(f"world_model.{key}={cfg.world_model[key]} must lie strictly between 0 and 1, "
-                                 f"e.g. world_model.{key}={0.8 if key == 'power' else 0.5}")
+    if not 0 < cfg.world_model.power < 1:
+        raise ParaphinaError(f"world_model.power={cfg.world_model.power} must lie strictly between 0 and 1, e.g. 0.8")
+    if not 0 < cfg.world_model.planned_fraction <= MAX_PLANNED_FRACTION:
+        raise ParaphinaError(f"world_model.planned_fraction={cfg.world_model.planned_fraction} must lie in (0, "
+                             f"{MAX_PLANNED_FRACTION}]: a kill rate nearer its budget needs millions of runs to show ok")
+    experiment = cfg.get("experiment")
+    if isinstance(experiment, DictConfig):
+        check_experiment(experiment)
     if cfg.world_model.min_n < 2:
         raise ParaphinaError(f"world_model.min_n={cfg.world_model.min_n} must be at least 2 (a t interval needs two runs)")
     if cfg.telemetry.mode not in TELEMETRY_MODES:

@@ -368,6 +368,9 @@ def verdict_rows(table: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
 
 PLAN_ENDED = "none: its plan ended"
 """What an undecided sequential verdict needs: a finished plan cannot be extended on the same seeds."""
+PLAN_ENDED_NOTE = ("runs needed: none after a sequential plan's last look; a finished plan cannot be extended on "
+                   "the same seeds (plan again on fresh seeds, experiment.seed_offset, with a planned_fraction nearer "
+                   "the observed rate)")
 
 
 def needed_text(verdict: str, needed, plan_ended: bool = False) -> str:

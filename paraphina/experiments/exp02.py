@@ -39,8 +39,7 @@ def run(cfg) -> pd.DataFrame:
     rows, columns = axes
     with ExperimentRecorder(cfg) as recorder:
         table = run_sweep(cfg, axes, recorder).summary
-        out = sweeps_dir(cfg)
-        plots = [plot_heatmap(table, columns.name, rows.name, value, out / f"exp02_heatmap_{value}.png",
+        plots = [plot_heatmap(table, columns.name, rows.name, value, recorder.tmp / f"exp02_heatmap_{value}.png",
                               f"Exp02 {title}, {cfg.seeds} seeds x {cfg.ticks} ticks")
                  for value, title in cfg.experiment.heatmaps.items()]
         recorder.finish(tables={"exp02_hedge_band": table}, plots=plots,

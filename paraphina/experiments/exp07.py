@@ -21,12 +21,14 @@ from paraphina.core.names import PROFILE_KNOBS
 from paraphina.core.errors import ParaphinaError
 from paraphina.core.stops import uninterrupted
 from paraphina.experiments.cli import print_table
+from paraphina.experiments.grid import PER_RUN_SECTIONS
 from paraphina.experiments.profiles import profile_yaml
 from paraphina.experiments.records import ExperimentRecorder, latest_points, sweeps_dir
 from paraphina.world_model.presets import METRIC_COLUMNS, select_presets
 from paraphina.world_model.tiers import tiers_from_mapping
 
 MARGIN_COLUMNS = ("kill_margin", "dd_margin", "pnl_margin")
+RELAXED = "outside the tier's budgets, its kill headroom or the regime envelope (the warning names which)"
 
 
 def candidates(cfg: DictConfig, source: str, extra: tuple[str, ...] = ()) -> tuple[pd.DataFrame, str]:
@@ -37,6 +39,12 @@ def candidates(cfg: DictConfig, source: str, extra: tuple[str, ...] = ()) -> tup
     Returns the table and the source parent's run id.
     """
     points, parent = latest_points(cfg, source)
+    varied = [c for c in points.columns if c.startswith(tuple(f"{s}." for s in PER_RUN_SECTIONS))
+              and c not in PROFILE_KNOBS.values() and points[c].nunique() > 1]
+    if varied:
+        raise ParaphinaError(f"the latest {source} grid varies {', '.join(varied)}, which a profile does not set: its "
+                             f"presets could not reproduce their points; sweep only profile knobs "
+                             f"({', '.join(PROFILE_KNOBS.values())})")
     table = pd.DataFrame({"source_run": points["run_name"], "source_run_id": points["run_id"]})
     for knob, key in PROFILE_KNOBS.items():
         if key in points.columns:
@@ -66,10 +74,10 @@ def run(cfg: DictConfig) -> pd.DataFrame:
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
     best = presets[presets["rank"] == 1]
-    for point, shared in best.groupby("source_run", sort=False):
+    for _, shared in best.groupby("source_run_id", sort=False):
         if len(shared) > 1:
-            print(f"note: tiers {', '.join(shared['tier'])} share the preset {point}: on this grid the tiers allowing "
-                  f"more risk gain no score from it", file=sys.stderr)
+            print(f"note: tiers {', '.join(shared['tier'])} share the preset {shared['source_run'].iloc[0]}: on this "
+                  f"grid the tiers allowing more risk gain no score from it", file=sys.stderr)
     with ExperimentRecorder(cfg, {f"source.{source}": source_parent}) as recorder:
         texts = {}
         for row in presets.to_dict("records"):
@@ -81,8 +89,7 @@ def run(cfg: DictConfig) -> pd.DataFrame:
                                      "rank": str(row["rank"]), "source_run": row["source_run_id"]})
             if row["rank"] == 1:
                 comment = (f"Exp07 preset for tier {row['tier']}: {source} point {row['source_run']}, "
-                           f"score {row['score']:.2f}" + (", RELAXED: outside the tier's budgets"
-                                                          if row["relaxed"] else ""))
+                           f"score {row['score']:.2f}" + (f", RELAXED: {RELAXED}" if row["relaxed"] else ""))
                 texts[f"{row['tier']}.yaml"] = profile_yaml(row["tier"], knobs, comment)
         folder = Path(cfg.experiment.install_dir or CONF_DIR / "profile")
         staged = stage_profiles(presets, texts, folder) if cfg.experiment.install else []
@@ -102,8 +109,8 @@ def stage_profiles(presets: pd.DataFrame, texts: dict[str, str], folder: Path) -
     best = presets[presets["rank"] == 1]
     relaxed = best.loc[best["relaxed"], "tier"].tolist()
     if relaxed:
-        raise ParaphinaError(f"not installed: the preset of tier(s) {', '.join(relaxed)} is relaxed, outside its "
-                             f"budgets; widen the source grid or tune with python -m paraphina.experiments.exp12")
+        raise ParaphinaError(f"not installed: the preset of tier(s) {', '.join(relaxed)} is relaxed ({RELAXED}); "
+                             f"widen the source grid or tune with python -m paraphina.experiments.exp12")
     if not folder.is_dir():
         raise ParaphinaError(f"not installed: no folder {folder}; create it or set experiment.install_dir")
     pairs = [(folder / f".{name}.new", folder / name) for name in texts]

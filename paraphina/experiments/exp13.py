@@ -255,8 +255,9 @@ def run(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict:
             f"MLflow: exp13 run {recorder.parent_id}, exp11 run {table.attrs['run_id']} ({recorder.session.uri})",
             f"generated {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M:%SZ')}",
         ]
+        note = (alignment.PLAN_ENDED_NOTE if plans else alignment.runs_needed_note(alignment.check_rules(cfg)))
         report_md = markdown_report(header, matrix, details, summary, end, cfg.world_model.confidence, bool(plans),
-                                    alignment.runs_needed_note(alignment.check_rules(cfg)))
+                                    note)
         recorder.finish(
             tables={"exp13_alignment": table, "exp13_verdicts": details, "exp13_report": matrix},
             texts={"exp13_report.md": report_md},

@@ -21,7 +21,7 @@ from paraphina.experiments import grid
 from paraphina.experiments.cli import first_difference, flat_config
 from paraphina.runner.batch import run_many
 # Sections whose scalar knobs may differ between the profiles of one batch.
-PER_RUN_SECTIONS = ("engine", "market")
+PER_RUN_SECTIONS = grid.PER_RUN_SECTIONS
 
 
 def config_knobs(cfg: DictConfig) -> dict[str, float]:

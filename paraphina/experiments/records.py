@@ -120,9 +120,11 @@ class ExperimentRecorder:
 
     def finish(self, tables: Mapping[str, pd.DataFrame] = {}, plots: Sequence[Path] = (),
                metrics: Mapping[str, float] | None = None, texts: Mapping[str, str] = {}) -> Path:
-        """Attach tables (CSV), plots and texts to the parent, end it, and copy the tables and texts to
-        sweeps/<experiment>/. The parent gets this command's files, written in its own folder first; each copy
-        under sweeps/ replaces the last in one step, so commands writing the same file at once each leave it whole."""
+        """Copy tables (CSV), plots and texts to sweeps/<experiment>/, then attach them to the parent and end it.
+
+        The files are written in this command's own folder (plots too: draw them into `self.tmp`), so the parent
+        gets this command's files; each copy under sweeps/ replaces the last in one step, so commands writing the
+        same file at once each leave it whole. A copy that fails stops the command before its parent finishes."""
         out = sweeps_dir(self.cfg)
         files = [(self.tmp / f"{name}.csv", "tables") for name in tables] + [(self.tmp / name, None) for name in texts]
         for (path, _), table in zip(files, tables.values()):
@@ -130,9 +132,10 @@ class ExperimentRecorder:
         for (path, _), text in zip(files[len(tables):], texts.values()):
             path.write_text(text)
         artifacts = files + [(Path(plot), "plots") for plot in plots]
+        for path, _ in artifacts:
+            if path.parent != out:
+                replace_atomically(out / path.name, functools.partial(shutil.copyfile, path))
         self.session.writer.finish(self.parent_id, metrics=dict(metrics or {}), artifacts=artifacts)
-        for path, _ in files:
-            replace_atomically(out / path.name, functools.partial(shutil.copyfile, path))
         self._tmp.cleanup()
         return out
 

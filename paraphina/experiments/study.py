@@ -41,7 +41,8 @@ from paraphina.config.loading import CONF_DIR, check_knob, compose_config, expla
 from paraphina.core.errors import ParaphinaError
 from paraphina.experiments import grid
 from paraphina.experiments.cli import first_difference, flat_config, print_table
-from paraphina.experiments.profiles import PER_RUN_SECTIONS, profiles_batch
+from paraphina.experiments.grid import PER_RUN_SECTIONS
+from paraphina.experiments.profiles import profiles_batch
 from paraphina.experiments.records import (ExperimentRecorder, parent_metrics, per_seed_table, point_summaries,
                                            sweeps_dir)
 from paraphina.core.names import COMMAND_TAG, FEASIBLE_TAG, PARENT_TAG, STUDY_TAG, STUDY_UIDS_TAG, TRIAL_TAG
@@ -145,12 +146,7 @@ def search_space(space: Mapping, cfg: DictConfig, sampler: str) -> list[Dimensio
     dims = []
     for name, spec in space.items():
         where = f"experiment.space.{name}"
-        if not spec.key.startswith(tuple(f"{s}." for s in PER_RUN_SECTIONS)):
-            raise ParaphinaError(f"{where}.key={spec.key!r} must name an engine or market knob, e.g. engine.mm.size_eta")
-        current = OmegaConf.select(cfg, spec.key)
-        if isinstance(current, bool) or not isinstance(current, (int, float)):
-            raise ParaphinaError(f"{where}.key={spec.key} is not a numeric knob (python -m paraphina.run --cfg job "
-                                 f"lists them)")
+        grid.check_numeric_knob(cfg, spec.key, where)
         values = tuple(spec["values"])
         low = min(values, default=None) if spec.low is None else spec.low
         high = max(values, default=None) if spec.high is None else spec.high
@@ -624,7 +620,7 @@ def run_search(cfg: DictConfig, targets: Sequence[tuple[str, str]],
         recorder.finish(tables={f"{experiment_id}_trials": outcome.table,
                                 f"{experiment_id}_best": pd.concat([s.best for s in outcome.studies],
                                                                    ignore_index=True)},
-                        plots=plots(outcome, sweeps_dir(cfg)), metrics=metrics)
+                        plots=plots(outcome, recorder.tmp), metrics=metrics)
     return outcome
 
 

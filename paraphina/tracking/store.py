@@ -182,9 +182,12 @@ def process_identity(pid: int) -> str | None:
     reaped) counts as gone."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        boot_id = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
     except (OSError, IndexError):
         return None
+    try:
+        boot_id = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:   # a kernel or sandbox without it: the start ticks alone tell pids of this boot apart
+        boot_id = "unknown-boot"
     return None if stat[0] == "Z" else f"{boot_id}:{stat[19]}"
 
 
