@@ -225,12 +225,16 @@ def test_clean_removes_the_files_of_stopped_commands_only(tmp_path: Path) -> Non
     older = sweeps / "manual" / f"old.jsonl.{dead.pid}.part"          # an older part, named by its pid alone
     live = sweeps / "manual" / f"other.jsonl.{os.getpid()}@{host}.part"   # a batch of a process still writing it
     elsewhere = sweeps / "manual" / f"far.jsonl.{dead.pid}@another-host.part"   # that pid lives on there
+    half_table = sweeps / "exp04" / f".exp04_risk_regime.csv.{dead.pid}@{host}.{'a' * 32}.tmp"   # core.files
+    writing = sweeps / "exp04" / f".exp04_risk_regime.csv.{os.getpid()}@{host}.{'b' * 32}.tmp"
     gone.parent.mkdir(parents=True)
-    for path in (gone, older, live, elsewhere):
+    half_table.parent.mkdir(parents=True, exist_ok=True)
+    for path in (gone, older, live, elsewhere, half_table, writing):
         path.write_text("{}\n")
     done = clean.clean(uri, sweeps)
-    assert done["files"] == 3
+    assert done["files"] == 4
     assert not gone.exists() and not older.exists() and live.exists() and elsewhere.exists()
+    assert not half_table.exists() and writing.exists()
     assert sorted(p.name for p in (sweeps / "exp13" / "telemetry").iterdir()) == [finished]
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import uuid
 from pathlib import Path
 from typing import Callable
@@ -12,8 +13,9 @@ def replace_atomically(path: Path, write: Callable[[Path], object]) -> Path:
     concurrent writer of the same file, sees the old file or a whole new one; a stopped command leaves the old)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")   # one per writer, on any host; the
-    # writer creates it, so it gets the usual permissions (mkstemp's would be owner-only)
+    # one per writer on any host, named by its process so `tracking.clean` can remove what a killed one left;
+    # the writer creates it, so it gets the usual permissions (mkstemp's would be owner-only)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}@{socket.gethostname()}.{uuid.uuid4().hex}.tmp")
     try:
         write(temporary)
         os.replace(temporary, path)

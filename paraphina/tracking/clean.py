@@ -3,7 +3,8 @@
 Runs left RUNNING on this host by a process that is gone (kill -9, a crash) are marked KILLED; then the research
 rows that do not count (their run or the parent they were written under did not finish) are deleted with those
 parents (MLflow's soft delete: `mlflow gc` purges them for good). Datasets then read without a note. Files such
-a command left under sweeps/ go too: telemetry parts of a process on this host that is gone (<name>.<pid>@<host>.part), and the
+a command left under sweeps/ go too: telemetry parts and half-written files of a process on this host that is gone
+(<name>.<pid>@<host>.part, .<name>.<pid>@<host>.<id>.tmp), and the
 telemetry folders named after a run that was killed or failed (sweeps/<experiment>/telemetry/<run id>).
 """
 from __future__ import annotations
@@ -24,6 +25,7 @@ from paraphina.tracking.datasets import remove_unfinished_rows
 from paraphina.tracking.store import describe, existing_store_uri, mark_stopped_in_store, process_gone, tracking_client
 
 PART_WRITER = re.compile(rf"\.(\d+)(?:@([^@/]+))?{re.escape(PART_SUFFIX)}$")   # pid, host (older parts: none)
+TEMPORARY_WRITER = re.compile(r"^\..+\.(\d+)@([^@/]+)\.[0-9a-f]{32}\.tmp$")   # core.files: pid, host
 RUN_ID = re.compile(r"[0-9a-f]{32}")
 STOPPED = ("KILLED", "FAILED")
 
@@ -52,8 +54,9 @@ def remove_stopped_files(client: MlflowClient, sweeps: Path) -> int:
     """Remove telemetry parts whose writing process on this host is gone and telemetry folders of killed or
     failed runs."""
     removed, host = 0, socket.gethostname()
-    for part in sweeps.rglob(f"*{PART_SUFFIX}") if sweeps.is_dir() else []:
-        writer = PART_WRITER.search(part.name)
+    written = [*sweeps.rglob(f"*{PART_SUFFIX}"), *sweeps.rglob(".*.tmp")] if sweeps.is_dir() else []
+    for part in written:
+        writer = PART_WRITER.search(part.name) or TEMPORARY_WRITER.match(part.name)
         if writer and writer.group(2) in (None, host) and process_gone(int(writer.group(1)), None):
             part.unlink(missing_ok=True)
             removed += 1
