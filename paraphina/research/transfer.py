@@ -25,7 +25,7 @@ from paraphina.core.files import replace_atomically
 from paraphina.core.names import DATASET_IMPORT_KIND, IMPORT_TAG, KIND_TAG, TOOL_TAG
 from paraphina.formats.dataset import ROW_FIELDS, ROW_KEYS, append_rows, check_appendable, read_rows
 from paraphina.formats.telemetry import BOOL, INT, NUMBER
-from paraphina.tracking.datasets import content_key, dataset_keys, load_dataset, research_writer, row_to_record
+from paraphina.tracking.datasets import content_key, held_rows, load_dataset, research_writer, row_to_record
 from paraphina.tracking.runs import Ending, RunRecord
 from paraphina.tracking.store import existing_store_uri, reachable_uri
 
@@ -83,10 +83,10 @@ def import_rows(uri: str, dataset: str, source: str | os.PathLike[str], ending: 
         except ParaphinaError as exc:
             raise ParaphinaError(f"{source}: row {i}: {exc}") from exc
     writer = research_writer(uri, ending)
-    held = dataset_keys(uri, dataset)
+    held, rows_held = held_rows(uri, dataset)
     # Rows the engine recorded are keyed by run, not content: count the contents the dataset holds too, so that
     # importing a dataset's own export adds nothing.
-    present = Counter(map(content_key, frame_to_rows(load_dataset(uri, dataset)))) if held else Counter()
+    present = Counter(map(content_key, frame_to_rows(rows_held))) if rows_held is not None else Counter()
     copies: Counter[str] = Counter()
     keyed = []
     for i, row in enumerate(rows, start=1):

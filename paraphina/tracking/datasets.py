@@ -194,9 +194,11 @@ def load_dataset(tracking_uri: str, name: str, under: str | None = None) -> pd.D
     return records_to_rows(rows)
 
 
-def dataset_keys(tracking_uri: str, name: str) -> set[str]:
-    """The keys of the rows of dataset `name` that count; empty when there is no such dataset."""
-    return set(_rows(tracking_uri, name, None)[0]["key"])
+def held_rows(tracking_uri: str, name: str) -> tuple[set[str], pd.DataFrame | None]:
+    """The keys and the research rows of dataset `name` that count, from one search; (empty, None) when there
+    is no such dataset (what an import checks its rows against)."""
+    rows = _rows(tracking_uri, name, None)[0]
+    return set(rows["key"]), (records_to_rows(rows) if len(rows) else None)
 
 
 def research_writer(uri: str, ending: Ending = Ending()) -> RunWriter:
