@@ -190,6 +190,15 @@ def test_multi_objective_pareto_front(tmp_path: Path) -> None:
     assert (tmp_path / "sweeps" / "exp09" / "exp09_pareto.png").is_file()
 
 
+def test_a_profile_s_own_knobs_never_become_overrides_of_the_others(tmp_path: Path) -> None:
+    # the centre under the name of a profile that sets knobs (as an installed balanced preset would): measured
+    # against the centre, not against that profile, so no profile's knobs are forced back to the centre's
+    centre = compose(tmp_path, "exp09", "profile_name=aggressive")
+    assert study.run_overrides(centre) == ["ticks=60"]
+    applied = compose(tmp_path, "exp09", "+profile=aggressive", "engine.mm.size_eta=0.07")
+    assert sorted(study.run_overrides(applied)) == ["engine.mm.size_eta=0.07", "ticks=60"]   # relative to it
+
+
 def test_trial_config_is_the_cli_config_and_the_command_reruns_it(tmp_path: Path) -> None:
     cfg = compose(tmp_path, "exp03", "experiment.sampler=tpe", "experiment.n_trials=2", "experiment.batch_size=2",
                   "+profile=aggressive")

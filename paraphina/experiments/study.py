@@ -192,19 +192,29 @@ def _hydra_value(value: object) -> str:
 
 
 def run_overrides(cfg: DictConfig, skip: Sequence[str] = ()) -> list[str]:
-    """The overrides that turn `python -m paraphina.run +profile=<cfg's>` into cfg's engine, market and ticks.
+    """The overrides that turn `python -m paraphina.run` (with +profile=<cfg's> when cfg has it applied) into
+    cfg's engine, market and ticks.
 
     A market scenario becomes its group override (`market=volatile`); keys in `skip` are left out.
     """
-    reference = [f"+profile={cfg.profile_name}"]
-    composed = compose_config(reference)
+    sections = (*PER_RUN_SECTIONS, "ticks")
+    mine = flat_config(cfg, sections)
+    # cfg is the centre unless composed with +profile (its profile_name names the default profile either way):
+    # measure against whichever of the two it is, so a profile's own knobs never become overrides of the others'
+    plain, profiled = compose_config([]), compose_config([f"+profile={cfg.profile_name}"])
+
+    def agreement(other: DictConfig) -> int:
+        return sum(mine.get(key) == text for key, text in flat_config(other, sections).items())
+
+    with_profile = agreement(profiled) >= agreement(plain)
+    reference = [f"+profile={cfg.profile_name}"] if with_profile else []
+    composed = profiled if with_profile else plain
     group = []
     scenario = cfg.market.scenario
     if scenario != composed.market.scenario and (CONF_DIR / "market" / f"{scenario}.yaml").is_file():
         group = [f"market={scenario}"]
         composed = compose_config(reference + group)
-    sections = (*PER_RUN_SECTIONS, "ticks")
-    mine, theirs = flat_config(cfg, sections), flat_config(composed, sections)
+    theirs = flat_config(composed, sections)
     return group + [f"{key}={_hydra_value(OmegaConf.select(cfg, key))}" for key, text in mine.items()
                     if text != theirs.get(key) and key not in skip]
 
