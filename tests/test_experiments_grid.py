@@ -243,14 +243,7 @@ def test_exp07_envelope_keeps_presets_within_the_regime_fractions(tmp_path: Path
         exp07.run(compose_config(overrides(uri, "experiment.envelope=true"), "exp07"))
     time.sleep(0.01)
     cfg = compose_config(overrides(uri), "exp04")
-    with ExperimentRecorder(cfg) as recorder:
-        for name, q0, pnl, warning in (("calm", 0, 900.0, 0.05), ("busy", 25, 1000.0, 0.30)):
-            recorder.log_point(name, {"engine.initial_q_tao": q0, "q0": q0},
-                               {"pnl_mean": pnl, "pnl_std": 10.0, "dd_mean": 100.0, "kill_prob": 0.0,
-                                "frac_normal": 0.94 - warning, "frac_warning": warning, "frac_hard": 0.01})
-        recorder.finish()
-    time.sleep(0.01)
-    with ExperimentRecorder(compose_config(overrides(uri), "exp04")) as recorder:   # sweeps a non-profile knob
+    with ExperimentRecorder(cfg) as recorder:   # sweeps a non-profile knob
         for name, sigma in (("lo", 2e-5), ("hi", 1e-3)):
             recorder.log_point(name, {"engine.volatility.sigma_min": sigma},
                                {"pnl_mean": 1.0, "pnl_std": 1.0, "dd_mean": 1.0, "kill_prob": 0.0})

@@ -126,12 +126,14 @@ class ExperimentRecorder:
         gets this command's files; each copy under sweeps/ replaces the last in one step, so commands writing the
         same file at once each leave it whole. A copy that fails stops the command before its parent finishes."""
         out = sweeps_dir(self.cfg)
-        files = [(self.tmp / f"{name}.csv", "tables") for name in tables] + [(self.tmp / name, None) for name in texts]
-        for (path, _), table in zip(files, tables.values()):
-            table.to_csv(path, index=False)
-        for (path, _), text in zip(files[len(tables):], texts.values()):
-            path.write_text(text)
-        artifacts = files + [(Path(plot), "plots") for plot in plots]
+        artifacts = []
+        for name, table in tables.items():
+            table.to_csv(self.tmp / f"{name}.csv", index=False)
+            artifacts.append((self.tmp / f"{name}.csv", "tables"))
+        for name, text in texts.items():
+            (self.tmp / name).write_text(text)
+            artifacts.append((self.tmp / name, None))
+        artifacts += [(Path(plot), "plots") for plot in plots]
         for path, _ in artifacts:
             if path.parent != out:
                 replace_atomically(out / path.name, functools.partial(shutil.copyfile, path))

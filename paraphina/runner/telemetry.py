@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Sequence
 import numpy as np
 
 from paraphina.core.errors import ParaphinaError
+from paraphina.core.files import writer_tag
 from paraphina.core.names import PART_SUFFIX, REGIME_NAMES, STATUS_NAMES
 from paraphina.engine.kernel import ROW_KEYS
 from paraphina.engine.simulate import TickRows
@@ -71,10 +71,8 @@ def removed_unless_done(paths: Sequence[Path]) -> Iterator[None]:
 
 
 def part_path(path: Path) -> Path:
-    """Where a telemetry file is written until its batch completes: named by the writing process and its host,
-    so that `python -m paraphina.tracking.clean` removes the parts of a process that was killed, and only on
-    the host it ran on (a sweeps folder may be shared between machines)."""
-    return path.with_name(f"{path.name}.{os.getpid()}@{socket.gethostname()}{PART_SUFFIX}")
+    """Where a telemetry file is written until its batch completes, named by its writer (core.files.writer_tag)."""
+    return path.with_name(f"{path.name}.{writer_tag()}{PART_SUFFIX}")
 
 
 class TelemetryWriter:

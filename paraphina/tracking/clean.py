@@ -20,12 +20,11 @@ from mlflow import MlflowClient
 from paraphina.config.loading import compose_config
 from paraphina.core.cli import ToolParser, add_tracking_argument, cli_errors
 from paraphina.core.errors import ParaphinaError
+from paraphina.core.files import WRITTEN_BY
 from paraphina.core.names import PART_SUFFIX
 from paraphina.tracking.datasets import remove_unfinished_rows
 from paraphina.tracking.store import describe, existing_store_uri, mark_stopped_in_store, process_gone, tracking_client
 
-PART_WRITER = re.compile(rf"\.(\d+)(?:@([^@/]+))?{re.escape(PART_SUFFIX)}$")   # pid, host (older parts: none)
-TEMPORARY_WRITER = re.compile(r"^\..+\.(\d+)@([^@/]+)\.[0-9a-f]{32}\.tmp$")   # core.files: pid, host
 RUN_ID = re.compile(r"[0-9a-f]{32}")
 STOPPED = ("KILLED", "FAILED")
 
@@ -56,7 +55,7 @@ def remove_stopped_files(client: MlflowClient, sweeps: Path) -> int:
     removed, host = 0, socket.gethostname()
     written = [*sweeps.rglob(f"*{PART_SUFFIX}"), *sweeps.rglob(".*.tmp")] if sweeps.is_dir() else []
     for part in written:
-        writer = PART_WRITER.search(part.name) or TEMPORARY_WRITER.match(part.name)
+        writer = WRITTEN_BY.search(part.name)
         if writer and writer.group(2) in (None, host) and process_gone(int(writer.group(1)), None):
             part.unlink(missing_ok=True)
             removed += 1

@@ -7,7 +7,6 @@ paraphina.world_model.verdicts decides with the stated power under a stated true
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,6 +25,7 @@ from paraphina.world_model.verdicts import (
     check_alpha,
     check_min_n,
     check_probability_budget,
+    check_share,
     finite_values,
 )
 
@@ -45,11 +45,6 @@ class RunsNeeded:
     power: float
     assumption: str
 
-
-def _check_power(power: float) -> None:
-    """Reject a power outside (0, 1)."""
-    if isinstance(power, bool) or not isinstance(power, numbers.Real) or not 0.0 < power < 1.0:
-        raise ParaphinaError(f"power must be a number strictly between 0 and 1, got {power!r}")
 
 
 def _pct(p: float) -> str:
@@ -105,7 +100,7 @@ def kill_runs_needed(
     """
     check_probability_budget(budget)
     check_alpha(alpha)
-    _check_power(power)
+    check_share("power", power)
     rate = budget / 2 if true_rate is None else true_rate
     if not 0.0 <= rate < budget:
         raise ParaphinaError(f"true_rate must lie within [0, budget) to read ok, got {rate} for budget {budget}")
@@ -156,7 +151,7 @@ def mean_runs_needed(
     std is itself an estimate, which the text says.
     """
     check_alpha(alpha)
-    _check_power(power)
+    check_share("power", power)
     check_min_n(min_n)
     array = finite_values(values, f"{name} values")
     if array.size < 2:

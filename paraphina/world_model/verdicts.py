@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Sequence
+import dataclasses
 from dataclasses import dataclass
 from typing import Literal, Union
 
@@ -60,20 +61,18 @@ class CheckRules:
     def from_confidence(cls, confidence: float, min_n: int, dd_statistic: DdStatistic, power: float = POWER,
                         planned_fraction: float = PLANNED_FRACTION) -> "CheckRules":
         """Rules whose two one-sided bounds make an interval at `confidence` (alpha = (1 - confidence) / 2)."""
-        if isinstance(confidence, bool) or not isinstance(confidence, numbers.Real) or not 0.0 < confidence < 1.0:
-            raise ParaphinaError(f"confidence must be strictly between 0 and 1, got {confidence!r}")
+        check_share("confidence", confidence)
         check_min_n(min_n)
         if dd_statistic not in DD_STATISTICS:
             raise ParaphinaError(f"dd_statistic must be 'mean' or 'p95', got {dd_statistic!r}")
-        for name, value in (("power", power), ("planned_fraction", planned_fraction)):
-            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 < value < 1.0:
-                raise ParaphinaError(f"{name} must be a number strictly between 0 and 1, got {value!r}")
+        check_share("power", power)
+        check_share("planned_fraction", planned_fraction)
         return cls((1.0 - float(confidence)) / 2.0, int(min_n), dd_statistic, float(power), float(planned_fraction))
 
     def per_look(self, looks: int) -> "CheckRules":
         """The rules for one of `looks` planned looks at a growing sample: alpha / looks each (Bonferroni), so
         the chance of a wrong verdict at any look stays <= alpha whenever the looks stop."""
-        return CheckRules(self.alpha / looks, self.min_n, self.dd_statistic, self.power, self.planned_fraction)
+        return dataclasses.replace(self, alpha=self.alpha / looks)
 
 
 def is_decided(verdict: str) -> bool:
@@ -104,6 +103,12 @@ class BudgetVerdict:
     p_ok: float
     p_violated: float
     alpha: float
+
+
+def check_share(name: str, value: float) -> None:
+    """Reject a probability that must lie strictly between 0 and 1 (a power, a fraction of a budget)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 < value < 1.0:
+        raise ParaphinaError(f"{name} must be a number strictly between 0 and 1, got {value!r}")
 
 
 def check_alpha(alpha: float) -> None:
