@@ -25,11 +25,10 @@ calibrate: .venv/.installed  ## the calibration table of the default market (spe
 ui: .venv/.installed  ## the MLflow UI on the project's store
 	$(PY) -m paraphina.tracking.ui $(ARGS)
 
-LOOP_GRID := "experiment.grid.q0.values=[0]" "experiment.grid.loss_limit.values=[3000]" \
+LOOP_GRID := "experiment.grid.q0.values=[0]" "experiment.grid.loss_limit.values=[3000,4500]" \
 	"experiment.grid.band.values=[150,200,300,400]" \
-	"+experiment.grid.delta={key: engine.risk.delta_hard_limit_usd_base, values: [50000,70000,85000]}" \
-	"+experiment.grid.eta={key: engine.mm.size_eta, values: [0.002,0.005]}" seeds=200
-loop: .venv/.installed  ## the research loop: presets per tier from a band x delta-limit x eta grid, installed as the live profiles, validated on fresh seeds
+	"+experiment.grid.delta={key: engine.risk.delta_hard_limit_usd_base, values: [47500,60000,85000]}" seeds=200
+loop: .venv/.installed  ## the research loop: presets per tier from a band x delta-limit x loss-limit grid, installed as the live profiles, validated on fresh seeds
 	$(PY) -m paraphina.experiments.exp04 $(LOOP_GRID)
 	$(PY) -m paraphina.experiments.exp07 experiment.envelope=true experiment.install=true
 	$(PY) -m paraphina.experiments.exp08 target=decisive experiment.decisive.planned_fraction=0.75
