@@ -51,6 +51,33 @@ def tracking_uri(tmp_path) -> str:
     return f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
 
 
+@pytest.fixture(scope="session")
+def empty_store(tmp_path_factory) -> Path:
+    """A SQLite store as a writing command leaves a new one (MLflow's schema, no experiment of ours), made once
+    per session: MLflow migrates a new database in 1-6 s (75 schema commits, each waiting for the disk), a copy
+    of it takes a millisecond. Tests about creating a store let the code create it; the others start from a copy."""
+    from paraphina.tracking.store import prepare_store
+
+    path = tmp_path_factory.mktemp("empty-store") / "mlflow.db"
+    prepare_store(f"sqlite:///{path}", [])
+    return path
+
+
+def copy_store(empty_store: Path, db_path: Path) -> str:
+    """A new store at `db_path` (its folder created if missing), a copy of `empty_store`; returns its URI."""
+    import shutil
+
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(empty_store, db_path)
+    return f"sqlite:///{db_path}"
+
+
+@pytest.fixture
+def made_store(tmp_path, empty_store) -> str:
+    """The store of `tracking_uri` (tmp_path/mlruns/mlflow.db), made already: for tests of what is recorded."""
+    return copy_store(empty_store, tmp_path / "mlruns" / "mlflow.db")
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     import socket
@@ -95,14 +122,15 @@ def serving(command: list[str], folder: Path, port: int) -> Iterator[str]:
 
 
 @pytest.fixture
-def mlflow_server(tmp_path):
+def mlflow_server(tmp_path, empty_store):
     """A real MLflow server on 127.0.0.1 (free port, SQLite backend and artifacts under tmp_path), started the
-    way `make ui` starts it (`python -m paraphina.tracking.ui`); yields its http URI and stops it afterwards."""
+    way `make ui` starts it (`python -m paraphina.tracking.ui`) on a store made already; yields its http URI
+    and stops it afterwards."""
     import sys
 
     port = free_port()
     folder = tmp_path / "server"
-    folder.mkdir()
+    copy_store(empty_store, folder / "mlflow.db")
     command = [sys.executable, "-m", "paraphina.tracking.ui", "--port", str(port),
                "--tracking-uri", f"sqlite:///{folder / 'mlflow.db'}"]  # fmt: skip
     with serving(command, folder, port) as uri:
