@@ -28,6 +28,12 @@ def isolated_project_outputs(tmp_path_factory):
         yield root
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Files marked `longest` first, the others in their usual order: xdist hands out files in this order, so
+    one worker starts the longest file at once while the other works through the rest."""
+    items.sort(key=lambda item: item.get_closest_marker("longest") is None)
+
+
 @pytest.fixture(scope="session")
 def cfg():
     """The base config (balanced centre, default market) with ticks=50."""

@@ -42,6 +42,8 @@ WORKER = ["experiment.sampler=tpe", f"experiment.n_trials={TRIALS}", "experiment
 DEADLINE_S = 90.0
 POLL_S = 0.05
 
+pytestmark = pytest.mark.longest   # about 80 s, mostly its worker processes: started first (tests/conftest.py)
+
 
 def start_worker(tmp_path: Path, storage: str, tracking: str, name: str,
                  overrides: Sequence[str] = WORKER) -> subprocess.Popen:
