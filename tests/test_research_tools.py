@@ -285,7 +285,7 @@ def test_ui_address_opens_the_model_training_view() -> None:
                                                            "workflowType=machine_learning")
 
 
-def test_ticks_refuses_to_append_to_a_file_that_is_not_a_dataset(tmp_path, tracking_uri):
+def test_ticks_refuses_to_append_to_a_file_that_is_not_a_dataset(tmp_path, tracking_uri, capsys):
     telemetry = tmp_path / "t.jsonl"
     telemetry.write_text("".join(
         json.dumps({"t": t, "pnl_realised": 0.0, "pnl_unrealised": 0.0, "pnl_total": float(t),
@@ -293,8 +293,6 @@ def test_ticks_refuses_to_append_to_a_file_that_is_not_a_dataset(tmp_path, track
                     "dollar_delta_usd": 0.0, "basis_usd": 0.0}) + "\n" for t in range(3)))
     other = tmp_path / "other.jsonl"
     other.write_text('{"a": 1}\n')
-    done = subprocess.run([sys.executable, "-m", "paraphina.research.ticks", "--telemetry", str(telemetry),
-                           "--profile", "balanced", "--label", "x", "--out", str(other), "--tracking-uri",
-                           tracking_uri], capture_output=True, text=True, timeout=180)
-    assert done.returncode == 2 and done.stderr.startswith(f"error: {other}:1:"), done.stderr
+    error = one_line_error(capsys, lambda: record_ticks(telemetry, tracking_uri, "x", "--out", str(other)))
+    assert error.startswith(f"error: {other}:1:"), error
     assert other.read_text() == '{"a": 1}\n'
