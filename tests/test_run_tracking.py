@@ -18,6 +18,7 @@ from scipy import stats as scipy_stats
 from omegaconf import OmegaConf
 
 from conftest import free_port
+from paraphina import run as run_command
 from paraphina.config.loading import compose_config, to_plain
 from paraphina.engine.simulate import SERIES_KEYS
 from paraphina.research import summary
@@ -178,9 +179,11 @@ def test_database_file_alone_holds_every_run_after_the_command_exits(tmp_path: P
         assert connection.execute("SELECT count(*) FROM runs").fetchone() == (3,)  # the parent and 2 children
 
 
-def test_multirun_groups_jobs_under_one_parent(tmp_path: Path, made_store: str) -> None:
-    done = run_cli(["-m", "seed=1,2", "ticks=50", f"tracking.uri={made_store}"], tmp_path, clean_env())
-    assert done.returncode == 0, done.stderr
+def test_multirun_groups_jobs_under_one_parent(tmp_path: Path, made_store: str, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)   # in this process, through the main `python -m paraphina.run` runs, in clean_env()
+    for name in [n for n in os.environ if n.startswith(("PARAPHINA_", "MLFLOW_"))]:
+        monkeypatch.delenv(name)
+    run_command.main(["-m", "seed=1,2", "ticks=50", f"tracking.uri={made_store}"])
     runs = experiment_runs(MlflowClient(made_store))
     (parent,) = [run for run in runs if run.data.tags.get("paraphina.kind") == "multirun"]
     children = [run for run in runs if run.data.tags.get(PARENT_TAG) == parent.info.run_id]
