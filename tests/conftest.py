@@ -28,6 +28,12 @@ def isolated_project_outputs(tmp_path_factory):
         yield root
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Files marked `longest` first, the others in their usual order: xdist hands out files in this order, so
+    one worker starts the longest file at once while the other works through the rest."""
+    items.sort(key=lambda item: item.get_closest_marker("longest") is None)
+
+
 @pytest.fixture(scope="session")
 def cfg():
     """The base config (balanced centre, default market) with ticks=50."""
@@ -49,6 +55,33 @@ SERVER_START_TIMEOUT_S = 90.0
 def tracking_uri(tmp_path) -> str:
     """A fresh SQLite tracking store in the test's own folder (created on first use)."""
     return f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+
+
+@pytest.fixture(scope="session")
+def empty_store(tmp_path_factory) -> Path:
+    """A SQLite store as a writing command leaves a new one (MLflow's schema, no experiment of ours), made once
+    per session: MLflow migrates a new database in 1-6 s (75 schema commits, each waiting for the disk), a copy
+    of it takes a millisecond. Tests about creating a store let the code create it; the others start from a copy."""
+    from paraphina.tracking.store import prepare_store
+
+    path = tmp_path_factory.mktemp("empty-store") / "mlflow.db"
+    prepare_store(f"sqlite:///{path}", [])
+    return path
+
+
+def copy_store(empty_store: Path, db_path: Path) -> str:
+    """A new store at `db_path` (its folder created if missing), a copy of `empty_store`; returns its URI."""
+    import shutil
+
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(empty_store, db_path)
+    return f"sqlite:///{db_path}"
+
+
+@pytest.fixture
+def made_store(tmp_path, empty_store) -> str:
+    """The store of `tracking_uri` (tmp_path/mlruns/mlflow.db), made already: for tests of what is recorded."""
+    return copy_store(empty_store, tmp_path / "mlruns" / "mlflow.db")
 
 
 def free_port() -> int:
@@ -86,23 +119,22 @@ def serving(command: list[str], folder: Path, port: int) -> Iterator[str]:
                 time.sleep(0.2)
         yield uri
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
+        # nothing of the server's is read after the test, and its store is thrown away: SIGKILL at once (MLflow's
+        # graceful stop on SIGTERM took 1-6 s, at the end of a worker's session for the PostgreSQL one)
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait()
 
 
 @pytest.fixture
-def mlflow_server(tmp_path):
+def mlflow_server(tmp_path, empty_store):
     """A real MLflow server on 127.0.0.1 (free port, SQLite backend and artifacts under tmp_path), started the
-    way `make ui` starts it (`python -m paraphina.tracking.ui`); yields its http URI and stops it afterwards."""
+    way `make ui` starts it (`python -m paraphina.tracking.ui`) on a store made already; yields its http URI
+    and stops it afterwards."""
     import sys
 
     port = free_port()
     folder = tmp_path / "server"
-    folder.mkdir()
+    copy_store(empty_store, folder / "mlflow.db")
     command = [sys.executable, "-m", "paraphina.tracking.ui", "--port", str(port),
                "--tracking-uri", f"sqlite:///{folder / 'mlflow.db'}"]  # fmt: skip
     with serving(command, folder, port) as uri:

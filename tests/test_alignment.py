@@ -6,7 +6,6 @@ Wilson and Student t intervals), not by calling the code under test.
 from __future__ import annotations
 
 import math
-import shutil
 import statistics
 from pathlib import Path
 
@@ -29,21 +28,11 @@ NAMES = {"exp07": "exp07_optimal_presets", "exp08": "exp08_profile_validation", 
          "exp13": "exp13_auto_research_harness"}
 
 
-@pytest.fixture(scope="module")
-def empty_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An initialised SQLite store without experiments: migrating a new database takes seconds, copying it not."""
-    path = tmp_path_factory.mktemp("template") / "mlflow.db"
-    prepare_store(f"sqlite:///{path}", [])
-    return path
-
-
 @pytest.fixture
-def uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, empty_store: Path) -> str:
-    """A fresh store in tmp_path; sweeps/<exp>/ copies go to tmp_path too (not the checkout)."""
+def uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, made_store: str) -> str:
+    """A fresh store in tmp_path (a copy of the session's empty one); sweeps/<exp>/ copies go to tmp_path too."""
     monkeypatch.chdir(tmp_path)  # paths.root
-    (tmp_path / "mlruns").mkdir()
-    shutil.copyfile(empty_store, tmp_path / "mlruns" / "mlflow.db")
-    return f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    return made_store
 
 
 def compose(name: str, uri: str, *overrides: str):

@@ -300,15 +300,16 @@ def test_experiments_are_hydra_apps(module, capsys):
     assert stop.value.code == 2 and "unrecognized arguments: --bogus" in capsys.readouterr().err
 
 
-def test_compose_commands_have_help_and_reject_flags(tmp_path):
-    shown = subprocess.run([sys.executable, "-m", "paraphina.bench", "--help"], capture_output=True, text=True,
-                           cwd=tmp_path, env=_env({}), timeout=120)
-    assert shown.returncode == 0 and "Settings (conf/" in shown.stdout
-    bad = subprocess.run([sys.executable, "-m", "paraphina.bench", "--bogus"], capture_output=True, text=True,
-                         cwd=tmp_path, env=_env({}), timeout=120)
-    assert bad.returncode == 2
-    assert bad.stderr.strip().splitlines() == ["error: unknown option --bogus; this command takes Hydra overrides "
-                                               "key=value and --help"]
+def test_compose_commands_have_help_and_reject_flags(capsys):
+    """In this process, through the same `main` (the next test runs `python -m paraphina.bench` itself)."""
+    with pytest.raises(SystemExit) as stop:
+        bench.main(["--help"])
+    assert stop.value.code == 0 and "Settings (conf/" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as stop:
+        bench.main(["--bogus"])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines() == ["error: unknown option --bogus; this command takes "
+                                                            "Hydra overrides key=value and --help"]
 
 
 def test_a_long_batch_shows_progress(tmp_path):

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
+from conftest import copy_store
 from paraphina.config.loading import CONF_DIR, compose_config
 from paraphina.core.errors import ParaphinaError
 from paraphina.experiments import exp02, exp04, exp05, exp06, exp07, exp08, exp10
@@ -53,8 +54,8 @@ def overrides(uri: str, *extra: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> str:
-    return sqlite_uri(tmp_path_factory.mktemp("mlruns"))
+def store(tmp_path_factory: pytest.TempPathFactory, empty_store: Path) -> str:
+    return copy_store(empty_store, tmp_path_factory.mktemp("mlruns") / "mlflow.db")
 
 
 @pytest.fixture(scope="module")
@@ -145,8 +146,8 @@ def test_exp07_on_the_exp04_grid(store: str, grids: dict[str, pd.DataFrame]) -> 
         assert all(child[knob] == getattr(row, knob) for knob in PROFILE_KNOBS)
 
 
-def test_exp10_says_when_validation_reuses_the_design_seeds(tmp_path: Path, capsys) -> None:
-    uri = sqlite_uri(tmp_path)
+def test_exp10_says_when_validation_reuses_the_design_seeds(made_store: str, capsys) -> None:
+    uri = made_store
     exp04.run(compose_config(overrides(uri, *GRIDS["exp04"]), "exp04"))   # design seeds 0, 1
     exp07.run(compose_config(overrides(uri), "exp07"))
     reused = overrides(uri, "experiment.seed_offset=1")   # seeds 1, 2: seed 1 was a design seed
@@ -236,8 +237,8 @@ def record_exp04_points(uri: str, points: dict[str, tuple[float, float, float, f
         recorder.finish()
 
 
-def test_exp07_envelope_keeps_presets_within_the_regime_fractions(tmp_path: Path, capsys) -> None:
-    uri = sqlite_uri(tmp_path)
+def test_exp07_envelope_keeps_presets_within_the_regime_fractions(made_store: str, capsys) -> None:
+    uri = made_store
     record_exp04_points(uri, {"A": (0, 2000, 100, 50, 500, 0.0)})
     with pytest.raises(ParaphinaError, match="lack metric.s. frac_normal, frac_warning, frac_hard"):
         exp07.run(compose_config(overrides(uri, "experiment.envelope=true"), "exp07"))
@@ -265,8 +266,8 @@ def test_exp07_envelope_keeps_presets_within_the_regime_fractions(tmp_path: Path
             "more risk gain no score from it") in capsys.readouterr().err
 
 
-def test_exp07_picks_the_presets_budgets_and_score_imply(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    uri = sqlite_uri(tmp_path)
+def test_exp07_picks_the_presets_budgets_and_score_imply(made_store: str, capsys: pytest.CaptureFixture) -> None:
+    uri = made_store
     record_exp04_points(uri, {"old": (0, 9000, 1e6, 1.0, 1.0, 0.0)})  # an older invocation: must be ignored
     time.sleep(0.01)
     record_exp04_points(uri, {
@@ -305,8 +306,8 @@ def test_exp07_picks_the_presets_budgets_and_score_imply(tmp_path: Path, capsys:
     assert written == profile_yaml("conservative", expected, written.splitlines()[1][2:])
 
 
-def test_exp07_installs_presets_as_live_profiles_all_or_none(tmp_path: Path) -> None:
-    uri, live = sqlite_uri(tmp_path), tmp_path / "profile"
+def test_exp07_installs_presets_as_live_profiles_all_or_none(tmp_path: Path, made_store: str) -> None:
+    uri, live = made_store, tmp_path / "profile"
     live.mkdir()
     (live / "balanced.yaml").write_text("# the old live profile\n")
     points = {"A": (0, 2000, 100, 50, 1500, 0.04), "B": (25, 4000, 600, 100, 3000, 0.10),
@@ -342,8 +343,9 @@ def test_grid_typo_stops_before_anything_is_recorded(tmp_path: Path, capsys: pyt
     assert not (tmp_path / "mlflow.db").exists()
 
 
-def test_an_appended_axis_sweeps_its_key(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    uri = sqlite_uri(tmp_path)
+def test_an_appended_axis_sweeps_its_key(tmp_path: Path, made_store: str,
+                                        capsys: pytest.CaptureFixture) -> None:
+    uri = made_store
     axis = "+experiment.grid.delta={key: engine.risk.delta_hard_limit_usd_base, values: [40000, 90000]}"
     table = exp04.run(compose_config(overrides(uri, *GRIDS["exp04"], axis), "exp04"))
     assert len(table) == 2 * 2 * 1 * 2 and sorted(set(table["delta"])) == [40000.0, 90000.0]
@@ -413,8 +415,8 @@ def test_exp06_unknown_step_lists_valid_ones(tmp_path: Path, capsys: pytest.Capt
     assert not (tmp_path / "mlflow.db").exists()
 
 
-def test_exp06_failed_step_is_reported_and_the_rest_run(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    uri = sqlite_uri(tmp_path)
+def test_exp06_failed_step_is_reported_and_the_rest_run(made_store: str, capsys: pytest.CaptureFixture) -> None:
+    uri = made_store
     given = overrides(uri, "steps=[baseline,exp02,exp04,exp08]", "skip=[baseline]",
                       'experiment.suite.exp02.overrides=["experiment.grid.q0.values=[0]"]',
                       'experiment.suite.exp04.overrides=["experiment.grid.q0.valuez=[1]"]')

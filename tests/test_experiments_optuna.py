@@ -15,6 +15,7 @@ from mlflow import MlflowClient
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
+from conftest import copy_store
 from paraphina.config.loading import compose_config
 from paraphina.core.errors import ParaphinaError
 from paraphina.experiments import exp03, exp09, study
@@ -31,6 +32,12 @@ def tmp_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """sweeps/ (and any default path) under tmp_path instead of the checkout."""
     monkeypatch.chdir(tmp_path)  # paths.root
     return tmp_path
+
+
+@pytest.fixture
+def store(tmp_path: Path, empty_store: Path) -> str:
+    """The store `compose` records to, made already (a copy of the session's empty one)."""
+    return copy_store(empty_store, tmp_path / "mlflow.db")
 
 
 def compose(tmp_path: Path, config: str, *overrides: str):
@@ -59,6 +66,7 @@ def test_default_exp03_space_is_the_16_point_grid(tmp_path: Path) -> None:
     assert search.targets[0].study_name == "exp03-grid-60x2-balanced"
 
 
+@pytest.mark.usefixtures("store")
 def test_grid_sampler_reproduces_the_grid_sweep(tmp_path: Path) -> None:
     cfg = compose(tmp_path, "exp03", *TINY_GRID, "experiment.batch_size=4")
     outcome = exp03.run(cfg)
@@ -84,6 +92,7 @@ def test_grid_sampler_reproduces_the_grid_sweep(tmp_path: Path) -> None:
     assert (tmp_path / "sweeps" / "exp03" / "exp03_heatmap_pnl_mean.png").is_file()
 
 
+@pytest.mark.usefixtures("store")
 def test_tpe_runs_n_trials_and_refuses_changed_settings(tmp_path: Path) -> None:
     tpe = ("experiment.sampler=tpe", "experiment.n_trials=5", "experiment.batch_size=2")
     outcome = exp03.run(compose(tmp_path, "exp03", *tpe))
@@ -95,6 +104,7 @@ def test_tpe_runs_n_trials_and_refuses_changed_settings(tmp_path: Path) -> None:
     assert "\n" not in str(error.value)
 
 
+@pytest.mark.usefixtures("store")
 def test_interrupted_study_resumes_without_loss_or_duplicates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     overrides = (*TINY_GRID, "experiment.batch_size=4", "experiment.study.heartbeat_interval=1",
                  "experiment.study.grace_period=2")
@@ -144,6 +154,7 @@ def test_interrupted_study_resumes_without_loss_or_duplicates(tmp_path: Path, mo
     assert all(r.info.status == "FINISHED" for r in points)
 
 
+@pytest.mark.usefixtures("store")
 def test_one_engine_batch_per_round_and_constraints_visible(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
     original = study.run_many
@@ -179,6 +190,7 @@ def test_one_engine_batch_per_round_and_constraints_visible(tmp_path: Path, monk
     assert "no trial met" in conservative.note
 
 
+@pytest.mark.usefixtures("store")
 def test_multi_objective_pareto_front(tmp_path: Path) -> None:
     cfg = compose(tmp_path, "exp09", "experiment.profiles=[balanced]", "experiment.multi_objective=true",
                   "experiment.n_trials=4", "experiment.batch_size=4")
@@ -199,6 +211,7 @@ def test_a_profile_s_own_knobs_never_become_overrides_of_the_others(tmp_path: Pa
     assert sorted(study.run_overrides(applied)) == ["engine.mm.size_eta=0.07", "ticks=60"]   # relative to it
 
 
+@pytest.mark.usefixtures("store")
 def test_trial_config_is_the_cli_config_and_the_command_reruns_it(tmp_path: Path) -> None:
     cfg = compose(tmp_path, "exp03", "experiment.sampler=tpe", "experiment.n_trials=2", "experiment.batch_size=2",
                   "+profile=aggressive")

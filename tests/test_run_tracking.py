@@ -18,6 +18,7 @@ from scipy import stats as scipy_stats
 from omegaconf import OmegaConf
 
 from conftest import free_port
+from paraphina import run as run_command
 from paraphina.config.loading import compose_config, to_plain
 from paraphina.engine.simulate import SERIES_KEYS
 from paraphina.research import summary
@@ -62,13 +63,13 @@ def experiment_runs(client: MlflowClient, name: str = "paraphina") -> list:
     return client.search_runs([experiment.experiment_id], max_results=1000)
 
 
-def test_single_run_params_tags_metrics_series_artifacts(tmp_path: Path, tracking_uri: str) -> None:
+def test_single_run_params_tags_metrics_series_artifacts(tmp_path: Path, made_store: str) -> None:
     telemetry = tmp_path / "telemetry" / "run.jsonl"
-    cfg = compose(tracking_uri, "+profile=aggressive", "seed=7", "telemetry.mode=jsonl", f"telemetry.path={telemetry}",
+    cfg = compose(made_store, "+profile=aggressive", "seed=7", "telemetry.mode=jsonl", f"telemetry.path={telemetry}",
                   "dataset=ds-single", "label=single-7")  # fmt: skip
     run_id = execute(cfg)
     result = engine_only(cfg)
-    client = MlflowClient(tracking_uri)
+    client = MlflowClient(made_store)
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED" and run.info.run_name == "aggressive-s7"
 
@@ -108,16 +109,16 @@ def test_single_run_params_tags_metrics_series_artifacts(tmp_path: Path, trackin
     assert (local / "telemetry" / "run.jsonl").read_bytes() == telemetry.read_bytes()
     assert (local / "plots" / "aggressive-s7.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
-    (row,) = load_dataset(tracking_uri, "ds-single").to_dict("records")
+    (row,) = load_dataset(made_store, "ds-single").to_dict("records")
     assert row["label"] == "single-7" and row["profile"] == "aggressive" and row["telemetry_path"] == str(telemetry)
     assert row["final_pnl"] == engine_metrics["final_pnl"] and row["band_base"] == cfg.engine.hedge.band_base
 
 
-def test_batch_parent_children_and_aggregates(tmp_path: Path, tracking_uri: str) -> None:
+def test_batch_parent_children_and_aggregates(tmp_path: Path, made_store: str) -> None:
     # A tiny loss limit in the volatile market: one of seeds 1..4 fires the kill switch, the others do not.
-    cfg = compose(tracking_uri, "runs=4", "seed=1", "ticks=100", "market=volatile", "engine.risk.daily_loss_limit=50")
+    cfg = compose(made_store, "runs=4", "seed=1", "ticks=100", "market=volatile", "engine.risk.daily_loss_limit=50")
     parent_id = execute(cfg)
-    client = MlflowClient(tracking_uri)
+    client = MlflowClient(made_store)
     parent = client.get_run(parent_id)
     assert parent.info.status == "FINISHED" and PARENT_TAG not in parent.data.tags
     assert parent.data.tags["runs"] == "4" and parent.data.tags["config_hash"] == config_hash(cfg)
@@ -156,10 +157,10 @@ def test_batch_parent_children_and_aggregates(tmp_path: Path, tracking_uri: str)
     assert fan == [f"plots/{parent.info.run_name}-fan.png"]
 
 
-def test_batch_children_with_the_full_config(tmp_path: Path, tracking_uri: str) -> None:
-    cfg = compose(tracking_uri, "runs=2", "seed=3", "ticks=40", "tracking.child_config=full")
+def test_batch_children_with_the_full_config(tmp_path: Path, made_store: str) -> None:
+    cfg = compose(made_store, "runs=2", "seed=3", "ticks=40", "tracking.child_config=full")
     parent_id = execute(cfg)
-    client = MlflowClient(tracking_uri)
+    client = MlflowClient(made_store)
     parent = client.get_run(parent_id)
     children = client.search_runs([parent.info.experiment_id], f"tags.`{PARENT_TAG}` = '{parent_id}'")
     assert sorted(run.data.params["seed"] for run in children) == ["3", "4"]
@@ -178,27 +179,29 @@ def test_database_file_alone_holds_every_run_after_the_command_exits(tmp_path: P
         assert connection.execute("SELECT count(*) FROM runs").fetchone() == (3,)  # the parent and 2 children
 
 
-def test_multirun_groups_jobs_under_one_parent(tmp_path: Path, tracking_uri: str) -> None:
-    done = run_cli(["-m", "seed=1,2", "ticks=50", f"tracking.uri={tracking_uri}"], tmp_path, clean_env())
-    assert done.returncode == 0, done.stderr
-    runs = experiment_runs(MlflowClient(tracking_uri))
+def test_multirun_groups_jobs_under_one_parent(tmp_path: Path, made_store: str, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)   # in this process, through the main `python -m paraphina.run` runs, in clean_env()
+    for name in [n for n in os.environ if n.startswith(("PARAPHINA_", "MLFLOW_"))]:
+        monkeypatch.delenv(name)
+    run_command.main(["-m", "seed=1,2", "ticks=50", f"tracking.uri={made_store}"])
+    runs = experiment_runs(MlflowClient(made_store))
     (parent,) = [run for run in runs if run.data.tags.get("paraphina.kind") == "multirun"]
     children = [run for run in runs if run.data.tags.get(PARENT_TAG) == parent.info.run_id]
     assert sorted(run.data.tags["seed"] for run in children) == ["1", "2"]
     assert len(runs) == 3 and {run.info.status for run in runs} == {"FINISHED"}
 
 
-def test_dataset_of_several_runs_summarises_like_pandas(tmp_path: Path, tracking_uri: str, capsys) -> None:
+def test_dataset_of_several_runs_summarises_like_pandas(tmp_path: Path, made_store: str, capsys) -> None:
     jobs = [("conservative", 1), ("conservative", 2), ("aggressive", 1), ("aggressive", 3), ("balanced", 5)]
     expected = []
     for profile, seed in jobs:
         label = f"sum-{profile}-{seed}"
-        cfg = compose(tracking_uri, f"+profile={profile}", f"seed={seed}", "ticks=80", "dataset=ds-sum",
+        cfg = compose(made_store, f"+profile={profile}", f"seed={seed}", "ticks=80", "dataset=ds-sum",
                       f"label={label}", "engine.risk.daily_loss_limit=60")  # fmt: skip
         execute(cfg)
         expected.append({"label": label, "profile": profile, **engine_only(cfg).run_metrics(0)})
     capsys.readouterr()
-    rows = load_dataset(tracking_uri, "ds-sum")
+    rows = load_dataset(made_store, "ds-sum")
     assert sorted(rows["label"]) == sorted(row["label"] for row in expected)
 
     frame = pd.DataFrame(expected)
@@ -218,22 +221,22 @@ def test_dataset_of_several_runs_summarises_like_pandas(tmp_path: Path, tracking
     best = frame.sort_values("utility", ascending=False)["label"].head(3).tolist()
     assert top_runs(rows, 3, 0.5)["label"].tolist() == best
 
-    summary.main(["--dataset", "ds-sum", "--tracking-uri", tracking_uri, "--top", "3"])
+    summary.main(["--dataset", "ds-sum", "--tracking-uri", made_store, "--top", "3"])
     out = capsys.readouterr().out
     assert out == format_summary(rows, 3, 0.5) + "\n"
     assert f"runs               {len(jobs)}" in out and best[0] in out
 
 
-def test_batch_joins_dataset_as_one_row_per_run(tracking_uri: str) -> None:
-    execute(compose(tracking_uri, "runs=2", "ticks=50", "dataset=ds-batch", "label=batch"))
-    assert len(load_dataset(tracking_uri, "ds-batch")) == 2
+def test_batch_joins_dataset_as_one_row_per_run(made_store: str) -> None:
+    execute(compose(made_store, "runs=2", "ticks=50", "dataset=ds-batch", "label=batch"))
+    assert len(load_dataset(made_store, "ds-batch")) == 2
 
 
-def test_large_batch_is_one_run_with_its_seeds_as_rows(tmp_path: Path, tracking_uri: str) -> None:
+def test_large_batch_is_one_run_with_its_seeds_as_rows(tmp_path: Path, made_store: str) -> None:
     table_mode = ["runs=6", "seed=2", "ticks=60", "dataset=ds-table", "label=t", "tracking.seed_children_below=4"]
-    cfg = compose(tracking_uri, *table_mode)
+    cfg = compose(made_store, *table_mode)
     run_id = execute(cfg)
-    client = MlflowClient(tracking_uri)
+    client = MlflowClient(made_store)
     (batch,) = experiment_runs(client)
     assert batch.info.run_id == run_id and batch.info.status == "FINISHED"
     assert batch.data.tags["paraphina.kind"] == "research_table" and batch.data.metrics["runs"] == 6
@@ -243,11 +246,11 @@ def test_large_batch_is_one_run_with_its_seeds_as_rows(tmp_path: Path, tracking_
     assert table["seed"].tolist() == [2, 3, 4, 5, 6, 7]
     np.testing.assert_array_equal(table["final_pnl"], engine.metrics["final_pnl"])
     np.testing.assert_array_equal(table["net_edge_bps"], engine.metrics["net_edge_bps"])
-    rows = load_dataset(tracking_uri, "ds-table")
+    rows = load_dataset(made_store, "ds-table")
     assert sorted(rows["final_pnl"]) == sorted(engine.metrics["final_pnl"]) and set(rows["label"]) == {"t"}
 
-    execute(compose(tracking_uri, *table_mode, "tracking.seed_children=always"))   # children replace the rows
-    again = load_dataset(tracking_uri, "ds-table")
+    execute(compose(made_store, *table_mode, "tracking.seed_children=always"))   # children replace the rows
+    again = load_dataset(made_store, "ds-table")
     assert len(experiment_runs(client)) == 1 + 1 + 6
     columns = [c for c in rows.columns if c != "timestamp_utc"]
     pd.testing.assert_frame_equal(again[columns].sort_values("final_pnl").reset_index(drop=True),

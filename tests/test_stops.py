@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from conftest import copy_store
 from paraphina import run as run_command
 from paraphina.core.errors import ParaphinaError
 from paraphina.core.names import DATASET_TAG, PARENT_TAG, PID_TAG
@@ -48,7 +49,7 @@ def rows_written(db: Path) -> int:
 
 def stop_after_rows(args: list[str], folder: Path, signum: int, rows: int) -> subprocess.CompletedProcess:
     """Run `python -m ARGS` in `folder` and send `signum` once `rows` research rows
-    are in its store; returns the finished process with its output."""
+    are in its store (`store_uri(folder)`); returns the finished process with its output."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PARAPHINA_", "MLFLOW_"))}
     env["MLFLOW_TRACKING_URI"] = store_uri(folder)
     process = subprocess.Popen([sys.executable, "-m", *args], cwd=folder, env=env, stdout=subprocess.PIPE,
@@ -92,10 +93,10 @@ def stopped_line(err: str, name: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def uninterrupted_rows(tmp_path_factory) -> dict[str, pd.DataFrame]:
+def uninterrupted_rows(tmp_path_factory, empty_store: Path) -> dict[str, pd.DataFrame]:
     """The rows of each command run once without a stop, in a store of its own."""
     folder = tmp_path_factory.mktemp("uninterrupted")
-    uri = store_uri(folder)
+    uri = copy_store(empty_store, folder / "mlruns" / "mlflow.db")
     exp13.main([*RECORD_EXP13, f"tracking.uri={uri}", f"paths.root={folder}"])
     expected = {"exp13": load_dataset(uri, "stops")}
     run_command.main([*RECORD_BATCH, f"tracking.uri={uri}"])
@@ -103,13 +104,13 @@ def uninterrupted_rows(tmp_path_factory) -> dict[str, pd.DataFrame]:
     return expected
 
 
-def test_sigint_during_exp13_marks_its_runs_killed_and_removes_its_telemetry(tmp_path: Path, uninterrupted_rows,
-                                                                            capsys):
+def test_sigint_during_exp13_marks_its_runs_killed_and_removes_its_telemetry(tmp_path: Path, made_store: str,
+                                                                            uninterrupted_rows, capsys):
     rows = random.Random(13).randint(1, 8)
     done = stop_after_rows(["paraphina.experiments.exp13", *RECORD_EXP13], tmp_path, signal.SIGINT, rows)
     line = stopped_line(done.stderr, "SIGINT")
     assert done.returncode == 128 + signal.SIGINT and "marked KILLED" in line and "finished runs are recorded" in line
-    uri = store_uri(tmp_path)
+    uri = made_store
     assert "RUNNING" not in statuses(uri)
     telemetry = tmp_path / "sweeps" / "exp13" / "telemetry"
     assert not telemetry.exists() or not any(telemetry.rglob("*.jsonl*"))
@@ -126,21 +127,23 @@ def test_sigint_during_exp13_marks_its_runs_killed_and_removes_its_telemetry(tmp
     assert "skipped" not in capsys.readouterr().err   # ... until the clean removes them
 
 
-def test_sigterm_during_a_batch_record_and_a_rerun_replaces_rather_than_doubles(tmp_path: Path, uninterrupted_rows):
+def test_sigterm_during_a_batch_record_and_a_rerun_replaces_rather_than_doubles(tmp_path: Path, made_store: str,
+                                                                              uninterrupted_rows):
     rows = random.Random(14).randint(1, 50)
     telemetry = ["telemetry.mode=jsonl", "telemetry.path=sweeps/t/run.jsonl"]
     done = stop_after_rows(["paraphina.run", *RECORD_BATCH, *telemetry], tmp_path,
                            signal.SIGTERM, rows)
     assert done.returncode == 128 + signal.SIGTERM and "marked KILLED" in stopped_line(done.stderr, "SIGTERM")
     assert not list((tmp_path / "sweeps").rglob("*.jsonl*"))
-    uri = store_uri(tmp_path)
+    uri = made_store
     assert "RUNNING" not in statuses(uri)
     for _ in range(2):
         run_command.main([*RECORD_BATCH, f"tracking.uri={uri}"])
         same_rows(load_dataset(uri, "batch"), uninterrupted_rows["batch"])
 
 
-def test_sigkill_during_an_import_adds_no_rows_and_the_next_command_ends_its_runs(tmp_path: Path, capsys):
+def test_sigkill_during_an_import_adds_no_rows_and_the_next_command_ends_its_runs(tmp_path: Path, made_store: str,
+                                                                                 capsys):
     source = tmp_path / "original.jsonl"
     lines = [{"timestamp_utc": f"2025-03-01T10:{i // 60:02d}:{i % 60:02d}Z", "label": f"r{i:03d}",
               "profile": "balanced", "num_ticks": 2000, "final_pnl": float(i), "max_drawdown": 1.0 + i,
@@ -151,7 +154,7 @@ def test_sigkill_during_an_import_adds_no_rows_and_the_next_command_ends_its_run
     done = stop_after_rows(["paraphina.research.transfer", "import", "--input", str(source), "--dataset", "v"],
                            tmp_path, signal.SIGKILL, rows)
     assert done.returncode == -signal.SIGKILL
-    uri = store_uri(tmp_path)
+    uri = made_store
     assert statuses(uri).get("RUNNING", 0) >= 1
 
     transfer.main(["import", "--input", str(source), "--dataset", "other", "--tracking-uri", uri])
@@ -166,8 +169,8 @@ def test_sigkill_during_an_import_adds_no_rows_and_the_next_command_ends_its_run
     assert len(exported.read_text().splitlines()) == len(lines)
 
 
-def test_a_run_of_a_gone_process_is_marked_killed_and_its_rows_removed(tmp_path: Path, capsys):
-    uri = store_uri(tmp_path)
+def test_a_run_of_a_gone_process_is_marked_killed_and_its_rows_removed(made_store: str, capsys):
+    uri = made_store
     writer = research_writer(uri)
     parent = writer.start_parent(RunRecord(name="import-gone"))
     row = {"timestamp_utc": "2025-01-01T00:00:00Z", "label": "a", "profile": "balanced", "num_ticks": 10,
@@ -192,8 +195,8 @@ def test_a_run_of_a_gone_process_is_marked_killed_and_its_rows_removed(tmp_path:
     assert len(load_dataset(uri, "kept")) == 1
 
 
-def test_rows_read_under_a_parent_count_while_it_runs_and_never_once_it_was_stopped(tmp_path: Path, capsys) -> None:
-    uri = store_uri(tmp_path)
+def test_rows_read_under_a_parent_count_while_it_runs_and_never_once_it_was_stopped(made_store: str, capsys) -> None:
+    uri = made_store
     writer = research_writer(uri)
     row = {"timestamp_utc": "2025-01-01T00:00:00Z", "label": "a", "profile": "balanced", "num_ticks": 10,
            "final_pnl": 1.0, "max_drawdown": 1.0, "kill_switch": False}
@@ -207,8 +210,8 @@ def test_rows_read_under_a_parent_count_while_it_runs_and_never_once_it_was_stop
         load_dataset(uri, "dead", under=stopped)   # e.g. exp11 filter.source_run=<a killed exp13>
 
 
-def test_clean_removes_the_files_of_stopped_commands_only(tmp_path: Path) -> None:
-    uri = store_uri(tmp_path)
+def test_clean_removes_the_files_of_stopped_commands_only(tmp_path: Path, made_store: str) -> None:
+    uri = made_store
     writer = research_writer(uri)
     killed = writer.start_parent(RunRecord(name="exp13-killed"))
     writer.finish(killed, status="KILLED")

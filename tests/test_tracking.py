@@ -144,21 +144,21 @@ def test_record_round_trip(tmp_path: Path, store_uri: str) -> None:
     assert (local / "config.yaml").read_text() == record.texts["config.yaml"]
 
 
-def test_failed_write_marks_run_failed(tmp_path: Path, store_uri: str) -> None:
-    experiment_id = prepare_store(store_uri, ["paraphina"])["paraphina"]
+def test_failed_write_marks_run_failed(tmp_path: Path, made_store: str) -> None:
+    experiment_id = prepare_store(made_store, ["paraphina"])["paraphina"]
     record = RunRecord(name="broken", artifacts=[(tmp_path / "missing.png", None)])
     with pytest.raises(ParaphinaError) as error:
-        RunWriter(store_uri, experiment_id).log(record)
+        RunWriter(made_store, experiment_id).log(record)
     assert "\n" not in str(error.value) and "broken" in str(error.value)
-    (run,) = MlflowClient(store_uri).search_runs([experiment_id], "attributes.run_name = 'broken'")
+    (run,) = MlflowClient(made_store).search_runs([experiment_id], "attributes.run_name = 'broken'")
     assert run.info.status == "FAILED"
 
 
-def test_parent_with_children(tmp_path: Path, store_uri: str) -> None:
-    experiment_id = prepare_store(store_uri, ["batch"])["batch"]
-    writer = RunWriter(store_uri, experiment_id)
+def test_parent_with_children(tmp_path: Path, made_store: str) -> None:
+    experiment_id = prepare_store(made_store, ["batch"])["batch"]
+    writer = RunWriter(made_store, experiment_id)
     parent_id = writer.start_parent(RunRecord(name="aggressive-x3", params={"runs": 3}, texts={"config.yaml": "a: 1"}))
-    client = MlflowClient(store_uri)
+    client = MlflowClient(made_store)
     assert client.get_run(parent_id).info.status == "RUNNING"
     child_ids = {writer.log(RunRecord(name=f"aggressive-s{s}", metrics={"final_pnl": s}), parent_id) for s in range(3)}
     fan = tmp_path / "fan.png"
@@ -173,25 +173,25 @@ def test_parent_with_children(tmp_path: Path, store_uri: str) -> None:
     assert all(run.data.tags[PARENT_TAG] == parent_id for run in found)
 
 
-def test_dataset_round_trip(store_uri: str) -> None:
-    experiment_id = prepare_store(store_uri, ["research"])["research"]
-    writer = RunWriter(store_uri, experiment_id)
+def test_dataset_round_trip(made_store: str) -> None:
+    experiment_id = prepare_store(made_store, ["research"])["research"]
+    writer = RunWriter(made_store, experiment_id)
     rows = research_rows(7, "exp13")
     for i, row in enumerate(reversed(rows)):  # written out of order: loading sorts by timestamp
         writer.log(row_to_record(row, "ds-main", f"row-{i}"))
     writer.log(row_to_record(research_rows(1, "other")[0], "ds-other", "other"))
 
-    loaded = load_dataset(store_uri, "ds-main")
+    loaded = load_dataset(made_store, "ds-main")
     assert list(loaded.columns) == list(ROW_KEYS)
     pd.testing.assert_frame_equal(loaded, expected_frame(rows))
-    assert list_datasets(store_uri) == ["ds-main", "ds-other"]
+    assert list_datasets(made_store) == ["ds-main", "ds-other"]
 
 
-def test_missing_dataset_lists_existing(store_uri: str) -> None:
-    experiment_id = prepare_store(store_uri, ["research"])["research"]
-    RunWriter(store_uri, experiment_id).log(row_to_record(research_rows(1, "a")[0], "alpha", "r"))
+def test_missing_dataset_lists_existing(made_store: str) -> None:
+    experiment_id = prepare_store(made_store, ["research"])["research"]
+    RunWriter(made_store, experiment_id).log(row_to_record(research_rows(1, "a")[0], "alpha", "r"))
     with pytest.raises(ParaphinaError) as error:
-        load_dataset(store_uri, "beta")
+        load_dataset(made_store, "beta")
     message = str(error.value)
     assert "\n" not in message and "beta" in message and "alpha" in message
 

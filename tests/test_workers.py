@@ -42,6 +42,8 @@ WORKER = ["experiment.sampler=tpe", f"experiment.n_trials={TRIALS}", "experiment
 DEADLINE_S = 90.0
 POLL_S = 0.05
 
+pytestmark = pytest.mark.longest   # about 80 s, mostly its worker processes: started first (tests/conftest.py)
+
 
 def start_worker(tmp_path: Path, storage: str, tracking: str, name: str,
                  overrides: Sequence[str] = WORKER) -> subprocess.Popen:
@@ -126,21 +128,21 @@ def check_study(tmp_path: Path, reader: optuna.storages.BaseStorage, tracking: s
     return children
 
 
-def test_workers_share_a_journal_study(tmp_path: Path) -> None:
-    journal, tracking = tmp_path / "optuna.journal", f"sqlite:///{tmp_path}/mlruns/mlflow.db"
+def test_workers_share_a_journal_study(tmp_path: Path, made_store: str) -> None:
+    # the store made already: processes creating one together are test_research_tools' concurrent recorders
+    journal, tracking = tmp_path / "optuna.journal", made_store
     reader = optuna.storages.JournalStorage(JournalFileBackend(str(journal)))
     victim, codes = run_three_workers(tmp_path, str(journal), tracking, reader)
     check_study(tmp_path, reader, tracking, victim, codes)
 
 
-def test_workers_split_a_grid(tmp_path: Path) -> None:
+def test_workers_split_a_grid(tmp_path: Path, made_store: str) -> None:
     """Grid workers share one sampler seed (it fixes the grid's order) and still take distinct points."""
     journal = tmp_path / "optuna.journal"
     # rounds of ~0.4 s, so both workers are up before the 9 points are done
     grid = ["experiment.space.eta.values=[0.05,0.1,0.2]", "experiment.space.vol_ref.values=[1e-4,2e-4,4e-4]",
             "experiment.batch_size=2", "ticks=300000", "seeds=2", "execution.threads=1", "experiment.study.name=grid"]
-    workers = [start_worker(tmp_path, str(journal), f"sqlite:///{tmp_path}/mlruns/mlflow.db", name, grid)
-               for name in ("a", "b")]
+    workers = [start_worker(tmp_path, str(journal), made_store, name, grid) for name in ("a", "b")]
     assert [w.wait(timeout=DEADLINE_S) for w in workers] == [0, 0], [p.read_text() for p in tmp_path.glob("*.log")]
     trials = optuna.load_study(study_name="grid-balanced",
                                storage=optuna.storages.JournalStorage(JournalFileBackend(str(journal)))).trials
