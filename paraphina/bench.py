@@ -19,9 +19,8 @@ from concurrent.futures.process import BrokenProcessPool
 
 from omegaconf import DictConfig
 
-from paraphina.config.commands import command_overrides
+from paraphina.config.commands import hydra_command, task_overrides
 from paraphina.config.loading import compose_config
-from paraphina.core.cli import cli_errors
 from paraphina.core.errors import ParaphinaError
 
 
@@ -85,10 +84,10 @@ def start_up_times(cfg: DictConfig) -> tuple[float, float]:
     return cold, warm
 
 
-@cli_errors
-def main(argv: list[str] | None = None) -> None:
-    overrides = command_overrides(argv, "bench", __doc__)
-    cfg = compose_config(overrides, "bench")
+def bench(cfg: DictConfig) -> None:
+    """Print the benchmark table of `cfg`; each batch size runs in a process of its own, composed again from
+    the command line's overrides."""
+    overrides = task_overrides()
     exp = cfg.experiment
     threads = list(exp.thread_counts)
     print(f"engine benchmark: profile={cfg.profile_name} market={cfg.market.scenario} ticks={cfg.ticks}, "
@@ -108,6 +107,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"start-up: cold compile (empty cache) {cold:.1f} s; `python -m paraphina.run tracking.enabled=false` "
           f"with a warm cache {warm:.2f} s wall")
 
+
+main = hydra_command("bench", bench)
 
 if __name__ == "__main__":
     main()

@@ -13,9 +13,8 @@ import pandas as pd
 from omegaconf import DictConfig
 from scipy import stats
 
-from paraphina.config.commands import command_overrides
+from paraphina.config.commands import hydra_command, task_overrides
 from paraphina.config.loading import compose_config
-from paraphina.core.cli import cli_errors
 from paraphina.engine.simulate import BatchResult
 from paraphina.runner.batch import run_batch
 from paraphina.world_model.tiers import horizon_note
@@ -100,10 +99,10 @@ def target_text(low: float, high: float, unit: str) -> str:
     return f"{shown(low, unit)}-{shown(high, unit)}"
 
 
-@cli_errors
-def main(argv: list[str] | None = None) -> None:
-    overrides = command_overrides(argv, "calibrate", __doc__)
-    base = compose_config(overrides, "calibrate")
+def calibrate(base: DictConfig) -> None:
+    """Print the target table of `base` (conf/calibrate.yaml and the command line); each profile and scenario
+    is composed again from the command line's overrides."""
+    overrides = task_overrides()
     exp = base.experiment
     note = horizon_note(base.ticks, base.world_model.session_ticks)
     if note:
@@ -140,6 +139,8 @@ def main(argv: list[str] | None = None) -> None:
     with pd.option_context("display.width", 200):
         print(pd.DataFrame(rows).to_string(index=False))
 
+
+main = hydra_command("calibrate", calibrate)
 
 if __name__ == "__main__":
     main()

@@ -77,18 +77,3 @@ def hydra_command(config_name: str, task: Callable[[DictConfig], object],
                 os.environ[FULL_ERROR_ENV] = saved[1]
 
     return main
-
-
-def command_overrides(argv: list[str] | None, config_name: str, doc: str | None) -> list[str]:
-    """The overrides of a command line of the tools outside Hydra's app runner (calibration, benchmarks);
-    `--help` prints the usage and the settings file, other flags are errors."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    if {"-h", "--help"} & set(args):
-        print((doc or "").strip())
-        print(f"\nSettings (conf/{config_name}.yaml; every key of `python -m paraphina.run --cfg job` applies too):\n")
-        print((CONF_DIR / f"{config_name}.yaml").read_text())
-        raise SystemExit(0)
-    flags = [a for a in args if a.startswith("-")]
-    if flags:
-        raise ParaphinaError(f"unknown option {flags[0]}; this command takes Hydra overrides key=value and --help")
-    return args

@@ -1,4 +1,4 @@
-"""Console helpers shared by the experiment entry points, and the check that a config matches its overrides."""
+"""Console helpers shared by the experiment entry points, and flattened configs to compare."""
 from __future__ import annotations
 
 from typing import Mapping, Sequence
@@ -6,8 +6,7 @@ from typing import Mapping, Sequence
 import pandas as pd
 from omegaconf import DictConfig
 
-from paraphina.config.loading import compose_config, to_plain
-from paraphina.core.errors import ParaphinaError
+from paraphina.config.loading import to_plain
 from paraphina.tracking.runs import flatten_params
 from paraphina.world_model.tiers import horizon_note
 
@@ -50,16 +49,3 @@ def first_difference(flats: Mapping[str, Mapping[str, str]]) -> tuple[str, str, 
         if other is not None:
             return key, names[0], other
     return None
-
-
-def check_composed(cfg: DictConfig, overrides: Sequence[str]) -> None:
-    """Stop unless `cfg` is conf/<experiment.id>.yaml composed with `overrides`.
-
-    Steps that compose more configs from the same overrides (Exp06's steps, Exp08's profiles) would
-    otherwise run settings other than those recorded with `cfg`.
-    """
-    expected = compose_config(overrides, cfg.experiment.id)
-    diff = first_difference({"given": flat_config(cfg), "composed": flat_config(expected)})
-    if diff is not None:
-        raise ParaphinaError(f"the config given differs in '{diff[0]}' from experiment {cfg.experiment.id} with "
-                             f"overrides {list(overrides)}; pass the overrides the config was composed from")

@@ -21,7 +21,7 @@ from omegaconf import DictConfig
 from paraphina.config.commands import hydra_command, task_overrides
 from paraphina.config.loading import compose_config, override_key
 from paraphina.core.errors import ParaphinaError
-from paraphina.experiments.cli import check_composed, print_table
+from paraphina.experiments.cli import print_table
 from paraphina.experiments.records import ExperimentRecorder
 from paraphina.tracking.store import describe
 
@@ -116,7 +116,6 @@ def run(cfg: DictConfig, overrides: Sequence[str] = ()) -> pd.DataFrame:
     Returns the status table: step, status (ok, failed, skipped; planned or invalid in a dry run),
     seconds, and a one-line error.
     """
-    check_composed(cfg, overrides)
     steps = plan(cfg, overrides)
     if cfg.dry_run:
         return dry_run(steps)

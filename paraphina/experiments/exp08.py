@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from paraphina.config.commands import hydra_command, task_overrides
 from paraphina.config.experiments import Target
 from paraphina.core.names import PROFILE_KNOBS, SEED_OFFSET_TAG
-from paraphina.experiments.cli import check_composed, print_horizon_note, print_table
+from paraphina.experiments.cli import print_horizon_note, print_table
 from paraphina.experiments.profiles import config_knobs, profiles_batch
 from paraphina.experiments.records import ExperimentRecorder, parent_metrics, point_summaries, sweeps_dir
 from paraphina.experiments.sequential_runs import ProfileRuns, SequentialPlan, check_plans, sequential_rounds
@@ -37,7 +37,6 @@ def run(cfg: DictConfig, overrides: Sequence[str] = ()) -> pd.DataFrame:
 
     Returns one row per profile: its knobs, then the aggregate metrics of its seeds.
     """
-    check_composed(cfg, overrides)
     profiles = list(cfg.experiment.profiles)
     decisive = cfg.target == Target.decisive
     if decisive:

@@ -31,7 +31,7 @@ from paraphina.core.errors import ParaphinaError
 from paraphina.config.experiments import Target
 from paraphina.core.names import DATASET_SOURCE_TAG, EXPERIMENT_TAG, KIND_TAG, RESEARCH_TABLE_KIND
 from paraphina.experiments import alignment, exp11
-from paraphina.experiments.cli import check_composed, print_horizon_note
+from paraphina.experiments.cli import print_horizon_note
 from paraphina.experiments.profiles import profiles_batch
 from paraphina.experiments.sequential_runs import ProfileRuns, SequentialPlan, check_plans, sequential_rounds
 from paraphina.experiments.records import ExperimentRecorder, sweeps_dir
@@ -224,7 +224,6 @@ def run(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict:
     """Run, record, summarise, align and report; `overrides` are those `cfg` was composed from (every profile
     gets them). Returns the alignment table, report text and run ids."""
     check(cfg)
-    check_composed(cfg, overrides)
     overrides = list(overrides)
     measured = {p: ProfileRuns() for p in cfg.profiles}
     rounds = []

@@ -16,9 +16,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from paraphina.config.commands import command_overrides
+from paraphina.config.commands import hydra_command, task_overrides
 from paraphina.config.loading import compose_config
-from paraphina.core.cli import cli_errors
 from paraphina.runner.batch import config_hash, run_batch
 from paraphina.runner.recording import TrackingSession
 from paraphina.tracking.store import SQLITE_PREFIX
@@ -33,10 +32,9 @@ def record_seconds(session: TrackingSession, cfg: DictConfig, result) -> float:
     return time.perf_counter() - started
 
 
-@cli_errors
-def main(argv: list[str] | None = None) -> None:
-    overrides = command_overrides(argv, CONFIG_NAME, __doc__)
-    base = [*overrides, "telemetry.mode=off"]
+def tracking_bench(_: DictConfig) -> None:
+    """Print what recording costs; the configs measured are composed from the command line's overrides."""
+    base = [*task_overrides(), "telemetry.mode=off"]
     with tempfile.TemporaryDirectory(prefix="paraphina-tracking-bench-") as folder:
         uri = f"tracking.uri={SQLITE_PREFIX}{Path(folder) / 'mlflow.db'}"
         single_cfg = compose_config([*base, uri, "runs=1"], CONFIG_NAME)
@@ -60,6 +58,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{f'batch of {n}, children with the whole config (child_config=full)':<66} {full_mode / n * 1000:>10.1f}")
     print("(a batch's figure is its whole record, parent and fan chart included, divided by its runs)")
 
+
+main = hydra_command(CONFIG_NAME, tracking_bench)
 
 if __name__ == "__main__":
     main()

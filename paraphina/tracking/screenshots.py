@@ -18,9 +18,7 @@ from typing import Iterator
 
 from omegaconf import DictConfig
 
-from paraphina.config.commands import command_overrides
-from paraphina.config.loading import compose_config
-from paraphina.core.cli import cli_errors
+from paraphina.config.commands import hydra_command
 from paraphina.core.errors import ParaphinaError
 from paraphina.core.names import ENGINE_RUN_KIND, EXPERIMENT_KIND, KIND_TAG
 from paraphina.tracking.store import check_reachable, existing_store_uri, tracking_client
@@ -81,10 +79,8 @@ def screenshot(shots: DictConfig, address: str, png: Path) -> None:
         raise ParaphinaError(f"{shots.browser} could not take {png.name} ({exc})") from None
 
 
-@cli_errors
-def main(argv: list[str] | None = None) -> None:
-    overrides = command_overrides(argv, "screenshots", __doc__)
-    cfg = compose_config(overrides, "screenshots")
+def take(cfg: DictConfig) -> None:
+    """Take the README's pictures of the UI on the store of `cfg`."""
     shots = cfg.experiment
     uri = existing_store_uri(cfg.tracking.uri, cfg.paths.store, cfg.tracking.reachability_timeout_s)
     search = latest_run(uri, cfg.experiment_names[shots.parent_of], EXPERIMENT_KIND)
@@ -97,6 +93,8 @@ def main(argv: list[str] | None = None) -> None:
             screenshot(shots, page(base, f"experiments/{experiment_id}/runs/{run_id}/{tab}"), out / name)
             print(f"wrote {out / name}")
 
+
+main = hydra_command("screenshots", take)
 
 if __name__ == "__main__":
     main()
