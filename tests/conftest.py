@@ -34,6 +34,22 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: item.get_closest_marker("longest") is None)
 
 
+@pytest.fixture(autouse=True)
+def no_experiment_schemas_stored() -> None:
+    """Each test starts with Hydra's ConfigStore as a command's process does, holding no experiment's schema:
+    paraphina.config.experiments.register stores one the first time a process composes that experiment, and
+    Hydra deep-copies every stored schema at every compose (50 ms more per compose once all are stored)."""
+    from hydra.core.config_store import ConfigStore
+
+    from paraphina.config.experiments import SCHEMAS, register
+
+    repo = ConfigStore.instance().repo
+    for name in SCHEMAS:
+        repo.get("schema", {}).pop(f"{name}.yaml", None)
+        repo.pop(f"{name}.yaml", None)
+    register.cache_clear()   # so the next compose of an experiment stores its schema again
+
+
 @pytest.fixture(scope="session")
 def cfg():
     """The base config (balanced centre, default market) with ticks=50."""

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
+from omegaconf import OmegaConf
 
 from paraphina.config.loading import compose_config, to_plain
 from paraphina.core.names import METRIC_KEYS, MICROSTRUCTURE_KEYS
@@ -54,7 +55,9 @@ def compose(*overrides: str):
 def run_to(directory: Path, overrides: tuple[str, ...], seeds=None, per_run=None, name="run"):
     """run_batch with JSONL telemetry into `directory`; returns (result, {seed: path})."""
     template = str(directory / f"{name}-{{seed}}.jsonl")
-    cfg = compose(*overrides, "telemetry.mode=jsonl", f"telemetry.path='{template}'")
+    # the composed config (once per overrides) with the telemetry settings merged in: equal to composing
+    # them too, which would compose again for every directory
+    cfg = OmegaConf.merge(compose(*overrides), {"telemetry": {"mode": "jsonl", "path": template}})
     result, paths = run_batch(cfg, seeds=seeds, per_run=per_run)
     seeds_used = [int(s) for s in result.seeds]
     assert len(paths) == len(seeds_used)

@@ -52,6 +52,15 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def as_a_command(monkeypatch: pytest.MonkeyPatch, cwd: Path, **extra: str) -> None:
+    """This process set up as `run_cli` starts a command (in `cwd`, `clean_env(**extra)`), to call its main here."""
+    monkeypatch.chdir(cwd)
+    for name in [n for n in os.environ if n.startswith(("PARAPHINA_", "MLFLOW_"))]:
+        monkeypatch.delenv(name)
+    for name, value in extra.items():
+        monkeypatch.setenv(name, value)
+
+
 def run_cli(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "paraphina.run", *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=SUBPROCESS_TIMEOUT_S)  # fmt: skip
@@ -180,10 +189,8 @@ def test_database_file_alone_holds_every_run_after_the_command_exits(tmp_path: P
 
 
 def test_multirun_groups_jobs_under_one_parent(tmp_path: Path, made_store: str, monkeypatch) -> None:
-    monkeypatch.chdir(tmp_path)   # in this process, through the main `python -m paraphina.run` runs, in clean_env()
-    for name in [n for n in os.environ if n.startswith(("PARAPHINA_", "MLFLOW_"))]:
-        monkeypatch.delenv(name)
-    run_command.main(["-m", "seed=1,2", "ticks=50", f"tracking.uri={made_store}"])
+    as_a_command(monkeypatch, tmp_path)
+    run_command.main(["-m", "seed=1,2", "ticks=50", f"tracking.uri={made_store}"])   # the main of the command
     runs = experiment_runs(MlflowClient(made_store))
     (parent,) = [run for run in runs if run.data.tags.get("paraphina.kind") == "multirun"]
     children = [run for run in runs if run.data.tags.get(PARENT_TAG) == parent.info.run_id]
@@ -257,13 +264,14 @@ def test_large_batch_is_one_run_with_its_seeds_as_rows(tmp_path: Path, made_stor
                                   rows[columns].sort_values("final_pnl").reset_index(drop=True))
 
 
-def test_engine_cli_records_on_a_real_server(tmp_path: Path, mlflow_server: str) -> None:
+def test_engine_cli_records_on_a_real_server(tmp_path: Path, mlflow_server: str, monkeypatch, capsys) -> None:
     overrides = ["+profile=conservative", "seed=5", "ticks=60"]
-    done = run_cli(overrides, tmp_path, clean_env(MLFLOW_TRACKING_URI=mlflow_server))
-    assert done.returncode == 0, done.stderr
+    as_a_command(monkeypatch, tmp_path, MLFLOW_TRACKING_URI=mlflow_server)
+    run_command.main(overrides)   # the main of the command
+    out = capsys.readouterr().out
     client = MlflowClient(mlflow_server)  # everything below is read back over HTTP
     (run,) = experiment_runs(client)
-    assert run.info.run_id in done.stdout and mlflow_server in done.stdout
+    assert run.info.run_id in out and mlflow_server in out
     cfg = compose_config([*overrides, "tracking.enabled=false"], environ={})
     result = run_batch(cfg)[0]
     assert run.data.tags["profile"] == "conservative" and run.data.tags["seed"] == "5"
