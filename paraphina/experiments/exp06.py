@@ -110,7 +110,7 @@ def dry_run(steps: list[Step]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def run(cfg: DictConfig, overrides: Sequence[str] = ()) -> pd.DataFrame:
+def run(cfg: DictConfig, overrides: Sequence[str]) -> pd.DataFrame:
     """Run (or with dry_run, plan) the selected steps; `overrides` are those `cfg` was composed from.
 
     Returns the status table: step, status (ok, failed, skipped; planned or invalid in a dry run),

@@ -32,7 +32,7 @@ SUMMARY_COLUMNS = ("profile", "runs", "pnl_mean", "pnl_std", "dd_mean", "dd_min"
                    "kill_prob_low", "kill_prob_high", "frac_warning", "frac_hard")
 
 
-def run(cfg: DictConfig, overrides: Sequence[str] = ()) -> pd.DataFrame:
+def run(cfg: DictConfig, overrides: Sequence[str]) -> pd.DataFrame:
     """Validate `experiment.profiles`; `overrides` are those `cfg` was composed from (every profile gets them).
 
     Returns one row per profile: its knobs, then the aggregate metrics of its seeds.

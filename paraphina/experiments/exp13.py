@@ -220,7 +220,7 @@ def markdown_report(header: list[str], matrix: pd.DataFrame, details: pd.DataFra
 # --- the experiment ----------------------------------------------------------------------------
 
 
-def run(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict:
+def run(cfg: DictConfig, overrides: Sequence[str]) -> dict:
     """Run, record, summarise, align and report; `overrides` are those `cfg` was composed from (every profile
     gets them). Returns the alignment table, report text and run ids."""
     check(cfg)
