@@ -121,8 +121,12 @@ def serving(command: list[str], folder: Path, port: int) -> Iterator[str]:
 
     uri = f"http://127.0.0.1:{port}"
     log_path = folder / "server.log"
+    # without MLflow's job runner (a process and seven huey consumers, about 10 s of CPU to start, a folder left
+    # in /dev/shm each time): it runs GenAI jobs, which no test asks for
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     with open(log_path, "wb") as log:
-        server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=folder)
+        server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=folder,
+                                  env=env)
     try:
         deadline = time.monotonic() + SERVER_START_TIMEOUT_S
         while True:
