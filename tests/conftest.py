@@ -1,4 +1,5 @@
-"""Shared fixtures: the base config composed once per session with few ticks.
+"""Shared fixtures: the base config composed once per session with few ticks, MLflow stores and servers, a
+PostgreSQL server; and what keeps a session fast: the longest file first, a clean ConfigStore, a frozen heap.
 
 Kept small and generic so any test file can use it; tests that need other overrides compose their own.
 """
