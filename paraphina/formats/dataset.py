@@ -1,7 +1,6 @@
 """Research rows (one per run) and the original JSONL dataset files that hold them.
 
-Several processes may append to one dataset at once, so appends take an exclusive lock.
-"""
+Several processes may append to one dataset at once, so appends take an exclusive lock."""
 from __future__ import annotations
 
 import fcntl
@@ -19,29 +18,13 @@ from paraphina.core.errors import ParaphinaError
 from paraphina.core.names import METRIC_KEYS, ROW_KNOBS
 from paraphina.formats.telemetry import BOOL, INT, NUMBER, STR, Field, read_jsonl, records_frame
 
-ROW_KEYS: tuple[str, ...] = ("timestamp_utc", "label", "profile", "notes", "telemetry_path", *METRIC_KEYS, *ROW_KNOBS)
+_TEXT_KEYS = ("timestamp_utc", "label", "profile", "notes", "telemetry_path")
+ROW_KEYS: tuple[str, ...] = (*_TEXT_KEYS, *METRIC_KEYS, *ROW_KNOBS)
 
 # What a dataset line must hold for the summaries; the rest may be absent in older files.
-ROW_FIELDS: dict[str, Field] = {
-    "timestamp_utc": Field(STR, required=False),
-    "label": Field(STR, required=False),
-    "profile": Field(STR),
-    "notes": Field(STR, required=False),
-    "telemetry_path": Field(STR, required=False),
-    "num_ticks": Field(INT),
-    "final_pnl": Field(NUMBER),
-    "max_pnl": Field(NUMBER, required=False),
-    "min_pnl": Field(NUMBER, required=False),
-    "max_drawdown": Field(NUMBER),
-    "frac_normal": Field(NUMBER, required=False),
-    "frac_warning": Field(NUMBER, required=False),
-    "frac_hard": Field(NUMBER, required=False),
-    "kill_switch": Field(BOOL),
-    "time_to_kill": Field(INT, required=False),
-    "max_abs_delta_usd": Field(NUMBER, required=False),
-    "max_abs_basis_usd": Field(NUMBER, required=False),
-    **{key: Field(NUMBER, required=False) for key in ROW_KNOBS},
-}
+_REQUIRED = ("profile", "num_ticks", "final_pnl", "max_drawdown", "kill_switch")
+_KINDS = {**dict.fromkeys(_TEXT_KEYS, STR), "num_ticks": INT, "kill_switch": BOOL, "time_to_kill": INT}
+ROW_FIELDS: dict[str, Field] = {key: Field(_KINDS.get(key, NUMBER), key in _REQUIRED) for key in ROW_KEYS}
 
 
 def utc_timestamp() -> str:
@@ -64,16 +47,15 @@ def make_row(
     unknown = sorted(set(knobs) - set(ROW_KNOBS))
     if unknown:
         raise ValueError(f"unknown knobs {unknown}; expected some of {list(ROW_KNOBS)}")
-    row: dict[str, Any] = {
+    return {
         "timestamp_utc": timestamp_utc or utc_timestamp(),
         "label": label,
         "profile": profile,
         "notes": notes,
         "telemetry_path": None if telemetry_path is None else os.fspath(telemetry_path),
+        **{key: metrics[key] for key in METRIC_KEYS},
+        **{key: None if knobs.get(key) is None else float(knobs[key]) for key in ROW_KNOBS},
     }
-    row.update({key: metrics[key] for key in METRIC_KEYS})
-    row.update({key: None if knobs.get(key) is None else float(knobs[key]) for key in ROW_KNOBS})
-    return row
 
 
 def append_rows(path: str | os.PathLike[str], rows: Iterable[Mapping[str, Any]]) -> None:

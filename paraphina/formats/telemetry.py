@@ -1,7 +1,6 @@
 """Read tick telemetry JSONL (the original engine's or ours) and condense it into run metrics.
 
-The JSONL reading and line-numbered validation here are shared with `dataset`, so both
-file formats report problems the same way: `path:line: what is wrong`.
+The JSONL reading and line-numbered checks are shared with `dataset`: both report `path:line: what is wrong`.
 """
 from __future__ import annotations
 
@@ -16,20 +15,9 @@ import numpy as np
 import pandas as pd
 
 from paraphina.core.errors import ParaphinaError
-from paraphina.core.names import REGIME_NAMES
+from paraphina.core.names import REGIME_FRACTIONS, REGIME_NAMES
 from paraphina.formats.jsonl import is_gzip
 
-REQUIRED_KEYS: tuple[str, ...] = (
-    "t",
-    "pnl_realised",
-    "pnl_unrealised",
-    "pnl_total",
-    "risk_regime",
-    "kill_switch",
-    "q_global_tao",
-    "dollar_delta_usd",
-    "basis_usd",
-)
 Kind = tuple[tuple[type, ...], str]
 
 # Value kinds of a JSONL field: the accepted JSON types (bool is not a number) and a name for messages.
@@ -80,6 +68,7 @@ TELEMETRY_FIELDS: dict[str, Field] = {
     "dollar_delta_usd": Field(NUMBER),
     "basis_usd": Field(NUMBER),
 }
+REQUIRED_KEYS: tuple[str, ...] = tuple(TELEMETRY_FIELDS)
 
 
 def _reject_constant(name: str) -> float:
@@ -201,7 +190,6 @@ def run_metrics(df: pd.DataFrame) -> dict[str, Any]:
         raise ParaphinaError("telemetry has no ticks; metrics need at least one")
     pnl = df["pnl_total"].to_numpy(dtype=float)
     regime = df["risk_regime"].to_numpy()
-    normal, warning, hard = REGIME_NAMES
     kill = df["kill_switch"].to_numpy(dtype=bool)
     killed = bool(kill.any())
     return {
@@ -211,9 +199,7 @@ def run_metrics(df: pd.DataFrame) -> dict[str, Any]:
         "max_pnl": float(pnl.max()),
         "min_pnl": float(pnl.min()),
         "max_drawdown": max_drawdown(pnl),
-        "frac_normal": float(np.mean(regime == normal)),
-        "frac_warning": float(np.mean(regime == warning)),
-        "frac_hard": float(np.mean(regime == hard)),
+        **{fraction: float(np.mean(regime == name)) for fraction, name in zip(REGIME_FRACTIONS, REGIME_NAMES)},
         "kill_switch": killed,
         "time_to_kill": int(df["t"].iloc[int(np.argmax(kill))]) if killed else None,
         "max_abs_delta_usd": float(np.abs(df["dollar_delta_usd"].to_numpy(dtype=float)).max()),

@@ -1,9 +1,5 @@
-"""`python -m paraphina.research.telemetry_summary`: summarise one telemetry JSONL file, recording nothing.
-
-The original `tools/manual_telemetry_summary.py`; its block of a run's metrics is also what `research.ticks` prints.
-
-    python -m paraphina.research.telemetry_summary --telemetry sweeps/manual_telemetry/test_run.jsonl
-"""
+"""`python -m paraphina.research.telemetry_summary` (the original `tools/manual_telemetry_summary.py`): summarise
+one telemetry JSONL file, recording nothing; its block of a run's metrics is also what `research.ticks` prints."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence

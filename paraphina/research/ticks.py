@@ -1,13 +1,5 @@
-"""`python -m paraphina.research.ticks`: condense one telemetry JSONL file into a research row and record it.
-
-The original `tools/research_ticks.py`, same flags. The row becomes an MLflow run of a dataset (tag dataset=NAME,
-experiment `research`) with the telemetry file as an artifact; with --out it is also appended to a JSONL dataset.
-The file is checked whole first: a bad line is reported as `file:line` and nothing is recorded. The row's key is
-the file's content and the label, so recording the same file under the same label again replaces the row.
-
-    python -m paraphina.research.ticks --telemetry sweeps/manual_telemetry/test_run.jsonl \
-        --profile balanced --label manual_balanced_001 --out sweeps/research_dataset_v001.jsonl
-"""
+"""`python -m paraphina.research.ticks` (the original `tools/research_ticks.py`, same flags): one telemetry JSONL
+file to a research row, recorded as an MLflow run of a dataset with the file attached; --out also appends it."""
 from __future__ import annotations
 
 import hashlib
@@ -36,9 +28,8 @@ def build_parser() -> ToolParser:
     parser.add_argument("--profile", required=True, metavar="NAME", help="risk profile the run used")
     parser.add_argument("--label", required=True, metavar="L", help="research label of the run")
     parser.add_argument("--notes", metavar="N", help="free-text notes")
-    parser.add_argument(
-        "--dataset", default=DEFAULT_DATASET, metavar="NAME", help=f"MLflow dataset (default: {DEFAULT_DATASET})"
-    )
+    parser.add_argument("--dataset", default=DEFAULT_DATASET, metavar="NAME",
+                        help=f"MLflow dataset (default: {DEFAULT_DATASET})")
     parser.add_argument("--out", metavar="FILE.jsonl", help="also append the row to this JSONL dataset file")
     add_tracking_argument(parser)
     knobs = parser.add_argument_group("profile knobs recorded with the row (optional)")
@@ -65,14 +56,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         check_appendable(args.out)
     writer = research_writer(uri)
     telemetry = Path(args.telemetry).absolute()
-    row = make_row(
-        metrics,
-        profile=args.profile,
-        label=args.label,
-        notes=args.notes,
-        telemetry_path=str(telemetry),
-        knobs={knob: getattr(args, knob) for knob in ROW_KNOBS},
-    )
+    row = make_row(metrics, profile=args.profile, label=args.label, notes=args.notes, telemetry_path=str(telemetry),
+                   knobs={knob: getattr(args, knob) for knob in ROW_KNOBS})
     record = row_to_record(row, args.dataset, args.label, key=ticks_key(telemetry, args.label))
     record.tags[TOOL_TAG] = "research.ticks"
     record.artifacts.append((telemetry, "telemetry"))

@@ -1,12 +1,4 @@
-"""`python -m paraphina.research.transfer`: move a research dataset between MLflow and the original JSONL format.
-
-    python -m paraphina.research.transfer export --dataset exp13 --out research_dataset_v004.jsonl
-    python -m paraphina.research.transfer import --input research_dataset_v004.jsonl --dataset exp13_original
-
-Import checks the whole file first (a bad line is reported as `file:line` and nothing is recorded), then records
-one run per new row under an import parent run (tagged `dataset_import=NAME`, not part of the dataset): the rows
-count once the parent is FINISHED, and a row the dataset holds already is not recorded again.
-"""
+"""`python -m paraphina.research.transfer`: move a research dataset between MLflow and the original JSONL format."""
 from __future__ import annotations
 
 import json
@@ -30,26 +22,17 @@ from paraphina.tracking.runs import Ending, RunRecord
 from paraphina.tracking.store import existing_store_uri, reachable_uri
 
 
+_CONVERTERS = {INT: int, BOOL: bool, NUMBER: float}
+
+
 def frame_to_rows(df: pd.DataFrame) -> list[dict[str, Any]]:
     """Research rows (a DataFrame with ROW_KEYS columns) as JSON-ready dicts in the original key order."""
-    rows = []
-    for record in df.loc[:, list(ROW_KEYS)].to_dict("records"):
-        row: dict[str, Any] = {}
-        for key in ROW_KEYS:
-            value = record[key]
-            kind = ROW_FIELDS[key].kind
-            if value is None or value is pd.NA or (not isinstance(value, str) and pd.isna(value)):
-                row[key] = None
-            elif kind is INT:
-                row[key] = int(value)
-            elif kind is BOOL:
-                row[key] = bool(value)
-            elif kind is NUMBER:
-                row[key] = float(value)
-            else:
-                row[key] = str(value)
-        rows.append(row)
-    return rows
+    convert = {key: _CONVERTERS.get(ROW_FIELDS[key].kind, str) for key in ROW_KEYS}
+    return [
+        {key: None if value is None or value is pd.NA or (not isinstance(value, str) and pd.isna(value))
+         else convert[key](value) for key, value in record.items()}
+        for record in df.loc[:, list(ROW_KEYS)].to_dict("records")
+    ]
 
 
 def export_dataset(tracking_uri: str, dataset: str, out: str | os.PathLike[str], append: bool = False) -> int:

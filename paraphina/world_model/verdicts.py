@@ -1,21 +1,13 @@
 """Budget verdicts that keep their error rates at every number of runs (ENGINE_SPEC section 7, version 2).
 
-Each check tests both sides at level `alpha` (default 0.025, the ends of a two-sided 95 %
-interval): at a true value on the budget it says `ok` with probability <= alpha, and
-`violated` with probability <= alpha. Kill probabilities use exact Clopper-Pearson bounds,
-means a Student t interval only from `min_n` runs on, the drawdown's 95th percentile an
-order-statistic (binomial) interval that holds for any distribution. Each check also
-carries its one-sided p-values, so alarms over a family of checks can be Holm-adjusted.
-
-A budget lying exactly on an interval end is `inconclusive`: a verdict needs the whole
-interval strictly on one side.
+Each check tests both sides at level alpha and carries its one-sided p-values, so alarms can be Holm-adjusted.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
 from collections.abc import Sequence
-import dataclasses
 from dataclasses import dataclass
 from typing import Literal, Union
 
