@@ -23,15 +23,15 @@ def load_plotting() -> None:
     from matplotlib.figure import Figure  # noqa: F401
 
 
-def _figure(n_panels: int, width_in: float, height_in: float) -> tuple[Figure, list]:
-    """A figure on the Agg canvas with `n_panels` stacked axes sharing the x axis."""
+def _figure(width_in: float, height_in: float, rows: int = 1, cols: int = 1, layout: str | None = None,
+            **subplots) -> tuple[Figure, np.ndarray]:
+    """A figure on the Agg canvas and its rows x cols axes, as a flat array."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(width_in, height_in))
+    figure = Figure(figsize=(width_in, height_in), layout=layout)
     FigureCanvasAgg(figure)
-    axes = figure.subplots(n_panels, 1, sharex=True, squeeze=False)[:, 0]
-    return figure, list(axes)
+    return figure, figure.subplots(rows, cols, squeeze=False, **subplots).ravel()
 
 
 def _save(figure: Figure, path: str | Path, dpi: int) -> Path:
@@ -41,14 +41,13 @@ def _save(figure: Figure, path: str | Path, dpi: int) -> Path:
 
 def plot_run(steps: np.ndarray, pnl: np.ndarray, q: np.ndarray, path: str | Path, title: str, dpi: int = 80) -> Path:
     """PnL (USD) above inventory (TAO) over ticks, for one run."""
-    figure, (pnl_axes, q_axes) = _figure(2, 7.0, 4.5)
-    pnl_axes.plot(steps, pnl, color="tab:blue", linewidth=1.0)
-    pnl_axes.axhline(0.0, color="grey", linewidth=0.5)
-    pnl_axes.set_ylabel("PnL (USD)")
+    figure, (pnl_axes, q_axes) = _figure(7.0, 4.5, rows=2, sharex=True)
+    panels = ((pnl_axes, pnl, "tab:blue", "PnL (USD)"), (q_axes, q, "tab:orange", "inventory (TAO)"))
+    for axes, values, color, label in panels:
+        axes.plot(steps, values, color=color, linewidth=1.0)
+        axes.axhline(0.0, color="grey", linewidth=0.5)
+        axes.set_ylabel(label)
     pnl_axes.set_title(title)
-    q_axes.plot(steps, q, color="tab:orange", linewidth=1.0)
-    q_axes.axhline(0.0, color="grey", linewidth=0.5)
-    q_axes.set_ylabel("inventory (TAO)")
     q_axes.set_xlabel("tick")
     figure.subplots_adjust(left=0.12, right=0.97, top=0.93, bottom=0.11, hspace=0.08)
     return _save(figure, path, dpi)
@@ -60,7 +59,7 @@ def plot_fan(
     """Fan chart of PnL across runs (`pnl_paths` is n_steps x n_runs): median, 5-95 % and 25-75 % bands, samples."""
     paths = np.asarray(pnl_paths, dtype=float).reshape(len(steps), -1)
     p5, p25, p50, p75, p95 = np.percentile(paths, [5, 25, 50, 75, 95], axis=1)
-    figure, (axes,) = _figure(1, 7.0, 3.5)
+    figure, (axes,) = _figure(7.0, 3.5)
     axes.fill_between(steps, p5, p95, color="tab:blue", alpha=0.15, linewidth=0, label="5-95 %")
     axes.fill_between(steps, p25, p75, color="tab:blue", alpha=0.3, linewidth=0, label="25-75 %")
     sample = paths[:, : min(n_samples, paths.shape[1])]
@@ -80,7 +79,7 @@ def plot_heatmap(table: pd.DataFrame, x: str, y: str, value: str, path: str | Pa
     """Heatmap of `value` over two knob columns of `table` (one row per (x, y) cell), each cell annotated."""
     grid = table.pivot_table(index=y, columns=x, values=value, aggfunc="mean").sort_index().sort_index(axis=1)
     cells = grid.to_numpy(dtype=float)
-    figure, (axes,) = _figure(1, 1.1 * grid.shape[1] + 2.5, 0.7 * grid.shape[0] + 1.8)
+    figure, (axes,) = _figure(1.1 * grid.shape[1] + 2.5, 0.7 * grid.shape[0] + 1.8)
     image = axes.imshow(cells, cmap=cmap, origin="lower", aspect="auto")
     figure.colorbar(image, ax=axes, label=value)
     axes.set_xticks(range(grid.shape[1]), [f"{v:g}" for v in grid.columns])
@@ -103,7 +102,7 @@ def plot_trials_scatter(x: np.ndarray, y: np.ndarray, value: np.ndarray, path: s
 
     The view of a heatmap for samplers that do not lay their trials on a grid. `labels` are x, y and value.
     """
-    figure, (axes,) = _figure(1, 6.5, 4.8)
+    figure, (axes,) = _figure(6.5, 4.8)
     points = axes.scatter(x, y, c=value, cmap="viridis", s=36, edgecolors="black", linewidths=0.3)
     figure.colorbar(points, ax=axes, label=labels[2])
     if best is not None:
@@ -129,12 +128,7 @@ def plot_pareto_fronts(panels: dict[str, tuple[np.ndarray, np.ndarray, np.ndarra
 
     Each panel is (pnl_mean, dd_mean, kill_prob, on_front); front trials are ringed and joined in drawdown order.
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(4.6 * len(panels) + 1.0, 4.4), layout="constrained")
-    FigureCanvasAgg(figure)
-    all_axes = figure.subplots(1, len(panels), squeeze=False)[0]
+    figure, all_axes = _figure(4.6 * len(panels) + 1.0, 4.4, cols=len(panels), layout="constrained")
     points = None
     for axes, (name, (pnl, dd, kill, front)) in zip(all_axes, panels.items()):
         points = axes.scatter(dd, pnl, c=kill, cmap="plasma", vmin=0.0, vmax=1.0, s=26, alpha=0.8)
