@@ -1,8 +1,6 @@
-"""Runs needed from a power calculation, with the assumption as a line to print (ENGINE_SPEC section 7).
+"""Runs needed for a verdict with a stated power under a stated true value, and that assumption as a line to print.
 
-"Runs needed at the observed rate" is no estimate when little is observed (0 kills of 2 runs
-fits a 66 % kill rate); the count here is the number of runs for which the exact test of
-paraphina.world_model.verdicts decides with the stated power under a stated true value.
+Not "runs at the observed rate", which is no estimate when little is observed (0 kills of 2 runs fits a 66 % rate).
 """
 from __future__ import annotations
 
@@ -44,7 +42,6 @@ class RunsNeeded:
     runs: int | None
     power: float
     assumption: str
-
 
 
 def _pct(p: float) -> str:

@@ -104,10 +104,5 @@ def select_presets(
     in_envelope = np.ones(len(table), dtype=bool)
     for column, (low, high) in envelope.items():
         in_envelope &= table[column].between(low, high).to_numpy()
-    selections, warnings = [], []
-    for tier in tiers.values():
-        rows, warning = _select_for_tier(table, tier, top_n, kill_headroom, in_envelope)
-        selections.append(rows)
-        if warning is not None:
-            warnings.append(warning)
-    return pd.concat(selections, ignore_index=True), warnings
+    selected = [_select_for_tier(table, tier, top_n, kill_headroom, in_envelope) for tier in tiers.values()]
+    return pd.concat([rows for rows, _ in selected], ignore_index=True), [w for _, w in selected if w is not None]

@@ -1,10 +1,7 @@
 """A group-sequential test of the kill probability for `target=decisive` (ENGINE_SPEC section 7).
 
-Adding runs until a fixed-n check is decided inflates its error rates (optional stopping).
-Here the looks, and the kill counts that stop at each, are fixed before the first run: each
-side spends its alpha over the looks by a Lan-DeMets spending function, and the boundaries
-are exact binomial ones computed numerically, so at a true rate on the budget the chance of
-ever stopping `ok` (or ever stopping `violated`) stays <= alpha however the looks fall.
+Adding runs until a fixed-n check decides inflates its error rates; here the looks and the kill counts that stop
+at each are fixed first, so at a rate on the budget P(ever ok) and P(ever violated) each stay <= alpha.
 """
 from __future__ import annotations
 
@@ -86,10 +83,9 @@ def _boundaries(looks: tuple[int, ...], budget: float, alpha: float, spending: S
     ok_at_most, violated_at_least = [], []
     low_paths, high_paths = np.ones(1), np.ones(1)
     low_spent = high_spent = 0.0
-    previous = 0
-    for n in looks:
+    for n, before in zip(looks, (0, *looks)):
         allowed = spent_alpha(spending, n / looks[-1], alpha)
-        low_paths, high_paths = _advance(low_paths, n - previous, budget), _advance(high_paths, n - previous, budget)
+        low_paths, high_paths = _advance(low_paths, n - before, budget), _advance(high_paths, n - before, budget)
         lower_tail = low_spent + np.cumsum(low_paths)
         a = int(np.searchsorted(lower_tail, allowed, side="right")) - 1
         if a >= 0:
@@ -102,7 +98,6 @@ def _boundaries(looks: tuple[int, ...], budget: float, alpha: float, spending: S
             high_paths[b:] = 0.0
         ok_at_most.append(a)
         violated_at_least.append(b)
-        previous = n
     return ok_at_most, violated_at_least
 
 
@@ -112,15 +107,13 @@ def operating_characteristics(
     """Exact P(stop ok), P(stop violated) and expected runs of the design at a true kill rate."""
     paths = np.ones(1)
     p_ok = p_violated = expected = 0.0
-    previous = 0
-    for n, a, b in zip(looks, ok_at_most, violated_at_least):
-        paths = _advance(paths, n - previous, rate)
+    for n, before, a, b in zip(looks, (0, *looks), ok_at_most, violated_at_least):
+        paths = _advance(paths, n - before, rate)
         stop_ok, stop_violated = float(paths[: a + 1].sum()), float(paths[b:].sum())
         p_ok, p_violated = p_ok + stop_ok, p_violated + stop_violated
         expected += n * (stop_ok + stop_violated)
         paths[: a + 1] = 0.0
         paths[b:] = 0.0
-        previous = n
     return p_ok, p_violated, expected + looks[-1] * float(paths.sum())
 
 

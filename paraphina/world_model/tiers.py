@@ -1,7 +1,6 @@
 """Risk tiers of the world model: their budgets, the risk-adjusted score and signed budget margins.
 
-Every experiment that judges a profile against a tier (exp07, exp09-exp12) goes through
-these functions, so the score and the meaning of "within budget" are defined once.
+Every experiment that judges a profile against a tier goes through these, so "within budget" is defined once.
 """
 from __future__ import annotations
 
