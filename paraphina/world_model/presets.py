@@ -49,9 +49,8 @@ def _select_for_tier(table: pd.DataFrame, tier: RiskTier, top_n: int, kill_headr
     within `kill_headroom` of it) inside the envelope."""
     score = tier_score(tier, table["pnl_mean"], table["pnl_std"], table["dd_mean"], table["kill_prob"])
     checks = budget_margins(tier, table["pnl_mean"], table["dd_mean"], table["kill_prob"])
-    flags = pd.DataFrame({k: checks[k] for k in _BUDGET_NAMES})
-    flags["kill_ok"] = table["kill_prob"].to_numpy() <= kill_headroom * tier.max_kill_prob
-    flags["in_envelope"] = in_envelope
+    flags = pd.DataFrame({"kill_ok": table["kill_prob"].to_numpy() <= kill_headroom * tier.max_kill_prob,
+                          "dd_ok": checks["dd_ok"], "pnl_ok": checks["pnl_ok"], "in_envelope": in_envelope})
     n_failed = (~flags).sum(axis=1).to_numpy()
     relaxed = bool((n_failed > 0).all())
     # Fewest failed budgets, then best score, then input order (np.lexsort keys run last to first).

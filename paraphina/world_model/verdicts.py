@@ -202,13 +202,6 @@ def check_kill_exact(kills: int, n: int, budget: float, alpha: float = ALPHA) ->
 # --- means -------------------------------------------------------------------------------------
 
 
-def _mean_std(array: np.ndarray) -> tuple[float, float]:
-    """Mean and sample std (ddof 1); all-equal values give exactly (value, 0), one value a NaN std."""
-    if np.all(array == array[0]):
-        return float(array[0]), (0.0 if array.size > 1 else math.nan)
-    return float(array.mean()), float(array.std(ddof=1))
-
-
 def check_mean(
     name: Literal["drawdown", "pnl"],
     values: ArrayLike,
@@ -235,11 +228,12 @@ def check_mean(
     _check_real(budget, f"{name} budget")
     array = finite_values(values, f"{name} values")
     n = array.size
-    mean, std = _mean_std(array)
+    equal = bool(np.all(array == array[0]))  # all-equal values: exactly that mean and zero spread, no rounding
+    mean = float(array[0]) if equal else float(array.mean())
     if n < 2:
         low, high, p_ok, p_violated = -math.inf, math.inf, 1.0, 1.0
     else:
-        se = std / math.sqrt(n)
+        se = 0.0 if equal else float(array.std(ddof=1)) / math.sqrt(n)
         half = float(special.stdtrit(n - 1, 1.0 - alpha)) * se
         low, high = mean - half, mean + half
         p_ok, p_violated = _t_p_values(mean, se, n, budget, direction)
