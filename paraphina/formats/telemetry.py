@@ -147,10 +147,8 @@ def records_frame(
     """
     check_fields(records, linenos, path, fields)
     df = pd.DataFrame.from_records(records)
-    nested = [
-        c for c in df.columns if df[c].dtype == object and df[c].map(lambda v: isinstance(v, (dict, list))).any()
-    ]
-    df = df.drop(columns=nested)
+    df = df.drop(columns=[c for c in df.columns
+                          if df[c].dtype == object and df[c].map(lambda v: isinstance(v, (dict, list))).any()])
     for key, field in fields.items():
         if field.kind is NUMBER and key in df.columns:
             df[key] = df[key].astype(float)

@@ -44,9 +44,9 @@ def export_dataset(tracking_uri: str, dataset: str, out: str | os.PathLike[str],
     rows = frame_to_rows(load_dataset(tracking_uri, dataset))
     if append:
         append_rows(target, rows)
-        return len(rows)
-    text = "".join(json.dumps(row, allow_nan=False) + "\n" for row in rows)
-    replace_atomically(target, lambda temporary: temporary.write_text(text))  # a reader never sees half an export
+    else:
+        text = "".join(json.dumps(row, allow_nan=False) + "\n" for row in rows)
+        replace_atomically(target, lambda temporary: temporary.write_text(text))  # a reader never sees half an export
     return len(rows)
 
 
