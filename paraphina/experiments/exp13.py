@@ -199,15 +199,7 @@ def markdown_report(header: list[str], matrix: pd.DataFrame, details: pd.DataFra
         lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in df.astype(object).itertuples(index=False)]
         return "\n".join(lines)
 
-    level = f"{confidence:.0%}"
-    shown = details.assign(
-        interval=[alignment.interval_text(lo, hi, b) for lo, hi, b in zip(details["low"], details["high"],
-                                                                           details["budget"])],
-        estimate=[alignment.estimate_text(v, b) for v, b in zip(details["estimate"], details["budget"])],
-        runs_needed=[alignment.needed_text(v, n, plan_ended) for v, n in zip(details["verdict"],
-                                                                              details["runs_needed"])],
-    )[["profile", "budget", "runs", "estimate", "interval", "verdict", "runs_needed"]]
-    shown = shown.rename(columns={"interval": f"{level} interval", "runs_needed": "runs needed"})
+    shown = alignment.shown_verdicts(details, ["profile"], confidence, plan_ended)
     return "\n".join([
         "# Exp13 end-to-end report", "", *[f"- {line}" for line in header], "",
         "## Verdict per profile and budget", "", table_md(matrix), "", f"**{end}**", "",
