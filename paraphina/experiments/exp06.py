@@ -2,8 +2,8 @@
 
     python -m paraphina.experiments.exp06 [ticks=500 seeds=2 steps=[exp02,exp04] skip=[exp03] dry_run=true]
 
-One failing step does not stop the suite: it is reported in the final status table (and the exit code),
-and the steps after it still run, so a long suite is never lost to one bad step.
+A failing step is reported in the status table and the exit code, and the steps after it still run, so a long
+suite is never lost to one bad step.
 """
 from __future__ import annotations
 
@@ -65,12 +65,12 @@ def resolve(entry: str) -> Callable:
 
 
 def prepare(step: Step) -> tuple[Callable[[], object], DictConfig]:
-    """The step ready to call, and its composed config; raises ParaphinaError when either cannot be had."""
+    """The step ready to call (given the overrides if it composes more configs from them), and its composed
+    config; raises ParaphinaError when either cannot be had."""
     func = resolve(step.entry)
     cfg = compose_config(step.overrides, step.config)
-    if "overrides" in inspect.signature(func).parameters:  # steps that compose more configs from the overrides
-        return (lambda: func(cfg, overrides=step.overrides)), cfg
-    return (lambda: func(cfg)), cfg
+    kwargs = {"overrides": step.overrides} if "overrides" in inspect.signature(func).parameters else {}
+    return (lambda: func(cfg, **kwargs)), cfg
 
 
 def one_line(exc: Exception) -> str:
@@ -111,11 +111,8 @@ def dry_run(steps: list[Step]) -> pd.DataFrame:
 
 
 def run(cfg: DictConfig, overrides: Sequence[str]) -> pd.DataFrame:
-    """Run (or with dry_run, plan) the selected steps; `overrides` are those `cfg` was composed from.
-
-    Returns the status table: step, status (ok, failed, skipped; planned or invalid in a dry run),
-    seconds, and a one-line error.
-    """
+    """Run (or with dry_run, plan) the selected steps; `overrides` are those `cfg` was composed from. Returns the
+    status table: step, status (ok, failed, skipped; planned or invalid in a dry run), seconds, one-line error."""
     steps = plan(cfg, overrides)
     if cfg.dry_run:
         return dry_run(steps)
