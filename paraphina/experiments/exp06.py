@@ -73,10 +73,6 @@ def prepare(step: Step) -> tuple[Callable[[], object], DictConfig]:
     return (lambda: func(cfg, **kwargs)), cfg
 
 
-def one_line(exc: Exception) -> str:
-    return str(exc) if isinstance(exc, ParaphinaError) else f"{type(exc).__name__}: {describe(exc)}"
-
-
 def run_step(step: Step, position: str) -> dict:
     """Run one step, never raising (but for an interrupt): its status row."""
     print(f"\n[{position}] {step.name}  (config {step.config} {' '.join(step.overrides)})", flush=True)
@@ -85,10 +81,11 @@ def run_step(step: Step, position: str) -> dict:
     try:
         call, _ = prepare(step)
         call()
+    except ParaphinaError as exc:
+        status, error = "failed", str(exc)
     except Exception as exc:  # any step failure is reported and the suite goes on
-        status, error = "failed", one_line(exc)
-        if not isinstance(exc, ParaphinaError):
-            traceback.print_exc(file=sys.stderr)
+        status, error = "failed", f"{type(exc).__name__}: {describe(exc)}"
+        traceback.print_exc(file=sys.stderr)
     seconds = time.perf_counter() - started
     print(f"[{position}] {step.name} {status} in {seconds:.1f} s" + (f": {error}" if error else ""), flush=True)
     return {"step": step.name, "status": status, "seconds": seconds, "error": error}

@@ -97,8 +97,7 @@ def report(cfg: DictConfig, table: pd.DataFrame, dataset: str) -> None:
     print(alignment.alarm_text(table, keys, alignment.check_rules(cfg).alpha))
     across = table.attrs.get("cross_tiers")
     if across is not None and across.shape[1] > 2:
-        print()
-        print_table(across, title="every profile against every tier (overall verdict; violated! = a Holm alarm)")
+        print_table(across, title="\nevery profile against every tier (overall verdict; violated! = a Holm alarm)")
     for note in table.attrs.get("notes", []):
         print(f"note: {note}")
 

@@ -127,10 +127,8 @@ def changes_text(cfg: DictConfig, report: pd.DataFrame, profile_dir) -> str:
 def command(cfg: DictConfig) -> None:
     """What the command line runs: the experiment, then its tables on the console."""
     tuned, report = run(cfg)
-    print_table(tuned, ["tier", *PROFILE_KNOBS, *RATIOS],
-                title="=== Exp12 tuned presets ===")
-    print()
-    print(changes_text(cfg, report, tuned.attrs["profile_dir"]))
+    print_table(tuned, ["tier", *PROFILE_KNOBS, *RATIOS], title="=== Exp12 tuned presets ===")
+    print("\n" + changes_text(cfg, report, tuned.attrs["profile_dir"]))
 
 
 main = hydra_command("exp12", command)

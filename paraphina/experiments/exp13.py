@@ -242,13 +242,10 @@ def run(cfg: DictConfig, overrides: Sequence[str]) -> dict:
 def report(result: dict) -> None:
     """Print the research summary, the Exp11 alignment and the end-to-end report."""
     cfg11 = result["cfg11"]
-    print()
-    print(f"=== Research summary ({len(result['rows'])} runs of this invocation) ===")
-    print(result["summary"].removeprefix("=== Global summary ===\n"))
-    print()
+    print(f"\n=== Research summary ({len(result['rows'])} runs of this invocation) ===")
+    print(result["summary"].removeprefix("=== Global summary ===\n") + "\n")
     exp11.report(cfg11, result["table"], str(cfg11.dataset))
-    print()
-    print("=== Exp13 end-to-end report ===")
+    print("\n=== Exp13 end-to-end report ===")
     for line in result["header"][:-1]:
         print(line.replace("`", ""))
     with pd.option_context("display.width", 200, "display.max_columns", 20):
