@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from paraphina.config.loading import is_dataset_file
 from paraphina.core.errors import ParaphinaError
+from paraphina.experiments.records import latest_points
 from paraphina.world_model.power import runs_to_decide
 from paraphina.world_model.tiers import RiskTier, budget_margins, tier_score, tiers_from_mapping
 from paraphina.world_model.verdicts import CheckRules, check_tier, holm_alarms, is_decided, quantile_interval
@@ -248,8 +249,6 @@ def child_tags(cfg: DictConfig, run_ids: Iterable[str]) -> list[dict[str, str]]:
 def latest_presets(cfg: DictConfig) -> tuple[pd.DataFrame, str]:
     """The presets of the latest Exp07 invocation, one per tier (tier and relaxed columns from the tags),
     and that invocation's run id."""
-    from paraphina.experiments.records import latest_points
-
     presets, info = latest_points(cfg, "exp07")
     if presets.empty:
         raise ParaphinaError(f"the latest exp07 run {info['run_id']} has no presets; rerun python -m "

@@ -26,8 +26,7 @@ def config_for(cfg: DictConfig, **filters: str | None) -> DictConfig:
     """The default Exp11 config on `cfg`'s store, paths, world model and dataset (e.g. Exp13's), with `filters` set."""
     out = compose_config([], CONFIG_NAME, environ={})
     out.tracking, out.world_model, out.paths, out.dataset = cfg.tracking, cfg.world_model, cfg.paths, cfg.dataset
-    for key, value in filters.items():
-        out.filter[key] = value
+    out.filter.update(filters)
     return out
 
 
