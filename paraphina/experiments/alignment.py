@@ -1,12 +1,5 @@
-"""World-model alignment shared by Exp10, Exp11 and Exp13: groups of runs checked against their tier's budgets.
-
-A group is one profile's runs (optionally one label's). Its row of checks holds the point estimates,
-the pass flags and signed margins (positive = safe side), the tier's risk-adjusted score, and for each
-budget the bounds at `world_model.confidence`, the verdict (ok | violated | inconclusive, or
-inconclusive (too few runs) for a mean below `world_model.min_n` runs) and, when undecided, the runs per
-profile a power calculation asks for (paraphina.world_model.verdicts and power). Alarms over a table's
-checks are Holm-adjusted.
-"""
+"""World-model alignment shared by Exp10, Exp11 and Exp13: groups of runs (a profile's, optionally a label's)
+checked against their tier's budgets, with verdicts, runs needed and Holm-adjusted alarms."""
 from __future__ import annotations
 
 import math
@@ -19,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from paraphina.config.loading import is_dataset_file
 from paraphina.core.errors import ParaphinaError
+from paraphina.experiments.records import latest_points
 from paraphina.world_model.power import runs_to_decide
 from paraphina.world_model.tiers import RiskTier, budget_margins, tier_score, tiers_from_mapping
 from paraphina.world_model.verdicts import CheckRules, check_tier, holm_alarms, is_decided, quantile_interval
@@ -38,12 +32,6 @@ class Budget:
 
 # In the order world_model.verdicts.check_tier returns its checks.
 BUDGETS = (Budget("kill", "kill_prob", "<="), Budget("dd", "dd_mean", "<="), Budget("pnl", "pnl_mean", ">="))
-POINT_COLUMNS = ("pnl_mean", "pnl_std", "dd_mean", "dd_p95", "dd_p95_low", "dd_p95_high", "kill_prob",
-                 "pnl_ok", "dd_ok", "kill_ok", "pnl_margin", "dd_margin", "kill_margin", "score")
-CHECK_COLUMNS = ("tier", "runs", "kills", *POINT_COLUMNS,
-                 *(f"{b.prefix}_{c}" for b in BUDGETS
-                   for c in ("measure", "estimate", "budget", "low", "high", "verdict", "runs_needed", "p_violated")),
-                 "verdict")
 
 
 def load_tiers(cfg: DictConfig) -> dict[str, RiskTier]:
@@ -66,17 +54,10 @@ def overall_verdict(verdicts: Iterable[str]) -> str:
 def point_checks(tier: RiskTier, pnl_mean: float, pnl_std: float, dd_mean: float, kill_prob: float) -> dict:
     """Point estimates against the tier: pass flags, signed margins and the risk-adjusted score."""
     checks = budget_margins(tier, pnl_mean, dd_mean, kill_prob)
-    out = {"pnl_mean": float(pnl_mean), "pnl_std": float(pnl_std), "dd_mean": float(dd_mean),
-           "kill_prob": float(kill_prob)}
-    out.update({k: bool(checks[k]) for k in ("pnl_ok", "dd_ok", "kill_ok")})
-    out.update({k: float(checks[k]) for k in ("pnl_margin", "dd_margin", "kill_margin")})
-    out["score"] = float(tier_score(tier, pnl_mean, pnl_std, dd_mean, kill_prob))
-    return out
-
-
-def measure_name(budget: Budget, statistic: str) -> str:
-    """The column a budget's verdict judges: kill_prob, dd_mean or dd_p95, pnl_mean."""
-    return budget.estimate if budget.prefix != "dd" else f"dd_{statistic}"
+    return {"pnl_mean": float(pnl_mean), "pnl_std": float(pnl_std), "dd_mean": float(dd_mean),
+            "kill_prob": float(kill_prob), **{k: bool(checks[k]) for k in ("pnl_ok", "dd_ok", "kill_ok")},
+            **{k: float(checks[k]) for k in ("pnl_margin", "dd_margin", "kill_margin")},
+            "score": float(tier_score(tier, pnl_mean, pnl_std, dd_mean, kill_prob))}
 
 
 def run_checks(tier: RiskTier, final_pnl: Sequence[float], max_drawdown: Sequence[float],
@@ -99,15 +80,12 @@ def run_checks(tier: RiskTier, final_pnl: Sequence[float], max_drawdown: Sequenc
            **point_checks(tier, float(pnl.mean()), pnl_std, float(drawdowns.mean()), float(kills.mean())),
            "dd_p95": p95, "dd_p95_low": p95_low, "dd_p95_high": p95_high}
     for budget, check, values in zip(BUDGETS, checks, (kills, drawdowns, pnl)):
-        out[f"{budget.prefix}_measure"] = measure_name(budget, check.statistic)
-        out[f"{budget.prefix}_estimate"] = float(check.estimate)
-        out[f"{budget.prefix}_budget"] = check.budget
-        out[f"{budget.prefix}_low"] = float(check.low)
-        out[f"{budget.prefix}_high"] = float(check.high)
-        out[f"{budget.prefix}_verdict"] = check.verdict
-        out[f"{budget.prefix}_runs_needed"] = (None if is_decided(check.verdict)
-                                               else runs_to_decide(check, values, rules).runs)
-        out[f"{budget.prefix}_p_violated"] = check.p_violated
+        measure = budget.estimate if budget.prefix != "dd" else f"dd_{check.statistic}"  # dd_mean or dd_p95
+        needed = None if is_decided(check.verdict) else runs_to_decide(check, values, rules).runs
+        out.update({f"{budget.prefix}_{k}": v for k, v in (
+            ("measure", measure), ("estimate", float(check.estimate)), ("budget", check.budget),
+            ("low", float(check.low)), ("high", float(check.high)), ("verdict", check.verdict),
+            ("runs_needed", needed), ("p_violated", check.p_violated))})
     out["verdict"] = overall_verdict(out[f"{b.prefix}_verdict"] for b in BUDGETS)
     return out
 
@@ -116,8 +94,7 @@ def cross_tiers(rows: pd.DataFrame, tiers: Mapping[str, RiskTier], rules: CheckR
     """Every profile's runs against every tier: one row per profile, one column per tier holding the overall
     verdict (Holm's `violated` alarms over all these checks marked `violated!`). The tiers discriminate when a
     riskier profile is violated under a stricter tier while each profile keeps its own."""
-    checks = [{"profile": profile, **run_checks(tier, group["final_pnl"], group["max_drawdown"], group["kill_switch"],
-                                                rules)}
+    checks = [{"profile": profile, **group_run_checks(tier, group, rules)}
               for profile, group in rows.groupby("profile", sort=False) for tier in tiers.values()]
     table = add_alarms(checks_frame(checks), rules.alpha)
     alarmed = table[[f"{b.prefix}_alarm" for b in BUDGETS]].any(axis=1)
@@ -151,11 +128,7 @@ def alarm_text(table: pd.DataFrame, keys: Sequence[str], alpha: float) -> str:
 def checks_frame(rows: Sequence[Mapping]) -> pd.DataFrame:
     """Check rows as a table; runs_needed as a nullable integer (missing when decided or not projectable)."""
     table = pd.DataFrame(list(rows))
-    for b in BUDGETS:
-        column = f"{b.prefix}_runs_needed"
-        if column in table:
-            table[column] = table[column].astype("Int64")
-    return table
+    return table.astype({c: "Int64" for c in (f"{b.prefix}_runs_needed" for b in BUDGETS) if c in table})
 
 
 # --- research rows -----------------------------------------------------------------------------
@@ -164,6 +137,10 @@ def checks_frame(rows: Sequence[Mapping]) -> pd.DataFrame:
 def label_text(labels: pd.Series) -> pd.Series:
     """Labels as text, a missing label as "" (MLflow datasets give a missing text field back as "None")."""
     return labels.map(lambda v: "" if v is None or pd.isna(v) or str(v) in ("None", "nan") else str(v))
+
+
+def group_run_checks(tier: RiskTier, group: pd.DataFrame, rules: CheckRules) -> dict:
+    return run_checks(tier, group["final_pnl"], group["max_drawdown"], group["kill_switch"], rules)
 
 
 def group_checks(rows: pd.DataFrame, tiers: Mapping[str, RiskTier], rules: CheckRules,
@@ -175,18 +152,9 @@ def group_checks(rows: pd.DataFrame, tiers: Mapping[str, RiskTier], rules: Check
     keys = ["profile", "label"] if by_label else ["profile"]
     data = rows.assign(label=label_text(rows["label"])) if by_label else rows
     order = {name: i for i, name in enumerate(tiers)}
-    groups = sorted(data.groupby(keys, sort=False), key=lambda g: (order[_first(g[0])], g[0]))
-    out = []
-    for key, group in groups:
-        values = key if isinstance(key, tuple) else (key,)
-        out.append({**dict(zip(keys, values)),
-                    **run_checks(tiers[values[0]], group["final_pnl"], group["max_drawdown"], group["kill_switch"],
-                                 rules)})
+    groups = sorted(data.groupby(keys, sort=False), key=lambda g: (order[g[0][0]], g[0]))  # keys are tuples
+    out = [{**dict(zip(keys, key)), **group_run_checks(tiers[key[0]], group, rules)} for key, group in groups]
     return add_alarms(checks_frame(out), rules.alpha)
-
-
-def _first(key) -> object:
-    return key[0] if isinstance(key, tuple) else key
 
 
 def drop_untiered(rows: pd.DataFrame, tiers: Mapping[str, RiskTier], source: str) -> tuple[pd.DataFrame, list[str]]:
@@ -281,8 +249,6 @@ def child_tags(cfg: DictConfig, run_ids: Iterable[str]) -> list[dict[str, str]]:
 def latest_presets(cfg: DictConfig) -> tuple[pd.DataFrame, str]:
     """The presets of the latest Exp07 invocation, one per tier (tier and relaxed columns from the tags),
     and that invocation's run id."""
-    from paraphina.experiments.records import latest_points
-
     presets, info = latest_points(cfg, "exp07")
     if presets.empty:
         raise ParaphinaError(f"the latest exp07 run {info['run_id']} has no presets; rerun python -m "
@@ -301,24 +267,14 @@ def latest_presets(cfg: DictConfig) -> tuple[pd.DataFrame, str]:
 
 def record_metrics(row: Mapping) -> dict[str, float]:
     """The numeric cells of a check row as MLflow metrics (flags as 0/1; missing and infinite values left out)."""
-    out = {}
-    for key, value in row.items():
-        if isinstance(value, (bool, np.bool_)):
-            out[key] = float(value)
-        elif isinstance(value, (int, float, np.integer, np.floating)) and math.isfinite(float(value)):
-            out[key] = float(value)
-    return out
+    return {key: float(value) for key, value in row.items()
+            if isinstance(value, (int, float, np.bool_, np.integer, np.floating)) and math.isfinite(float(value))}
 
 
 def record_tags(row: Mapping, keys: Sequence[str] = ()) -> dict[str, str]:
     """Group keys and verdicts of a check row as tags, so runs can be searched by verdict."""
-    tags = {k: str(row[k]) for k in keys if k in row and row[k] is not None}
-    tags.update({k: str(v) for k, v in row.items() if k.endswith("verdict") and isinstance(v, str)})
-    return tags
-
-
-def budget_text(budget: Budget, measure: str, value: float) -> str:
-    return f"{measure} {budget.op} {value:g}"
+    return {**{k: str(row[k]) for k in keys if k in row and row[k] is not None},
+            **{k: str(v) for k, v in row.items() if k.endswith("verdict") and isinstance(v, str)}}
 
 
 def runs_needed_note(rules: CheckRules) -> str:
@@ -333,20 +289,12 @@ def runs_needed_note(rules: CheckRules) -> str:
     )
 
 
-def number_text(value: float, probability: bool) -> str:
-    """A probability with 3 decimals, an amount in USD with 1; infinite bounds as inf / -inf."""
+def estimate_text(value: float, budget: str) -> str:
+    """An estimate as the budget it is checked against reads (`budget` as in verdict_rows, e.g. 'kill_prob <= 0.01'):
+    a probability with 3 decimals, an amount in USD with 1; infinite bounds as inf / -inf."""
     if not math.isfinite(value):
         return "inf" if value > 0 else "-inf"
-    return f"{value:.3f}" if probability else f"{value:,.1f}"
-
-
-def estimate_text(value: float, budget: str) -> str:
-    """An estimate as the budget it is checked against reads (`budget` as in verdict_rows, e.g. 'kill_prob <= 0.01')."""
-    return number_text(value, budget.startswith("kill"))
-
-
-def interval_text(low: float, high: float, budget: str) -> str:
-    return f"[{estimate_text(low, budget)}, {estimate_text(high, budget)}]"
+    return f"{value:.3f}" if budget.startswith("kill") else f"{value:,.1f}"
 
 
 def verdict_rows(table: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
@@ -356,7 +304,7 @@ def verdict_rows(table: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
         for b in BUDGETS:
             needed = row[f"{b.prefix}_runs_needed"]
             rows.append({**{k: row[k] for k in keys},
-                         "budget": budget_text(b, row[f"{b.prefix}_measure"], row[f"{b.prefix}_budget"]),
+                         "budget": f"{row[f'{b.prefix}_measure']} {b.op} {row[f'{b.prefix}_budget']:g}",
                          "runs": int(row["runs"]), "estimate": float(row[f"{b.prefix}_estimate"]),
                          "low": float(row[f"{b.prefix}_low"]), "high": float(row[f"{b.prefix}_high"]),
                          "verdict": row[f"{b.prefix}_verdict"],
@@ -366,8 +314,7 @@ def verdict_rows(table: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
                                                                  "verdict", "runs_needed", "alarm"])
 
 
-PLAN_ENDED = "none: its plan ended"
-"""What an undecided sequential verdict needs: a finished plan cannot be extended on the same seeds."""
+PLAN_ENDED = "none: its plan ended"  # a finished plan cannot be extended on the same seeds
 PLAN_ENDED_NOTE = ("runs needed: none after a sequential plan's last look; a finished plan cannot be extended on "
                    "the same seeds (plan again on fresh seeds, experiment.seed_offset, with a planned_fraction nearer "
                    "the observed rate)")
@@ -383,23 +330,26 @@ def needed_text(verdict: str, needed, plan_ended: bool = False) -> str:
     return "?" if needed is None or pd.isna(needed) else f"{int(needed)}"
 
 
-def format_verdicts(long: pd.DataFrame, keys: Sequence[str], confidence: float, rules: CheckRules) -> str:
-    """The long verdict table as text, with a footnote on 'runs needed' (the assumptions of its power plan)."""
-    level = f"{confidence:.0%} interval"
-    shown = pd.DataFrame({
+def shown_verdicts(long: pd.DataFrame, keys: Sequence[str], confidence: float, plan_ended: bool = False
+                   ) -> pd.DataFrame:
+    """The long verdict table as it is shown: estimates, intervals and runs needed as text."""
+    return pd.DataFrame({
         **{k: long[k] for k in keys},
         "budget": long["budget"],
         "runs": long["runs"],
         "estimate": [estimate_text(v, b) for v, b in zip(long["estimate"], long["budget"])],
-        level: [interval_text(lo, hi, b) for lo, hi, b in zip(long["low"], long["high"], long["budget"])],
+        f"{confidence:.0%} interval": [f"[{estimate_text(lo, b)}, {estimate_text(hi, b)}]"
+                                       for lo, hi, b in zip(long["low"], long["high"], long["budget"])],
         "verdict": long["verdict"],
-        "runs needed": [needed_text(v, n) for v, n in zip(long["verdict"], long["runs_needed"])],
+        "runs needed": [needed_text(v, n, plan_ended) for v, n in zip(long["verdict"], long["runs_needed"])],
     })
+
+
+def format_verdicts(long: pd.DataFrame, keys: Sequence[str], confidence: float, rules: CheckRules) -> str:
+    """The long verdict table as text, with a footnote on 'runs needed' (the assumptions of its power plan)."""
+    shown = shown_verdicts(long, keys, confidence)
     for column in [*keys, "budget", "verdict"]:  # text left-aligned, numbers right-aligned
         width = max(len(column), *(len(str(v)) for v in shown[column])) if len(shown) else len(column)
         shown[column] = [str(v).ljust(width) for v in shown[column]]
         shown = shown.rename(columns={column: column.ljust(width)})
-    return "\n".join([
-        shown.to_string(index=False),
-        runs_needed_note(rules),
-    ])
+    return f"{shown.to_string(index=False)}\n{runs_needed_note(rules)}"

@@ -6,15 +6,13 @@ The heatmaps show where in the (q0, band) plane the hedge pays for itself; the t
 """
 from __future__ import annotations
 
-
 import pandas as pd
-
 from omegaconf import DictConfig
 
 from paraphina.config.commands import hydra_command
 from paraphina.core.errors import ParaphinaError
 from paraphina.experiments.cli import print_table
-from paraphina.experiments.grid import Axis, axes_from_config
+from paraphina.experiments.grid import axes_from_config
 from paraphina.experiments.records import ExperimentRecorder, parent_metrics, sweeps_dir
 from paraphina.experiments.sweep import run_sweep
 from paraphina.formats.plots import plot_heatmap
@@ -24,18 +22,14 @@ SUMMARY_COLUMNS = ("pnl_mean", "pnl_std", "dd_mean", "dd_worst", "kill_prob", "m
 """What the summary shows per grid point, and what a heatmap may plot."""
 
 
-def _check_heatmaps(axes: list[Axis], heatmaps: dict) -> None:
-    if len(axes) != 2:
-        raise ParaphinaError(f"exp02 needs exactly two grid axes for its heatmaps, got {[a.name for a in axes]}")
-    unknown = [name for name in heatmaps if name not in SUMMARY_COLUMNS]
-    if unknown:
-        raise ParaphinaError(f"experiment.heatmaps names {unknown}; choose from {', '.join(SUMMARY_COLUMNS)}")
-
-
 def run(cfg) -> pd.DataFrame:
     """Sweep the grid, record a child per point, write the summary CSV and one heatmap per configured column."""
     axes = axes_from_config(cfg.experiment.grid, cfg)
-    _check_heatmaps(axes, cfg.experiment.heatmaps)
+    if len(axes) != 2:
+        raise ParaphinaError(f"exp02 needs exactly two grid axes for its heatmaps, got {[a.name for a in axes]}")
+    unknown = [name for name in cfg.experiment.heatmaps if name not in SUMMARY_COLUMNS]
+    if unknown:
+        raise ParaphinaError(f"experiment.heatmaps names {unknown}; choose from {', '.join(SUMMARY_COLUMNS)}")
     rows, columns = axes
     with ExperimentRecorder(cfg) as recorder:
         table = run_sweep(cfg, axes, recorder).summary
@@ -50,7 +44,7 @@ def run(cfg) -> pd.DataFrame:
 def command(cfg: DictConfig) -> None:
     """What the command line runs: the experiment, then its tables on the console."""
     table = run(cfg)
-    print_table(table, [a for a in cfg.experiment.grid] + list(SUMMARY_COLUMNS))
+    print_table(table, [*cfg.experiment.grid, *SUMMARY_COLUMNS])
     print(f"tables and heatmaps in {sweeps_dir(cfg)}")
 
 

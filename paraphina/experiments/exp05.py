@@ -2,11 +2,9 @@
 
     python -m paraphina.experiments.exp05 [experiment.tier=conservative experiment.top_n=10]
 
-Reads MLflow only (no engine runs), so it can be re-run with another tier or depth at no cost. A source
-with no records yet is named in one line and left out.
+Reads MLflow only (no engine runs), so it can be re-run with another tier or depth at no cost.
 """
 from __future__ import annotations
-
 
 import pandas as pd
 from omegaconf import DictConfig
@@ -33,7 +31,7 @@ def rank_points(points: pd.DataFrame, tier: RiskTier) -> pd.DataFrame:
 
 
 def source_points(cfg: DictConfig, source: str) -> tuple[pd.DataFrame, str] | None:
-    """The latest points of `source` with finite metrics and its parent's run id; None (said in one line) if unusable."""
+    """The latest finite-metric points of `source` and its parent's run id; None (said in one line) if unusable."""
     try:
         points, parent = latest_points(cfg, source)
     except ParaphinaError as exc:

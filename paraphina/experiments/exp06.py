@@ -2,8 +2,8 @@
 
     python -m paraphina.experiments.exp06 [ticks=500 seeds=2 steps=[exp02,exp04] skip=[exp03] dry_run=true]
 
-One failing step does not stop the suite: it is reported in the final status table (and the exit code),
-and the steps after it still run, so a long suite is never lost to one bad step.
+A failing step is reported in the status table and the exit code, and the steps after it still run, so a long
+suite is never lost to one bad step.
 """
 from __future__ import annotations
 
@@ -65,16 +65,12 @@ def resolve(entry: str) -> Callable:
 
 
 def prepare(step: Step) -> tuple[Callable[[], object], DictConfig]:
-    """The step ready to call, and its composed config; raises ParaphinaError when either cannot be had."""
+    """The step ready to call (given the overrides if it composes more configs from them), and its composed
+    config; raises ParaphinaError when either cannot be had."""
     func = resolve(step.entry)
     cfg = compose_config(step.overrides, step.config)
-    if "overrides" in inspect.signature(func).parameters:  # steps that compose more configs from the overrides
-        return (lambda: func(cfg, overrides=step.overrides)), cfg
-    return (lambda: func(cfg)), cfg
-
-
-def one_line(exc: Exception) -> str:
-    return str(exc) if isinstance(exc, ParaphinaError) else f"{type(exc).__name__}: {describe(exc)}"
+    kwargs = {"overrides": step.overrides} if "overrides" in inspect.signature(func).parameters else {}
+    return (lambda: func(cfg, **kwargs)), cfg
 
 
 def run_step(step: Step, position: str) -> dict:
@@ -85,10 +81,11 @@ def run_step(step: Step, position: str) -> dict:
     try:
         call, _ = prepare(step)
         call()
+    except ParaphinaError as exc:
+        status, error = "failed", str(exc)
     except Exception as exc:  # any step failure is reported and the suite goes on
-        status, error = "failed", one_line(exc)
-        if not isinstance(exc, ParaphinaError):
-            traceback.print_exc(file=sys.stderr)
+        status, error = "failed", f"{type(exc).__name__}: {describe(exc)}"
+        traceback.print_exc(file=sys.stderr)
     seconds = time.perf_counter() - started
     print(f"[{position}] {step.name} {status} in {seconds:.1f} s" + (f": {error}" if error else ""), flush=True)
     return {"step": step.name, "status": status, "seconds": seconds, "error": error}
@@ -111,11 +108,8 @@ def dry_run(steps: list[Step]) -> pd.DataFrame:
 
 
 def run(cfg: DictConfig, overrides: Sequence[str]) -> pd.DataFrame:
-    """Run (or with dry_run, plan) the selected steps; `overrides` are those `cfg` was composed from.
-
-    Returns the status table: step, status (ok, failed, skipped; planned or invalid in a dry run),
-    seconds, and a one-line error.
-    """
+    """Run (or with dry_run, plan) the selected steps; `overrides` are those `cfg` was composed from. Returns the
+    status table: step, status (ok, failed, skipped; planned or invalid in a dry run), seconds, one-line error."""
     steps = plan(cfg, overrides)
     if cfg.dry_run:
         return dry_run(steps)

@@ -2,9 +2,8 @@
 
     python -m paraphina.experiments.exp07 [experiment.top_n=3]
 
-A tier that no point satisfies is relaxed to the closest points, with a warning, rather than left empty.
-Each tier's best preset is also written as a ready conf/profile/<tier>.yaml replacement, and with
-experiment.install=true it replaces the live profile (refused for a relaxed preset: it breaks its budgets).
+A tier that no point satisfies is relaxed to the closest points, with a warning, rather than left empty. With
+experiment.install=true each tier's best preset replaces conf/profile/<tier>.yaml (refused for a relaxed one).
 """
 from __future__ import annotations
 
@@ -32,12 +31,8 @@ RELAXED = "outside the tier's budgets, its kill headroom or the regime envelope 
 
 
 def candidates(cfg: DictConfig, source: str, extra: tuple[str, ...] = ()) -> tuple[pd.DataFrame, str]:
-    """The latest grid of `source`: one row per point with its full profile knobs and its metrics.
-
-    Knobs the grid varied come from each point's params, the rest from the source parent's config; `extra`
-    names further metrics to carry.
-    Returns the table and the source parent's run id.
-    """
+    """The latest grid of `source` (one row per point: its full profile knobs and its metrics, and `extra` metrics)
+    and the source parent's run id. Knobs the grid varied come from each point's params, the rest from the parent."""
     points, parent = latest_points(cfg, source)
     varied = [c for c in points.columns if c.startswith(tuple(f"{s}." for s in PER_RUN_SECTIONS))
               and c not in PROFILE_KNOBS.values() and points[c].nunique() > 1]

@@ -2,11 +2,9 @@
 
     python -m paraphina.experiments.exp08 [seeds=20 ticks=1000 experiment.profiles=[conservative,aggressive]]
 
-All profiles run in one engine batch over the same seeds, so their differences are the profiles' own. The
-seeds start at seed + experiment.seed_offset, fresh ones apart from the design seeds the presets were chosen
-on (Exp04, Exp09), so Exp10's design-vs-validation gap measures the winner's curse; the offset is recorded.
-With target=decisive each profile runs through the looks of its sequential plan (experiment.decisive, as in
-Exp13) until its tier's budgets are decided, and the verdicts are printed and tagged on its child run.
+All profiles run in one engine batch over the same seeds, so their differences are the profiles' own. The seeds
+start at seed + experiment.seed_offset, apart from the design seeds (Exp04, Exp09), so Exp10's gap measures the
+winner's curse. target=decisive runs each profile through its sequential plan until its budgets are decided.
 """
 from __future__ import annotations
 
@@ -34,9 +32,7 @@ SUMMARY_COLUMNS = ("profile", "runs", "pnl_mean", "pnl_std", "dd_mean", "dd_min"
 
 def run(cfg: DictConfig, overrides: Sequence[str]) -> pd.DataFrame:
     """Validate `experiment.profiles`; `overrides` are those `cfg` was composed from (every profile gets them).
-
-    Returns one row per profile: its knobs, then the aggregate metrics of its seeds.
-    """
+    Returns one row per profile: its knobs, then the aggregate metrics of its seeds."""
     profiles = list(cfg.experiment.profiles)
     decisive = cfg.target == Target.decisive
     if decisive:
@@ -48,7 +44,8 @@ def run(cfg: DictConfig, overrides: Sequence[str]) -> pd.DataFrame:
         if decisive:
             result, index, plans = sequential_validation(cfg, overrides, profiles, first_seed)
         else:
-            result, index, plans = batch.run(f"exp08 {len(profiles)} profiles x {cfg.seeds} seeds"), batch.profile_index, {}
+            result, index, plans = (batch.run(f"exp08 {len(profiles)} profiles x {cfg.seeds} seeds"),
+                                    batch.profile_index, {})
         points = [{"profile": name, **config_knobs(batch.configs[name])} for name in profiles]
         table = point_summaries(result, index, points, cfg.world_model.confidence)
         keys = dict.fromkeys([*PROFILE_KNOBS.values(), *batch.per_run])

@@ -1,14 +1,8 @@
 """Exp10 design vs validation: the latest Exp07 presets and Exp08 validation runs against the tier budgets.
 
-    python -m paraphina.experiments.exp10
-
-Per tier: design_*_ok and margins from the Exp07 preset's metrics (point estimates of the exp04 grid
-point), val_*_ok and margins from the Exp08 runs of the profile of the same name, the alignment score
-(the tier score on the validation metrics), and on the validation side each budget's estimate, interval,
-verdict and runs needed, and the gap validation - design of PnL, drawdown and kill probability: a preset
-picked as the best of many on its design seeds looks better there than on fresh seeds (winner's curse), so a
-negative PnL gap and positive drawdown and kill gaps are expected. A tier without validation records says so
-in its row.
+Per tier, the gap validation - design of PnL, drawdown and kill probability: a preset picked as the best of many
+on its design seeds looks better there than on fresh seeds (winner's curse), so a negative PnL gap and positive
+drawdown and kill gaps are expected.
 """
 from __future__ import annotations
 
@@ -97,8 +91,7 @@ def run(cfg: DictConfig) -> pd.DataFrame:
             status.append(NO_DESIGN)
         else:
             p = preset.iloc[0]
-            row["design_run"] = p["run_name"]
-            row["design_relaxed"] = bool(p["relaxed"])
+            row.update(design_run=p["run_name"], design_relaxed=bool(p["relaxed"]))
             row.update(_prefixed("design_", alignment.point_checks(tier, p["pnl_mean"], p["pnl_std"], p["dd_mean"],
                                                                    p["kill_prob"])))
         runs = validation.get(name)
@@ -110,22 +103,15 @@ def run(cfg: DictConfig) -> pd.DataFrame:
             checks = alignment.run_checks(tier, runs["final_pnl"], runs["max_drawdown"],
                                           runs["kill_switch"].astype(bool), alignment.check_rules(cfg))
             val_checks.append(checks)
-            checks = dict(checks)
-            checks.pop("tier")
-            row.update(_prefixed("val_", checks))
+            row.update(_prefixed("val_", {k: v for k, v in checks.items() if k != "tier"}))
             row["alignment_score"] = row.pop("val_score")
             if "design_pnl_mean" in row:
                 row.update({f"gap_{m}": row[f"val_{m}"] - row[f"design_{m}"] for m in GAP_METRICS})
         row["status"] = "; ".join(status) or "ok"
         rows.append(row)
     table = pd.DataFrame(rows)
-    for column in ("val_runs", "val_kills"):
-        if column in table:
-            table[column] = table[column].astype("Int64")
-    for b in alignment.BUDGETS:
-        column = f"val_{b.prefix}_runs_needed"
-        if column in table:
-            table[column] = table[column].astype("Int64")
+    counts = ("val_runs", "val_kills", *(f"val_{b.prefix}_runs_needed" for b in alignment.BUDGETS))
+    table = table.astype({c: "Int64" for c in counts if c in table})
     verdicts = alignment.verdict_rows(alignment.checks_frame(val_checks), ["tier"]) if val_checks else None
     tags = {"paraphina.source.exp07": design_run}
     if validation_run:
@@ -147,8 +133,7 @@ def report(cfg: DictConfig, table: pd.DataFrame) -> None:
                 title="=== Exp10 design (exp07) vs validation (exp08), margins positive = safe ===")
     verdicts = table.attrs.get("verdicts")
     if verdicts is not None:
-        print()
-        print("Validation verdicts:")
+        print("\nValidation verdicts:")
         print(alignment.format_verdicts(verdicts, ["tier"], cfg.world_model.confidence,
                                         alignment.check_rules(cfg)))
     for _, row in table.iterrows():
@@ -158,8 +143,7 @@ def report(cfg: DictConfig, table: pd.DataFrame) -> None:
 
 def command(cfg: DictConfig) -> None:
     """What the command line runs: the experiment, then its tables on the console."""
-    table = run(cfg)
-    report(cfg, table)
+    report(cfg, run(cfg))
 
 
 main = hydra_command("exp10", command)

@@ -1,13 +1,8 @@
 """Exp11 research vs world-model alignment: the runs of a research dataset against their tier's budgets.
 
-    python -m paraphina.experiments.exp11 dataset=research_dataset_v004
-    python -m paraphina.experiments.exp11 dataset=X profile=balanced label_contains=exp13 [by_label=true]
-    python -m paraphina.experiments.exp11 dataset=sweeps/research_dataset_v004.jsonl   # the original file format
+    python -m paraphina.experiments.exp11 dataset=X [profile=balanced label_contains=exp13 by_label=true]
 
-Groups the runs by profile (and label with by_label=true); per group: pnl_ok, dd_ok, kill_ok, signed
-margins, the tier score, and per budget the estimate, interval, verdict and runs needed. The runs are
-narrowed by `filter.profile`, `filter.label_contains` and `filter.source_run`; `profile=`, `label_contains=`
-and `source_run=` are the original tool's spellings of them (conf/experiment/exp11.yaml).
+`profile=`, `label_contains=` and `source_run=` are the original tool's spellings of `filter.*`.
 """
 from __future__ import annotations
 
@@ -31,8 +26,7 @@ def config_for(cfg: DictConfig, **filters: str | None) -> DictConfig:
     """The default Exp11 config on `cfg`'s store, paths, world model and dataset (e.g. Exp13's), with `filters` set."""
     out = compose_config([], CONFIG_NAME, environ={})
     out.tracking, out.world_model, out.paths, out.dataset = cfg.tracking, cfg.world_model, cfg.paths, cfg.dataset
-    for key, value in filters.items():
-        out.filter[key] = value
+    out.filter.update(filters)
     return out
 
 
@@ -54,8 +48,7 @@ def run(cfg: DictConfig) -> pd.DataFrame:
         except ParaphinaError:
             pass
         raise ParaphinaError(f"exp11 needs dataset=NAME (an MLflow dataset) or dataset=FILE.jsonl{existing}")
-    rows = alignment.load_rows(cfg, str(dataset), cfg.filter.source_run)
-    return align(cfg, rows, str(dataset))
+    return align(cfg, alignment.load_rows(cfg, str(dataset), cfg.filter.source_run), str(dataset))
 
 
 def align(cfg: DictConfig, rows: pd.DataFrame, dataset: str) -> pd.DataFrame:
@@ -98,22 +91,19 @@ def report(cfg: DictConfig, table: pd.DataFrame, dataset: str) -> None:
     print_table(table, [c for c in TABLE_COLUMNS if c != "label" or "label" in keys],
                 title=f"=== Exp11 alignment: dataset {dataset}, {int(table['runs'].sum())} runs "
                       f"(margins positive = safe side) ===")
-    print()
-    print(alignment.format_verdicts(alignment.verdict_rows(table, keys), keys, cfg.world_model.confidence,
+    print("\n" + alignment.format_verdicts(alignment.verdict_rows(table, keys), keys, cfg.world_model.confidence,
                                     alignment.check_rules(cfg)))
     print(alignment.alarm_text(table, keys, alignment.check_rules(cfg).alpha))
     across = table.attrs.get("cross_tiers")
     if across is not None and across.shape[1] > 2:
-        print()
-        print_table(across, title="every profile against every tier (overall verdict; violated! = a Holm alarm)")
+        print_table(across, title="\nevery profile against every tier (overall verdict; violated! = a Holm alarm)")
     for note in table.attrs.get("notes", []):
         print(f"note: {note}")
 
 
 def command(cfg: DictConfig) -> None:
     """What the command line runs: the experiment, then its tables on the console."""
-    table = run(cfg)
-    report(cfg, table, str(cfg.dataset))
+    report(cfg, run(cfg), str(cfg.dataset))
 
 
 main = hydra_command(CONFIG_NAME, command, ignored_env=(PROFILE_ENV,))

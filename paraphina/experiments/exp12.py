@@ -2,14 +2,9 @@
 
     python -m paraphina.experiments.exp12 [experiment.threshold=1.05 experiment.floor=0.1]
 
-Per tier (world_model.safety.tune_preset): risk_scale = min(1, 1/dd_ratio if dd_ratio > threshold,
-1/kill_ratio if kill_ratio > threshold), never below the floor; band, size eta, initial position and delta
-limit scaled by it; the loss limit tightened to the drawdown budget when it exceeds it by more than
-loss_tighten_threshold. Writes the tuned presets, a before/after report, and ready profile files
-(sweeps/exp12/profile/<tier>.yaml, the conf/profile format: copy one to conf/profile/ to adopt it).
+The rule is world_model.safety.tune_preset; the tuned profiles are written as sweeps/exp12/profile/<tier>.yaml.
 """
 from __future__ import annotations
-
 
 import pandas as pd
 from omegaconf import DictConfig
@@ -25,6 +20,7 @@ from paraphina.tracking.runs import RunRecord
 from paraphina.world_model.safety import tune_preset
 
 REPORT_KNOBS = ("band_base", "mm_size_eta", "init_q_tao", "delta_hard_limit_usd_base", "daily_loss_limit")
+RATIOS = ("risk_scale", "dd_ratio", "kill_ratio")
 NO_ALIGNMENT = "no Exp11 alignment for this tier: exposure not scaled (the loss-limit rule still applies)"
 
 
@@ -53,14 +49,10 @@ def tune(cfg: DictConfig, preset: pd.Series, tier, risk: dict | None) -> tuple[d
     tuned = {k: float(v) for k, v in result.items()}
     if risk is None:
         tuned.update(dd_ratio=float("nan"), kill_ratio=float("nan"))
-    report = {"tier": tier.name, "risk_scale": tuned["risk_scale"], "dd_ratio": tuned["dd_ratio"],
-              "kill_ratio": tuned["kill_ratio"]}
-    for k in REPORT_KNOBS:
-        report[f"{k}_before"] = knobs[k]
-        report[f"{k}_after"] = tuned[k]
-    report["loss_limit_tightened"] = tuned["daily_loss_limit"] < knobs["daily_loss_limit"]
-    report["note"] = NO_ALIGNMENT if risk is None else ""
-    return tuned, report
+    return tuned, {"tier": tier.name, **{k: tuned[k] for k in RATIOS},
+                   **{f"{k}_{end}": v[k] for k in REPORT_KNOBS for end, v in (("before", knobs), ("after", tuned))},
+                   "loss_limit_tightened": tuned["daily_loss_limit"] < knobs["daily_loss_limit"],
+                   "note": NO_ALIGNMENT if risk is None else ""}
 
 
 def run(cfg: DictConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -80,12 +72,9 @@ def run(cfg: DictConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
         if preset.empty:
             continue
         tuned, report = tune(cfg, preset.iloc[0], tier, risk.get(name))
-        measured = risk.get(name, {})
         tuned_rows.append({"tier": name, "preset_run": preset.iloc[0]["run_name"],
-                           **{k: tuned[k] for k in PROFILE_KNOBS},
-                           **{k: tuned[k] for k in ("risk_scale", "dd_ratio", "kill_ratio")},
-                           "runs": measured.get("runs"), "dd_mean": measured.get("dd_mean"),
-                           "kill_prob": measured.get("kill_prob")})
+                           **{k: tuned[k] for k in (*PROFILE_KNOBS, *RATIOS)},
+                           **{k: risk.get(name, {}).get(k) for k in ("runs", "dd_mean", "kill_prob")}})
         report_rows.append(report)
         comment = (f"Tuned by exp12 for tier {name} from exp07 preset {preset.iloc[0]['run_name']} (run {exp07_run}) "
                    f"and exp11 run {exp11_run}:\nrisk_scale {tuned['risk_scale']:.4g}, dd_ratio "
@@ -138,10 +127,8 @@ def changes_text(cfg: DictConfig, report: pd.DataFrame, profile_dir) -> str:
 def command(cfg: DictConfig) -> None:
     """What the command line runs: the experiment, then its tables on the console."""
     tuned, report = run(cfg)
-    print_table(tuned, ["tier", *PROFILE_KNOBS, "risk_scale", "dd_ratio", "kill_ratio"],
-                title="=== Exp12 tuned presets ===")
-    print()
-    print(changes_text(cfg, report, tuned.attrs["profile_dir"]))
+    print_table(tuned, ["tier", *PROFILE_KNOBS, *RATIOS], title="=== Exp12 tuned presets ===")
+    print("\n" + changes_text(cfg, report, tuned.attrs["profile_dir"]))
 
 
 main = hydra_command("exp12", command)

@@ -1,19 +1,9 @@
 """Exp13 auto research harness: profiles x seeds with telemetry -> research rows -> summary -> alignment -> report.
 
-    python -m paraphina.experiments.exp13                       # 3 profiles x 2 seeds x 2000 ticks
-    python -m paraphina.experiments.exp13 ticks=1000 runs_per_profile=1 dataset=research_dataset_v004
-    python -m paraphina.experiments.exp13 profiles=[conservative,aggressive] label_prefix=daily target=decisive
+    python -m paraphina.experiments.exp13 [ticks=1000 runs_per_profile=1 profiles=[balanced] target=decisive]
 
-Every profile runs the same seeds (seed, seed+1, ...) in ONE engine batch (experiments.profiles), with
-JSONL telemetry per run under sweeps/exp13/telemetry/<exp13 run id>/. Each engine run is an MLflow run
-(child of the Exp13 parent) and a research row of `dataset`, labelled <label_prefix>_<profile>_r<NNN>.
-The research summary and the Exp11 alignment (recorded as an Exp11 invocation, so Exp12 can tune from it)
-cover the rows of this invocation; the end-to-end report gives, per profile, the verdict on each budget
-and is attached to the Exp13 parent as exp13_report.md. target=decisive keeps adding seeds to the
-profiles with an undecided budget until every verdict is decided or experiment.decisive.max_runs_per_profile.
-
-runs_per_profile=, profiles=, label_prefix= and target= are the original tool's flags
-(conf/experiment/exp13.yaml). PARAPHINA_RISK_PROFILE is ignored here: the profiles are explicit.
+Every profile runs the same seeds in one engine batch. The Exp11 alignment of this invocation's rows is recorded
+as an Exp11 invocation, so Exp12 can tune from it. PARAPHINA_RISK_PROFILE is ignored: the profiles are explicit.
 """
 from __future__ import annotations
 
@@ -52,7 +42,6 @@ def check(cfg: DictConfig) -> None:
     if cfg.target == Target.decisive and cap < cfg.runs_per_profile:
         raise ParaphinaError(f"experiment.decisive.max_runs_per_profile={cap} is below "
                              f"runs_per_profile={cfg.runs_per_profile}")
-    # the plans' settings before any run, and under target=decisive that the first round fits them
     check_plans(cfg, cfg.profiles, cfg.runs_per_profile if cfg.target == Target.decisive else 0)
     if not cfg.dataset:
         raise ParaphinaError("exp13 needs dataset=NAME: the MLflow research dataset its rows join")
@@ -87,19 +76,17 @@ def run_round(cfg: DictConfig, recorder: ExperimentRecorder, overrides: list[str
     engine_s = time.perf_counter() - started
     started = time.perf_counter()
     session = recorder.session
-    flat = {p: run_params(c) for p, c in batch.configs.items()}
-    hashes = {p: config_hash(c) for p, c in batch.configs.items()}
-    yamls = {p: OmegaConf.to_yaml(c) for p, c in batch.configs.items()}
     for profile in profiles:
         rows = batch.rows(profile)
         labels = [f"{cfg.label_prefix}_{profile}_r{int(result.seeds[i]) - cfg.seed:03d}" for i in rows]
-        pcfg, chash = batch.configs[profile], hashes[profile]
+        pcfg = batch.configs[profile]
+        chash, flat, config_yaml = config_hash(pcfg), run_params(pcfg), OmegaConf.to_yaml(pcfg)
         measured[profile].add(result.metrics, rows)
         if seed_children(cfg, len(rows)):
             for i, label in zip(rows, labels):
-                record = session.run_record(pcfg, result, i, chash, flat[profile], batch.per_run,
+                record = session.run_record(pcfg, result, i, chash, flat, batch.per_run,
                                             telemetry=paths[i] if paths else None, plot=False, name=label,
-                                            config_yaml=yamls[profile])
+                                            config_yaml=config_yaml)
                 record.tags.update({"label": label, EXPERIMENT_TAG: cfg.experiment.id})
                 session.writer.log(record, recorder.parent_id)
             continue
@@ -107,7 +94,7 @@ def run_round(cfg: DictConfig, recorder: ExperimentRecorder, overrides: list[str
                            batch.per_run, labels)
         name = f"{labels[0]}-r{labels[-1].rsplit('_r', 1)[1]}"   # the profile's runs as one run, its rows a table
         session.writer.log(RunRecord(
-            name=name, params=flat[profile], texts={"config.yaml": yamls[profile]},
+            name=name, params=flat, texts={"config.yaml": config_yaml},
             tags={**session.base_tags(pcfg, chash), KIND_TAG: RESEARCH_TABLE_KIND, EXPERIMENT_TAG: cfg.experiment.id,
                   "runs": str(len(rows))},
             metrics=aggregate_metrics(result, cfg.world_model.confidence, rows),
@@ -120,27 +107,17 @@ def telemetry_dir(cfg: DictConfig, recorder: ExperimentRecorder):
     return sweeps_dir(cfg) / "telemetry" / recorder.parent_id
 
 
-def decisive_rounds(cfg: DictConfig, recorder: ExperimentRecorder, overrides: list[str],
-                    measured: dict[str, ProfileRuns], rounds: list[dict]) -> dict[str, SequentialPlan]:
-    """target=decisive: the profiles through their sequential plans, each added round recorded as research rows."""
-    def run(profiles: list[str], seeds: int, start: int) -> None:
-        rounds.append(run_round(cfg, recorder, overrides, profiles, seeds, start, cfg.experiment.decisive.telemetry,
-                                measured))
-
-    return sequential_rounds(cfg, measured, run)
-
-
 def apply_sequential(table: pd.DataFrame, plans: dict[str, SequentialPlan]) -> pd.DataFrame:
     """The alignment table with each profile's verdicts replaced by its sequential ones (the fixed-n bounds
     stay, as a description). A finished plan cannot be extended, so no runs-needed count is shown, and the
     fixed-n alarms do not apply to a sample that stopped when decided, so they are dropped."""
     table = table.drop(columns=[f"{b.prefix}_alarm" for b in alignment.BUDGETS], errors="ignore")
     table.attrs.pop("cross_tiers", None)  # fixed-n checks too, on the same optionally stopped sample
-    for i, profile in enumerate(table["profile"]):
+    for i, profile in zip(table.index, table["profile"]):
+        verdicts = plans[profile].verdicts
         for b in alignment.BUDGETS:
-            table.loc[table.index[i], f"{b.prefix}_verdict"] = plans[profile].verdicts[b.prefix]
-            table.loc[table.index[i], f"{b.prefix}_runs_needed"] = pd.NA
-        table.loc[table.index[i], "verdict"] = alignment.overall_verdict(plans[profile].verdicts.values())
+            table.loc[i, [f"{b.prefix}_verdict", f"{b.prefix}_runs_needed"]] = verdicts[b.prefix], pd.NA
+        table.loc[i, "verdict"] = alignment.overall_verdict(verdicts.values())
     return table
 
 
@@ -161,8 +138,7 @@ def verdict_matrix(table: pd.DataFrame, plan_ended: bool) -> pd.DataFrame:
     return pd.DataFrame({
         "profile": table["profile"],
         "runs": table["runs"],
-        **{b.estimate + (" <= budget" if b.op == "<=" else " >= budget"): [verdict_cell(r, b.prefix, plan_ended)
-                                                                           for _, r in table.iterrows()]
+        **{f"{b.estimate} {b.op} budget": [verdict_cell(r, b.prefix, plan_ended) for _, r in table.iterrows()]
            for b in alignment.BUDGETS},
         "overall": table["verdict"],
     })
@@ -186,9 +162,7 @@ def conclusion(table: pd.DataFrame, plans: dict[str, SequentialPlan]) -> str:
                  if not is_decided(verdict) and not pd.isna(v)]
         hint = f"up to {max(needs)} runs per profile would decide them" if needs else "more runs would decide them"
         parts.append(f"UNDECIDED: {', '.join(open_)} ({hint}; rerun with target=decisive)")
-    if not parts:
-        parts.append("all profiles keep every budget")
-    return "; ".join(parts)
+    return "; ".join(parts) or "all profiles keep every budget"
 
 
 def markdown_report(header: list[str], matrix: pd.DataFrame, details: pd.DataFrame, summary: str, end: str,
@@ -199,15 +173,7 @@ def markdown_report(header: list[str], matrix: pd.DataFrame, details: pd.DataFra
         lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in df.astype(object).itertuples(index=False)]
         return "\n".join(lines)
 
-    level = f"{confidence:.0%}"
-    shown = details.assign(
-        interval=[alignment.interval_text(lo, hi, b) for lo, hi, b in zip(details["low"], details["high"],
-                                                                           details["budget"])],
-        estimate=[alignment.estimate_text(v, b) for v, b in zip(details["estimate"], details["budget"])],
-        runs_needed=[alignment.needed_text(v, n, plan_ended) for v, n in zip(details["verdict"],
-                                                                              details["runs_needed"])],
-    )[["profile", "budget", "runs", "estimate", "interval", "verdict", "runs_needed"]]
-    shown = shown.rename(columns={"interval": f"{level} interval", "runs_needed": "runs needed"})
+    shown = alignment.shown_verdicts(details, ["profile"], confidence, plan_ended)
     return "\n".join([
         "# Exp13 end-to-end report", "", *[f"- {line}" for line in header], "",
         "## Verdict per profile and budget", "", table_md(matrix), "", f"**{end}**", "",
@@ -229,11 +195,16 @@ def run(cfg: DictConfig, overrides: Sequence[str]) -> dict:
     rounds = []
     tags = {DATASET_SOURCE_TAG: cfg.dataset}
     with ExperimentRecorder(cfg, extra_tags=tags) as recorder, removed_unless_done([telemetry_dir(cfg, recorder)]):
+        def more_runs(profiles: list[str], seeds: int, start: int) -> None:
+            """target=decisive: a round the sequential plans add, recorded as research rows."""
+            rounds.append(run_round(cfg, recorder, overrides, profiles, seeds, start,
+                                    cfg.experiment.decisive.telemetry, measured))
+
         n = cfg.runs_per_profile
         rounds.append(run_round(cfg, recorder, overrides, cfg.profiles, n, 0, True, measured))
         print(f"round 1: {len(cfg.profiles)} profile(s) x {n} seed(s): engine {rounds[0]['engine_s']:.2f} s, "
               f"{rounds[0]['runs']} research rows recorded in {rounds[0]['record_s']:.2f} s", flush=True)
-        plans = decisive_rounds(cfg, recorder, overrides, measured, rounds) if cfg.target == Target.decisive else {}
+        plans = sequential_rounds(cfg, measured, more_runs) if cfg.target == Target.decisive else {}
 
         rows = alignment.load_rows(cfg, cfg.dataset, recorder.parent_id)
         summary = format_summary(rows, int(cfg.experiment.summary_top), cfg.world_model.utility_dd_weight)
@@ -254,7 +225,7 @@ def run(cfg: DictConfig, overrides: Sequence[str]) -> dict:
             f"MLflow: exp13 run {recorder.parent_id}, exp11 run {table.attrs['run_id']} ({recorder.session.uri})",
             f"generated {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M:%SZ')}",
         ]
-        note = (alignment.PLAN_ENDED_NOTE if plans else alignment.runs_needed_note(alignment.check_rules(cfg)))
+        note = alignment.PLAN_ENDED_NOTE if plans else alignment.runs_needed_note(alignment.check_rules(cfg))
         report_md = markdown_report(header, matrix, details, summary, end, cfg.world_model.confidence, bool(plans),
                                     note)
         recorder.finish(
@@ -271,13 +242,10 @@ def run(cfg: DictConfig, overrides: Sequence[str]) -> dict:
 def report(result: dict) -> None:
     """Print the research summary, the Exp11 alignment and the end-to-end report."""
     cfg11 = result["cfg11"]
-    print()
-    print(f"=== Research summary ({len(result['rows'])} runs of this invocation) ===")
-    print(result["summary"].removeprefix("=== Global summary ===\n"))
-    print()
+    print(f"\n=== Research summary ({len(result['rows'])} runs of this invocation) ===")
+    print(result["summary"].removeprefix("=== Global summary ===\n") + "\n")
     exp11.report(cfg11, result["table"], str(cfg11.dataset))
-    print()
-    print("=== Exp13 end-to-end report ===")
+    print("\n=== Exp13 end-to-end report ===")
     for line in result["header"][:-1]:
         print(line.replace("`", ""))
     with pd.option_context("display.width", 200, "display.max_columns", 20):
