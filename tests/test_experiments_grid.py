@@ -349,6 +349,7 @@ def test_an_appended_axis_sweeps_its_key(tmp_path: Path, made_store: str,
     assert len(table) == 2 * 2 * 1 * 2 and sorted(set(table["delta"])) == [40000.0, 90000.0]
     points, _ = latest_points(compose_config(overrides(uri), "exp04"), "exp04")
     assert sorted(set(points["engine.risk.delta_hard_limit_usd_base"].astype(float))) == [40000.0, 90000.0]
+    capsys.readouterr()   # the sweep's own progress bar, drawn when it runs past the bar's delay
     for bad, named in (("+experiment.grid.eta={key: engine.mm.size_eta}", "grid axis 'eta' must be {key: "),
                        ("+experiment.grid.eta={key: engine.mm.size_eta, values: [fast]}", "values must be finite numbers"),
                        ("+experiment.grid.eta={key: engine.mm.size_etaa, values: [1]}", "'engine.mm.size_etaa', which"),
