@@ -1,21 +1,5 @@
-"""Optuna searches (Exp03, Exp09): studies driven in batches of trials, each batch one engine batch.
-
-Why it is built this way:
-- The engine is vectorised over runs, so a batch of trials x seeds costs little more than one trial. Trials
-  are asked in rounds (ask/tell) and a round, across every study of the search, runs as ONE engine batch
-  with per-run knob arrays, instead of one objective call (and one engine start) per trial.
-- Studies live in a storage under a name (a journal file under mlruns/ by default, PostgreSQL for many
-  machines), so running the same command again resumes, and running it in more processes adds workers to
-  the same studies. Workers ask their rounds under the storage's lock, counting completed and running trials
-  so a study never runs more than its budget, and each seeds its sampler from the study and its place among
-  the study's workers. A worker beats the trials it runs; a trial whose beats stop (its worker was killed)
-  is failed by another worker and asked again with the same knobs, as is a trial interrupted by Ctrl-C, so
-  nothing is lost or counted twice. A study remembers the settings that define it and refuses others.
-- Every completed trial is a child MLflow run of one parent run per search, created once (under the lock)
-  and found again by its studies' ids; children of trials that never completed are dropped.
-- A trial's config is what `python -m paraphina.run` composes with the trial's knobs as overrides, and the
-  best trials are printed as that command, so a result can be rerun and checked as it stands.
-"""
+"""Optuna searches (Exp03, Exp09): trials asked in rounds, a round of every study ONE engine batch (the engine is
+vectorised over runs); the studies' shared storage lets a rerun resume them and more processes join as workers."""
 from __future__ import annotations
 
 import copy
@@ -27,7 +11,7 @@ import socket
 import time
 import uuid
 import zlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
@@ -41,7 +25,6 @@ from paraphina.config.loading import CONF_DIR, check_knob, compose_config, expla
 from paraphina.core.errors import ParaphinaError
 from paraphina.experiments import grid
 from paraphina.experiments.cli import first_difference, flat_config, print_table
-from paraphina.experiments.grid import PER_RUN_SECTIONS
 from paraphina.experiments.profiles import profiles_batch
 from paraphina.experiments.records import (ExperimentRecorder, parent_metrics, per_seed_table, point_summaries,
                                            sweeps_dir)
@@ -97,12 +80,9 @@ class Target:
     study_name: str
     overrides: list[str]          # `python -m paraphina.run` overrides composing `base`
     base: DictConfig
-    work: DictConfig = field(init=False)
-
-    def __post_init__(self) -> None:
-        # `base` with the latest trial's knobs applied: every trial sets the same keys, so a trial's config
-        # is had by applying its overrides here, without copying `base` (~7 ms) for each trial.
-        self.work = copy.deepcopy(self.base)
+    # `base` with the latest trial's knobs applied: every trial sets the same keys, so a trial's config is had
+    # by applying its overrides here, without copying `base` (~7 ms) for each trial.
+    work: DictConfig
 
 
 @dataclass
@@ -193,11 +173,8 @@ def _hydra_value(value: object) -> str:
 
 def run_overrides(cfg: DictConfig, skip: Sequence[str] = ()) -> list[str]:
     """The overrides that turn `python -m paraphina.run` (with +profile=<cfg's> when cfg has it applied) into
-    cfg's engine, market and ticks.
-
-    A market scenario becomes its group override (`market=volatile`); keys in `skip` are left out.
-    """
-    sections = (*PER_RUN_SECTIONS, "ticks")
+    cfg's engine, market and ticks; a market scenario becomes its group override (`market=volatile`)."""
+    sections = (*grid.PER_RUN_SECTIONS, "ticks")
     mine = flat_config(cfg, sections)
     # cfg is the centre unless composed with +profile (its profile_name names the default profile either way):
     # measure against whichever of the two it is, so a profile's own knobs never become overrides of the others'
@@ -243,10 +220,10 @@ def with_overrides(base: DictConfig, overrides: Sequence[str]) -> DictConfig:
 
 def _varying_keys(cfg: DictConfig, dims: Sequence[Dimension], targets: Sequence[Target]) -> list[str]:
     """The searched keys, and every engine/market key on which a target differs from the batch's config (cfg)."""
-    mine = flat_config(cfg, PER_RUN_SECTIONS)
+    mine = flat_config(cfg, grid.PER_RUN_SECTIONS)
     keys = [d.key for d in dims]
     for target in targets:
-        for key, text in flat_config(target.base, PER_RUN_SECTIONS).items():
+        for key, text in flat_config(target.base, grid.PER_RUN_SECTIONS).items():
             if text != mine.get(key) and key not in keys:
                 value = OmegaConf.select(target.base, key)
                 if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -285,7 +262,7 @@ class Search:
         profiles = profiles_batch([p for p, _ in targets], base, "config", seeds=1)
         suffix = "-pareto" if multi else ""
         composed = [Target(p, tiers[t], f"{experiment.study.name}-{p}{suffix}", [f"+profile={p}", *base],
-                           profiles.configs[p]) for p, t in targets]
+                           profiles.configs[p], copy.deepcopy(profiles.configs[p])) for p, t in targets]
         for target in composed:  # the range ends compose for every target, before any trial runs
             for end in ("low", "high"):
                 with_overrides(target.base, [f"{d.key}={getattr(d, end)!r}" for d in dims])
@@ -362,14 +339,6 @@ class _AskTellGridSampler(optuna.samplers.GridSampler):
         return None
 
 
-def _sampler(search: Search, seed: int) -> optuna.samplers.BaseSampler:
-    if search.sampler == "grid":
-        return _AskTellGridSampler({d.name: list(d.values) for d in search.dims}, seed=seed)
-    if search.sampler == "tpe":
-        return optuna.samplers.TPESampler(seed=seed)
-    return optuna.samplers.NSGAIISampler(population_size=max(2, search.batch_size), seed=seed)
-
-
 def retry(study: optuna.Study, trial: optuna.trial.FrozenTrial, names: set[str]) -> None:
     """Ask a failed trial's knobs again, so that it neither counts nor gets lost (once per failure)."""
     if set(trial.params) == names:
@@ -420,9 +389,12 @@ def open_study(search: Search, target: Target, shared: SharedStorage) -> optuna.
     # study (the profiles would otherwise be searched in lockstep) and per worker, counting a resumed run as
     # a new worker (the same seed would replay the trials of the first worker).
     seed = int(search.cfg.experiment.seed)
-    if search.sampler != "grid":
+    if search.sampler == "grid":
+        study.sampler = _AskTellGridSampler({d.name: list(d.values) for d in search.dims}, seed=seed)
+    else:
         seed = zlib.crc32(f"{seed}:{target.study_name}:{joined}".encode())
-    study.sampler = _sampler(search, seed)
+        study.sampler = (optuna.samplers.TPESampler(seed=seed) if search.sampler == "tpe" else
+                         optuna.samplers.NSGAIISampler(population_size=max(2, search.batch_size), seed=seed))
     return study
 
 
@@ -473,10 +445,7 @@ class Driver:
         return sum(len(_completed(s)) for s in self.studies)
 
     def _round(self, beats: TrialBeats) -> bool:
-        """One round (or a wait for other workers); False when every study has its trials.
-
-        Untold trials are requeued if anything stops it.
-        """
+        """One round (or a wait for other workers); False when every study has its trials."""
         asked: list[Asked] = []
         try:
             if not self._ask(asked, beats):
