@@ -59,16 +59,9 @@ class Dimension:
         return trial.suggest_float(self.name, self.low, self.high, log=self.log)
 
 
-@dataclass(frozen=True)
-class Objective:
-    """What a trial tells Optuna: summary columns and their directions."""
-
-    columns: tuple[str, ...]
-    directions: tuple[str, ...]
-
-
-SCORE = Objective(("score",), ("maximize",))
-PARETO = Objective(("pnl_mean", "dd_mean", "kill_prob"), ("maximize", "minimize", "minimize"))
+# What a trial tells Optuna: summary columns and their directions.
+SCORE = {"score": "maximize"}
+PARETO = {"pnl_mean": "maximize", "dd_mean": "minimize", "kill_prob": "minimize"}
 
 
 @dataclass
@@ -239,7 +232,7 @@ class Search:
     cfg: DictConfig
     dims: list[Dimension]
     sampler: str
-    objective: Objective
+    objective: dict[str, str]
     budgets: bool
     n_trials: int
     batch_size: int
@@ -281,7 +274,7 @@ class Search:
         grid_sampler = self.sampler == "grid"
         used = ("values",) if grid_sampler else ("low", "high", "log")
         return flatten_params({
-            "sampler": self.sampler, "objective": list(self.objective.columns), "budgets": self.budgets,
+            "sampler": self.sampler, "objective": list(self.objective), "budgets": self.budgets,
             **({"grid_seed": self.cfg.experiment.seed} if grid_sampler else {}),  # it maps trial numbers to points
             "tier": asdict(target.tier), "ticks": self.cfg.ticks, "seeds": self.cfg.seeds, "seed": self.cfg.seed,
             "overrides": target.overrides,
@@ -298,19 +291,6 @@ def default_journal(paths: DictConfig, tracking_uri: str | None) -> Path:
     return (db_path.parent if db_path is not None else Path(paths.store)) / "optuna.journal"
 
 
-def heartbeat_settings(study: DictConfig) -> Heartbeat:
-    """`experiment.study.heartbeat_interval` and `grace_period`, checked (a grace period of a few beats), and
-    `wait_interval` checked with them."""
-    interval, grace = study.heartbeat_interval, study.grace_period
-    if not 0 < interval < grace:
-        raise ParaphinaError(f"experiment.study.heartbeat_interval={interval} and grace_period={grace} need "
-                             f"0 < heartbeat_interval < grace_period (seconds), e.g. 5 and 60")
-    if not study.wait_interval > 0:
-        raise ParaphinaError(f"experiment.study.wait_interval={study.wait_interval} must be a positive number of "
-                             f"seconds, e.g. 1")
-    return Heartbeat(interval, grace)
-
-
 def print_storage_note(cfg: DictConfig) -> None:
     """A first line when runs go to a tracking server but the studies to this machine's journal: workers on
     other machines would each run their own studies."""
@@ -322,12 +302,19 @@ def print_storage_note(cfg: DictConfig) -> None:
 
 
 def open_storage(cfg: DictConfig, dims: Sequence[Dimension]) -> SharedStorage:
-    """The search's Optuna storage (`experiment.study.storage`, else the default journal); a trial whose worker
-    died is failed by the heartbeat and asked again with the same knobs."""
+    """The search's Optuna storage (`experiment.study.storage`, else the default journal), its heartbeat checked
+    (a grace period of a few beats); a trial whose worker died is failed by the heartbeat and asked again."""
     settings = cfg.experiment.study
+    interval, grace = settings.heartbeat_interval, settings.grace_period
+    if not 0 < interval < grace:
+        raise ParaphinaError(f"experiment.study.heartbeat_interval={interval} and grace_period={grace} need "
+                             f"0 < heartbeat_interval < grace_period (seconds), e.g. 5 and 60")
+    if not settings.wait_interval > 0:
+        raise ParaphinaError(f"experiment.study.wait_interval={settings.wait_interval} must be a positive number "
+                             f"of seconds, e.g. 1")
     names = {d.name for d in dims}
     return open_shared_storage(settings.storage or default_journal(cfg.paths, cfg.tracking.uri),
-                               heartbeat_settings(settings), lambda study, trial: retry(study, trial, names))
+                               Heartbeat(interval, grace), lambda study, trial: retry(study, trial, names))
 
 
 class _AskTellGridSampler(optuna.samplers.GridSampler):
@@ -367,7 +354,7 @@ def open_study(search: Search, target: Target, shared: SharedStorage) -> optuna.
     label = shared.label
     try:
         study = optuna.create_study(study_name=target.study_name, storage=shared.storage, load_if_exists=True,
-                                    directions=list(search.objective.directions))
+                                    directions=list(search.objective.values()))
     except Exception as exc:  # storages raise many types
         raise ParaphinaError(f"cannot open study {target.study_name} in {label}: {describe(exc)}") from exc
     definition = search.definition(target)
@@ -511,8 +498,11 @@ class Driver:
         search, tier = self.search, a.target.tier
         metrics["score"] = float(tier_score(tier, metrics["pnl_mean"], metrics["pnl_std"], metrics["dd_mean"],
                                             metrics["kill_prob"]))
-        constraints = constraint_values(tier, metrics) if search.budgets else {}
-        values = [metrics[c] for c in search.objective.columns]
+        # the tier's budgets as Optuna constraints (<= 0 feasible): the negated budget margins
+        margins = budget_margins(tier, metrics["pnl_mean"], metrics["dd_mean"], metrics["kill_prob"])
+        constraints = {"kill_prob": -float(margins["kill_margin"]), "drawdown": -float(margins["dd_margin"]),
+                       "pnl": -float(margins["pnl_margin"])} if search.budgets else {}
+        values = [metrics[c] for c in search.objective]
         if not all(math.isfinite(v) for v in values):
             raise ParaphinaError(f"trial {a.trial.number} of {a.study.study_name} gave a non-finite objective {values}")
         tags = {STUDY_TAG: a.study.study_name, TRIAL_TAG: str(a.trial.number), "profile": a.target.profile,
@@ -534,13 +524,6 @@ class Driver:
         a.told = True
 
 
-def constraint_values(tier: RiskTier, metrics: Mapping[str, float]) -> dict[str, float]:
-    """The tier's budgets as Optuna constraints (<= 0 feasible): the negated budget margins."""
-    margins = budget_margins(tier, metrics["pnl_mean"], metrics["dd_mean"], metrics["kill_prob"])
-    return {"kill_prob": -float(margins["kill_margin"]), "drawdown": -float(margins["dd_margin"]),
-            "pnl": -float(margins["pnl_margin"])}
-
-
 # --- outcome ------------------------------------------------------------------------------------
 
 
@@ -554,13 +537,13 @@ def study_outcome(search: Search, target: Target, study: optuna.Study) -> StudyO
         rows.append({"profile": target.profile, "trial": t.number, **t.params, **result["metrics"], **feasible,
                      **constraints, "run_id": result["run_id"]})
     table = pd.DataFrame(rows)
-    first = search.objective.columns[0]
-    ascending = search.objective.directions[0] == "minimize"
+    first, direction = next(iter(search.objective.items()))
+    ascending = direction == "minimize"
     front = {t.number for t in study.best_trials}  # Optuna's best (Pareto front), of the feasible trials if constrained
     note = "" if front else f"no trial met the {target.tier.name} tier's budgets; the trials by {first} shown"
     best = table[table["trial"].isin(front)] if front else table
     best = best.sort_values(first, ascending=ascending, ignore_index=True)
-    if len(search.objective.columns) == 1:
+    if len(search.objective) == 1:
         best = best.head(1)
     commands = [search.command(target, {d.name: float(row[d.name]) for d in search.dims})
                 for _, row in best.head(search.cfg.experiment.show_top).iterrows()]
@@ -593,7 +576,7 @@ def run_search(cfg: DictConfig, targets: Sequence[tuple[str, str]],
         metrics = {}
         for s in outcome.studies:
             metrics[f"trials.{s.target.profile}"] = float(len(s.table))
-            if len(s.best) and len(search.objective.columns) == 1:
+            if len(s.best) and len(search.objective) == 1:
                 metrics[f"best_score.{s.target.profile}"] = float(s.best["score"].iloc[0])
                 metrics |= parent_metrics(s.best.head(1), cfg.tracking.parent_metrics, by="profile")
         recorder.finish(tables={f"{experiment_id}_trials": outcome.table,
@@ -607,7 +590,7 @@ def print_outcome(outcome: SearchOutcome) -> None:
     """Per study: the trials by score (or the Pareto front), and the command that reruns the best (or each front) trial."""
     search = outcome.search
     show = search.cfg.experiment.show_top
-    multi = len(search.objective.columns) > 1
+    multi = len(search.objective) > 1
     columns = ["trial", *[d.name for d in search.dims], "score", "pnl_mean", "pnl_std", "dd_mean", "kill_prob",
                "feasible"]
     for s in outcome.studies:
