@@ -35,11 +35,8 @@ def sweeps_dir(cfg: DictConfig) -> Path:
 
 def per_seed_table(result: BatchResult, rows: np.ndarray, point: Mapping[str, float]) -> pd.DataFrame:
     """One row per seed of a grid point or trial: its knobs and its run metrics."""
-    table = pd.DataFrame({k: np.asarray(result.metrics[k])[rows] for k in METRIC_KEYS})
-    table.insert(0, "seed", result.seeds[rows])
-    for i, (name, value) in enumerate(point.items()):
-        table.insert(1 + i, name, value)
-    return table
+    return pd.DataFrame({"seed": result.seeds[rows], **point,
+                         **{k: np.asarray(result.metrics[k])[rows] for k in METRIC_KEYS}})
 
 
 def point_summaries(result: BatchResult, point_index: np.ndarray, points: Sequence[Mapping[str, float]],

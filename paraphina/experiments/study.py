@@ -20,6 +20,7 @@ import optuna
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import Trial, TrialState
+from tqdm import tqdm
 
 from paraphina.config.loading import CONF_DIR, check_knob, compose_config, explain_hydra_error, override_parser, validate
 from paraphina.core.errors import ParaphinaError
@@ -332,18 +333,16 @@ def retry(study: optuna.Study, trial: optuna.trial.FrozenTrial, names: set[str])
         study.enqueue_trial(dict(trial.params), user_attrs={RETRY_ATTR: trial.number})
 
 
-def requeue(study: optuna.Study, trials: Sequence[Trial], dims: Sequence[Dimension]) -> None:
-    """Fail this worker's trials asked but never told (an interrupt) and ask their knobs again.
+def requeue(study: optuna.Study, trial: Trial, names: set[str]) -> None:
+    """Fail a trial of this worker asked but never told (an interrupt) and ask its knobs again.
 
     Called under the storage's lock, as the heartbeat's failures are: a trial told meanwhile (an interrupt
     just after its tell), or failed by another worker (which asked it again), is left as it is.
     """
-    names = {d.name for d in dims}
-    for trial in trials:
-        frozen = study.trials[trial.number]
-        if not frozen.state.is_finished():
-            study.tell(trial.number, state=TrialState.FAIL)
-            retry(study, frozen, names)
+    frozen = study.trials[trial.number]
+    if not frozen.state.is_finished():
+        study.tell(trial.number, state=TrialState.FAIL)
+        retry(study, frozen, names)
 
 
 def open_study(search: Search, target: Target, shared: SharedStorage) -> optuna.Study:
@@ -419,8 +418,6 @@ class Driver:
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
 
     def run(self) -> None:
-        from tqdm import tqdm
-
         total = self.search.n_trials * len(self.studies)
         with (tqdm(total=total, initial=self._done(), desc=f"{self.search.cfg.experiment.id} trials",
                    unit="trial") as bar,
@@ -443,11 +440,11 @@ class Driver:
                 time.sleep(self.wait_interval)
             return True
         except BaseException as exc:
-            untold = [a for a in asked if not a.told]
             try:
                 with self.shared.lock():
-                    for study in self.studies:
-                        requeue(study, [a.trial for a in untold if a.study is study], self.search.dims)
+                    for a in asked:
+                        if not a.told:
+                            requeue(a.study, a.trial, {d.name for d in self.search.dims})
             except Exception:  # the storage itself failed: the heartbeat fails what is left RUNNING
                 pass
             if isinstance(exc, KeyboardInterrupt):
