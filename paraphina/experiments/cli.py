@@ -13,8 +13,7 @@ from paraphina.world_model.tiers import horizon_note
 
 def print_horizon_note(cfg: DictConfig) -> None:
     """First line of a report that judges budgets on sessions shorter than the tiers' horizon."""
-    note = horizon_note(cfg.ticks, cfg.world_model.session_ticks)
-    if note:
+    if note := horizon_note(cfg.ticks, cfg.world_model.session_ticks):
         print(note)
 
 
@@ -41,11 +40,9 @@ def flat_config(cfg: DictConfig, sections: Sequence[str] | None = None, exclude:
 
 def first_difference(flats: Mapping[str, Mapping[str, str]]) -> tuple[str, str, str] | None:
     """The first key on which flattened configs (by name) disagree, and the names of two that disagree on it."""
-    names = list(flats)
-    keys = dict.fromkeys(key for flat in flats.values() for key in flat)
-    for key in keys:
-        values = {name: flats[name].get(key) for name in names}
-        other = next((n for n in names if values[n] != values[names[0]]), None)
+    first, *others = flats
+    for key in dict.fromkeys(key for flat in flats.values() for key in flat):
+        other = next((n for n in others if flats[n].get(key) != flats[first].get(key)), None)
         if other is not None:
-            return key, names[0], other
+            return key, first, other
     return None

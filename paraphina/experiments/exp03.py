@@ -3,9 +3,7 @@
     python -m paraphina.experiments.exp03                                          # the 4 x 4 grid
     python -m paraphina.experiments.exp03 experiment.sampler=tpe experiment.n_trials=32
 
-The grid sampler reproduces the original grid point for point; TPE spends a budget on the continuous
-ranges instead. The same command again resumes its study (mlruns/optuna.journal) rather than starting over.
-Mean final PnL over eta x vol_ref is drawn as a heatmap (grid) or a scatter (other samplers).
+The grid sampler reproduces the original grid point for point; the same command again resumes its study.
 """
 from __future__ import annotations
 

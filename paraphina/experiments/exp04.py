@@ -4,9 +4,7 @@
 """
 from __future__ import annotations
 
-
 import pandas as pd
-
 from omegaconf import DictConfig
 
 from paraphina.config.commands import hydra_command

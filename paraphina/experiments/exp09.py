@@ -3,10 +3,8 @@
     python -m paraphina.experiments.exp09                                # TPE, 54 trials per profile
     python -m paraphina.experiments.exp09 experiment.multi_objective=true  # NSGA-II, Pareto fronts
 
-Each study starts from its profile's config (+profile=NAME) and searches band, eta, vol_ref and the loss
-limit; its objective is the tier score of the same name and the tier's budgets are constraints. The
-profiles differ only by knobs, so every round runs all profiles' trials x seeds as one engine batch.
-The same command again resumes the studies (mlruns/optuna.journal).
+Each study starts from its profile's config (+profile=NAME); its objective is the tier score of the same name
+and the tier's budgets are constraints. The same command again resumes the studies.
 """
 from __future__ import annotations
 

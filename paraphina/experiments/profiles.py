@@ -1,10 +1,5 @@
-"""Profiles as engine batches and as files: several profiles x seeds in ONE batch, and ready profile YAML.
-
-Profiles differ only by a few engine knobs, so rather than one batch per profile (a process and a
-warm-up each), every knob the profiles disagree on becomes a per-run array of one batch. Exp08
-validates the profiles this way and Exp13 records research rows from the same batch; Exp07 and
-Exp12 write their presets in the format of conf/profile/*.yaml so they can replace a profile.
-"""
+"""Profiles as engine batches and as files: several profiles x seeds in ONE batch (they differ only by a few
+knobs, each a per-run array, so no batch and warm-up per profile), and presets as conf/profile/*.yaml files."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -20,8 +15,6 @@ from paraphina.core.names import PROFILE_KNOBS
 from paraphina.experiments import grid
 from paraphina.experiments.cli import first_difference, flat_config
 from paraphina.runner.batch import run_many
-# Sections whose scalar knobs may differ between the profiles of one batch.
-PER_RUN_SECTIONS = grid.PER_RUN_SECTIONS
 
 
 def config_knobs(cfg: DictConfig) -> dict[str, float]:
@@ -48,10 +41,9 @@ class ProfilesBatch:
         """The runs of one profile, as indices into the batch."""
         return np.flatnonzero(self.profile_index == self.profiles.index(profile))
 
-    def run(self, desc: str | None = None) -> BatchResult:
+    def run(self, desc: str) -> BatchResult:
         """Simulate the batch over the configured worker processes, with a progress bar."""
-        label = desc or f"{len(self.profiles)} profiles x {len(self.rows(self.profiles[0]))} seeds"
-        return run_many(self.cfg, self.seeds, self.per_run, desc=label)
+        return run_many(self.cfg, self.seeds, self.per_run, desc=desc)
 
 
 def profiles_batch(profiles: Sequence[str], overrides: Sequence[str] = (), config_name: str = "config",
@@ -68,32 +60,21 @@ def profiles_batch(profiles: Sequence[str], overrides: Sequence[str] = (), confi
     if len(set(names)) != len(names):
         raise ParaphinaError(f"profiles {names} repeat a name; give each profile once")
     configs = {name: compose_config([f"+profile={name}", *overrides], config_name) for name in names}
-    _check_only_knobs_differ(configs)
+    diff = first_difference({name: flat_config(cfg, exclude=(*grid.PER_RUN_SECTIONS, "profile_name", "risk_tier"))
+                             for name, cfg in configs.items()})
+    if diff is not None:
+        key, a, b = diff
+        raise ParaphinaError(f"profiles {a} and {b} differ in '{key}', which one engine batch cannot vary; "
+                             f"set it the same for every profile")
+    flats = [flat_config(cfg, sections=grid.PER_RUN_SECTIONS) for cfg in configs.values()]
+    keys = [key for key in flats[0] if len({flat.get(key) for flat in flats}) > 1]  # in config order
     first = configs[names[0]]
-    keys = _differing_knobs(configs)
     points = [{key: _number(configs[name], key, name) for key in keys} for name in names]
     axes = [grid.Axis(key, key, tuple(point[key] for point in points)) for key in keys]
     n_seeds = first.seeds if seeds is None else seeds
     per_run, run_seeds, profile_index = grid.point_batch(points, axes, n_seeds,
                                                          first.seed if base_seed is None else base_seed)
     return ProfilesBatch(names, configs, first, run_seeds, per_run, profile_index)
-
-
-def _check_only_knobs_differ(configs: Mapping[str, DictConfig]) -> None:
-    """Profiles of one batch must agree on everything outside the engine and market sections."""
-    diff = first_difference({name: flat_config(cfg, exclude=(*PER_RUN_SECTIONS, "profile_name", "risk_tier"))
-                             for name, cfg in configs.items()})
-    if diff is not None:
-        key, a, b = diff
-        raise ParaphinaError(f"profiles {a} and {b} differ in '{key}', which one engine batch cannot vary; "
-                             f"set it the same for every profile")
-
-
-def _differing_knobs(configs: Mapping[str, DictConfig]) -> list[str]:
-    """Engine/market keys whose values are not the same in every profile, in config order."""
-    flats = {name: flat_config(cfg, sections=PER_RUN_SECTIONS) for name, cfg in configs.items()}
-    first = next(iter(flats.values()))
-    return [key for key in first if len({flat.get(key) for flat in flats.values()}) > 1]
 
 
 def _number(cfg: DictConfig, key: str, profile: str) -> float:

@@ -1,7 +1,5 @@
-"""MLflow records of an experiment: a parent run per invocation, a child per grid point or trial.
-
-CSV copies of the tables and the plots also go to sweeps/<experiment>/ for people who want files.
-"""
+"""MLflow records of an experiment: a parent run per invocation, a child per grid point or trial; CSV copies of
+the tables and the plots also go to sweeps/<experiment>/ for people who want files."""
 from __future__ import annotations
 
 import functools
@@ -21,8 +19,8 @@ from paraphina.engine.simulate import BatchResult
 from paraphina.core.errors import ParaphinaError
 from paraphina.runner.aggregates import aggregate_metrics
 from paraphina.runner.recording import TrackingSession
+from paraphina.tracking.runs import RunRecord, flatten_params
 from paraphina.tracking.store import all_runs, describe, resolve_tracking_uri, tracking_client
-
 
 
 def sweeps_dir(cfg: DictConfig) -> Path:
@@ -37,20 +35,15 @@ def sweeps_dir(cfg: DictConfig) -> Path:
 
 def per_seed_table(result: BatchResult, rows: np.ndarray, point: Mapping[str, float]) -> pd.DataFrame:
     """One row per seed of a grid point or trial: its knobs and its run metrics."""
-    table = pd.DataFrame({k: np.asarray(result.metrics[k])[rows] for k in METRIC_KEYS})
-    table.insert(0, "seed", result.seeds[rows])
-    for i, (name, value) in enumerate(point.items()):
-        table.insert(1 + i, name, value)
-    return table
+    return pd.DataFrame({"seed": result.seeds[rows], **point,
+                         **{k: np.asarray(result.metrics[k])[rows] for k in METRIC_KEYS}})
 
 
 def point_summaries(result: BatchResult, point_index: np.ndarray, points: Sequence[Mapping[str, float]],
                     confidence: float) -> pd.DataFrame:
     """The aggregate metrics of each point over its seeds, one row per point, knobs first."""
-    rows = []
-    for p, point in enumerate(points):
-        rows.append({**point, **aggregate_metrics(result, confidence, np.flatnonzero(point_index == p))})
-    return pd.DataFrame(rows)
+    return pd.DataFrame([{**point, **aggregate_metrics(result, confidence, np.flatnonzero(point_index == p))}
+                         for p, point in enumerate(points)])
 
 
 def parent_metrics(table: pd.DataFrame, keys: Sequence[str], by: str | None = None) -> dict[str, float]:
@@ -66,14 +59,11 @@ class ExperimentRecorder:
 
     def __init__(self, cfg: DictConfig, extra_tags: Mapping[str, str] | None = None, resume_tag: str | None = None):
         """`resume_tag` names one of `extra_tags`: the latest parent carrying the same value is reopened instead
-        of starting a new one (`resumed` is then True), so a resumed Optuna search keeps one parent run."""
-        from paraphina.tracking.runs import RunRecord, flatten_params
-
+        of starting a new one, so a resumed Optuna search keeps one parent run."""
         self.cfg = cfg
         self.session = TrackingSession.open(cfg, cfg.experiment.name)
         tags = {KIND_TAG: EXPERIMENT_KIND, EXPERIMENT_TAG: cfg.experiment.id, **(extra_tags or {})}
         reopened = None if resume_tag is None else self._reopen(resume_tag, tags[resume_tag])
-        self.resumed = reopened is not None
         self.parent_id = reopened or self.session.writer.start_parent(RunRecord(
             name=cfg.experiment.run_name, params=flatten_params(to_plain(cfg)), tags=tags,
             texts={"config.yaml": OmegaConf.to_yaml(cfg)}))
@@ -98,8 +88,6 @@ class ExperimentRecorder:
     def log_point(self, name: str, params: Mapping[str, object], metrics: Mapping[str, float],
                   table: pd.DataFrame | None = None, tags: Mapping[str, str] | None = None) -> str:
         """A child run: the point's knobs as params, its aggregates as metrics, its per-seed table as CSV."""
-        from paraphina.tracking.runs import RunRecord
-
         record = RunRecord(name=name, params=dict(params), metrics=dict(metrics),
                            tags={KIND_TAG: POINT_KIND, EXPERIMENT_TAG: self.cfg.experiment.id, **(tags or {})})
         if table is not None:
@@ -108,18 +96,16 @@ class ExperimentRecorder:
 
     def log_points(self, batch: BatchResult, point_index: np.ndarray, points: Sequence[Mapping[str, object]],
                    summary: pd.DataFrame, names: Sequence[str], params: Sequence[Mapping[str, object]],
-                   tags: Sequence[Mapping[str, str]] | None = None) -> list[str]:
+                   tags: Sequence[Mapping[str, str]] | None = None) -> None:
         """A child per point (runs `point_index == p`): its params, its `summary` row less the point's own
-        columns as metrics, and its per-seed table; returns the child run ids."""
-        ids = []
+        columns as metrics, and its per-seed table."""
         for p, point in enumerate(points):
             metrics = summary.iloc[p].drop(labels=list(point)).to_dict()
             table = per_seed_table(batch, np.flatnonzero(point_index == p), point)
-            ids.append(self.log_point(names[p], params[p], metrics, table, tags[p] if tags else None))
-        return ids
+            self.log_point(names[p], params[p], metrics, table, tags[p] if tags else None)
 
     def finish(self, tables: Mapping[str, pd.DataFrame] = {}, plots: Sequence[Path] = (),
-               metrics: Mapping[str, float] | None = None, texts: Mapping[str, str] = {}) -> Path:
+               metrics: Mapping[str, float] | None = None, texts: Mapping[str, str] = {}) -> None:
         """Copy tables (CSV), plots and texts to sweeps/<experiment>/, then attach them to the parent and end it.
 
         The files are written in this command's own folder (plots too: draw them into `self.tmp`), so the parent
@@ -139,19 +125,14 @@ class ExperimentRecorder:
                 replace_atomically(out / path.name, functools.partial(shutil.copyfile, path))
         self.session.writer.finish(self.parent_id, metrics=dict(metrics or {}), artifacts=artifacts)
         self._tmp.cleanup()
-        return out
-
-    def fail(self, exc: BaseException) -> None:
-        """End the parent that `exc` stopped: KILLED for a stop, FAILED for an error."""
-        self.session.writer.abort(self.parent_id, exc)
-        self._tmp.cleanup()
 
     def __enter__(self) -> "ExperimentRecorder":
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:
-        if exc is not None:
-            self.fail(exc)
+        if exc is not None:  # the parent ends KILLED for a stop, FAILED for an error
+            self.session.writer.abort(self.parent_id, exc)
+            self._tmp.cleanup()
         return False
 
 

@@ -1,9 +1,6 @@
-"""target=decisive for the steps that validate profiles (Exp08, Exp13): each profile runs through the looks of a
-group-sequential plan until all its budgets are decided or its last look (ENGINE_SPEC section 7).
-
-The looks and the kill test's boundaries are fixed before the first added run and printed, so stopping when
-decided keeps each verdict's error rate at its alpha; the means are judged at alpha / looks at each look.
-"""
+"""target=decisive for Exp08 and Exp13: each profile runs through the looks of a group-sequential plan until all its
+budgets are decided or its last look; the plan is fixed before the first added run, so stopping early keeps each
+verdict's error rate at its alpha (ENGINE_SPEC section 7)."""
 from __future__ import annotations
 
 import typing

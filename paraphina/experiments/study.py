@@ -1,21 +1,5 @@
-"""Optuna searches (Exp03, Exp09): studies driven in batches of trials, each batch one engine batch.
-
-Why it is built this way:
-- The engine is vectorised over runs, so a batch of trials x seeds costs little more than one trial. Trials
-  are asked in rounds (ask/tell) and a round, across every study of the search, runs as ONE engine batch
-  with per-run knob arrays, instead of one objective call (and one engine start) per trial.
-- Studies live in a storage under a name (a journal file under mlruns/ by default, PostgreSQL for many
-  machines), so running the same command again resumes, and running it in more processes adds workers to
-  the same studies. Workers ask their rounds under the storage's lock, counting completed and running trials
-  so a study never runs more than its budget, and each seeds its sampler from the study and its place among
-  the study's workers. A worker beats the trials it runs; a trial whose beats stop (its worker was killed)
-  is failed by another worker and asked again with the same knobs, as is a trial interrupted by Ctrl-C, so
-  nothing is lost or counted twice. A study remembers the settings that define it and refuses others.
-- Every completed trial is a child MLflow run of one parent run per search, created once (under the lock)
-  and found again by its studies' ids; children of trials that never completed are dropped.
-- A trial's config is what `python -m paraphina.run` composes with the trial's knobs as overrides, and the
-  best trials are printed as that command, so a result can be rerun and checked as it stands.
-"""
+"""Optuna searches (Exp03, Exp09): trials asked in rounds, a round of every study ONE engine batch (the engine is
+vectorised over runs); the studies' shared storage lets a rerun resume them and more processes join as workers."""
 from __future__ import annotations
 
 import copy
@@ -27,7 +11,7 @@ import socket
 import time
 import uuid
 import zlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
@@ -36,12 +20,12 @@ import optuna
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import Trial, TrialState
+from tqdm import tqdm
 
 from paraphina.config.loading import CONF_DIR, check_knob, compose_config, explain_hydra_error, override_parser, validate
 from paraphina.core.errors import ParaphinaError
 from paraphina.experiments import grid
 from paraphina.experiments.cli import first_difference, flat_config, print_table
-from paraphina.experiments.grid import PER_RUN_SECTIONS
 from paraphina.experiments.profiles import profiles_batch
 from paraphina.experiments.records import (ExperimentRecorder, parent_metrics, per_seed_table, point_summaries,
                                            sweeps_dir)
@@ -76,16 +60,9 @@ class Dimension:
         return trial.suggest_float(self.name, self.low, self.high, log=self.log)
 
 
-@dataclass(frozen=True)
-class Objective:
-    """What a trial tells Optuna: summary columns and their directions."""
-
-    columns: tuple[str, ...]
-    directions: tuple[str, ...]
-
-
-SCORE = Objective(("score",), ("maximize",))
-PARETO = Objective(("pnl_mean", "dd_mean", "kill_prob"), ("maximize", "minimize", "minimize"))
+# What a trial tells Optuna: summary columns and their directions.
+SCORE = {"score": "maximize"}
+PARETO = {"pnl_mean": "maximize", "dd_mean": "minimize", "kill_prob": "minimize"}
 
 
 @dataclass
@@ -97,12 +74,9 @@ class Target:
     study_name: str
     overrides: list[str]          # `python -m paraphina.run` overrides composing `base`
     base: DictConfig
-    work: DictConfig = field(init=False)
-
-    def __post_init__(self) -> None:
-        # `base` with the latest trial's knobs applied: every trial sets the same keys, so a trial's config
-        # is had by applying its overrides here, without copying `base` (~7 ms) for each trial.
-        self.work = copy.deepcopy(self.base)
+    # `base` with the latest trial's knobs applied: every trial sets the same keys, so a trial's config is had
+    # by applying its overrides here, without copying `base` (~7 ms) for each trial.
+    work: DictConfig
 
 
 @dataclass
@@ -193,11 +167,8 @@ def _hydra_value(value: object) -> str:
 
 def run_overrides(cfg: DictConfig, skip: Sequence[str] = ()) -> list[str]:
     """The overrides that turn `python -m paraphina.run` (with +profile=<cfg's> when cfg has it applied) into
-    cfg's engine, market and ticks.
-
-    A market scenario becomes its group override (`market=volatile`); keys in `skip` are left out.
-    """
-    sections = (*PER_RUN_SECTIONS, "ticks")
+    cfg's engine, market and ticks; a market scenario becomes its group override (`market=volatile`)."""
+    sections = (*grid.PER_RUN_SECTIONS, "ticks")
     mine = flat_config(cfg, sections)
     # cfg is the centre unless composed with +profile (its profile_name names the default profile either way):
     # measure against whichever of the two it is, so a profile's own knobs never become overrides of the others'
@@ -243,10 +214,10 @@ def with_overrides(base: DictConfig, overrides: Sequence[str]) -> DictConfig:
 
 def _varying_keys(cfg: DictConfig, dims: Sequence[Dimension], targets: Sequence[Target]) -> list[str]:
     """The searched keys, and every engine/market key on which a target differs from the batch's config (cfg)."""
-    mine = flat_config(cfg, PER_RUN_SECTIONS)
+    mine = flat_config(cfg, grid.PER_RUN_SECTIONS)
     keys = [d.key for d in dims]
     for target in targets:
-        for key, text in flat_config(target.base, PER_RUN_SECTIONS).items():
+        for key, text in flat_config(target.base, grid.PER_RUN_SECTIONS).items():
             if text != mine.get(key) and key not in keys:
                 value = OmegaConf.select(target.base, key)
                 if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -262,7 +233,7 @@ class Search:
     cfg: DictConfig
     dims: list[Dimension]
     sampler: str
-    objective: Objective
+    objective: dict[str, str]
     budgets: bool
     n_trials: int
     batch_size: int
@@ -285,7 +256,7 @@ class Search:
         profiles = profiles_batch([p for p, _ in targets], base, "config", seeds=1)
         suffix = "-pareto" if multi else ""
         composed = [Target(p, tiers[t], f"{experiment.study.name}-{p}{suffix}", [f"+profile={p}", *base],
-                           profiles.configs[p]) for p, t in targets]
+                           profiles.configs[p], copy.deepcopy(profiles.configs[p])) for p, t in targets]
         for target in composed:  # the range ends compose for every target, before any trial runs
             for end in ("low", "high"):
                 with_overrides(target.base, [f"{d.key}={getattr(d, end)!r}" for d in dims])
@@ -304,7 +275,7 @@ class Search:
         grid_sampler = self.sampler == "grid"
         used = ("values",) if grid_sampler else ("low", "high", "log")
         return flatten_params({
-            "sampler": self.sampler, "objective": list(self.objective.columns), "budgets": self.budgets,
+            "sampler": self.sampler, "objective": list(self.objective), "budgets": self.budgets,
             **({"grid_seed": self.cfg.experiment.seed} if grid_sampler else {}),  # it maps trial numbers to points
             "tier": asdict(target.tier), "ticks": self.cfg.ticks, "seeds": self.cfg.seeds, "seed": self.cfg.seed,
             "overrides": target.overrides,
@@ -321,19 +292,6 @@ def default_journal(paths: DictConfig, tracking_uri: str | None) -> Path:
     return (db_path.parent if db_path is not None else Path(paths.store)) / "optuna.journal"
 
 
-def heartbeat_settings(study: DictConfig) -> Heartbeat:
-    """`experiment.study.heartbeat_interval` and `grace_period`, checked (a grace period of a few beats), and
-    `wait_interval` checked with them."""
-    interval, grace = study.heartbeat_interval, study.grace_period
-    if not 0 < interval < grace:
-        raise ParaphinaError(f"experiment.study.heartbeat_interval={interval} and grace_period={grace} need "
-                             f"0 < heartbeat_interval < grace_period (seconds), e.g. 5 and 60")
-    if not study.wait_interval > 0:
-        raise ParaphinaError(f"experiment.study.wait_interval={study.wait_interval} must be a positive number of "
-                             f"seconds, e.g. 1")
-    return Heartbeat(interval, grace)
-
-
 def print_storage_note(cfg: DictConfig) -> None:
     """A first line when runs go to a tracking server but the studies to this machine's journal: workers on
     other machines would each run their own studies."""
@@ -345,12 +303,19 @@ def print_storage_note(cfg: DictConfig) -> None:
 
 
 def open_storage(cfg: DictConfig, dims: Sequence[Dimension]) -> SharedStorage:
-    """The search's Optuna storage (`experiment.study.storage`, else the default journal); a trial whose worker
-    died is failed by the heartbeat and asked again with the same knobs."""
+    """The search's Optuna storage (`experiment.study.storage`, else the default journal), its heartbeat checked
+    (a grace period of a few beats); a trial whose worker died is failed by the heartbeat and asked again."""
     settings = cfg.experiment.study
+    interval, grace = settings.heartbeat_interval, settings.grace_period
+    if not 0 < interval < grace:
+        raise ParaphinaError(f"experiment.study.heartbeat_interval={interval} and grace_period={grace} need "
+                             f"0 < heartbeat_interval < grace_period (seconds), e.g. 5 and 60")
+    if not settings.wait_interval > 0:
+        raise ParaphinaError(f"experiment.study.wait_interval={settings.wait_interval} must be a positive number "
+                             f"of seconds, e.g. 1")
     names = {d.name for d in dims}
     return open_shared_storage(settings.storage or default_journal(cfg.paths, cfg.tracking.uri),
-                               heartbeat_settings(settings), lambda study, trial: retry(study, trial, names))
+                               Heartbeat(interval, grace), lambda study, trial: retry(study, trial, names))
 
 
 class _AskTellGridSampler(optuna.samplers.GridSampler):
@@ -362,32 +327,22 @@ class _AskTellGridSampler(optuna.samplers.GridSampler):
         return None
 
 
-def _sampler(search: Search, seed: int) -> optuna.samplers.BaseSampler:
-    if search.sampler == "grid":
-        return _AskTellGridSampler({d.name: list(d.values) for d in search.dims}, seed=seed)
-    if search.sampler == "tpe":
-        return optuna.samplers.TPESampler(seed=seed)
-    return optuna.samplers.NSGAIISampler(population_size=max(2, search.batch_size), seed=seed)
-
-
 def retry(study: optuna.Study, trial: optuna.trial.FrozenTrial, names: set[str]) -> None:
     """Ask a failed trial's knobs again, so that it neither counts nor gets lost (once per failure)."""
     if set(trial.params) == names:
         study.enqueue_trial(dict(trial.params), user_attrs={RETRY_ATTR: trial.number})
 
 
-def requeue(study: optuna.Study, trials: Sequence[Trial], dims: Sequence[Dimension]) -> None:
-    """Fail this worker's trials asked but never told (an interrupt) and ask their knobs again.
+def requeue(study: optuna.Study, trial: Trial, names: set[str]) -> None:
+    """Fail a trial of this worker asked but never told (an interrupt) and ask its knobs again.
 
     Called under the storage's lock, as the heartbeat's failures are: a trial told meanwhile (an interrupt
     just after its tell), or failed by another worker (which asked it again), is left as it is.
     """
-    names = {d.name for d in dims}
-    for trial in trials:
-        frozen = study.trials[trial.number]
-        if not frozen.state.is_finished():
-            study.tell(trial.number, state=TrialState.FAIL)
-            retry(study, frozen, names)
+    frozen = study.trials[trial.number]
+    if not frozen.state.is_finished():
+        study.tell(trial.number, state=TrialState.FAIL)
+        retry(study, frozen, names)
 
 
 def open_study(search: Search, target: Target, shared: SharedStorage) -> optuna.Study:
@@ -398,7 +353,7 @@ def open_study(search: Search, target: Target, shared: SharedStorage) -> optuna.
     label = shared.label
     try:
         study = optuna.create_study(study_name=target.study_name, storage=shared.storage, load_if_exists=True,
-                                    directions=list(search.objective.directions))
+                                    directions=list(search.objective.values()))
     except Exception as exc:  # storages raise many types
         raise ParaphinaError(f"cannot open study {target.study_name} in {label}: {describe(exc)}") from exc
     definition = search.definition(target)
@@ -420,9 +375,12 @@ def open_study(search: Search, target: Target, shared: SharedStorage) -> optuna.
     # study (the profiles would otherwise be searched in lockstep) and per worker, counting a resumed run as
     # a new worker (the same seed would replay the trials of the first worker).
     seed = int(search.cfg.experiment.seed)
-    if search.sampler != "grid":
+    if search.sampler == "grid":
+        study.sampler = _AskTellGridSampler({d.name: list(d.values) for d in search.dims}, seed=seed)
+    else:
         seed = zlib.crc32(f"{seed}:{target.study_name}:{joined}".encode())
-    study.sampler = _sampler(search, seed)
+        study.sampler = (optuna.samplers.TPESampler(seed=seed) if search.sampler == "tpe" else
+                         optuna.samplers.NSGAIISampler(population_size=max(2, search.batch_size), seed=seed))
     return study
 
 
@@ -460,8 +418,6 @@ class Driver:
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
 
     def run(self) -> None:
-        from tqdm import tqdm
-
         total = self.search.n_trials * len(self.studies)
         with (tqdm(total=total, initial=self._done(), desc=f"{self.search.cfg.experiment.id} trials",
                    unit="trial") as bar,
@@ -473,10 +429,7 @@ class Driver:
         return sum(len(_completed(s)) for s in self.studies)
 
     def _round(self, beats: TrialBeats) -> bool:
-        """One round (or a wait for other workers); False when every study has its trials.
-
-        Untold trials are requeued if anything stops it.
-        """
+        """One round (or a wait for other workers); False when every study has its trials."""
         asked: list[Asked] = []
         try:
             if not self._ask(asked, beats):
@@ -487,11 +440,11 @@ class Driver:
                 time.sleep(self.wait_interval)
             return True
         except BaseException as exc:
-            untold = [a for a in asked if not a.told]
             try:
                 with self.shared.lock():
-                    for study in self.studies:
-                        requeue(study, [a.trial for a in untold if a.study is study], self.search.dims)
+                    for a in asked:
+                        if not a.told:
+                            requeue(a.study, a.trial, {d.name for d in self.search.dims})
             except Exception:  # the storage itself failed: the heartbeat fails what is left RUNNING
                 pass
             if isinstance(exc, KeyboardInterrupt):
@@ -542,8 +495,11 @@ class Driver:
         search, tier = self.search, a.target.tier
         metrics["score"] = float(tier_score(tier, metrics["pnl_mean"], metrics["pnl_std"], metrics["dd_mean"],
                                             metrics["kill_prob"]))
-        constraints = constraint_values(tier, metrics) if search.budgets else {}
-        values = [metrics[c] for c in search.objective.columns]
+        # the tier's budgets as Optuna constraints (<= 0 feasible): the negated budget margins
+        margins = budget_margins(tier, metrics["pnl_mean"], metrics["dd_mean"], metrics["kill_prob"])
+        constraints = {"kill_prob": -float(margins["kill_margin"]), "drawdown": -float(margins["dd_margin"]),
+                       "pnl": -float(margins["pnl_margin"])} if search.budgets else {}
+        values = [metrics[c] for c in search.objective]
         if not all(math.isfinite(v) for v in values):
             raise ParaphinaError(f"trial {a.trial.number} of {a.study.study_name} gave a non-finite objective {values}")
         tags = {STUDY_TAG: a.study.study_name, TRIAL_TAG: str(a.trial.number), "profile": a.target.profile,
@@ -565,13 +521,6 @@ class Driver:
         a.told = True
 
 
-def constraint_values(tier: RiskTier, metrics: Mapping[str, float]) -> dict[str, float]:
-    """The tier's budgets as Optuna constraints (<= 0 feasible): the negated budget margins."""
-    margins = budget_margins(tier, metrics["pnl_mean"], metrics["dd_mean"], metrics["kill_prob"])
-    return {"kill_prob": -float(margins["kill_margin"]), "drawdown": -float(margins["dd_margin"]),
-            "pnl": -float(margins["pnl_margin"])}
-
-
 # --- outcome ------------------------------------------------------------------------------------
 
 
@@ -585,13 +534,13 @@ def study_outcome(search: Search, target: Target, study: optuna.Study) -> StudyO
         rows.append({"profile": target.profile, "trial": t.number, **t.params, **result["metrics"], **feasible,
                      **constraints, "run_id": result["run_id"]})
     table = pd.DataFrame(rows)
-    first = search.objective.columns[0]
-    ascending = search.objective.directions[0] == "minimize"
+    first, direction = next(iter(search.objective.items()))
+    ascending = direction == "minimize"
     front = {t.number for t in study.best_trials}  # Optuna's best (Pareto front), of the feasible trials if constrained
     note = "" if front else f"no trial met the {target.tier.name} tier's budgets; the trials by {first} shown"
     best = table[table["trial"].isin(front)] if front else table
     best = best.sort_values(first, ascending=ascending, ignore_index=True)
-    if len(search.objective.columns) == 1:
+    if len(search.objective) == 1:
         best = best.head(1)
     commands = [search.command(target, {d.name: float(row[d.name]) for d in search.dims})
                 for _, row in best.head(search.cfg.experiment.show_top).iterrows()]
@@ -624,7 +573,7 @@ def run_search(cfg: DictConfig, targets: Sequence[tuple[str, str]],
         metrics = {}
         for s in outcome.studies:
             metrics[f"trials.{s.target.profile}"] = float(len(s.table))
-            if len(s.best) and len(search.objective.columns) == 1:
+            if len(s.best) and len(search.objective) == 1:
                 metrics[f"best_score.{s.target.profile}"] = float(s.best["score"].iloc[0])
                 metrics |= parent_metrics(s.best.head(1), cfg.tracking.parent_metrics, by="profile")
         recorder.finish(tables={f"{experiment_id}_trials": outcome.table,
@@ -638,7 +587,7 @@ def print_outcome(outcome: SearchOutcome) -> None:
     """Per study: the trials by score (or the Pareto front), and the command that reruns the best (or each front) trial."""
     search = outcome.search
     show = search.cfg.experiment.show_top
-    multi = len(search.objective.columns) > 1
+    multi = len(search.objective) > 1
     columns = ["trial", *[d.name for d in search.dims], "score", "pnl_mean", "pnl_std", "dd_mean", "kill_prob",
                "feasible"]
     for s in outcome.studies:
