@@ -1,11 +1,5 @@
-"""Optuna storages that many worker processes share: a journal file on one machine, PostgreSQL across machines.
-
-Workers change a storage's studies under one lock per storage (a PostgreSQL advisory lock, else a file lock
-beside the file), so the schema and each study are created once and a study's trial budget is counted and
-spent by one worker at a time. Each worker beats the trials it runs (Optuna's heartbeat): a trial whose
-beats stop belongs to a dead worker, and `optuna.storages.fail_stale_trials` fails it and calls the
-storage's stale-trial callback. Optuna 5 gives the heartbeat to RDBStorage only; the journal gets it here.
-"""
+"""Optuna storages that many worker processes share (a journal file on one machine, PostgreSQL across machines),
+each with a lock for its workers and Optuna's heartbeat (Optuna 5 beats RDBStorage only; the journal's is here)."""
 from __future__ import annotations
 
 import fcntl
@@ -27,7 +21,7 @@ from optuna.storages.journal import BaseJournalBackend, JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
 from paraphina.core.errors import ParaphinaError
-from paraphina.tracking.store import describe
+from paraphina.tracking.store import describe, file_lock
 
 if TYPE_CHECKING:
     import sqlalchemy
@@ -50,7 +44,9 @@ class Heartbeat:
 
 @dataclass
 class SharedStorage:
-    """An Optuna storage, how to name it in messages (no password), and the lock its workers change it under."""
+    """An Optuna storage, how to name it in messages (no password), and the lock its workers change it under (a
+    PostgreSQL advisory lock, else a file lock beside the file): so the schema and each study are created once
+    and a study's trial budget is counted and spent by one worker at a time."""
 
     storage: BaseStorage
     label: str
@@ -69,7 +65,8 @@ def quiet_heartbeat() -> Iterator[None]:
 
 class JournalHeartbeatStorage(JournalStorage, BaseHeartbeat):
     """A journal file with Optuna's heartbeat: a beat is a trial system attribute, and a trial never beaten
-    counts from its start. One machine shares a journal file, so its clock judges every beat."""
+    counts from its start; `optuna.storages.fail_stale_trials` fails a trial whose beats stopped (a dead worker).
+    One machine shares a journal file, so its clock judges every beat."""
 
     def __init__(self, backend: BaseJournalBackend, heartbeat: Heartbeat, on_stale: StaleCallback) -> None:
         super().__init__(backend)
@@ -114,17 +111,6 @@ class _AppendLock:
         self._handle.close()
 
 
-@contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    """An exclusive lock on `path`; the system frees it when its process dies, so a killed worker blocks nobody."""
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def _advisory_lock(engine: sqlalchemy.engine.Engine) -> Callable[[], AbstractContextManager[None]]:
     """PostgreSQL's session advisory lock on a connection of its own: the server frees it when a worker's
     connection drops, so a killed worker blocks nobody."""
@@ -161,7 +147,7 @@ def open_shared_storage(setting: str | Path, heartbeat: Heartbeat, on_stale: Sta
         if scheme == "postgresql":
             lock = _advisory_lock(sqlalchemy.create_engine(text, poolclass=sqlalchemy.pool.NullPool))
         else:
-            lock = functools.partial(_file_lock, _lock_path(Path(sqlalchemy.engine.make_url(text).database or "")))
+            lock = functools.partial(file_lock, _lock_path(Path(sqlalchemy.engine.make_url(text).database or "")))
         with lock(), quiet_heartbeat():
             storage = optuna.storages.RDBStorage(text, heartbeat_interval=heartbeat.interval,
                                                  grace_period=heartbeat.grace_period,
@@ -180,7 +166,7 @@ def _journal(path: Path, heartbeat: Heartbeat, on_stale: StaleCallback) -> Share
     except OSError as exc:
         raise ParaphinaError(f"cannot open the Optuna journal {path} ({exc.strerror}); "
                              f"set experiment.study.storage to a writable file") from exc
-    return SharedStorage(storage, str(path), functools.partial(_file_lock, _lock_path(path)))
+    return SharedStorage(storage, str(path), functools.partial(file_lock, _lock_path(path)))
 
 
 class TrialBeats:
