@@ -1,9 +1,5 @@
-"""`python -m paraphina.calibrate`: the default market against ENGINE_SPEC section 9, version 2.
-
-Runs every profile over N seeds of one session each (one engine batch per profile) and prints the target
-table: each figure of section 9, its target, the measured value per profile and pass / FAIL. Then the
-microstructure facts per market scenario, and the research loop's kill-probability ordering.
-"""
+"""`python -m paraphina.calibrate`: every profile on the default market against the targets of ENGINE_SPEC
+section 9 (version 2), then the microstructure facts per market scenario and the profiles' kill-probability order."""
 from __future__ import annotations
 
 from dataclasses import dataclass

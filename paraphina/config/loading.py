@@ -1,9 +1,5 @@
-"""Composing conf/ into a validated config, with the original environment variables as overrides.
-
-Tests, trials and steps compose through `compose_config`, entry points through Hydra's app runner
-(config.commands); either way a typo, a wrong type or an unknown profile stops with one line before
-anything runs.
-"""
+"""Composing conf/ into a validated config, with the original environment variables as overrides: a typo, a
+wrong type or an unknown profile stops with one line before anything runs."""
 from __future__ import annotations
 
 import functools

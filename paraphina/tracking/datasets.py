@@ -1,9 +1,5 @@
-"""Research datasets kept in MLflow: a dataset is the set of runs tagged `dataset=<NAME>`, one research row per run.
-
-Rows go in as metrics (run metrics), params (profile knobs) and tags (text fields) and come back as a DataFrame.
-A row counts once its run, and the parent run it was written under, are FINISHED (a stopped command's rows never
-count), and once per key (ROW_KEY_TAG): a rerun's row replaces the row it repeats.
-"""
+"""Research datasets kept in MLflow: a dataset is the set of runs tagged `dataset=<NAME>`, one research row per
+run (metrics, knobs as params, text fields as tags), read back as a DataFrame; see `_rows` for which rows count."""
 from __future__ import annotations
 
 import hashlib
