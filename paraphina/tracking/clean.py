@@ -22,14 +22,6 @@ RUN_ID = re.compile(r"[0-9a-f]{32}")
 STOPPED = ("KILLED", "FAILED")
 
 
-def build_parser() -> ToolParser:
-    parser = ToolParser(prog="python -m paraphina.tracking.clean",
-                        description="Mark the runs of stopped commands KILLED and delete the research rows "
-                                    "that never finished.")
-    add_tracking_argument(parser)
-    return parser
-
-
 def clean(uri: str, sweeps: Path) -> dict[str, int]:
     """Mark stopped runs KILLED, delete the rows that do not count (`mlflow gc` purges them for good) and the files
     stopped commands left in `sweeps`; the counts of each."""
@@ -69,7 +61,11 @@ def run_status(client: MlflowClient, run_id: str) -> str | None:
 
 @cli_errors
 def main(argv: Sequence[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    parser = ToolParser(prog="python -m paraphina.tracking.clean",
+                        description="Mark the runs of stopped commands KILLED and delete the research rows "
+                                    "that never finished.")
+    add_tracking_argument(parser)
+    args = parser.parse_args(argv)
     cfg = compose_config()
     uri = existing_store_uri(args.tracking_uri, cfg.paths.store, cfg.tracking.reachability_timeout_s)
     done = clean(uri, Path(cfg.paths.sweeps))
