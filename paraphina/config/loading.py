@@ -71,11 +71,6 @@ def override_key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
 
 
-def _quote(value: str) -> str:
-    escaped = value.replace("\\", "\\\\").replace("'", "\\'")
-    return f"'{escaped}'"
-
-
 def env_overrides(environ: Mapping[str, str], user_overrides: Sequence[str]) -> list[str]:
     """Overrides from the original environment variables, for keys the user did not set (Hydra wins)."""
     given = {override_key(o) for o in user_overrides}
@@ -97,7 +92,8 @@ def env_overrides(environ: Mapping[str, str], user_overrides: Sequence[str]) -> 
     for var, key in TEXT_ENV_KEYS.items():
         raw = environ.get(var)
         if raw is not None and key not in given:
-            result.append(f"{key}={_quote(raw)}")
+            quoted = raw.replace("\\", "\\\\").replace("'", "\\'")
+            result.append(f"{key}='{quoted}'")
     return result
 
 

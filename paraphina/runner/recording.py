@@ -137,9 +137,7 @@ class TrackingSession:
         unless `config_yaml` is None, the config as config.yaml."""
         seed = int(result.seeds[i])
         name = name or f"{cfg.profile_name}-s{seed}"
-        params = {**flat, "seed": str(seed)}
-        for key, values in (per_run or {}).items():
-            params[key] = str(float(values[i]))
+        params = {**flat, "seed": str(seed), **{key: str(float(values[i])) for key, values in (per_run or {}).items()}}
         metrics = result.run_metrics(i)
         tags = {**self.base_tags(cfg, chash), "seed": str(seed)}
         record = RunRecord(name=name, params=params, tags=tags,

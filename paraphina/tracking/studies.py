@@ -2,14 +2,13 @@
 each with a lock for its workers and Optuna's heartbeat (Optuna 5 beats RDBStorage only; the journal's is here)."""
 from __future__ import annotations
 
-import fcntl
 import functools
 import re
 import threading
 import time
 import warnings
 import zlib
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator
@@ -99,16 +98,14 @@ class _AppendLock:
     blocks every other for its 30 s grace period; an flock dies with its process."""
 
     def __init__(self, path: Path) -> None:
-        self.path, self._handle = path, None
+        self.path, self._held = path, ExitStack()
 
     def acquire(self) -> bool:
-        self._handle = open(self.path, "a")
-        fcntl.flock(self._handle, fcntl.LOCK_EX)
+        self._held.enter_context(file_lock(self.path))
         return True
 
     def release(self) -> None:
-        fcntl.flock(self._handle, fcntl.LOCK_UN)
-        self._handle.close()
+        self._held.close()
 
 
 def _advisory_lock(engine: sqlalchemy.engine.Engine) -> Callable[[], AbstractContextManager[None]]:
