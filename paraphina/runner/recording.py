@@ -80,11 +80,9 @@ def table_artifact(table: pd.DataFrame, folder: Path) -> tuple[Path, str]:
 
 
 def run_params(cfg: DictConfig) -> dict[str, str]:
-    """The config sections that decide a run, as dotted params (`engine.hedge.band_base`, ...).
-
-    The harness's own settings (`tracking.unlogged_sections`) stay in the run's config.yaml only: they would
-    double the params of every run, and params are the costliest part of a run's record.
-    """
+    """The config sections that decide a run, as dotted params (`engine.hedge.band_base`, ...). The harness's own
+    settings (`tracking.unlogged_sections`) stay in the run's config.yaml only: they would double the params of
+    every run, and params are the costliest part of a run's record."""
     unlogged = set(cfg.tracking.unlogged_sections)
     return flatten_params({key: value for key, value in to_plain(cfg).items() if key not in unlogged})
 

@@ -32,11 +32,8 @@ def _with_suffix(text: str, suffix: str) -> str:
 
 def telemetry_paths(template: str, seeds: Sequence[int], profiles: Sequence[str], job: int | None = None
                     ) -> list[Path]:
-    """One path per run: `{seed}`, `{profile}` and `{job}` in the template are filled.
-
-    A batch without `{seed}` gets `-s<seed>`, a job of a Hydra multirun without `{job}` gets `-j<job>`,
-    so no run overwrites another's file.
-    """
+    """One path per run, `{seed}`, `{profile}` and `{job}` filled; so that no run overwrites another's file, a
+    batch without `{seed}` gets `-s<seed>`, a job of a Hydra multirun without `{job}` gets `-j<job>`."""
     text = template
     if len(seeds) > 1 and "{seed}" not in text:
         text = _with_suffix(text, "-s{seed}")

@@ -169,11 +169,8 @@ def _rows(tracking_uri: str, name: str, under: str | None) -> tuple[pd.DataFrame
 
 
 def load_dataset(tracking_uri: str, name: str, under: str | None = None) -> pd.DataFrame:
-    """The research rows of dataset `name` that count (optionally only those written under run `under`).
-
-    Rows of commands that did not finish are skipped with one line on stderr saying how many and how to remove
-    them. A dataset without rows is an error.
-    """
+    """The research rows of dataset `name` that count (optionally only those written under run `under`); the
+    rows of commands that did not finish are skipped with a note on stderr. A dataset without rows is an error."""
     rows, found, stopped = _rows(tracking_uri, name, under)
     if not found:
         if under is not None:

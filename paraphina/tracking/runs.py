@@ -244,10 +244,8 @@ def _metrics(record: RunRecord) -> list[Metric]:
 
 
 def _stage_files(record: RunRecord, folder: Path) -> Path:
-    """Lay out the record's files and texts in `folder` as they will appear in the run's artifacts.
-
-    One upload of the folder looks the run up once; one upload per file would look it up every time.
-    """
+    """Lay out the record's files and texts in `folder` as they will appear in the run's artifacts (one upload
+    of the folder looks the run up once; one upload per file would look it up every time)."""
     for path, artifact_dir in record.artifacts:
         target = folder / (artifact_dir or "") / Path(path).name
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -240,9 +240,7 @@ def mark_stopped_in_store(client: MlflowClient) -> int:
 
 def prepare_store(uri: str, experiment_names: list[str]) -> dict[str, str]:
     """Create the store and the experiments if missing (once, under a file lock for SQLite); name -> experiment_id.
-
-    Runs left RUNNING by a command killed on this host are marked KILLED on the way (one search).
-    """
+    Runs left RUNNING by a command killed on this host are marked KILLED on the way (one search)."""
     quiet_mlflow()
     from mlflow.exceptions import MlflowException
 

@@ -126,10 +126,8 @@ def _advisory_lock(engine: sqlalchemy.engine.Engine) -> Callable[[], AbstractCon
 
 
 def open_shared_storage(setting: str | Path, heartbeat: Heartbeat, on_stale: StaleCallback) -> SharedStorage:
-    """The storage of `setting`: a postgresql:// or sqlite:/// URL (RDB), else a journal file path.
-
-    The RDB schema is created under the lock, so workers that start together never race on it.
-    """
+    """The storage of `setting`: a postgresql:// or sqlite:/// URL (RDB, its schema created under the lock, so
+    workers that start together never race on it), else a journal file path."""
     text = str(setting)
     if "://" not in text:
         return _journal(Path(text).expanduser().absolute(), heartbeat, on_stale)
