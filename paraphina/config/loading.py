@@ -7,6 +7,7 @@ import math
 import os
 import re
 import typing
+from argparse import ArgumentTypeError
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
@@ -16,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from paraphina.config import experiments, schema
+from paraphina.core.cli import finite_float
 from paraphina.core.errors import ParaphinaError
 from paraphina.core.names import DD_STATISTICS, REGIME_FRACTIONS, TELEMETRY_PLACEHOLDERS
 
@@ -83,12 +85,10 @@ def env_overrides(environ: Mapping[str, str], user_overrides: Sequence[str]) -> 
         if raw is None or key in given:
             continue
         try:
-            value = float(raw)
-        except ValueError:
-            value = math.nan
-        if not math.isfinite(value):
-            raise ParaphinaError(f"{var}={raw!r} is not a finite number; set it to a number such as 5.0 or unset it")
-        result.append(f"{key}={value!r}")
+            result.append(f"{key}={finite_float(raw)!r}")
+        except ArgumentTypeError:
+            raise ParaphinaError(f"{var}={raw!r} is not a finite number; set it to a number such as 5.0 or "
+                                 "unset it") from None
     for var, key in TEXT_ENV_KEYS.items():
         raw = environ.get(var)
         if raw is not None and key not in given:
