@@ -58,10 +58,7 @@ def _stored(key: str) -> str:
 
 def _column(runs_df: pd.DataFrame, key: str) -> pd.Series:
     """The stored column of a row key (tag, param or metric), all missing when no run has it."""
-    column = _stored(key)
-    if column not in runs_df.columns:
-        return pd.Series([None] * len(runs_df), index=runs_df.index, dtype=object)
-    return runs_df[column]
+    return runs_df.get(_stored(key), pd.Series([None] * len(runs_df), index=runs_df.index, dtype=object))
 
 
 def records_to_rows(runs_df: pd.DataFrame) -> pd.DataFrame:
