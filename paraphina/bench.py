@@ -1,10 +1,5 @@
-"""`python -m paraphina.bench`: engine run-ticks per second per batch size and thread count, the cost of the
-random draws alone (those of a tick without market orders: the floor a run-tick cannot go below), compile
-and start-up times, and peak memory.
-
-Each batch size runs in a fresh process (so peak RSS belongs to that batch alone); every size and thread
-count is timed `repeats` times and the best is reported, with ratios from this one invocation.
-"""
+"""`python -m paraphina.bench`: engine run-ticks per second per batch size and thread count, the random draws'
+floor, compile and start-up times, and peak memory; each batch size runs in a fresh process, best of `repeats`."""
 from __future__ import annotations
 
 import multiprocessing as mp
@@ -56,8 +51,9 @@ def _measure(overrides: list[str], runs: int) -> tuple[dict[int, float], float, 
 
 
 def measure(overrides: list[str], runs: int) -> tuple[dict[int, float], float, float]:
-    """({threads: best engine seconds}, best seconds of the draws alone, peak RSS MiB) in a fresh process; an
-    error there is raised here, and a process that dies is reported, rather than waited for."""
+    """({threads: best engine seconds}, best seconds of the draws alone (a tick's without market orders: the floor
+    a run-tick cannot go below), peak RSS MiB) in a fresh process, so the peak is this batch's alone; an error there
+    is raised here, and a process that dies is reported, rather than waited for."""
     with ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn")) as pool:
         try:
             return pool.submit(_measure, overrides, runs).result()

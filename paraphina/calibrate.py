@@ -1,9 +1,5 @@
-"""`python -m paraphina.calibrate`: the default market against ENGINE_SPEC section 9, version 2.
-
-Runs every profile over N seeds of one session each (one engine batch per profile) and prints the target
-table: each figure of section 9, its target, the measured value per profile and pass / FAIL. Then the
-microstructure facts per market scenario, and the research loop's kill-probability ordering.
-"""
+"""`python -m paraphina.calibrate`: every profile on the default market against the targets of ENGINE_SPEC
+section 9 (version 2), then the microstructure facts per market scenario and the profiles' kill-probability order."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -85,18 +81,14 @@ def figures(cfg: DictConfig, result: BatchResult) -> dict[str, float]:
     }
 
 
-def measure(overrides: list[str], seeds: int) -> tuple[DictConfig, dict[str, float]]:
+def measure(overrides: list[str], seeds: int) -> dict[str, float]:
     cfg = compose_config([f"runs={seeds}", *overrides], "calibrate")
     result, _ = run_batch(cfg, rows_every=cfg.experiment.probe_every)
-    return cfg, figures(cfg, result)
+    return figures(cfg, result)
 
 
 def shown(value: float, unit: str) -> str:
     return f"{value:.1%}" if unit == "%" else f"{value:.4g}"
-
-
-def target_text(low: float, high: float, unit: str) -> str:
-    return f"{shown(low, unit)}-{shown(high, unit)}"
 
 
 def calibrate(base: DictConfig) -> None:
@@ -108,7 +100,7 @@ def calibrate(base: DictConfig) -> None:
     if note:
         print(note)
     print(f"calibration: market={base.market.scenario}  {exp.seeds} seeds x {base.ticks} ticks per profile")
-    measured = {p: measure([f"+profile={p}", *overrides], exp.seeds)[1] for p in exp.profiles}
+    measured = {p: measure([f"+profile={p}", *overrides], exp.seeds) for p in exp.profiles}
     lines = []
     for fig in FIGURES:
         low, high = exp.targets[fig.key]
@@ -116,7 +108,7 @@ def calibrate(base: DictConfig) -> None:
         for p in exp.profiles:
             value = measured[p][fig.key]
             cells.append(f"{shown(value, fig.unit)} {'ok' if low <= value <= high else 'FAIL'}")
-        lines.append([fig.label, target_text(low, high, fig.unit), *cells])
+        lines.append([fig.label, f"{shown(low, fig.unit)}-{shown(high, fig.unit)}", *cells])
     table = pd.DataFrame(lines, columns=["figure", "target", *exp.profiles])
     with pd.option_context("display.width", 200, "display.max_colwidth", 60):
         print(table.to_string(index=False))
@@ -131,7 +123,7 @@ def calibrate(base: DictConfig) -> None:
     print(f"\nmicrostructure per scenario ({exp.scenario_seeds} seeds x {base.ticks} ticks, the balanced centre)")
     rows = []
     for scenario in exp.scenarios:
-        f = measure([f"market={scenario}", *overrides], exp.scenario_seeds)[1]
+        f = measure([f"market={scenario}", *overrides], exp.scenario_seeds)
         rows.append({"scenario": scenario, "fill rate": f"{f['fill_rate']:.1%}",
                      "capture bps": f"{f['spread_capture_bps']:.2f}", "adverse share": f"{f['adverse_share']:.2f}",
                      "net edge bps": f"{f['net_edge_bps']:.2f}", "sharpe": f"{f['daily_sharpe']:.2f}",

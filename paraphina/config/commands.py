@@ -1,8 +1,5 @@
-"""Command lines: Hydra's app runner for every entry point, so `-m`, `--cfg job` and `--help` work everywhere.
-
-Bad input stops with one line (Hydra's composition errors are read from their fields), and the original
-PARAPHINA_* variables apply under the command line's overrides, which Hydra records (`hydra.overrides.task`).
-"""
+"""Hydra's app runner for every entry point (so `-m`, `--cfg job` and `--help` work everywhere), with one-line
+errors and the original PARAPHINA_* variables applied under the command line's overrides."""
 from __future__ import annotations
 
 import os

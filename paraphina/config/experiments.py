@@ -1,8 +1,5 @@
-"""Typed settings of Exp02-Exp13: Hydra rejects a wrong type or an unknown key before anything runs.
-
-Each experiment has a schema (option `expNN` of the `schema` group: the base schema plus its own keys) and
-a primary config `expNN` = conf/config.yaml + conf/experiment/expNN.yaml on that schema.
-"""
+"""Typed settings of Exp02-Exp13, so Hydra rejects a wrong type or an unknown key before anything runs; each
+experiment's schema is option `expNN` of the `schema` group and its primary config is `expNN` (see `register`)."""
 from __future__ import annotations
 
 import functools

@@ -1,9 +1,5 @@
-"""Composing conf/ into a validated config, with the original environment variables as overrides.
-
-Tests, trials and steps compose through `compose_config`, entry points through Hydra's app runner
-(config.commands); either way a typo, a wrong type or an unknown profile stops with one line before
-anything runs.
-"""
+"""Composing conf/ into a validated config, with the original environment variables as overrides: a typo, a
+wrong type or an unknown profile stops with one line before anything runs."""
 from __future__ import annotations
 
 import functools
@@ -11,6 +7,7 @@ import math
 import os
 import re
 import typing
+from argparse import ArgumentTypeError
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
@@ -20,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from paraphina.config import experiments, schema
+from paraphina.core.cli import finite_float
 from paraphina.core.errors import ParaphinaError
 from paraphina.core.names import DD_STATISTICS, REGIME_FRACTIONS, TELEMETRY_PLACEHOLDERS
 
@@ -75,11 +73,6 @@ def override_key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
 
 
-def _quote(value: str) -> str:
-    escaped = value.replace("\\", "\\\\").replace("'", "\\'")
-    return f"'{escaped}'"
-
-
 def env_overrides(environ: Mapping[str, str], user_overrides: Sequence[str]) -> list[str]:
     """Overrides from the original environment variables, for keys the user did not set (Hydra wins)."""
     given = {override_key(o) for o in user_overrides}
@@ -92,16 +85,15 @@ def env_overrides(environ: Mapping[str, str], user_overrides: Sequence[str]) -> 
         if raw is None or key in given:
             continue
         try:
-            value = float(raw)
-        except ValueError:
-            value = math.nan
-        if not math.isfinite(value):
-            raise ParaphinaError(f"{var}={raw!r} is not a finite number; set it to a number such as 5.0 or unset it")
-        result.append(f"{key}={value!r}")
+            result.append(f"{key}={finite_float(raw)!r}")
+        except ArgumentTypeError:
+            raise ParaphinaError(f"{var}={raw!r} is not a finite number; set it to a number such as 5.0 or "
+                                 "unset it") from None
     for var, key in TEXT_ENV_KEYS.items():
         raw = environ.get(var)
         if raw is not None and key not in given:
-            result.append(f"{key}={_quote(raw)}")
+            quoted = raw.replace("\\", "\\\\").replace("'", "\\'")
+            result.append(f"{key}='{quoted}'")
     return result
 
 

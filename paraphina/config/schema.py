@@ -153,10 +153,7 @@ class DepthConfig:
 
 
 @dataclass
-class FundingConfig:
-    mean: list[float] = MISSING
-    theta: float = MISSING
-    sigma: float = MISSING
+class FundingConfig(BasisConfig):   # the same mean-reverting process per venue, and the tick its sign flips
     flip_tick: int = MISSING
 
 

@@ -1,8 +1,5 @@
-"""Names shared by the engine, config, telemetry, research rows and MLflow, each defined once.
-
-A research knob has one name everywhere outside conf/; KNOB_CONFIG_KEYS is the one table that maps it
-to the config key that sets it.
-"""
+"""Names shared by the engine, config, telemetry, research rows and MLflow, each defined once; KNOB_CONFIG_KEYS
+is the one table that maps a research knob's name to the config key that sets it."""
 from __future__ import annotations
 
 # Run-level metrics (ENGINE_SPEC section 5): engine results, telemetry summaries, research rows, MLflow metrics.

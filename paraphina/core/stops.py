@@ -54,21 +54,28 @@ def uninterrupted() -> Iterator[None]:
 
 
 @contextmanager
+def _signals_to(handler: Callable | int) -> Iterator[None]:
+    """SIGINT and SIGTERM go to `handler` while the block runs, in the main thread (only it can set handlers)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    saved = {signum: signal.signal(signum, handler) for signum in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, previous in saved.items():
+            signal.signal(signum, previous)
+
+
+@contextmanager
 def stop_signals() -> Iterator[None]:
     """SIGINT and SIGTERM raise `Stopped` while the block (a command) runs, in the main thread; the hooks forget
     what earlier commands of the process left them."""
     _State.pending = None
     for reset in _State.resets:
         reset()
-    if threading.current_thread() is not threading.main_thread():
+    with _signals_to(_on_signal):
         yield
-        return
-    saved = {signum: signal.signal(signum, _on_signal) for signum in STOP_SIGNALS}
-    try:
-        yield
-    finally:
-        for signum, handler in saved.items():
-            signal.signal(signum, handler)
 
 
 def on_stop(hook: StopHook, reset: Callable[[], None]) -> None:
@@ -82,10 +89,5 @@ def on_stop(hook: StopHook, reset: Callable[[], None]) -> None:
 def end_open_work(exc: BaseException) -> list[str]:
     """Run the registered hooks with further stop signals ignored (a second Ctrl-C cannot cut the cleanup short);
     returns their notes."""
-    saved = ({signum: signal.signal(signum, signal.SIG_IGN) for signum in STOP_SIGNALS}
-             if threading.current_thread() is threading.main_thread() else {})
-    try:
+    with _signals_to(signal.SIG_IGN):
         return [note for hook in list(_State.hooks) if (note := hook(exc))]
-    finally:
-        for signum, handler in saved.items():
-            signal.signal(signum, handler)

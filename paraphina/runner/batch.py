@@ -26,11 +26,6 @@ def series_every(cfg: DictConfig) -> int:
     return max(1, cfg.ticks // cfg.tracking.series_points)
 
 
-def engine_threads(cfg: DictConfig) -> Threads:
-    """How the engine spreads a batch over threads (conf `execution`)."""
-    return Threads(threads=cfg.execution.threads, serial_below=cfg.execution.serial_below)
-
-
 def config_hash(cfg: DictConfig) -> str:
     """Short hash of what decides a run's path apart from its seed: engine, market and ticks."""
     plain = to_plain(cfg)
@@ -67,8 +62,8 @@ def run_many(cfg: DictConfig, seeds: np.ndarray, per_run: Mapping[str, Sequence[
              series_every: int = 0, rows_every: int = 0) -> BatchResult:
     """Simulate runs (seed i with the i-th value of each per-run knob) in chunks of `execution.chunk_runs`, so
     memory stays flat and a progress bar shows once a batch has run `execution.progress_after_s`."""
-    n = len(seeds)
-    chunk = cfg.execution.chunk_runs
+    n, chunk = len(seeds), cfg.execution.chunk_runs
+    threads = Threads(threads=cfg.execution.threads, serial_below=cfg.execution.serial_below)
     parts: list[BatchResult] = []
     with tqdm(total=n * cfg.ticks, desc=desc, unit="run-tick", unit_scale=True, leave=False,
               delay=cfg.execution.progress_after_s) as bar:
@@ -76,8 +71,7 @@ def run_many(cfg: DictConfig, seeds: np.ndarray, per_run: Mapping[str, Sequence[
             hi = min(lo + chunk, n)
             params = engine_params(cfg, hi - lo, {k: np.asarray(v)[lo:hi] for k, v in (per_run or {}).items()})
             record = RowRequest(runs=tuple(range(hi - lo)), every=rows_every) if rows_every else None
-            parts.append(simulate(params, cfg.ticks, seeds[lo:hi], engine_threads(cfg), series_every=series_every,
-                                  record=record))
+            parts.append(simulate(params, cfg.ticks, seeds[lo:hi], threads, series_every=series_every, record=record))
             bar.update((hi - lo) * cfg.ticks)
     return merge(parts)
 

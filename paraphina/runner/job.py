@@ -14,18 +14,18 @@ def execute(cfg: DictConfig, parent_run_id: str | None = None, job: int | None =
     validate(cfg)
     opening = None
     if cfg.tracking.enabled:
-        from paraphina.runner.recording import Opening  # brings pandas (0.2 s), which a run without tracking does not need
+        from paraphina.runner.recording import open_session  # brings pandas (0.2 s), not needed without tracking
 
-        opening = Opening(cfg)
+        opening = open_session(cfg)
     chash = config_hash(cfg)
     print(report.header(cfg, chash), flush=True)
     try:
         result, telemetry = run_batch(cfg, job=job)
     except BaseException:
         if opening is not None:  # a stop waits for the store's preparation: a schema half made breaks the store
-            opening.wait()
+            opening.exception()
         raise
-    session = opening.session() if opening is not None else None
+    session = opening.result() if opening is not None else None
     with removed_unless_done(telemetry):
         print(report.run_summary(result) if cfg.runs == 1 else report.batch_summary(result, cfg.world_model.confidence))
         print(report.engine_time(result, cfg.ticks))

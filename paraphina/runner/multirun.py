@@ -1,8 +1,5 @@
-"""The parent MLflow run of a Hydra multirun, as a Hydra callback (conf/config.yaml `hydra.callbacks`).
-
-The parent is opened when the sweep starts and ended when it ends; jobs read its id from PARENT_ENV, which
-also reaches jobs that a launcher starts in other processes.
-"""
+"""The parent MLflow run of a Hydra multirun, as a Hydra callback (conf/config.yaml `hydra.callbacks`); jobs read
+its id from PARENT_ENV, which also reaches jobs that a launcher starts in other processes."""
 from __future__ import annotations
 
 import os

@@ -1,13 +1,9 @@
-"""Every engine run as an MLflow run: params, tags, metrics, stepped series, telemetry and plots.
-
-A batch is one run (aggregates, a fan chart, its seeds' research rows as a Parquet table) and, when small or
-asked for, one child run per seed. The tracking store is opened and checked before the engine starts, and only
-this process writes to it.
-"""
+"""Every engine run as an MLflow run: params, tags, metrics, stepped series, telemetry and plots; a batch is one
+run (aggregates, a fan chart, its seeds' research rows as a Parquet table) and, when small or asked, one per seed."""
 from __future__ import annotations
 
 import tempfile
-import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -26,7 +22,7 @@ from paraphina.formats.plots import load_plotting, plot_fan, plot_run
 from paraphina.runner.aggregates import aggregate_metrics
 from paraphina.tracking.datasets import ROW_KEY_COLUMN, SEED_TABLE_PATH, row_to_record
 from paraphina.tracking.runs import Ending, RunRecord, RunWriter, flatten_params, git_commit
-from paraphina.tracking.store import check_reachable, prepare_store, resolve_tracking_uri
+from paraphina.tracking.store import prepare_store, reachable_uri
 
 TABLE_FILE = Path(SEED_TABLE_PATH)
 
@@ -36,17 +32,9 @@ def batch_knobs(cfg: DictConfig, per_run: Mapping[str, Sequence[float]] | None, 
     """The structural knobs of runs `runs` of a batch: their per-run values where the batch varies them, else
     the config's."""
     per_run = per_run or {}
-    out = {}
-    for knob in ROW_KNOBS:
-        key = KNOB_CONFIG_KEYS[knob]
-        out[knob] = (np.asarray(per_run[key], dtype=float)[runs] if key in per_run
-                     else np.full(len(runs), float(OmegaConf.select(cfg, key))))
-    return out
-
-
-def run_knobs(cfg: DictConfig, per_run: Mapping[str, Sequence[float]] | None, i: int) -> dict[str, float]:
-    """The structural knobs of run i (see `batch_knobs`)."""
-    return {knob: float(values[0]) for knob, values in batch_knobs(cfg, per_run, np.array([i])).items()}
+    keys = {knob: KNOB_CONFIG_KEYS[knob] for knob in ROW_KNOBS}
+    return {knob: (np.asarray(per_run[key], dtype=float)[runs] if key in per_run
+                   else np.full(len(runs), float(OmegaConf.select(cfg, key)))) for knob, key in keys.items()}
 
 
 def seed_children(cfg: DictConfig, runs: int) -> bool:
@@ -92,45 +80,25 @@ def table_artifact(table: pd.DataFrame, folder: Path) -> tuple[Path, str]:
 
 
 def run_params(cfg: DictConfig) -> dict[str, str]:
-    """The config sections that decide a run, as dotted params (`engine.hedge.band_base`, ...).
-
-    The harness's own settings (`tracking.unlogged_sections`) stay in the run's config.yaml only: they would
-    double the params of every run, and params are the costliest part of a run's record.
-    """
+    """The config sections that decide a run, as dotted params (`engine.hedge.band_base`, ...). The harness's own
+    settings (`tracking.unlogged_sections`) stay in the run's config.yaml only: they would double the params of
+    every run, and params are the costliest part of a run's record."""
     unlogged = set(cfg.tracking.unlogged_sections)
     return flatten_params({key: value for key, value in to_plain(cfg).items() if key not in unlogged})
 
 
-class Opening:
-    """A TrackingSession opened in a background thread while the engine runs (the engine releases Python's
-    lock): importing MLflow and preparing the store take about 1.5 s, and the plots' library 0.3-0.5 s more.
-    The store is checked for reachability at once, so an unusable store still stops the command first."""
+def open_session(cfg: DictConfig) -> Future[TrackingSession]:
+    """The TrackingSession of `cfg`, opened in a background thread while the engine runs (the engine releases
+    Python's lock): importing MLflow and preparing the store take about 1.5 s, and the plots' library 0.3-0.5 s
+    more. The store is checked for reachability at once, so an unusable store still stops the command first."""
+    reachable_uri(cfg.tracking.uri, cfg.paths.store, cfg.tracking.reachability_timeout_s)
 
-    def __init__(self, cfg: DictConfig) -> None:
-        check_reachable(resolve_tracking_uri(cfg.tracking.uri, cfg.paths.store), cfg.tracking.reachability_timeout_s)
-        self._session: TrackingSession | None = None
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._open, args=(cfg,), name="tracking-open", daemon=True)
-        self._thread.start()
+    def opened() -> TrackingSession:
+        session = TrackingSession.open(cfg)
+        load_plotting()
+        return session
 
-    def _open(self, cfg: DictConfig) -> None:
-        try:
-            self._session = TrackingSession.open(cfg)
-            load_plotting()
-        except BaseException as exc:  # raised again in the caller's thread by `session`
-            self._error = exc
-
-    def wait(self) -> None:
-        """Wait until the thread is done."""
-        self._thread.join()
-
-    def session(self) -> "TrackingSession":
-        """The open session, once the thread is done; its error, if it failed."""
-        self.wait()
-        if self._error is not None:
-            raise self._error
-        assert self._session is not None
-        return self._session
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="tracking-open").submit(opened)
 
 
 @dataclass
@@ -143,8 +111,7 @@ class TrackingSession:
 
     @classmethod
     def open(cls, cfg: DictConfig, experiment: str | None = None) -> "TrackingSession":
-        uri = resolve_tracking_uri(cfg.tracking.uri, cfg.paths.store)
-        check_reachable(uri, cfg.tracking.reachability_timeout_s)
+        uri = reachable_uri(cfg.tracking.uri, cfg.paths.store, cfg.tracking.reachability_timeout_s)
         name = experiment or cfg.tracking.experiment
         experiment_id = prepare_store(uri, [name])[name]
         return cls(uri, experiment_id, RunWriter(uri, experiment_id, Ending.of(cfg.tracking)))
@@ -168,9 +135,7 @@ class TrackingSession:
         unless `config_yaml` is None, the config as config.yaml."""
         seed = int(result.seeds[i])
         name = name or f"{cfg.profile_name}-s{seed}"
-        params = {**flat, "seed": str(seed)}
-        for key, values in (per_run or {}).items():
-            params[key] = str(float(values[i]))
+        params = {**flat, "seed": str(seed), **{key: str(float(values[i])) for key, values in (per_run or {}).items()}}
         metrics = result.run_metrics(i)
         tags = {**self.base_tags(cfg, chash), "seed": str(seed)}
         record = RunRecord(name=name, params=params, tags=tags,
@@ -184,8 +149,9 @@ class TrackingSession:
                            plot_dir / f"{name}.png", f"{name}: PnL and inventory")
             record.artifacts.append((png, "plots"))
         if cfg.get("dataset"):
+            knobs = {knob: float(values[0]) for knob, values in batch_knobs(cfg, per_run, np.array([i])).items()}
             row = make_row(metrics, profile=cfg.profile_name, label=cfg.get("label"), notes=cfg.get("notes"),
-                           telemetry_path=str(telemetry) if telemetry else None, knobs=run_knobs(cfg, per_run, i))
+                           telemetry_path=str(telemetry) if telemetry else None, knobs=knobs)
             research = row_to_record(row, cfg.dataset, name, engine_row_key(cfg.get("label"), name, chash, seed))
             record.tags.update(research.tags)
             record.params.update({k: str(v) for k, v in research.params.items()})
@@ -196,46 +162,42 @@ class TrackingSession:
         """Record a single run, or a batch as one run (with a child per seed if `seed_children` says so); returns
         the top run's id."""
         with tempfile.TemporaryDirectory(prefix="paraphina-plots-") as tmp:
-            return self._record_batch(cfg, result, chash, list(telemetry), parent_run_id, Path(tmp))
-
-    def _record_batch(self, cfg: DictConfig, result: BatchResult, chash: str, telemetry: list[Path],
-                      parent_run_id: str | None, plot_dir: Path) -> str:
-        flat = run_params(cfg)
-        config_yaml = OmegaConf.to_yaml(cfg)
-        n = len(result.seeds)
-        paths = telemetry or [None] * n
-        if n == 1:
-            record = self.run_record(cfg, result, 0, chash, flat, telemetry=paths[0], plot_dir=plot_dir,
-                                     config_yaml=config_yaml)
-            return self.writer.log(record, parent_run_id)
-        name = f"{cfg.profile_name}-s{cfg.seed}-x{n}"
-        children = seed_children(cfg, n)
-        tags = {**self.base_tags(cfg, chash), "seed": str(cfg.seed), "runs": str(n)}
-        if DATASET_TAG in tags and children:  # the dataset's rows are the children, not their parent
-            tags[DATASET_SOURCE_TAG] = tags.pop(DATASET_TAG)
-        elif DATASET_TAG in tags:  # the dataset's rows are the rows of the batch run's table
-            tags[KIND_TAG] = RESEARCH_TABLE_KIND
-        profile = cfg.profile_name
-        table = seed_table(cfg, result, chash, np.arange(n), [f"{profile}-s{seed}" for seed in result.seeds.tolist()],
-                           paths)
-        fan = plot_fan(result.series_steps, result.series["pnl_total"], plot_dir / f"{name}-fan.png",
-                       f"{name}: PnL across seeds")
-        aggregates = aggregate_metrics(result, cfg.world_model.confidence)
-        artifacts = [table_artifact(table, plot_dir), (fan, "plots")]
-        batch = RunRecord(name=name, params=flat, tags=tags, texts={"config.yaml": config_yaml})
-        if not children:
-            batch.metrics, batch.artifacts = aggregates, artifacts
-            return self.writer.log(batch, parent_run_id)
-        parent_id = self.writer.start_parent(batch, parent_run_id)
-        full = cfg.tracking.child_config == "full"
-        child_flat = flat if full else {key: flat[key] for key in cfg.tracking.child_params if key in flat}
-        try:
-            for i in range(n):
-                self.writer.log(self.run_record(cfg, result, i, chash, child_flat,
-                                                telemetry=paths[i], plot=cfg.tracking.child_plots, plot_dir=plot_dir,
-                                                config_yaml=config_yaml if full else None), parent_id)
-        except BaseException as exc:
-            self.writer.abort(parent_id, exc)
-            raise
-        self.writer.finish(parent_id, metrics=aggregates, artifacts=artifacts)
-        return parent_id
+            plot_dir, n = Path(tmp), len(result.seeds)
+            paths = list(telemetry) or [None] * n
+            flat = run_params(cfg)
+            config_yaml = OmegaConf.to_yaml(cfg)
+            if n == 1:
+                record = self.run_record(cfg, result, 0, chash, flat, telemetry=paths[0], plot_dir=plot_dir,
+                                         config_yaml=config_yaml)
+                return self.writer.log(record, parent_run_id)
+            name = f"{cfg.profile_name}-s{cfg.seed}-x{n}"
+            children = seed_children(cfg, n)
+            tags = {**self.base_tags(cfg, chash), "seed": str(cfg.seed), "runs": str(n)}
+            if DATASET_TAG in tags and children:  # the dataset's rows are the children, not their parent
+                tags[DATASET_SOURCE_TAG] = tags.pop(DATASET_TAG)
+            elif DATASET_TAG in tags:  # the dataset's rows are the rows of the batch run's table
+                tags[KIND_TAG] = RESEARCH_TABLE_KIND
+            names = [f"{cfg.profile_name}-s{seed}" for seed in result.seeds.tolist()]
+            table = seed_table(cfg, result, chash, np.arange(n), names, paths)
+            fan = plot_fan(result.series_steps, result.series["pnl_total"], plot_dir / f"{name}-fan.png",
+                           f"{name}: PnL across seeds")
+            aggregates = aggregate_metrics(result, cfg.world_model.confidence)
+            artifacts = [table_artifact(table, plot_dir), (fan, "plots")]
+            batch = RunRecord(name=name, params=flat, tags=tags, texts={"config.yaml": config_yaml})
+            if not children:
+                batch.metrics, batch.artifacts = aggregates, artifacts
+                return self.writer.log(batch, parent_run_id)
+            parent_id = self.writer.start_parent(batch, parent_run_id)
+            full = cfg.tracking.child_config == "full"
+            child_flat = flat if full else {key: flat[key] for key in cfg.tracking.child_params if key in flat}
+            try:
+                for i in range(n):
+                    child = self.run_record(cfg, result, i, chash, child_flat, telemetry=paths[i],
+                                            plot=cfg.tracking.child_plots, plot_dir=plot_dir,
+                                            config_yaml=config_yaml if full else None)
+                    self.writer.log(child, parent_id)
+            except BaseException as exc:
+                self.writer.abort(parent_id, exc)
+                raise
+            self.writer.finish(parent_id, metrics=aggregates, artifacts=artifacts)
+            return parent_id

@@ -1,9 +1,5 @@
-"""JSONL telemetry (ENGINE_SPEC section 4): one file per run, one object per row (every `telemetry.every`
-ticks); a path ending in .gz is written gzip-compressed.
-
-Files are written beside their final name and renamed into place when the batch completes, so an
-interrupted run leaves nothing half-written; an unwritable path is an error before the engine starts.
-"""
+"""JSONL telemetry (ENGINE_SPEC section 4): one file per run (gzip-compressed for a path ending in .gz), one
+object per row, renamed into place when the batch completes so an interrupted run leaves nothing half-written."""
 from __future__ import annotations
 
 import json
@@ -36,20 +32,15 @@ def _with_suffix(text: str, suffix: str) -> str:
 
 def telemetry_paths(template: str, seeds: Sequence[int], profiles: Sequence[str], job: int | None = None
                     ) -> list[Path]:
-    """One path per run: `{seed}`, `{profile}` and `{job}` in the template are filled.
-
-    A batch without `{seed}` gets `-s<seed>`, a job of a Hydra multirun without `{job}` gets `-j<job>`,
-    so no run overwrites another's file.
-    """
+    """One path per run, `{seed}`, `{profile}` and `{job}` filled; so that no run overwrites another's file, a
+    batch without `{seed}` gets `-s<seed>`, a job of a Hydra multirun without `{job}` gets `-j<job>`."""
     text = template
     if len(seeds) > 1 and "{seed}" not in text:
         text = _with_suffix(text, "-s{seed}")
     if job is not None and "{job}" not in text:
         text = _with_suffix(text, "-j{job}")
-    paths = []
-    for seed, profile in zip(seeds, profiles):
-        paths.append(Path(text.replace("{seed}", str(int(seed))).replace("{profile}", str(profile))
-                          .replace("{job}", str(job))))
+    paths = [Path(text.replace("{seed}", str(int(seed))).replace("{profile}", str(profile)).replace("{job}", str(job)))
+             for seed, profile in zip(seeds, profiles)]
     if len(set(paths)) != len(paths):
         raise ParaphinaError(f"telemetry.path '{template}' gives the same file to several runs; add {{seed}} and {{profile}}")
     return paths
@@ -130,17 +121,11 @@ class TelemetryWriter:
     def _json_line(self, row: tuple) -> str:
         """One row record (as a tuple of ROW_KEYS, venue arrays, probes) as the spec's JSON object."""
         values = dict(zip(ROW_KEYS, row))
-        obj = {"t": int(values["t"])}
-        for k in NUMBER_KEYS:
-            obj[k] = values[k]
-        obj["risk_regime"] = REGIME_NAMES[int(values["risk_regime"])]
-        obj["kill_switch"] = bool(values["kill_switch"])
-        for k in AFTER_REGIME_KEYS:
-            obj[k] = values[k]
-        obj["mm_fills"] = int(values["mm_fills"])
         status, venue_q = row[len(ROW_KEYS)], row[len(ROW_KEYS) + 1]
-        obj["venue_status"] = {v: STATUS_NAMES[int(s)] for v, s in zip(self.venues, status)}
-        obj["venue_q_tao"] = dict(zip(self.venues, venue_q.tolist()))
-        obj["market_orders"] = int(values["market_orders"])
-        obj["alpha"] = values["alpha"]
+        obj = {"t": int(values["t"]), **{k: values[k] for k in NUMBER_KEYS},
+               "risk_regime": REGIME_NAMES[int(values["risk_regime"])], "kill_switch": bool(values["kill_switch"]),
+               **{k: values[k] for k in AFTER_REGIME_KEYS}, "mm_fills": int(values["mm_fills"]),
+               "venue_status": {v: STATUS_NAMES[int(s)] for v, s in zip(self.venues, status)},
+               "venue_q_tao": dict(zip(self.venues, venue_q.tolist())),
+               "market_orders": int(values["market_orders"]), "alpha": values["alpha"]}
         return json.dumps(obj, allow_nan=False) + "\n"

@@ -1,12 +1,5 @@
-"""`python -m paraphina.tracking.bench`: what MLflow tracking adds per engine run, measured on real records.
-
-Engine runs are simulated once; then their records (params, tags, metrics, stepped series, config.yaml,
-plots) are written to a fresh SQLite store in a temporary folder: a single run, a batch of
-`experiment.batch_runs` (parent with aggregates and fan chart, one child per seed) with the children
-carrying their seed and `tracking.child_params` (`tracking.child_config=parent`, the default), and the
-same batch with every child carrying the whole config (`tracking.child_config=full`). Engine time is not
-included.
-"""
+"""`python -m paraphina.tracking.bench`: what MLflow tracking adds per engine run, measured by writing the records
+of runs simulated once (a single run, a batch in each `tracking.child_config`) to a fresh SQLite store."""
 from __future__ import annotations
 
 import statistics

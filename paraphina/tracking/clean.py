@@ -1,12 +1,5 @@
-"""`python -m paraphina.tracking.clean [--tracking-uri URI]`: end and remove what stopped commands left in the store.
-
-Runs left RUNNING on this host by a process that is gone (kill -9, a crash) are marked KILLED; then the research
-rows that do not count (their run or the parent they were written under did not finish) are deleted with those
-parents (MLflow's soft delete: `mlflow gc` purges them for good). Datasets then read without a note. Files such
-a command left under sweeps/ go too: telemetry parts and half-written files of a process on this host that is gone
-(<name>.<pid>@<host>.part, .<name>.<pid>@<host>.<id>.tmp), and the
-telemetry folders named after a run that was killed or failed (sweeps/<experiment>/telemetry/<run id>).
-"""
+"""`python -m paraphina.tracking.clean [--tracking-uri URI]`: end and remove what stopped commands left in the
+store and under sweeps/ (the runs, the research rows that do not count, telemetry parts and half-written files)."""
 from __future__ import annotations
 
 import re
@@ -29,17 +22,9 @@ RUN_ID = re.compile(r"[0-9a-f]{32}")
 STOPPED = ("KILLED", "FAILED")
 
 
-def build_parser() -> ToolParser:
-    parser = ToolParser(prog="python -m paraphina.tracking.clean",
-                        description="Mark the runs of stopped commands KILLED and delete the research rows "
-                                    "that never finished.")
-    add_tracking_argument(parser)
-    return parser
-
-
 def clean(uri: str, sweeps: Path) -> dict[str, int]:
-    """Mark stopped runs KILLED, delete the rows that do not count and the files stopped commands left in
-    `sweeps`; the counts of each."""
+    """Mark stopped runs KILLED, delete the rows that do not count (`mlflow gc` purges them for good) and the files
+    stopped commands left in `sweeps`; the counts of each."""
     client = tracking_client(uri)
     try:
         killed = mark_stopped_in_store(client)
@@ -76,7 +61,11 @@ def run_status(client: MlflowClient, run_id: str) -> str | None:
 
 @cli_errors
 def main(argv: Sequence[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    parser = ToolParser(prog="python -m paraphina.tracking.clean",
+                        description="Mark the runs of stopped commands KILLED and delete the research rows "
+                                    "that never finished.")
+    add_tracking_argument(parser)
+    args = parser.parse_args(argv)
     cfg = compose_config()
     uri = existing_store_uri(args.tracking_uri, cfg.paths.store, cfg.tracking.reachability_timeout_s)
     done = clean(uri, Path(cfg.paths.sweeps))

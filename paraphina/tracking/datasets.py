@@ -1,9 +1,5 @@
-"""Research datasets kept in MLflow: a dataset is the set of runs tagged `dataset=<NAME>`, one research row per run.
-
-Rows go in as metrics (run metrics), params (profile knobs) and tags (text fields) and come back as a DataFrame.
-A row counts once its run, and the parent run it was written under, are FINISHED (a stopped command's rows never
-count), and once per key (ROW_KEY_TAG): a rerun's row replaces the row it repeats.
-"""
+"""Research datasets kept in MLflow: a dataset is the set of runs tagged `dataset=<NAME>`, one research row per
+run (metrics, knobs as params, text fields as tags), read back as a DataFrame; see `_rows` for which rows count."""
 from __future__ import annotations
 
 import hashlib
@@ -62,10 +58,7 @@ def _stored(key: str) -> str:
 
 def _column(runs_df: pd.DataFrame, key: str) -> pd.Series:
     """The stored column of a row key (tag, param or metric), all missing when no run has it."""
-    column = _stored(key)
-    if column not in runs_df.columns:
-        return pd.Series([None] * len(runs_df), index=runs_df.index, dtype=object)
-    return runs_df[column]
+    return runs_df.get(_stored(key), pd.Series([None] * len(runs_df), index=runs_df.index, dtype=object))
 
 
 def records_to_rows(runs_df: pd.DataFrame) -> pd.DataFrame:
@@ -173,11 +166,8 @@ def _rows(tracking_uri: str, name: str, under: str | None) -> tuple[pd.DataFrame
 
 
 def load_dataset(tracking_uri: str, name: str, under: str | None = None) -> pd.DataFrame:
-    """The research rows of dataset `name` that count (optionally only those written under run `under`).
-
-    Rows of commands that did not finish are skipped with one line on stderr saying how many and how to remove
-    them. A dataset without rows is an error.
-    """
+    """The research rows of dataset `name` that count (optionally only those written under run `under`); the
+    rows of commands that did not finish are skipped with a note on stderr. A dataset without rows is an error."""
     rows, found, stopped = _rows(tracking_uri, name, under)
     if not found:
         if under is not None:

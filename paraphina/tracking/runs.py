@@ -1,7 +1,5 @@
-"""Write finished engine runs to MLflow fast: one create, one batched log, one terminate per run.
-
-The engine knows nothing of this module; callers describe a run as a RunRecord and hand it to a RunWriter.
-"""
+"""Write finished engine runs to MLflow fast: one create, one batched log, one terminate per run; callers
+describe a run as a RunRecord and hand it to a RunWriter."""
 from __future__ import annotations
 
 import functools
@@ -146,23 +144,14 @@ class RunWriter:
 
     def log(self, record: RunRecord, parent_run_id: str | None = None) -> str:
         """Write one finished run (status FINISHED), optionally as a child of `parent_run_id`; returns its run_id."""
-        run_id = self._create(record, parent_run_id)
-        self._guarded(run_id, record.name, lambda: self._write(run_id, record, "FINISHED"))
-        return run_id
+        return self._create(record, parent_run_id, "FINISHED")
 
     def start_parent(self, record: RunRecord, parent_run_id: str | None = None) -> str:
-        """Create a parent run (itself a child of `parent_run_id` if given) and leave it RUNNING; end it with `finish`."""
-        run_id = self._create(record, parent_run_id)
-        self._guarded(run_id, record.name, lambda: self._write(run_id, record, None))
-        return run_id
+        """Create a parent run (a child of `parent_run_id` if given) and leave it RUNNING; end it with `finish`."""
+        return self._create(record, parent_run_id, None)
 
-    def finish(
-        self,
-        run_id: str,
-        status: str = "FINISHED",
-        metrics: dict[str, float | None] | None = None,
-        artifacts: Sequence[tuple[Path, str | None]] = (),
-    ) -> None:
+    def finish(self, run_id: str, status: str = "FINISHED", metrics: dict[str, float | None] | None = None,
+               artifacts: Sequence[tuple[Path, str | None]] = ()) -> None:
         """End a run started with `start_parent`, adding final metrics and artifacts."""
         record = RunRecord(name=run_id, metrics=dict(metrics or {}), artifacts=list(artifacts))
         self._guarded(run_id, run_id, lambda: self._write(run_id, record, status))
@@ -190,8 +179,9 @@ class RunWriter:
             return
         _Ended.by_status[status] = _Ended.by_status.get(status, 0) + 1
 
-    def _create(self, record: RunRecord, parent_run_id: str | None) -> str:
-        """Create the run with its tags (so even a failed run is findable), its name and the process writing it."""
+    def _create(self, record: RunRecord, parent_run_id: str | None, status: str | None) -> str:
+        """Create the run with its tags (so even a failed run is findable), its name and the process writing it;
+        then write the record, ending the run with `status` unless None."""
         tags = {**record.tags, **process_tags()}
         if parent_run_id is not None:
             tags[PARENT_TAG] = parent_run_id
@@ -201,7 +191,9 @@ class RunWriter:
                 _Ended.open[run.info.run_id] = self
         except Exception as exc:
             raise ParaphinaError(f"cannot create run {record.name} in {self.tracking_uri}: {describe(exc)}") from exc
-        return run.info.run_id
+        run_id = run.info.run_id
+        self._guarded(run_id, record.name, lambda: self._write(run_id, record, status))
+        return run_id
 
     def _write(self, run_id: str, record: RunRecord, status: str | None) -> None:
         """Params and metrics in one log_batch (the client splits it at the request limits), files at once, status."""
@@ -246,17 +238,14 @@ def _metrics(record: RunRecord) -> list[Metric]:
     now_ms = int(time.time() * 1000)
     metrics = [Metric(key, float(value), now_ms, 0) for key, value in record.metrics.items() if value is not None]
     for key, (steps, values) in record.series.items():
-        steps_list = np.asarray(steps, dtype=np.int64).tolist()
-        values_list = np.asarray(values, dtype=float).tolist()
-        metrics.extend(Metric(key, value, now_ms, step) for step, value in zip(steps_list, values_list))
+        points = zip(np.asarray(steps, dtype=np.int64).tolist(), np.asarray(values, dtype=float).tolist())
+        metrics.extend(Metric(key, value, now_ms, step) for step, value in points)
     return metrics
 
 
 def _stage_files(record: RunRecord, folder: Path) -> Path:
-    """Lay out the record's files and texts in `folder` as they will appear in the run's artifacts.
-
-    One upload of the folder looks the run up once; one upload per file would look it up every time.
-    """
+    """Lay out the record's files and texts in `folder` as they will appear in the run's artifacts (one upload
+    of the folder looks the run up once; one upload per file would look it up every time)."""
     for path, artifact_dir in record.artifacts:
         target = folder / (artifact_dir or "") / Path(path).name
         target.parent.mkdir(parents=True, exist_ok=True)

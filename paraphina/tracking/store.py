@@ -1,8 +1,5 @@
 """Where MLflow runs live: resolve the tracking URI, check it before a run starts, create the store once.
-
-MLflow is imported inside the functions that open a store, after `quiet_mlflow`, so resolving or checking a
-URI costs nothing and MLflow's settings are in place before it loads.
-"""
+MLflow loads only where a store is opened, after `quiet_mlflow`: resolving or checking a URI costs nothing."""
 from __future__ import annotations
 
 import atexit
@@ -16,7 +13,7 @@ import urllib.request
 import warnings
 from contextlib import closing, contextmanager, nullcontext
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 from paraphina.core.errors import ParaphinaError
 from paraphina.core.names import HOST_TAG, PID_STARTED_TAG, PID_TAG
@@ -25,6 +22,7 @@ from paraphina.core.stops import uninterrupted
 if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.entities import Run
+    from mlflow.store.entities import PagedList
 
 SQLITE_PREFIX = "sqlite:///"
 STORE_LOCK_NAME = ".store.lock"
@@ -134,10 +132,9 @@ def tracking_client(uri: str) -> MlflowClient:
 
 
 @contextmanager
-def _store_lock(db_path: Path) -> Iterator[None]:
-    """An exclusive lock beside the database, held while the schema or experiments may be created."""
-    db_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(db_path.parent / STORE_LOCK_NAME, "a") as handle:
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock on `path`; the system frees it when its process dies, so a killed writer blocks nobody."""
+    with open(path, "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
@@ -151,29 +148,28 @@ def describe(exc: BaseException, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def all_runs(client: MlflowClient, experiment_ids: list[str], filter_string: str = "",
-             order_by: list[str] | None = None) -> list[Run]:
-    """Every run a search matches, page after page: one search returns a page, so a single call can truncate."""
-    runs: list[Run] = []
-    token = None
+def _every_page(search: Callable[[str | None], PagedList]) -> list:
+    """What `search(page_token)` finds, page after page: one search returns a page, so a single call can truncate."""
+    found, token = [], None
     while True:
-        page = client.search_runs(experiment_ids, filter_string, order_by=order_by, page_token=token)
-        runs.extend(page)
+        page = search(token)
+        found.extend(page)
         token = page.token
         if not token:
-            return runs
+            return found
+
+
+def all_runs(client: MlflowClient, experiment_ids: list[str], filter_string: str = "",
+             order_by: list[str] | None = None) -> list[Run]:
+    """Every run a search matches."""
+    return _every_page(lambda token: client.search_runs(experiment_ids, filter_string, order_by=order_by,
+                                                         page_token=token))
 
 
 def all_experiment_ids(client: MlflowClient) -> list[str]:
-    """The ids of every active experiment, page after page."""
-    ids: list[str] = []
-    token = None
-    while True:
-        page = client.search_experiments(page_token=token)
-        ids.extend(experiment.experiment_id for experiment in page)
-        token = page.token
-        if not token:
-            return ids
+    """The ids of every active experiment."""
+    return [experiment.experiment_id for experiment in _every_page(lambda token: client.search_experiments(
+        page_token=token))]
 
 
 def process_identity(pid: int) -> str | None:
@@ -206,19 +202,6 @@ def process_gone(pid: int, identity: str | None) -> bool:
     return identity is not None and now != identity
 
 
-def stopped_runs(runs: Iterable[Run]) -> list[Run]:
-    """The RUNNING runs among `runs` written on this host by a process that is gone (killed with -9, or the
-    machine stopped): nobody will end them."""
-    host = socket.gethostname()
-    stopped = []
-    for run in runs:
-        tags = run.data.tags
-        if run.info.status != "RUNNING" or tags.get(HOST_TAG) != host or not tags.get(PID_TAG, "").isdigit():
-            continue
-        identity = tags.get(PID_STARTED_TAG, "")   # an older store's ms value: trust the pid alone
-        if process_gone(int(tags[PID_TAG]), identity if ":" in identity else None):
-            stopped.append(run)
-    return stopped
 
 
 def process_tags() -> dict[str, str]:
@@ -231,11 +214,18 @@ def process_tags() -> dict[str, str]:
 
 
 def mark_stopped_runs(client: MlflowClient, runs: Iterable[Run]) -> set[str]:
-    """Mark the runs of `stopped_runs(runs)` KILLED; returns their ids."""
-    stopped = stopped_runs(runs)
-    for run in stopped:
-        client.set_terminated(run.info.run_id, "KILLED")
-    return {run.info.run_id for run in stopped}
+    """Mark KILLED the RUNNING runs among `runs` written on this host by a process that is gone (killed with -9,
+    or the machine stopped): nobody else will end them. Returns their ids."""
+    host, stopped = socket.gethostname(), set()
+    for run in runs:
+        tags = run.data.tags
+        if run.info.status != "RUNNING" or tags.get(HOST_TAG) != host or not tags.get(PID_TAG, "").isdigit():
+            continue
+        identity = tags.get(PID_STARTED_TAG, "")   # an older store's ms value: trust the pid alone
+        if process_gone(int(tags[PID_TAG]), identity if ":" in identity else None):
+            client.set_terminated(run.info.run_id, "KILLED")
+            stopped.add(run.info.run_id)
+    return stopped
 
 
 def mark_stopped_in_store(client: MlflowClient) -> int:
@@ -250,16 +240,16 @@ def mark_stopped_in_store(client: MlflowClient) -> int:
 
 def prepare_store(uri: str, experiment_names: list[str]) -> dict[str, str]:
     """Create the store and the experiments if missing (once, under a file lock for SQLite); name -> experiment_id.
-
-    Runs left RUNNING by a command killed on this host are marked KILLED on the way (one search).
-    """
+    Runs left RUNNING by a command killed on this host are marked KILLED on the way (one search)."""
     quiet_mlflow()
     from mlflow.exceptions import MlflowException
 
     db_path = sqlite_path(uri)
     artifacts_root = None if db_path is None else db_path.parent / ARTIFACTS_DIR_NAME  # a server decides itself
     try:
-        with _store_lock(db_path) if db_path is not None else nullcontext():
+        if db_path is not None:
+            db_path.parent.mkdir(parents=True, exist_ok=True)
+        with file_lock(db_path.parent / STORE_LOCK_NAME) if db_path is not None else nullcontext():
             client = tracking_client(uri)
             with uninterrupted():
                 ids = {name: _experiment_id(client, uri, name, artifacts_root) for name in experiment_names}

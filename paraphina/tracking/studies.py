@@ -1,21 +1,14 @@
-"""Optuna storages that many worker processes share: a journal file on one machine, PostgreSQL across machines.
-
-Workers change a storage's studies under one lock per storage (a PostgreSQL advisory lock, else a file lock
-beside the file), so the schema and each study are created once and a study's trial budget is counted and
-spent by one worker at a time. Each worker beats the trials it runs (Optuna's heartbeat): a trial whose
-beats stop belongs to a dead worker, and `optuna.storages.fail_stale_trials` fails it and calls the
-storage's stale-trial callback. Optuna 5 gives the heartbeat to RDBStorage only; the journal gets it here.
-"""
+"""Optuna storages that many worker processes share (a journal file on one machine, PostgreSQL across machines),
+each with a lock for its workers and Optuna's heartbeat (Optuna 5 beats RDBStorage only; the journal's is here)."""
 from __future__ import annotations
 
-import fcntl
 import functools
 import re
 import threading
 import time
 import warnings
 import zlib
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator
@@ -27,7 +20,7 @@ from optuna.storages.journal import BaseJournalBackend, JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
 from paraphina.core.errors import ParaphinaError
-from paraphina.tracking.store import describe
+from paraphina.tracking.store import describe, file_lock
 
 if TYPE_CHECKING:
     import sqlalchemy
@@ -50,7 +43,9 @@ class Heartbeat:
 
 @dataclass
 class SharedStorage:
-    """An Optuna storage, how to name it in messages (no password), and the lock its workers change it under."""
+    """An Optuna storage, how to name it in messages (no password), and the lock its workers change it under (a
+    PostgreSQL advisory lock, else a file lock beside the file): so the schema and each study are created once
+    and a study's trial budget is counted and spent by one worker at a time."""
 
     storage: BaseStorage
     label: str
@@ -69,7 +64,8 @@ def quiet_heartbeat() -> Iterator[None]:
 
 class JournalHeartbeatStorage(JournalStorage, BaseHeartbeat):
     """A journal file with Optuna's heartbeat: a beat is a trial system attribute, and a trial never beaten
-    counts from its start. One machine shares a journal file, so its clock judges every beat."""
+    counts from its start; `optuna.storages.fail_stale_trials` fails a trial whose beats stopped (a dead worker).
+    One machine shares a journal file, so its clock judges every beat."""
 
     def __init__(self, backend: BaseJournalBackend, heartbeat: Heartbeat, on_stale: StaleCallback) -> None:
         super().__init__(backend)
@@ -102,27 +98,14 @@ class _AppendLock:
     blocks every other for its 30 s grace period; an flock dies with its process."""
 
     def __init__(self, path: Path) -> None:
-        self.path, self._handle = path, None
+        self.path, self._held = path, ExitStack()
 
     def acquire(self) -> bool:
-        self._handle = open(self.path, "a")
-        fcntl.flock(self._handle, fcntl.LOCK_EX)
+        self._held.enter_context(file_lock(self.path))
         return True
 
     def release(self) -> None:
-        fcntl.flock(self._handle, fcntl.LOCK_UN)
-        self._handle.close()
-
-
-@contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    """An exclusive lock on `path`; the system frees it when its process dies, so a killed worker blocks nobody."""
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+        self._held.close()
 
 
 def _advisory_lock(engine: sqlalchemy.engine.Engine) -> Callable[[], AbstractContextManager[None]]:
@@ -143,10 +126,8 @@ def _advisory_lock(engine: sqlalchemy.engine.Engine) -> Callable[[], AbstractCon
 
 
 def open_shared_storage(setting: str | Path, heartbeat: Heartbeat, on_stale: StaleCallback) -> SharedStorage:
-    """The storage of `setting`: a postgresql:// or sqlite:/// URL (RDB), else a journal file path.
-
-    The RDB schema is created under the lock, so workers that start together never race on it.
-    """
+    """The storage of `setting`: a postgresql:// or sqlite:/// URL (RDB, its schema created under the lock, so
+    workers that start together never race on it), else a journal file path."""
     text = str(setting)
     if "://" not in text:
         return _journal(Path(text).expanduser().absolute(), heartbeat, on_stale)
@@ -161,7 +142,7 @@ def open_shared_storage(setting: str | Path, heartbeat: Heartbeat, on_stale: Sta
         if scheme == "postgresql":
             lock = _advisory_lock(sqlalchemy.create_engine(text, poolclass=sqlalchemy.pool.NullPool))
         else:
-            lock = functools.partial(_file_lock, _lock_path(Path(sqlalchemy.engine.make_url(text).database or "")))
+            lock = functools.partial(file_lock, _lock_path(Path(sqlalchemy.engine.make_url(text).database or "")))
         with lock(), quiet_heartbeat():
             storage = optuna.storages.RDBStorage(text, heartbeat_interval=heartbeat.interval,
                                                  grace_period=heartbeat.grace_period,
@@ -180,7 +161,7 @@ def _journal(path: Path, heartbeat: Heartbeat, on_stale: StaleCallback) -> Share
     except OSError as exc:
         raise ParaphinaError(f"cannot open the Optuna journal {path} ({exc.strerror}); "
                              f"set experiment.study.storage to a writable file") from exc
-    return SharedStorage(storage, str(path), functools.partial(_file_lock, _lock_path(path)))
+    return SharedStorage(storage, str(path), functools.partial(file_lock, _lock_path(path)))
 
 
 class TrialBeats:

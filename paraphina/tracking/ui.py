@@ -1,10 +1,5 @@
-"""`python -m paraphina.tracking.ui` (`make ui`): the MLflow UI on the project's tracking store.
-
-Serves the resolved store (`MLFLOW_TRACKING_URI`, else mlruns/mlflow.db with artifacts in mlruns/artifacts)
-on http://127.0.0.1:5000 by default; --host/--port change it. A store that is already a server is not served twice.
-
-    python -m paraphina.tracking.ui --port 5001
-"""
+"""`python -m paraphina.tracking.ui` (`make ui`): the MLflow UI on the project's tracking store (a store that is
+already a server is not served twice)."""
 from __future__ import annotations
 
 import errno
@@ -16,13 +11,7 @@ from collections.abc import Sequence
 from paraphina.config.loading import compose_config
 from paraphina.core.cli import ToolParser, cli_errors
 from paraphina.core.errors import ParaphinaError
-from paraphina.tracking.store import (
-    ARTIFACTS_DIR_NAME,
-    check_reachable,
-    prepare_store,
-    resolve_tracking_uri,
-    sqlite_path,
-)
+from paraphina.tracking.store import ARTIFACTS_DIR_NAME, prepare_store, reachable_uri, sqlite_path
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5000
@@ -81,8 +70,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                         "else the project's mlruns/mlflow.db)")  # fmt: skip
     args = parser.parse_args(argv)
     cfg = compose_config()
-    uri = resolve_tracking_uri(args.tracking_uri, cfg.paths.store)
-    check_reachable(uri, cfg.tracking.reachability_timeout_s)
+    uri = reachable_uri(args.tracking_uri, cfg.paths.store, cfg.tracking.reachability_timeout_s)
     if uri.startswith(("http://", "https://")):
         print(f"the tracking store is already a server: open {uri}", flush=True)
         return
