@@ -63,18 +63,17 @@ def sequential_validation(cfg: DictConfig, overrides: Sequence[str], profiles: l
                           first_seed: int) -> tuple[BatchResult, np.ndarray, dict[str, SequentialPlan]]:
     """target=decisive: each profile's sequential plan on fresh seeds; the runs of all rounds as one result,
     each run's profile (an index into `profiles`), and the plans with their verdicts."""
-    parts, index = [], []
     measured = {p: ProfileRuns() for p in profiles}
 
-    def run(group: list[str], seeds: int, start: int) -> None:
+    def run(group: list[str], seeds: int, start: int) -> tuple[BatchResult, np.ndarray]:
         batch = profiles_batch(group, overrides, cfg.experiment.id, seeds, first_seed + start)
         result = batch.run(f"exp08 {len(group)} profiles x {seeds} seeds")
-        parts.append(result)
-        index.append(np.array([profiles.index(group[i]) for i in batch.profile_index]))
         for p in group:
             measured[p].add(result.metrics, batch.rows(p))
+        return result, np.array([profiles.index(group[i]) for i in batch.profile_index])
 
-    plans = sequential_rounds(cfg, measured, run)
+    plans, rounds = sequential_rounds(cfg, measured, run)
+    parts, index = zip(*rounds)
     return merge(parts), np.concatenate(index), plans
 
 

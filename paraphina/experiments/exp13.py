@@ -7,6 +7,7 @@ as an Exp11 invocation, so Exp12 can tune from it. PARAPHINA_RISK_PROFILE is ign
 """
 from __future__ import annotations
 
+import functools
 import os
 import time
 from typing import Sequence
@@ -192,19 +193,17 @@ def run(cfg: DictConfig, overrides: Sequence[str]) -> dict:
     check(cfg)
     overrides = list(overrides)
     measured = {p: ProfileRuns() for p in cfg.profiles}
-    rounds = []
     tags = {DATASET_SOURCE_TAG: cfg.dataset}
     with ExperimentRecorder(cfg, extra_tags=tags) as recorder, removed_unless_done([telemetry_dir(cfg, recorder)]):
-        def more_runs(profiles: list[str], seeds: int, start: int) -> None:
-            """target=decisive: a round the sequential plans add, recorded as research rows."""
-            rounds.append(run_round(cfg, recorder, overrides, profiles, seeds, start,
-                                    cfg.experiment.decisive.telemetry, measured))
-
         n = cfg.runs_per_profile
-        rounds.append(run_round(cfg, recorder, overrides, cfg.profiles, n, 0, True, measured))
+        rounds = [run_round(cfg, recorder, overrides, cfg.profiles, n, 0, True, measured)]
         print(f"round 1: {len(cfg.profiles)} profile(s) x {n} seed(s): engine {rounds[0]['engine_s']:.2f} s, "
               f"{rounds[0]['runs']} research rows recorded in {rounds[0]['record_s']:.2f} s", flush=True)
-        plans = sequential_rounds(cfg, measured, more_runs) if cfg.target == Target.decisive else {}
+        plans = {}
+        if cfg.target == Target.decisive:  # the rounds the sequential plans add, recorded as research rows too
+            plans, more = sequential_rounds(cfg, measured, functools.partial(
+                run_round, cfg, recorder, overrides, telemetry=cfg.experiment.decisive.telemetry, measured=measured))
+            rounds += more
 
         rows = alignment.load_rows(cfg, cfg.dataset, recorder.parent_id)
         summary = format_summary(rows, int(cfg.experiment.summary_top), cfg.world_model.utility_dd_weight)

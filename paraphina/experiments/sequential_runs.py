@@ -23,7 +23,7 @@ from paraphina.world_model.sequential import (
 from paraphina.world_model.tiers import RiskTier
 from paraphina.world_model.verdicts import check_tier, is_decided
 
-RunRound = Callable[[list[str], int, int], None]
+RunRound = Callable[[list[str], int, int], object]
 """Runs `seeds` more seeds (from offset `start`) of these profiles and adds them to their ProfileRuns."""
 
 
@@ -102,8 +102,10 @@ def look_verdicts(cfg: DictConfig, plan: SequentialPlan, tier: RiskTier, runs: P
             for prefix, verdict in found.items()}
 
 
-def sequential_rounds(cfg: DictConfig, measured: dict[str, ProfileRuns], run_round: RunRound) -> dict[str, SequentialPlan]:
-    """Run every profile through its planned looks until all its budgets are decided or its last look.
+def sequential_rounds(cfg: DictConfig, measured: dict[str, ProfileRuns],
+                      run_round: RunRound) -> tuple[dict[str, SequentialPlan], list]:
+    """Run every profile through its planned looks until all its budgets are decided or its last look; returns
+    the plans and what each `run_round` call returned.
 
     Profiles at the same look share one `run_round` call, and every profile keeps the seeds seed, seed+1, ...
     (common random numbers); runs already in `measured` count toward the first looks.
@@ -113,6 +115,7 @@ def sequential_rounds(cfg: DictConfig, measured: dict[str, ProfileRuns], run_rou
     for p, plan in plans.items():
         print(f"{p}: {describe_design(plan.design)}", flush=True)
     active = [p for p in plans if len(measured[p].final_pnl) <= plans[p].design.cap]
+    rounds = []
     while active:
         groups: dict[tuple[int, int], list[str]] = {}
         for p in active:
@@ -122,7 +125,7 @@ def sequential_rounds(cfg: DictConfig, measured: dict[str, ProfileRuns], run_rou
             groups.setdefault((have, plan.next_runs()), []).append(p)
         for (start, target), profiles in groups.items():
             if target > start:
-                run_round(profiles, target - start, start)
+                rounds.append(run_round(profiles, target - start, start))
         still = []
         for p in active:
             plan = plans[p]
@@ -135,4 +138,4 @@ def sequential_rounds(cfg: DictConfig, measured: dict[str, ProfileRuns], run_rou
                 plan.look += 1
                 still.append(p)
         active = still
-    return plans
+    return plans, rounds
