@@ -12,11 +12,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from paraphina.config.loading import is_dataset_file
 from paraphina.core.errors import ParaphinaError
-from paraphina.experiments.records import latest_points
+from paraphina.experiments.records import latest_points, store_uri, tracking_client_of
 from paraphina.world_model.power import runs_to_decide
 from paraphina.world_model.tiers import RiskTier, budget_margins, tier_score, tiers_from_mapping
 from paraphina.world_model.verdicts import CheckRules, check_tier, holm_alarms, is_decided, quantile_interval
-from paraphina.tracking.store import resolve_tracking_uri, tracking_client
 
 VERDICTS = ("ok", "violated", "inconclusive")
 
@@ -229,15 +228,10 @@ def load_rows(cfg: DictConfig, dataset: str, source_run: str | None = None) -> p
         if source_run:
             raise ParaphinaError("source_run selects runs in MLflow; it cannot filter a JSONL dataset file")
         return read_rows(dataset)
-    return load_dataset(resolve_tracking_uri(cfg.tracking.uri, cfg.paths.store), dataset, source_run or None)
+    return load_dataset(store_uri(cfg), dataset, source_run or None)
 
 
 # --- earlier experiments' records ----------------------------------------------------------------
-
-
-def tracking_client_of(cfg: DictConfig):
-    """An MlflowClient on the config's store."""
-    return tracking_client(resolve_tracking_uri(cfg.tracking.uri, cfg.paths.store))
 
 
 def child_tags(cfg: DictConfig, run_ids: Iterable[str]) -> list[dict[str, str]]:

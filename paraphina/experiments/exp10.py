@@ -19,7 +19,7 @@ from paraphina.core.errors import ParaphinaError
 from paraphina.core.names import PARENT_TAG
 from paraphina.experiments import alignment
 from paraphina.experiments.cli import print_table
-from paraphina.experiments.records import ExperimentRecorder, latest_points
+from paraphina.experiments.records import ExperimentRecorder, latest_points, tracking_client_of
 
 PER_SEED_ARTIFACT = "per_seed.csv"
 NO_VALIDATION = "no validation records"
@@ -43,7 +43,7 @@ def validation_runs(cfg: DictConfig) -> tuple[dict[str, pd.DataFrame], str | Non
     except ParaphinaError:
         return {}, None
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    client = alignment.tracking_client_of(cfg)
+    client = tracking_client_of(cfg)
     out: dict[str, list[pd.DataFrame]] = {}
     with tempfile.TemporaryDirectory(prefix="paraphina-exp10-") as tmp:
         for run_id, tags in zip(points.get("run_id", []), alignment.child_tags(cfg, points.get("run_id", []))):
@@ -62,7 +62,7 @@ def validation_runs(cfg: DictConfig) -> tuple[dict[str, pd.DataFrame], str | Non
 def design_seeds(cfg: DictConfig, source_runs: Iterable[str | None]) -> set[int]:
     """The seeds the presets were chosen on: those of the grid invocations their points belong to (none known
     for presets recorded without their point)."""
-    client = alignment.tracking_client_of(cfg)
+    client = tracking_client_of(cfg)
     parents = {client.get_run(run_id).data.tags.get(PARENT_TAG) for run_id in set(source_runs) if run_id}
     seeds: set[int] = set()
     for parent in parents - {None}:

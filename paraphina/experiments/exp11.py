@@ -15,7 +15,7 @@ from paraphina.core.errors import ParaphinaError
 from paraphina.core.names import DATASET_SOURCE_TAG, SOURCE_RUN_TAG
 from paraphina.experiments import alignment
 from paraphina.experiments.cli import print_table
-from paraphina.experiments.records import ExperimentRecorder
+from paraphina.experiments.records import ExperimentRecorder, store_uri
 
 CONFIG_NAME = "exp11"
 TABLE_COLUMNS = ("profile", "label", "tier", "runs", "pnl_mean", "dd_mean", "kill_prob", "pnl_ok", "dd_ok", "kill_ok",
@@ -41,9 +41,8 @@ def run(cfg: DictConfig) -> pd.DataFrame:
         existing = ""
         try:
             from paraphina.tracking.datasets import list_datasets
-            from paraphina.tracking.store import resolve_tracking_uri
 
-            names = list_datasets(resolve_tracking_uri(cfg.tracking.uri, cfg.paths.store))
+            names = list_datasets(store_uri(cfg))
             existing = f"; datasets there: {', '.join(names) or 'none yet'}"
         except ParaphinaError:
             pass

@@ -10,13 +10,12 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from paraphina.config.commands import hydra_command
-from paraphina.core.names import EXPERIMENT_TAG, KIND_TAG, POINT_KIND, PROFILE_KNOBS
+from paraphina.core.names import PROFILE_KNOBS
 from paraphina.core.errors import ParaphinaError
 from paraphina.experiments import alignment
 from paraphina.experiments.cli import print_table
 from paraphina.experiments.profiles import profile_yaml
 from paraphina.experiments.records import ExperimentRecorder, latest_points, sweeps_dir
-from paraphina.tracking.runs import RunRecord
 from paraphina.world_model.safety import tune_preset
 
 REPORT_KNOBS = ("band_base", "mm_size_eta", "init_q_tao", "delta_hard_limit_usd_base", "daily_loss_limit")
@@ -91,11 +90,9 @@ def run(cfg: DictConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
         for row, report in zip(tuned_rows, report_rows):
             name = row["tier"]
             (profile_dir / f"{name}.yaml").write_text(files[name])
-            recorder.session.writer.log(RunRecord(
-                name=f"tuned-{name}", params={k: row[k] for k in PROFILE_KNOBS} | {"tier": name},
-                metrics=alignment.record_metrics({k: v for k, v in report.items() if k != "tier"}),
-                tags={KIND_TAG: POINT_KIND, EXPERIMENT_TAG: cfg.experiment.id, "tier": name},
-                texts={f"profile/{name}.yaml": files[name]}), recorder.parent_id)
+            recorder.log_point(f"tuned-{name}", {k: row[k] for k in PROFILE_KNOBS} | {"tier": name},
+                               alignment.record_metrics({k: v for k, v in report.items() if k != "tier"}),
+                               tags={"tier": name}, texts={f"profile/{name}.yaml": files[name]})
         recorder.finish(tables={"exp12_tuned_presets": tuned_table, "exp12_tuning_report": report_table},
                         metrics={"tiers_tuned": int((report_table["risk_scale"] < 1).sum()),
                                  "loss_limits_tightened": int(report_table["loss_limit_tightened"].sum())})

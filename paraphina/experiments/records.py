@@ -23,6 +23,16 @@ from paraphina.tracking.runs import RunRecord, flatten_params
 from paraphina.tracking.store import all_runs, describe, resolve_tracking_uri, tracking_client
 
 
+def store_uri(cfg: DictConfig) -> str:
+    """The tracking URI of the config's store."""
+    return resolve_tracking_uri(cfg.tracking.uri, cfg.paths.store)
+
+
+def tracking_client_of(cfg: DictConfig):
+    """An MlflowClient on the config's store."""
+    return tracking_client(store_uri(cfg))
+
+
 def sweeps_dir(cfg: DictConfig) -> Path:
     """<paths.sweeps>/<experiment>/, created on demand."""
     path = Path(cfg.paths.sweeps).absolute() / cfg.experiment.id
@@ -86,9 +96,10 @@ class ExperimentRecorder:
         return runs[0].info.run_id if runs else None
 
     def log_point(self, name: str, params: Mapping[str, object], metrics: Mapping[str, float],
-                  table: pd.DataFrame | None = None, tags: Mapping[str, str] | None = None) -> str:
+                  table: pd.DataFrame | None = None, tags: Mapping[str, str] | None = None,
+                  texts: Mapping[str, str] = {}) -> str:
         """A child run: the point's knobs as params, its aggregates as metrics, its per-seed table as CSV."""
-        record = RunRecord(name=name, params=dict(params), metrics=dict(metrics),
+        record = RunRecord(name=name, params=dict(params), metrics=dict(metrics), texts=dict(texts),
                            tags={KIND_TAG: POINT_KIND, EXPERIMENT_TAG: self.cfg.experiment.id, **(tags or {})})
         if table is not None:
             record.texts["per_seed.csv"] = table.to_csv(index=False)
@@ -141,7 +152,7 @@ def latest_points(cfg: DictConfig, experiment_id: str) -> tuple[pd.DataFrame, di
 
     Returns (table, parent run info). Raises a one-line error naming the command to run when none exists.
     """
-    uri = resolve_tracking_uri(cfg.tracking.uri, cfg.paths.store)
+    uri = store_uri(cfg)
     client = tracking_client(uri)
     name = cfg.experiment_names[experiment_id]
     experiment = client.get_experiment_by_name(name)

@@ -28,10 +28,10 @@ from paraphina.experiments import grid
 from paraphina.experiments.cli import first_difference, flat_config, print_table
 from paraphina.experiments.profiles import profiles_batch
 from paraphina.experiments.records import (ExperimentRecorder, parent_metrics, per_seed_table, point_summaries,
-                                           sweeps_dir)
+                                           store_uri, sweeps_dir)
 from paraphina.core.names import COMMAND_TAG, FEASIBLE_TAG, PARENT_TAG, STUDY_TAG, STUDY_UIDS_TAG, TRIAL_TAG
 from paraphina.tracking.runs import flatten_params
-from paraphina.tracking.store import all_runs, describe, resolve_tracking_uri, sqlite_path, tracking_client
+from paraphina.tracking.store import all_runs, describe, sqlite_path, tracking_client
 from paraphina.runner.batch import run_many
 from paraphina.tracking.studies import Heartbeat, SharedStorage, TrialBeats, open_shared_storage, quiet_heartbeat
 from paraphina.world_model.tiers import RiskTier, budget_margins, tier_score, tiers_from_mapping
@@ -285,20 +285,20 @@ class Search:
 # --- storage and studies ------------------------------------------------------------------------
 
 
-def default_journal(paths: DictConfig, tracking_uri: str | None) -> Path:
+def default_journal(cfg: DictConfig) -> Path:
     """The journal beside the SQLite tracking store in use (mlruns/optuna.journal by default), so a study's
     resume state and its MLflow records live together; for a tracking server, the one in `paths.store`."""
-    db_path = sqlite_path(resolve_tracking_uri(tracking_uri, paths.store))
-    return (db_path.parent if db_path is not None else Path(paths.store)) / "optuna.journal"
+    db_path = sqlite_path(store_uri(cfg))
+    return (db_path.parent if db_path is not None else Path(cfg.paths.store)) / "optuna.journal"
 
 
 def print_storage_note(cfg: DictConfig) -> None:
     """A first line when runs go to a tracking server but the studies to this machine's journal: workers on
     other machines would each run their own studies."""
-    uri = resolve_tracking_uri(cfg.tracking.uri, cfg.paths.store)
+    uri = store_uri(cfg)
     if cfg.experiment.study.storage is None and uri.startswith(("http://", "https://")):
         print(f"note: runs go to {uri} but the studies to this machine's journal "
-              f"{default_journal(cfg.paths, cfg.tracking.uri)}; for workers on other machines set "
+              f"{default_journal(cfg)}; for workers on other machines set "
               f"experiment.study.storage=postgresql://USER:PASSWORD@HOST/DATABASE")
 
 
@@ -314,7 +314,7 @@ def open_storage(cfg: DictConfig, dims: Sequence[Dimension]) -> SharedStorage:
         raise ParaphinaError(f"experiment.study.wait_interval={settings.wait_interval} must be a positive number "
                              f"of seconds, e.g. 1")
     names = {d.name for d in dims}
-    return open_shared_storage(settings.storage or default_journal(cfg.paths, cfg.tracking.uri),
+    return open_shared_storage(settings.storage or default_journal(cfg),
                                Heartbeat(interval, grace), lambda study, trial: retry(study, trial, names))
 
 
