@@ -26,7 +26,11 @@ from paraphina.experiments.cli import print_horizon_note
 from paraphina.experiments.profiles import profiles_batch
 from paraphina.experiments.sequential_runs import ProfileRuns, SequentialPlan, check_plans, sequential_rounds
 from paraphina.experiments.records import ExperimentRecorder, sweeps_dir
+from paraphina.runner.aggregates import aggregate_metrics
+from paraphina.runner.batch import config_hash, run_batch
+from paraphina.runner.recording import run_params, seed_children, seed_table, table_artifact
 from paraphina.runner.telemetry import removed_unless_done
+from paraphina.tracking.runs import RunRecord
 from paraphina.world_model.summary import format_summary
 from paraphina.world_model.verdicts import is_decided
 
@@ -59,11 +63,6 @@ def run_round(cfg: DictConfig, recorder: ExperimentRecorder, overrides: list[str
               seeds: int, offset: int, telemetry: bool, measured: dict[str, ProfileRuns]) -> dict:
     """One engine batch of profiles x seeds (seed + offset, ...), each run recorded as a research row: a child run
     each, or for as many seeds as `tracking.seed_children` says make a table, one run per profile holding them."""
-    from paraphina.runner.aggregates import aggregate_metrics
-    from paraphina.runner.batch import config_hash, run_batch
-    from paraphina.runner.recording import run_params, seed_children, seed_table, table_artifact
-    from paraphina.tracking.runs import RunRecord
-
     batch = profiles_batch(profiles, overrides, CONFIG_NAME, seeds=seeds, base_seed=cfg.seed + offset)
     started = time.perf_counter()
     paths: list = []
