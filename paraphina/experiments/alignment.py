@@ -61,12 +61,8 @@ def point_checks(tier: RiskTier, pnl_mean: float, pnl_std: float, dd_mean: float
 
 def run_checks(tier: RiskTier, final_pnl: Sequence[float], max_drawdown: Sequence[float],
                kill_switch: Sequence[bool], rules: CheckRules) -> dict:
-    """One group's runs against its tier: point checks plus, per budget, bounds, verdict, runs needed and
-    the p-value of `violated` (for Holm's alarms).
-
-    pnl_std is the sample std (0 for a single run, as in runner.aggregates.aggregate_metrics); dd_p95 comes
-    with its order-statistic bounds whichever statistic the drawdown verdict uses.
-    """
+    """One group's runs against its tier: point checks and, per budget, bounds, verdict, runs needed and the
+    p-value of `violated` (for Holm's alarms). pnl_std is 0 for a single run, as in aggregate_metrics."""
     pnl = np.asarray(final_pnl, dtype=float).ravel()
     drawdowns = np.asarray(max_drawdown, dtype=float).ravel()
     kills = np.asarray(kill_switch, dtype=bool).ravel()
@@ -144,10 +140,8 @@ def group_run_checks(tier: RiskTier, group: pd.DataFrame, rules: CheckRules) -> 
 
 def group_checks(rows: pd.DataFrame, tiers: Mapping[str, RiskTier], rules: CheckRules,
                  by_label: bool = False) -> pd.DataFrame:
-    """Research rows grouped by profile (and label) -> one row of checks per group, in tier order.
-
-    Every profile must name a tier (see `drop_untiered`); the table carries Holm's alarms over its checks.
-    """
+    """One row of checks per group of research rows (by profile, and label), in tier order, with Holm's alarms;
+    every profile must name a tier (see `drop_untiered`)."""
     keys = ["profile", "label"] if by_label else ["profile"]
     data = rows.assign(label=label_text(rows["label"])) if by_label else rows
     order = {name: i for i, name in enumerate(tiers)}
@@ -170,10 +164,8 @@ def drop_untiered(rows: pd.DataFrame, tiers: Mapping[str, RiskTier], source: str
 
 
 def repeated_runs_note(rows: pd.DataFrame, source: str) -> str | None:
-    """A note when rows repeat a run (same profile, label and metrics): e.g. Exp13 rerun with the same seeds.
-
-    The checks treat every row as an independent run, so repeats narrow the intervals wrongly.
-    """
+    """A note when rows repeat a run (same profile, label and metrics): the checks treat every row as an
+    independent run, so repeats narrow the intervals wrongly."""
     keys = ["profile", "num_ticks", "final_pnl", "max_drawdown", "kill_switch"]
     repeats = int(rows.assign(label=label_text(rows["label"])).duplicated([*keys, "label"]).sum())
     if not repeats:

@@ -51,10 +51,8 @@ def run(cfg: DictConfig) -> pd.DataFrame:
 
 
 def align(cfg: DictConfig, rows: pd.DataFrame, dataset: str) -> pd.DataFrame:
-    """The alignment table of research rows, recorded as an Exp11 parent with one child per group.
-
-    `table.attrs["notes"]` holds the notes: profiles skipped for want of a tier, repeated runs, mixed run lengths.
-    """
+    """The alignment table of research rows, recorded as an Exp11 parent with one child per group; its
+    attrs["notes"] say which profiles were skipped for want of a tier, repeated runs and mixed run lengths."""
     rows_filter = cfg.filter
     tiers = alignment.load_tiers(cfg)
     source = f"dataset '{dataset}'" + (f" (run {rows_filter.source_run})" if rows_filter.source_run else "")

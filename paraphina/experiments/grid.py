@@ -65,10 +65,8 @@ def expand(axes: Sequence[Axis]) -> list[dict[str, float]]:
 
 def point_batch(points: Sequence[Mapping[str, float]], axes: Sequence[Axis], seeds: int, base_seed: int
                 ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
-    """One engine batch for points x seeds: per-run knob arrays, run seeds, and each run's point index.
-
-    Every point uses the same seeds (common random numbers), so points differ only by their knobs.
-    """
+    """One engine batch for points x seeds: per-run knob arrays, run seeds, and each run's point index. Every
+    point uses the same seeds (common random numbers), so points differ only by their knobs."""
     point_index = np.repeat(np.arange(len(points)), seeds)
     run_seeds = np.tile(base_seed + np.arange(seeds, dtype=np.int64), len(points))
     per_run = {a.key: np.array([points[p][a.name] for p in point_index]) for a in axes}

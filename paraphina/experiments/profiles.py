@@ -48,12 +48,9 @@ class ProfilesBatch:
 
 def profiles_batch(profiles: Sequence[str], overrides: Sequence[str] = (), config_name: str = "config",
                    seeds: int | None = None, base_seed: int | None = None) -> ProfilesBatch:
-    """Compose each profile (`+profile=NAME` then `overrides`, on conf/<config_name>.yaml) into one batch.
-
-    `seeds` runs per profile starting at `base_seed` (both default to the composed config's `seeds`
-    and `seed`). Profiles may differ only in numeric engine/market knobs; anything else stops with a
-    one-line ParaphinaError naming the key, as does an unknown profile or a bad override.
-    """
+    """Compose each profile (`+profile=NAME` then `overrides`, on conf/<config_name>.yaml) into one batch of
+    `seeds` runs per profile from `base_seed` (default: the config's `seeds`, `seed`). Profiles may differ only
+    in numeric engine/market knobs."""
     names = [str(p) for p in profiles]
     if not names:
         raise ParaphinaError("no profiles given; name at least one of conf/profile/*.yaml")
@@ -87,10 +84,8 @@ def _number(cfg: DictConfig, key: str, profile: str) -> float:
 
 
 def profile_yaml(profile_name: str, knobs: Mapping[str, float], comment: str | None = None) -> str:
-    """A profile file in the format of conf/profile/*.yaml (`# @package _global_`, profile_name, engine.*).
-
-    `knobs` maps research names (PROFILE_KNOBS) to values; every profile knob must be given.
-    """
+    """A profile file as in conf/profile/*.yaml (`# @package _global_`, profile_name, engine.*) of every
+    profile knob in `knobs` (by research name)."""
     missing = [k for k in PROFILE_KNOBS if k not in knobs]
     if missing:
         raise ParaphinaError(f"profile {profile_name} lacks knob(s) {', '.join(missing)}")

@@ -148,10 +148,8 @@ class ExperimentRecorder:
 
 
 def latest_points(cfg: DictConfig, experiment_id: str) -> tuple[pd.DataFrame, dict]:
-    """The children of the latest finished invocation of an experiment: params (as floats) and metrics.
-
-    Returns (table, parent run info). Raises a one-line error naming the command to run when none exists.
-    """
+    """The children of the latest finished invocation of an experiment (params as floats, metrics) and its
+    parent's run id, start time and params; the error when there is none names the command to run."""
     uri = store_uri(cfg)
     client = tracking_client(uri)
     name = cfg.experiment_names[experiment_id]

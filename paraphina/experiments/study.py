@@ -334,11 +334,9 @@ def retry(study: optuna.Study, trial: optuna.trial.FrozenTrial, names: set[str])
 
 
 def requeue(study: optuna.Study, trial: Trial, names: set[str]) -> None:
-    """Fail a trial of this worker asked but never told (an interrupt) and ask its knobs again.
-
-    Called under the storage's lock, as the heartbeat's failures are: a trial told meanwhile (an interrupt
-    just after its tell), or failed by another worker (which asked it again), is left as it is.
-    """
+    """Fail a trial of this worker asked but never told (an interrupt) and ask its knobs again. Called under the
+    storage's lock, as the heartbeat's failures are: a trial told meanwhile, or failed by another worker (which
+    asked it again), is left as it is."""
     frozen = study.trials[trial.number]
     if not frozen.state.is_finished():
         study.tell(trial.number, state=TrialState.FAIL)
@@ -346,10 +344,8 @@ def requeue(study: optuna.Study, trial: Trial, names: set[str]) -> None:
 
 
 def open_study(search: Search, target: Target, shared: SharedStorage) -> optuna.Study:
-    """Create the target's study or join it, under the storage's lock: check its definition, count this worker.
-
-    RUNNING trials found here may belong to live workers; the heartbeat fails those of dead ones.
-    """
+    """Create the target's study or join it, under the storage's lock: check its definition, count this worker
+    (RUNNING trials may be live workers'; the heartbeat fails those of dead ones)."""
     label = shared.label
     try:
         study = optuna.create_study(study_name=target.study_name, storage=shared.storage, load_if_exists=True,
@@ -390,10 +386,7 @@ def _completed(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
 
 def drop_orphans(recorder: ExperimentRecorder, studies: Sequence[optuna.Study]) -> None:
     """Delete the parent's children whose trial failed (a worker stopped or killed between logging and telling).
-
-    The children are listed before the trials are read, so a child logged meanwhile by a live worker finds
-    its trial RUNNING (or COMPLETE) and stays.
-    """
+    Children are listed before trials, so a child a live worker logs meanwhile finds its trial RUNNING and stays."""
     client = tracking_client(recorder.session.uri)
     children = all_runs(client, [recorder.session.experiment_id], f"tags.`{PARENT_TAG}` = '{recorder.parent_id}'")
     kept = {(s.study_name, str(t.number)) for s in studies
@@ -552,11 +545,8 @@ def study_outcome(search: Search, target: Target, study: optuna.Study) -> StudyO
 
 def run_search(cfg: DictConfig, targets: Sequence[tuple[str, str]],
                plots: Callable[[SearchOutcome, Path], list[Path]]) -> SearchOutcome:
-    """Create or resume one study per (profile, tier) target, run their trials in rounds, record and summarise.
-
-    `plots(outcome, folder)` draws the experiment's PNGs into sweeps/<experiment>/; they are attached to the
-    parent run with the trial tables.
-    """
+    """Create or resume one study per (profile, tier) target, run their trials in rounds, record and summarise;
+    `plots(outcome, folder)` draws the PNGs attached to the parent with the trial tables."""
     search = Search.prepare(cfg, targets)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     shared = open_storage(cfg, search.dims)

@@ -23,10 +23,8 @@ class SweepResult:
 
 
 def run_sweep(cfg: DictConfig, axes: list[grid.Axis], recorder: ExperimentRecorder | None) -> SweepResult:
-    """Run the grid's points x `seeds` and record each point as a child run of the recorder's parent.
-
-    Take `axes` from `grid.axes_from_config` before opening the recorder, so a bad grid stops first.
-    """
+    """Run the grid's points x `seeds`, each point a child run of the recorder's parent. Take `axes` from
+    `grid.axes_from_config` before opening the recorder, so a bad grid stops first."""
     points = grid.expand(axes)
     per_run, seeds, point_index = grid.point_batch(points, axes, cfg.seeds, cfg.seed)
     batch = run_many(cfg, seeds, per_run, desc=f"{cfg.experiment.id} {len(points)} points x {cfg.seeds} seeds")
