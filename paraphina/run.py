@@ -1,9 +1,4 @@
-"""`python -m paraphina.run`: run the engine for one or many seeds (Hydra config), print and record.
-
-    python -m paraphina.run +profile=aggressive ticks=2000 seed=7
-    python -m paraphina.run runs=64 market=volatile
-    python -m paraphina.run -m +profile=conservative,balanced,aggressive seed=1,2
-"""
+"""`python -m paraphina.run`: run the engine for one or many seeds (Hydra config), print and record."""
 from __future__ import annotations
 
 import os

@@ -9,7 +9,7 @@ import re
 import typing
 from argparse import ArgumentTypeError
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import MissingConfigException, OverrideParseException
@@ -39,8 +39,10 @@ TEXT_ENV_KEYS: dict[str, str] = {
     "PARAPHINA_TELEMETRY_PATH": "telemetry.path",
 }
 PROFILE_ENV = "PARAPHINA_RISK_PROFILE"
-TELEMETRY_MODES = ("off", "jsonl")
-CHILD_CONFIG_MODES = ("parent", "full")
+CHOICES: dict[str, tuple[str, ...]] = {
+    "world_model.dd_statistic": DD_STATISTICS, "telemetry.mode": ("off", "jsonl"),
+    "tracking.child_config": ("parent", "full"),
+}
 MINIMUMS: dict[str, int] = {
     "seed": 0, "seeds": 1, "tracking.series_points": 1, "execution.chunk_runs": 1, "execution.threads": 0,
     "execution.serial_below": 0, "telemetry.every": 1, "world_model.session_ticks": 1,
@@ -225,25 +227,32 @@ def override_parser() -> OverridesParser:
 
 
 MAX_PLANNED_FRACTION = 0.9   # at 0.99 of a 1 % budget the runs-needed search alone takes half a minute
-
-
-def check_experiment(experiment: DictConfig) -> None:
-    """Experiment settings the schema cannot express: an appended grid only where there is a sweep, a share."""
-    if "grid" in experiment and not issubclass(OmegaConf.get_type(experiment) or dict, experiments.GridSettings):
-        raise ParaphinaError("experiment.grid: this command sweeps no grid (exp02 and exp04 do); drop the "
-                             "+experiment.grid override")
-    headroom = experiment.get("kill_headroom")
-    if headroom is not None and not 0 < headroom <= 1:
-        raise ParaphinaError(f"experiment.kill_headroom={headroom} must lie in (0, 1]: the share of a tier's kill "
-                             f"budget a preset's design estimate may use")
+RANGES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
+    ("ticks", lambda v: v <= 0, "must be a positive number of ticks, e.g. ticks=2000"),
+    ("runs", lambda v: v < 1, "must be at least 1, e.g. runs=64"),
+    ("world_model.confidence", lambda v: not 0 < v < 1, "must be between 0 and 1, e.g. 0.95"),
+    ("world_model.power", lambda v: not 0 < v < 1, "must lie strictly between 0 and 1, e.g. 0.8"),
+    ("world_model.planned_fraction", lambda v: not 0 < v <= MAX_PLANNED_FRACTION,
+     f"must lie in (0, {MAX_PLANNED_FRACTION}]: a kill rate nearer its budget needs millions of runs to show ok"),
+    ("world_model.min_n", lambda v: v < 2, "must be at least 2 (a t interval needs two runs)"),
+    ("experiment.kill_headroom", lambda v: not 0 < v <= 1,
+     "must lie in (0, 1]: the share of a tier's kill budget a preset's design estimate may use"),
+    ("engine.venues.tick_size", lambda v: min(v) <= 0, "must all be positive"),
+    *((f"market.flow.{key}", lambda v: not v > 0, "must be positive") for key in ("decay", "order_median_usd")),
+    *((f"market.flow.{key}", lambda v: v < 0, "must not be negative")
+      for key in ("jump", "cross", "informed", "order_sigma", "impact_perm", "reach_k_bps", "stressed_mult")),
+    *((key, lambda v: min(v) < 0, "must not be negative (orders per second, bps)")
+      for key in ("market.flow.rate", "market.spread.half_bps")),
+    ("market.depth.mean_usd", lambda v: min(v) <= 0, "must all be positive"),
+    ("market.flow.touch_fill_prob", lambda v: not 0 <= v <= 1, "must be a probability in [0, 1]"),
+    ("market.flow.imbalance", lambda v: not -1 < v < 1, "must be between -1 and 1"),
+)
+"""Settings with a range, the test a value out of it fails, and the message's rule (an absent setting passes);
+checked after the venue lists' lengths."""
 
 
 def validate(cfg: DictConfig) -> None:
     """Checks the schema cannot express: positive counts, venue list lengths, known modes and profiles."""
-    if cfg.ticks <= 0:
-        raise ParaphinaError(f"ticks={cfg.ticks} must be a positive number of ticks, e.g. ticks=2000")
-    if cfg.runs < 1:
-        raise ParaphinaError(f"runs={cfg.runs} must be at least 1, e.g. runs=64")
     for key, minimum in MINIMUMS.items():
         value = OmegaConf.select(cfg, key)
         values = list(value) if OmegaConf.is_list(value) else [value]
@@ -251,11 +260,9 @@ def validate(cfg: DictConfig) -> None:
             raise ParaphinaError(f"{key}={value} must be at least {minimum}")
     for key in (*POSITIVE_KEYS, *NON_NEGATIVE_KEYS):
         check_knob(key, [OmegaConf.select(cfg, key)])
-    if not 0 < cfg.world_model.confidence < 1:
-        raise ParaphinaError(f"world_model.confidence={cfg.world_model.confidence} must be between 0 and 1, e.g. 0.95")
-    if cfg.world_model.dd_statistic not in DD_STATISTICS:
-        raise ParaphinaError(f"world_model.dd_statistic={cfg.world_model.dd_statistic!r} is not one of "
-                             f"{', '.join(DD_STATISTICS)}")
+    for key, choices in CHOICES.items():
+        if OmegaConf.select(cfg, key) not in choices:
+            raise ParaphinaError(f"{key}={OmegaConf.select(cfg, key)!r} is not one of {', '.join(choices)}")
     for name, bounds in cfg.world_model.regime_envelope.items():
         if name not in REGIME_FRACTIONS:
             raise ParaphinaError(f"world_model.regime_envelope.{name} is not a regime fraction; use "
@@ -263,21 +270,11 @@ def validate(cfg: DictConfig) -> None:
         if len(bounds) != 2 or not 0.0 <= bounds[0] <= bounds[1] <= 1.0:
             raise ParaphinaError(f"world_model.regime_envelope.{name}={list(bounds)} must be [low, high] with "
                                  f"0 <= low <= high <= 1, e.g. [0.04, 0.12]")
-    if not 0 < cfg.world_model.power < 1:
-        raise ParaphinaError(f"world_model.power={cfg.world_model.power} must lie strictly between 0 and 1, e.g. 0.8")
-    if not 0 < cfg.world_model.planned_fraction <= MAX_PLANNED_FRACTION:
-        raise ParaphinaError(f"world_model.planned_fraction={cfg.world_model.planned_fraction} must lie in (0, "
-                             f"{MAX_PLANNED_FRACTION}]: a kill rate nearer its budget needs millions of runs to show ok")
     experiment = cfg.get("experiment")
-    if isinstance(experiment, DictConfig):
-        check_experiment(experiment)
-    if cfg.world_model.min_n < 2:
-        raise ParaphinaError(f"world_model.min_n={cfg.world_model.min_n} must be at least 2 (a t interval needs two runs)")
-    if cfg.telemetry.mode not in TELEMETRY_MODES:
-        raise ParaphinaError(f"telemetry.mode={cfg.telemetry.mode!r} is not one of {', '.join(TELEMETRY_MODES)}")
-    if cfg.tracking.child_config not in CHILD_CONFIG_MODES:
-        raise ParaphinaError(f"tracking.child_config={cfg.tracking.child_config!r} is not one of "
-                             f"{', '.join(CHILD_CONFIG_MODES)}")
+    if (isinstance(experiment, DictConfig) and "grid" in experiment
+            and not issubclass(OmegaConf.get_type(experiment) or dict, experiments.GridSettings)):
+        raise ParaphinaError("experiment.grid: this command sweeps no grid (exp02 and exp04 do); drop the "
+                             "+experiment.grid override")
     unknown = [key for key in cfg.tracking.child_params if OmegaConf.select(cfg, key, default=KeyError) is KeyError]
     if unknown:
         raise ParaphinaError(f"tracking.child_params names unknown config keys: {', '.join(unknown)}")
@@ -295,9 +292,15 @@ def validate(cfg: DictConfig) -> None:
                 raise ParaphinaError(f"{section}.{key} has {len(value)} values but there are {n_venues} venues")
     if min(cfg.engine.venues.base_order_size) < 0 or min(cfg.engine.venues.max_order_size) < 0:
         raise ParaphinaError("engine.venues.base_order_size and max_order_size must not be negative (TAO; 0 = no quotes)")
-    if min(cfg.engine.venues.tick_size) <= 0:
-        raise ParaphinaError(f"engine.venues.tick_size={list(cfg.engine.venues.tick_size)} must all be positive")
-    validate_market(cfg.market, cfg.engine.tick_ms / 1000.0)
+    for key, outside, rule in RANGES:
+        value = OmegaConf.select(cfg, key)
+        if value is not None and outside(value):
+            raise ParaphinaError(f"{key}={list(value) if OmegaConf.is_list(value) else value} {rule}")
+    ratio = branching_ratio(cfg.market.flow, cfg.engine.tick_ms / 1000.0)
+    if ratio >= 1:
+        raise ParaphinaError(f"market.flow branching ratio jump (1 + cross) dt / (1 - exp(-decay dt)) = {ratio:.3g} "
+                             "must be below 1 for a stationary flow; lower market.flow.jump or cross, or raise "
+                             "market.flow.decay")
 
 
 def check_telemetry_path(path: str | None) -> None:
@@ -327,31 +330,6 @@ def branching_ratio(flow: DictConfig, dt: float) -> float:
     jump (1 + cross) dt / (1 - exp(-decay dt)); the flow is stationary below 1. It tends to the
     continuous-time ratio jump (1 + cross) / decay as the tick dt shrinks."""
     return flow.jump * (1.0 + flow.cross) * dt / -math.expm1(-flow.decay * dt)
-
-
-def validate_market(market: DictConfig, dt: float) -> None:
-    """The market's order flow must be stationary and its rates, sizes and probabilities meaningful."""
-    flow = market.flow
-    for key in ("decay", "order_median_usd"):
-        if not flow[key] > 0:
-            raise ParaphinaError(f"market.flow.{key}={flow[key]} must be positive")
-    for key in ("jump", "cross", "informed", "order_sigma", "impact_perm", "reach_k_bps", "stressed_mult"):
-        if flow[key] < 0:
-            raise ParaphinaError(f"market.flow.{key}={flow[key]} must not be negative")
-    for key, values in (("market.flow.rate", flow.rate), ("market.spread.half_bps", market.spread.half_bps)):
-        if min(values) < 0:
-            raise ParaphinaError(f"{key}={list(values)} must not be negative (orders per second, bps)")
-    if min(market.depth.mean_usd) <= 0:
-        raise ParaphinaError(f"market.depth.mean_usd={list(market.depth.mean_usd)} must all be positive")
-    if not 0 <= flow.touch_fill_prob <= 1:
-        raise ParaphinaError(f"market.flow.touch_fill_prob={flow.touch_fill_prob} must be a probability in [0, 1]")
-    if not -1 < flow.imbalance < 1:
-        raise ParaphinaError(f"market.flow.imbalance={flow.imbalance} must be between -1 and 1")
-    ratio = branching_ratio(flow, dt)
-    if ratio >= 1:
-        raise ParaphinaError(f"market.flow branching ratio jump (1 + cross) dt / (1 - exp(-decay dt)) = {ratio:.3g} "
-                             "must be below 1 for a stationary flow; lower market.flow.jump or cross, or raise "
-                             "market.flow.decay")
 
 
 def to_plain(cfg: DictConfig) -> dict:

@@ -1,8 +1,5 @@
-"""PNG charts for MLflow artifacts and reports: one run's PnL and inventory, PnL across seeds, grid heatmaps.
-
-Matplotlib is imported only when a chart is drawn, and figures are drawn on the Agg canvas without
-pyplot, so no display or global figure state is involved and worker processes can plot safely.
-"""
+"""PNG charts for MLflow artifacts and reports: one run's PnL and inventory, PnL across seeds, grid heatmaps. Drawn
+on the Agg canvas without pyplot (no display, no global figure state), so worker processes can plot safely."""
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,7 +1,5 @@
-"""Read tick telemetry JSONL (the original engine's or ours) and condense it into run metrics.
-
-The JSONL reading and line-numbered checks are shared with `dataset`: both report `path:line: what is wrong`.
-"""
+"""Read tick telemetry JSONL (the original engine's or ours) and condense it into run metrics; the JSONL reading
+and line-numbered checks are shared with `dataset`, so both report `path:line: what is wrong`."""
 from __future__ import annotations
 
 import gzip

@@ -16,7 +16,7 @@ from paraphina.core.errors import ParaphinaError
 from paraphina.core.names import (DATASET_TAG, KIND_TAG, METRIC_KEYS, PARENT_TAG, RESEARCH_ROW_KIND,
                                   RESEARCH_TABLE_KIND, ROW_KEY_TAG, ROW_KNOBS)
 from paraphina.formats.dataset import ROW_FIELDS, ROW_KEYS
-from paraphina.formats.telemetry import BOOL, INT, NUMBER
+from paraphina.formats.telemetry import BOOL, INT, NUMBER, STR
 from paraphina.tracking.runs import Ending, RunRecord, RunWriter
 from paraphina.tracking.store import (all_experiment_ids, all_runs, describe, mark_stopped_runs, prepare_store,
                                       tracking_client)
@@ -74,14 +74,11 @@ def records_to_rows(runs_df: pd.DataFrame) -> pd.DataFrame:
                 f"{int(missing.sum())} run(s) lack '{key}' (e.g. run {run_id}), so they are not research rows; "
                 f"tag only research rows with {DATASET_TAG}=..."
             )
-        if field.kind is NUMBER:
-            rows[key] = pd.to_numeric(column).astype(float)
-        elif field.kind is INT:
-            rows[key] = pd.to_numeric(column).astype("int64" if field.required else "Int64")
-        elif field.kind is BOOL:
-            rows[key] = pd.to_numeric(column).astype(bool)
-        else:
+        if field.kind is STR:
             rows[key] = column.astype("str")
+        else:
+            dtype = {NUMBER: float, INT: "int64" if field.required else "Int64", BOOL: bool}[field.kind]
+            rows[key] = pd.to_numeric(column).astype(dtype)
     return rows.sort_values("timestamp_utc", kind="stable").reset_index(drop=True)
 
 

@@ -1,13 +1,5 @@
-"""`python -m paraphina.tracking.screenshots`: the README's two pictures of the MLflow UI, taken with headless
-Chromium on the tracking store in use. Not part of the tests: it needs `chromium` (apt-get install -y chromium)
-and a store with records, e.g. after
-
-    python -m paraphina.run +profile=aggressive runs=8 seed=5
-    python -m paraphina.experiments.exp03 ticks=1000 seeds=3
-    python -m paraphina.tracking.screenshots            # docs/ui-search-parent.png, docs/ui-run-series.png
-
-It serves the store the way `make ui` does, on its own port, and stops the server afterwards.
-"""
+"""`python -m paraphina.tracking.screenshots`: the README's two pictures of the MLflow UI (headless Chromium, not
+part of the tests), on the store in use served as `make ui` serves it, on its own port, stopped afterwards."""
 from __future__ import annotations
 
 import subprocess

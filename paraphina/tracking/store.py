@@ -13,7 +13,7 @@ import urllib.request
 import warnings
 from contextlib import closing, contextmanager, nullcontext
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Iterable, Iterator
 
 from paraphina.core.errors import ParaphinaError
 from paraphina.core.names import HOST_TAG, PID_STARTED_TAG, PID_TAG
@@ -22,11 +22,11 @@ from paraphina.core.stops import uninterrupted
 if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.entities import Run
-    from mlflow.store.entities import PagedList
 
 SQLITE_PREFIX = "sqlite:///"
 STORE_LOCK_NAME = ".store.lock"
 ARTIFACTS_DIR_NAME = "artifacts"
+PAGE_SIZE = 1000   # runs or experiments a search returns at once (MLflow's default)
 _CHECKPOINT_AT_EXIT: set[Path] = set()  # stores whose write-ahead log this process folds back at exit
 
 
@@ -148,28 +148,21 @@ def describe(exc: BaseException, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _every_page(search: Callable[[str | None], PagedList]) -> list:
-    """What `search(page_token)` finds, page after page: one search returns a page, so a single call can truncate."""
-    found, token = [], None
-    while True:
-        page = search(token)
-        found.extend(page)
-        token = page.token
-        if not token:
-            return found
-
-
 def all_runs(client: MlflowClient, experiment_ids: list[str], filter_string: str = "",
              order_by: list[str] | None = None) -> list[Run]:
-    """Every run a search matches."""
-    return _every_page(lambda token: client.search_runs(experiment_ids, filter_string, order_by=order_by,
-                                                         page_token=token))
+    """Every run a search matches, page after page (one search returns a page, so a single call can truncate)."""
+    from mlflow.utils import get_results_from_paginated_fn
+
+    return get_results_from_paginated_fn(lambda size, token: client.search_runs(
+        experiment_ids, filter_string, max_results=size, order_by=order_by, page_token=token), PAGE_SIZE)
 
 
 def all_experiment_ids(client: MlflowClient) -> list[str]:
-    """The ids of every active experiment."""
-    return [experiment.experiment_id for experiment in _every_page(lambda token: client.search_experiments(
-        page_token=token))]
+    """The ids of every active experiment, page after page."""
+    from mlflow.utils import get_results_from_paginated_fn
+
+    return [experiment.experiment_id for experiment in get_results_from_paginated_fn(
+        lambda size, token: client.search_experiments(max_results=size, page_token=token), PAGE_SIZE)]
 
 
 def process_identity(pid: int) -> str | None:
@@ -200,8 +193,6 @@ def process_gone(pid: int, identity: str | None) -> bool:
     if now is None:
         return Path("/proc/stat").exists()   # a zombie, or gone meanwhile; without /proc the pid answering is all
     return identity is not None and now != identity
-
-
 
 
 def process_tags() -> dict[str, str]:

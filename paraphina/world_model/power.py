@@ -1,7 +1,5 @@
-"""Runs needed for a verdict with a stated power under a stated true value, and that assumption as a line to print.
-
-Not "runs at the observed rate", which is no estimate when little is observed (0 kills of 2 runs fits a 66 % rate).
-"""
+"""Runs needed for a verdict with a stated power under a stated true value, and that assumption as a line to print
+(not "runs at the observed rate": 0 kills of 2 runs fits a 66 % rate)."""
 from __future__ import annotations
 
 import math

@@ -1,7 +1,5 @@
-"""Exp07 preset selection: the best grid points per risk tier, relaxing the budgets only with a warning.
-
-Kept apart from the experiment entry point so the ranking rule can be tested on hand-made tables.
-"""
+"""Exp07 preset selection: the best grid points per risk tier, relaxing the budgets only with a warning (apart
+from the experiment so the ranking rule can be tested on hand-made tables)."""
 from __future__ import annotations
 
 from typing import Mapping, Sequence

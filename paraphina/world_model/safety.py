@@ -1,8 +1,5 @@
-"""Exp12 safety tuner rule: shrink a preset's exposure when its measured risk overshoots the tier budget.
-
-The rule only ever reduces risk (scale <= 1). Thresholds stay parameters so the experiment
-can take them from its config.
-"""
+"""Exp12 safety tuner rule: shrink a preset's exposure when its measured risk overshoots the tier budget; the rule
+only ever reduces risk (scale <= 1)."""
 from __future__ import annotations
 
 import math

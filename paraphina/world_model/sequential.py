@@ -1,8 +1,5 @@
-"""A group-sequential test of the kill probability for `target=decisive` (ENGINE_SPEC section 7).
-
-Adding runs until a fixed-n check decides inflates its error rates; here the looks and the kill counts that stop
-at each are fixed first, so at a rate on the budget P(ever ok) and P(ever violated) each stay <= alpha.
-"""
+"""A group-sequential test of the kill probability for `target=decisive` (ENGINE_SPEC section 7): the looks and
+the kill counts that stop at each are fixed first, so at a rate on the budget P(ever ok), P(ever violated) <= alpha."""
 from __future__ import annotations
 
 import math

@@ -1,7 +1,5 @@
-"""The research summary of a dataset (global, per profile, top runs by utility), as numbers and as text.
-
-Computation and printing are apart so the CLIs, MLflow steps and tests share the same numbers.
-"""
+"""The research summary of a dataset (global, per profile, top runs by utility), as numbers and, apart, as text,
+so the CLIs, MLflow steps and tests share the same numbers."""
 from __future__ import annotations
 
 from typing import Any

@@ -1,7 +1,5 @@
-"""Risk tiers of the world model: their budgets, the risk-adjusted score and signed budget margins.
-
-Every experiment that judges a profile against a tier goes through these, so "within budget" is defined once.
-"""
+"""Risk tiers of the world model: their budgets, the risk-adjusted score and signed budget margins; every judge of
+a profile against a tier goes through these, so "within budget" is defined once."""
 from __future__ import annotations
 
 import math

@@ -1,7 +1,5 @@
-"""Budget verdicts that keep their error rates at every number of runs (ENGINE_SPEC section 7, version 2).
-
-Each check tests both sides at level alpha and carries its one-sided p-values, so alarms can be Holm-adjusted.
-"""
+"""Budget verdicts that keep their error rates at every number of runs (ENGINE_SPEC section 7, version 2): each
+check tests both sides at level alpha and carries its one-sided p-values, so alarms can be Holm-adjusted."""
 from __future__ import annotations
 
 import dataclasses
