@@ -131,8 +131,8 @@ def test_interrupted_study_resumes_without_loss_or_duplicates(tmp_path: Path, mo
     kept = {t.number: t.params for t in first.trials if t.state == TrialState.COMPLETE}
     (parent,), points = children(tmp_path, cfg.experiment.name)
     assert parent.info.status == "KILLED" and len(points) == 3   # trial 2's child is an orphan until resumed
-    # a process killed mid-round leaves its trial RUNNING (here the retry of trial 2, asked and never told);
-    # the resumed run leaves it alone until its grace period without a beat is over, then fails and retries it
+    # a process killed while asking leaves its trial RUNNING with no worker named (here the retry of trial 2,
+    # asked and never told); the resumed run fails it and asks its knobs again
     killed = first.ask()
     for d in study.search_space(cfg.experiment.space, cfg, "grid"):
         d.suggest(killed)

@@ -164,6 +164,34 @@ def test_workers_share_a_postgresql_study_and_an_mlflow_server(tmp_path: Path, p
         assert list(table["seed"]) == [0, 1] and table["eta"].iloc[0] == float(run.data.params["engine.mm.size_eta"])
 
 
+def test_a_trial_whose_worker_died_before_its_first_beat_is_asked_again(tmp_path: Path, postgres_database: str,
+                                                                        made_store: str) -> None:
+    """On PostgreSQL the heartbeat never fails a running trial that has no beat; the next worker does."""
+    def cfg(n_trials: int):
+        return compose_config(["experiment.sampler=tpe", f"experiment.n_trials={n_trials}", "experiment.batch_size=2",
+                               "ticks=60", "seeds=2", "experiment.study.name=early", "experiment.study.wait_interval=0.1",
+                               f"experiment.study.storage={postgres_database}", f"tracking.uri={made_store}",
+                               f"paths.root={tmp_path}"], "exp03", environ={})
+
+    exp03.run(cfg(2))
+    dead = optuna.load_study(study_name="early-balanced", storage=optuna.storages.RDBStorage(postgres_database)).ask()
+
+    def hung(*_: object) -> None:
+        raise TimeoutError("the worker waits on a trial no one runs")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(60)
+    try:
+        outcome = exp03.run(cfg(4))
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    trials = optuna.load_study(study_name="early-balanced", storage=optuna.storages.RDBStorage(postgres_database)).trials
+    assert trials[dead.number].state == TrialState.FAIL and len(outcome.table) == 4
+    assert [t.state for t in trials].count(TrialState.COMPLETE) == 4 and not [
+        t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+
+
 @pytest.mark.parametrize("overrides, message", [
     (["experiment.study.heartbeat_interval=5", "experiment.study.grace_period=5"],
      "heartbeat_interval=5 and grace_period=5 need 0 < heartbeat_interval < grace_period"),

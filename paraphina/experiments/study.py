@@ -456,14 +456,29 @@ class Driver:
         with self.shared.lock(), quiet_heartbeat():
             for target, study in zip(search.targets, self.studies):
                 optuna.storages.fail_stale_trials(study)
-                busy = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
-                running += busy
-                for _ in range(min(search.batch_size, search.n_trials - len(_completed(study)) - busy)):
+                busy = self._running(study)
+                running += len(busy)
+                for _ in range(min(search.batch_size, search.n_trials - len(_completed(study)) - len(busy))):
                     trial = study.ask()
                     beats.add(trial._trial_id)  # Optuna's own heartbeat thread beats by this id too
-                    trial.set_user_attr(WORKER_ATTR, self.worker)
-                    asked.append(Asked(target, study, trial, {d.name: d.suggest(trial) for d in search.dims}))
+                    knobs = {d.name: d.suggest(trial) for d in search.dims}
+                    trial.set_user_attr(WORKER_ATTR, self.worker)  # last: the trial is asked whole
+                    asked.append(Asked(target, study, trial, knobs))
         return bool(asked or running)
+
+    def _running(self, study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+        """The study's running trials, once those of workers killed while asking are failed and asked again.
+
+        A worker asks, beats and names itself on a trial under the storage's lock, so a running trial seen under
+        the lock without a worker's name was asked by a worker that died there, maybe before its first beat,
+        which the heartbeat never fails on PostgreSQL.
+        """
+        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        for trial in running:
+            if WORKER_ATTR not in trial.user_attrs:
+                study.tell(trial.number, state=TrialState.FAIL)
+                retry(study, trial, {d.name for d in self.search.dims})
+        return [t for t in running if WORKER_ATTR in t.user_attrs]
 
     def _evaluate(self, asked: list[Asked]) -> None:
         search, cfg = self.search, self.search.cfg
