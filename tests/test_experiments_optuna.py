@@ -76,7 +76,7 @@ def test_grid_sampler_reproduces_the_grid_sweep(tmp_path: Path) -> None:
     assert sorted(table["trial"]) == list(range(6))
     # the same points run as a plain grid sweep give the same numbers (common seeds, per-run knobs)
     axes = [Axis(d.name, d.key, d.values) for d in outcome.search.dims]
-    sweep = run_sweep(cfg, axes, None).summary.set_index(["eta", "vol_ref"])
+    sweep = run_sweep(cfg, axes, None).set_index(["eta", "vol_ref"])
     for row in table.itertuples():
         assert row.pnl_mean == pytest.approx(sweep.loc[(row.eta, row.vol_ref), "pnl_mean"], rel=1e-12)
     parents, points = children(tmp_path, cfg.experiment.name)

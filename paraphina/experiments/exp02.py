@@ -32,7 +32,7 @@ def run(cfg) -> pd.DataFrame:
         raise ParaphinaError(f"experiment.heatmaps names {unknown}; choose from {', '.join(SUMMARY_COLUMNS)}")
     rows, columns = axes
     with ExperimentRecorder(cfg) as recorder:
-        table = run_sweep(cfg, axes, recorder).summary
+        table = run_sweep(cfg, axes, recorder)
         plots = [plot_heatmap(table, columns.name, rows.name, value, recorder.tmp / f"exp02_heatmap_{value}.png",
                               f"Exp02 {title}, {cfg.seeds} seeds x {cfg.ticks} ticks")
                  for value, title in cfg.experiment.heatmaps.items()]

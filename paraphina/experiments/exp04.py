@@ -18,10 +18,9 @@ from paraphina.experiments.sweep import run_sweep
 def run(cfg) -> pd.DataFrame:
     axes = axes_from_config(cfg.experiment.grid, cfg)
     with ExperimentRecorder(cfg) as recorder:
-        sweep = run_sweep(cfg, axes, recorder)
-        table = sweep.summary
+        table = run_sweep(cfg, axes, recorder)
         finals = table[[f"final_{r.lower()}_frac" for r in REGIME_NAMES]].to_numpy()
-        table.insert(len(sweep.axes), "final_regime", [REGIME_NAMES[i] for i in finals.argmax(axis=1)])
+        table.insert(len(axes), "final_regime", [REGIME_NAMES[i] for i in finals.argmax(axis=1)])
         recorder.finish(tables={"exp04_risk_regime": table}, metrics=parent_metrics(table, cfg.tracking.parent_metrics))
     return table
 
