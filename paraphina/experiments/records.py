@@ -6,7 +6,7 @@ import functools
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -22,13 +22,16 @@ from paraphina.runner.recording import TrackingSession
 from paraphina.tracking.runs import RunRecord, flatten_params
 from paraphina.tracking.store import all_runs, describe, resolve_tracking_uri, tracking_client
 
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
 
 def store_uri(cfg: DictConfig) -> str:
     """The tracking URI of the config's store."""
     return resolve_tracking_uri(cfg.tracking.uri, cfg.paths.store)
 
 
-def tracking_client_of(cfg: DictConfig):
+def tracking_client_of(cfg: DictConfig) -> "MlflowClient":
     """An MlflowClient on the config's store."""
     return tracking_client(store_uri(cfg))
 

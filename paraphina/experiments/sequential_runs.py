@@ -24,7 +24,8 @@ from paraphina.world_model.tiers import RiskTier
 from paraphina.world_model.verdicts import check_tier, is_decided
 
 RunRound = Callable[[list[str], int, int], object]
-"""Runs `seeds` more seeds (from offset `start`) of these profiles and adds them to their ProfileRuns."""
+"""Runs `seeds` more seeds (from offset `start`) of these profiles and adds them to their ProfileRuns; what it
+returns is collected for the caller."""
 
 
 @dataclass

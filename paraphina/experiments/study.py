@@ -263,6 +263,10 @@ class Search:
         return cls(cfg, dims, sampler, PARETO if multi else SCORE, experiment.budgets, n_trials, experiment.batch_size,
                    composed, _varying_keys(cfg, dims, composed))
 
+    @property
+    def knob_names(self) -> set[str]:
+        return {d.name for d in self.dims}
+
     def knob_overrides(self, knobs: Mapping[str, float]) -> list[str]:
         return [f"{d.key}={knobs[d.name]!r}" for d in self.dims]
 
@@ -302,7 +306,7 @@ def print_storage_note(cfg: DictConfig) -> None:
               f"experiment.study.storage=postgresql://USER:PASSWORD@HOST/DATABASE")
 
 
-def open_storage(cfg: DictConfig, dims: Sequence[Dimension]) -> SharedStorage:
+def open_storage(cfg: DictConfig, knob_names: set[str]) -> SharedStorage:
     """The search's Optuna storage (`experiment.study.storage`, else the default journal), its heartbeat checked
     (a grace period of a few beats); a trial whose worker died is failed by the heartbeat and asked again."""
     settings = cfg.experiment.study
@@ -313,9 +317,8 @@ def open_storage(cfg: DictConfig, dims: Sequence[Dimension]) -> SharedStorage:
     if not settings.wait_interval > 0:
         raise ParaphinaError(f"experiment.study.wait_interval={settings.wait_interval} must be a positive number "
                              f"of seconds, e.g. 1")
-    names = {d.name for d in dims}
     return open_shared_storage(settings.storage or default_journal(cfg),
-                               Heartbeat(interval, grace), lambda study, trial: retry(study, trial, names))
+                               Heartbeat(interval, grace), lambda study, trial: retry(study, trial, knob_names))
 
 
 class _AskTellGridSampler(optuna.samplers.GridSampler):
@@ -333,10 +336,10 @@ def retry(study: optuna.Study, trial: optuna.trial.FrozenTrial, names: set[str])
         study.enqueue_trial(dict(trial.params), user_attrs={RETRY_ATTR: trial.number})
 
 
-def requeue(study: optuna.Study, trial: Trial, names: set[str]) -> None:
-    """Fail a trial of this worker asked but never told (an interrupt) and ask its knobs again. Called under the
-    storage's lock, as the heartbeat's failures are: a trial told meanwhile, or failed by another worker (which
-    asked it again), is left as it is."""
+def requeue(study: optuna.Study, trial: Trial | optuna.trial.FrozenTrial, names: set[str]) -> None:
+    """Fail a trial asked but never told (an interrupt, or a worker killed while asking) and ask its knobs again.
+    Called under the storage's lock, as the heartbeat's failures are: a trial told meanwhile, or failed by another
+    worker (which asked it again), is left as it is."""
     frozen = study.trials[trial.number]
     if not frozen.state.is_finished():
         study.tell(trial.number, state=TrialState.FAIL)
@@ -437,7 +440,7 @@ class Driver:
                 with self.shared.lock():
                     for a in asked:
                         if not a.told:
-                            requeue(a.study, a.trial, {d.name for d in self.search.dims})
+                            requeue(a.study, a.trial, self.search.knob_names)
             except Exception:  # the storage itself failed: the heartbeat fails what is left RUNNING
                 pass
             if isinstance(exc, KeyboardInterrupt):
@@ -476,8 +479,7 @@ class Driver:
         running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
         for trial in running:
             if WORKER_ATTR not in trial.user_attrs:
-                study.tell(trial.number, state=TrialState.FAIL)
-                retry(study, trial, {d.name for d in self.search.dims})
+                requeue(study, trial, self.search.knob_names)
         return [t for t in running if WORKER_ATTR in t.user_attrs]
 
     def _evaluate(self, asked: list[Asked]) -> None:
@@ -564,7 +566,7 @@ def run_search(cfg: DictConfig, targets: Sequence[tuple[str, str]],
     `plots(outcome, folder)` draws the PNGs attached to the parent with the trial tables."""
     search = Search.prepare(cfg, targets)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    shared = open_storage(cfg, search.dims)
+    shared = open_storage(cfg, search.knob_names)
     with shared.lock():  # the studies and their parent run are created once, however many workers start
         studies = [open_study(search, t, shared) for t in search.targets]
         uids = ",".join(s.user_attrs[UID_ATTR] for s in studies)
