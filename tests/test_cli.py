@@ -13,14 +13,16 @@ import os
 import re
 import subprocess
 import sys
+import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
 from paraphina import bench
-from paraphina.config.loading import compose_config
+from paraphina.config.loading import compose_config, files_state
 from paraphina.core.errors import ParaphinaError
 from paraphina.run import main as run_main
 
@@ -273,10 +275,6 @@ def test_multirun_runs_four_jobs(done):
     ("PARAPHINA_DAILY_LOSS_LIMIT", "engine.risk.daily_loss_limit", 1234.0),
 ])
 def test_env_overrides_and_hydra_wins(var, key, value):
-    from omegaconf import OmegaConf
-
-    from paraphina.config.loading import compose_config
-
     cfg = compose_config(["ticks=5"], environ={var: str(value)})
     assert OmegaConf.select(cfg, key) == value
     cfg = compose_config(["ticks=5", f"{key}=99.0"], environ={var: str(value)})
@@ -356,6 +354,43 @@ def test_out_of_range_numbers_stop_before_the_run(override, fragment):
 
 def test_a_still_market_is_allowed():
     assert compose_config(["market.vol_scale=0"], environ={}).market.vol_scale == 0.0
+
+
+def test_a_composition_again_is_an_equal_independent_copy():
+    first = compose_config(["+profile=aggressive", "ticks=9"], environ={})
+    expected = OmegaConf.to_container(first)
+    first.ticks, first.engine.hedge.band_base = 1, -1.0   # a caller changing its copy changes no later one
+    again = compose_config(["+profile=aggressive", "ticks=9"], environ={})
+    assert again is not first and OmegaConf.to_container(again) == expected
+    env_set = compose_config(["+profile=aggressive", "ticks=9"], environ={"PARAPHINA_HEDGE_BAND_BASE": "7"})
+    assert env_set.engine.hedge.band_base == 7.0   # the environment's overrides are part of what is reused
+
+
+def test_an_interpolating_override_is_composed_afresh():
+    """`${now:...}` reads the clock: the same command line composed twice gives two times."""
+    stamp = ["label=${now:%H%M%S%f}"]
+    first = compose_config(stamp, environ={}).label
+    time.sleep(0.002)
+    assert compose_config(stamp, environ={}).label != first
+
+
+def test_the_state_of_a_config_folder_follows_every_change_of_its_yaml_files(tmp_path):
+    (tmp_path / "group").mkdir()
+    preset = tmp_path / "group" / "preset.yaml"
+    preset.write_text("band: 150\n")
+    states = [files_state(tmp_path)]
+    (tmp_path / "notes.txt").write_text("not a config")     # not YAML: no change
+    assert files_state(tmp_path) == states[0]
+    preset.write_text("band: 1500\n")                      # edited in place
+    states.append(files_state(tmp_path))
+    staged = tmp_path / "group" / "preset.yaml.new"
+    staged.write_text("band: 1501\n")                      # the same size, moved into place (as an install does)
+    os.utime(staged, ns=(preset.stat().st_atime_ns, preset.stat().st_mtime_ns))
+    staged.replace(preset)
+    states.append(files_state(tmp_path))
+    (tmp_path / "group" / "other.yaml").write_text("band: 1\n")   # a new option
+    states.append(files_state(tmp_path))
+    assert len(set(states)) == len(states)
 
 
 def test_telemetry_folder_path_is_refused_and_leaves_nothing(tmp_path):
