@@ -182,11 +182,12 @@ SCHEMAS: dict[str, type] = {
 
 @functools.lru_cache(maxsize=None)
 def register(name: str) -> None:
-    """Put experiment `name`'s schema and primary config in Hydra's ConfigStore, once and only when it is
-    composed (building a schema costs ~30 ms); other names are left alone."""
+    """Put the engine's schema, and experiment `name`'s schema and primary config, in Hydra's ConfigStore, once
+    and only when `name` is composed (building a schema costs ~30 ms); other names are left alone."""
+    store = ConfigStore.instance()
+    store.store(group="schema", name="paraphina", node=ParaphinaConfig, package="_global_")
     if name not in SCHEMAS:
         return
-    store = ConfigStore.instance()
     store.store(group="schema", name=name, node=SCHEMAS[name], package="_global_")
     help_text = {"app_name": f"paraphina.experiments.{name}",
                  "header": f"paraphina.experiments.{name}: the settings of conf/experiment/{name}.yaml on conf/config.yaml.",

@@ -17,7 +17,7 @@ from hydra.errors import MissingConfigException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
-from paraphina.config import experiments, schema
+from paraphina.config import experiments
 from paraphina.core.cli import finite_float
 from paraphina.core.errors import ParaphinaError
 from paraphina.core.names import DD_STATISTICS, REGIME_FRACTIONS, TELEMETRY_PLACEHOLDERS
@@ -70,8 +70,6 @@ COMPOSED_KEPT = 64
 
 DATASET_NAME = re.compile(r"\w[\w.-]*")
 """A research dataset's name: a tag value that MLflow's search filter can quote, so what goes in reads back."""
-
-schema.register()
 
 
 def override_key(override: str) -> str:

@@ -5,7 +5,6 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Optional
 
-from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 
@@ -297,7 +296,3 @@ class ParaphinaConfig:
     experiment_names: dict[str, str] = field(default_factory=dict)
     experiment: Any = None
 
-
-def register() -> None:
-    """Put the schema in Hydra's ConfigStore; conf/config.yaml lists it first in its defaults."""
-    ConfigStore.instance().store(group="schema", name="paraphina", node=ParaphinaConfig, package="_global_")
