@@ -121,6 +121,16 @@ def test_the_module_runs_as_a_program(tmp_path):
     assert done.returncode == 0 and "final PnL" in done.stdout and not done.stderr
 
 
+def test_a_reader_that_stops_early_ends_the_command_quietly(tmp_path):
+    """`python -m paraphina.run ... | head -1`: the header is read, the pipe closed while the engine runs; the
+    summary's write then fails, which is no error of the command's."""
+    command = [sys.executable, "-m", "paraphina.run", "ticks=200000", NO_TRACKING, "execution.progress_after_s=600"]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path, env=_env({})) as run:
+        assert run.stdout.readline().startswith(b"paraphina  profile=")
+        run.stdout.close()
+        assert (run.wait(timeout=TIMEOUT_S), run.stderr.read()) == (0, b"")
+
+
 def _ok(d: Done) -> None:
     assert d.returncode == 0, f"{d.args}: rc {d.returncode}\n{d.stdout}\n{d.stderr}"
     assert "Traceback" not in d.stderr

@@ -12,7 +12,7 @@ from omegaconf.errors import OmegaConfBaseException
 from paraphina.config import experiments
 from paraphina.config.loading import (CONF_DIR, compose_config, env_overrides, explain_hydra_error,
                                       reject_appended_keys, resolve, validate)
-from paraphina.core.cli import cli_errors, fail_after
+from paraphina.core.cli import cli_errors, fail_after, reader_stopped
 from paraphina.core.errors import ParaphinaError
 
 FULL_ERROR_ENV = "HYDRA_FULL_ERROR"   # Hydra raises its errors instead of printing them over several lines
@@ -50,6 +50,8 @@ def hydra_command(config_name: str, task: Callable[[DictConfig], object],
             task(with_environment(cfg, config_name, ignored_env))
         except ParaphinaError as exc:
             fail_after(str(exc), exc)
+        except BrokenPipeError:   # Hydra's job runner would print the job's overrides as its error first
+            reader_stopped()
         except OmegaConfBaseException as exc:
             fail_after(explain_hydra_error(exc), exc)
 

@@ -27,6 +27,13 @@ def fail_after(message: str, exc: BaseException, code: int = EXIT_USER_ERROR) ->
     fail("; ".join([message, *end_open_work(exc)]), code)
 
 
+def reader_stopped() -> NoReturn:
+    """End quietly with status 0: the output was piped into a command that stopped reading (e.g. head), and the
+    interpreter's flush of stdout at exit would fail again on stderr."""
+    sys.stderr.close()
+    raise SystemExit(0)
+
+
 def cli_errors(main: Callable[..., T]) -> Callable[..., T]:
     """Wrap a command-line entry point so ParaphinaError ends the program with a one-line message, and SIGINT or
     SIGTERM with one line saying what became of the unfinished work (see `core.stops`).
@@ -45,9 +52,8 @@ def cli_errors(main: Callable[..., T]) -> Callable[..., T]:
                 return main(*args, **kwargs)
         except ParaphinaError as exc:
             fail_after(str(exc), exc)
-        except BrokenPipeError:  # output piped into a command that stopped reading (e.g. head)
-            sys.stderr.close()
-            raise SystemExit(0)
+        except BrokenPipeError:
+            reader_stopped()
         except KeyboardInterrupt as exc:  # exit status 128 + the signal's number, as a shell reports it
             signum = exc.signum if isinstance(exc, Stopped) else signal.SIGINT
             fail_after(f"stopped by {signal.Signals(signum).name}", exc, 128 + signum)
