@@ -162,7 +162,7 @@ def compose_config(overrides: Sequence[str] = (), config_name: str = "config",
     """Compose conf/ with the environment's and the caller's overrides; resolve; validate; raise ParaphinaError.
 
     The same composition again in one process (a command composes each profile every round) is a copy of the
-    first, 15x faster, unless a file of conf/ changed since (an installed preset, an edit in a notebook) or an
+    first, about 20x faster, unless a file of conf/ changed since (an installed preset, an edit in a notebook) or an
     override interpolates (`${...}` may read the clock or the environment)."""
     environ = os.environ if environ is None else environ
     overrides = list(overrides)
