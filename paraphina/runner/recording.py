@@ -98,7 +98,11 @@ def open_session(cfg: DictConfig) -> Future[TrackingSession]:
         load_plotting()
         return session
 
-    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="tracking-open").submit(opened)
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tracking-open")
+    try:
+        return pool.submit(opened)
+    finally:
+        pool.shutdown(wait=False)   # its thread ends once the session is open, not when the interpreter exits
 
 
 @dataclass
