@@ -155,6 +155,35 @@ def test_interrupted_study_resumes_without_loss_or_duplicates(tmp_path: Path, mo
 
 
 @pytest.mark.usefixtures("store")
+def test_a_grid_point_asked_in_part_when_the_worker_stopped_is_run_later(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C (or a kill) after a grid trial's first knob is set leaves a running trial holding part of a point:
+    the next run fails it and still runs every point of the grid, none twice."""
+    overrides = (*TINY_GRID, "experiment.batch_size=2")
+    suggest, knobs_set = study.Dimension.suggest, []
+
+    def interrupt_at_the_fourth_knob(self: study.Dimension, trial):  # trial 1's second knob
+        knobs_set.append(self.name)
+        if len(knobs_set) == 4:
+            raise KeyboardInterrupt
+        return suggest(self, trial)
+
+    monkeypatch.setattr(study.Dimension, "suggest", interrupt_at_the_fourth_knob)
+    with pytest.raises(ParaphinaError, match="interrupted"):
+        exp03.run(compose(tmp_path, "exp03", *overrides))
+    monkeypatch.setattr(study.Dimension, "suggest", suggest)
+    partial = load(tmp_path, "exp03-grid-60x2-balanced").trials[1]
+    assert partial.state == TrialState.RUNNING and list(partial.params) == ["eta"]
+
+    exp03.run(compose(tmp_path, "exp03", *overrides))
+    trials = load(tmp_path, "exp03-grid-60x2-balanced").trials
+    complete = [tuple(sorted(t.params.items())) for t in trials if t.state == TrialState.COMPLETE]
+    assert trials[1].state == TrialState.FAIL
+    assert sorted(complete) == sorted((("eta", e), ("vol_ref", v))
+                                      for e, v in itertools.product([0.05, 0.2], [0.0001, 0.0002, 0.0004]))
+
+
+@pytest.mark.usefixtures("store")
 def test_one_engine_batch_per_round_and_constraints_visible(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
     original = study.run_many
@@ -241,6 +270,7 @@ def test_a_search_range_below_a_knobs_sign_stops(tmp_path: Path) -> None:
     ("experiment.space.eta.low=0.0x5", "bad value for 'experiment.space.eta.low'"),
     ("experiment.space.eta.key=engine.venues.names", "not a numeric knob"),
     ("experiment.sampler=tpee", "expected one of \\[grid, tpe, nsga2\\]"),
+    ("experiment.seed=-1", "experiment.seed=-1 must be at least 0"),
 ])
 def test_search_space_typo_stops_before_any_trial(tmp_path: Path, override: str, message: str) -> None:
     with pytest.raises(ParaphinaError, match=message) as error:

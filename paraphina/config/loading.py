@@ -47,10 +47,11 @@ CHOICES: dict[str, tuple[str, ...]] = {
 MINIMUMS: dict[str, int] = {
     "seed": 0, "seeds": 1, "tracking.series_points": 1, "execution.chunk_runs": 1, "execution.threads": 0,
     "execution.serial_below": 0, "telemetry.every": 1, "world_model.session_ticks": 1,
-    # the experiments' counts, where the config has them
-    "experiment.n_trials": 1, "experiment.batch_size": 1, "experiment.show_top": 1, "experiment.top_n": 1,
-    "experiment.summary_top": 1, "runs_per_profile": 1, "experiment.decisive.max_runs_per_profile": 1,
-    "experiment.decisive.looks": 1, "experiment.batch_sizes": 1, "experiment.thread_counts": 1,
+    # the experiments' seeds and counts, where the config has them
+    "experiment.seed": 0, "experiment.n_trials": 1, "experiment.batch_size": 1, "experiment.show_top": 1,
+    "experiment.top_n": 1, "experiment.summary_top": 1, "runs_per_profile": 1,
+    "experiment.decisive.max_runs_per_profile": 1, "experiment.decisive.looks": 1, "experiment.batch_sizes": 1,
+    "experiment.thread_counts": 1,
 }
 """Smallest values of counts; a list (the benchmark's batch sizes) is checked value by value."""
 POSITIVE_KEYS: dict[str, str] = {

@@ -3,6 +3,7 @@ vectorised over runs); the studies' shared storage lets a rerun resume them and 
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 import os
 import re
@@ -239,6 +240,7 @@ class Search:
     batch_size: int
     targets: list[Target]
     varying: list[str]            # config keys given per run in a round's engine batch
+    grid: list[dict[str, float]]  # the grid sampler's points in the order they are run (its seed's shuffle)
 
     @classmethod
     def prepare(cls, cfg: DictConfig, targets: Sequence[tuple[str, str]]) -> Search:
@@ -260,8 +262,11 @@ class Search:
         for target in composed:  # the range ends compose for every target, before any trial runs
             for end in ("low", "high"):
                 with_overrides(target.base, [f"{d.key}={getattr(d, end)!r}" for d in dims])
+        points = list(itertools.product(*(d.values for d in dims))) if sampler == "grid" else []
+        order = np.random.default_rng(experiment.seed).permutation(len(points))
         return cls(cfg, dims, sampler, PARETO if multi else SCORE, experiment.budgets, n_trials, experiment.batch_size,
-                   composed, _varying_keys(cfg, dims, composed))
+                   composed, _varying_keys(cfg, dims, composed),
+                   [{d.name: float(v) for d, v in zip(dims, points[i])} for i in order])
 
     @property
     def knob_names(self) -> set[str]:
@@ -280,7 +285,7 @@ class Search:
         used = ("values",) if grid_sampler else ("low", "high", "log")
         return flatten_params({
             "sampler": self.sampler, "objective": list(self.objective), "budgets": self.budgets,
-            **({"grid_seed": self.cfg.experiment.seed} if grid_sampler else {}),  # it maps trial numbers to points
+            **({"grid_seed": self.cfg.experiment.seed} if grid_sampler else {}),  # it orders the points
             "tier": asdict(target.tier), "ticks": self.cfg.ticks, "seeds": self.cfg.seeds, "seed": self.cfg.seed,
             "overrides": target.overrides,
             "space": {d.name: {"key": d.key, **{k: getattr(d, k) for k in used}} for d in self.dims}})
@@ -319,15 +324,6 @@ def open_storage(cfg: DictConfig, knob_names: set[str]) -> SharedStorage:
                              f"of seconds, e.g. 1")
     return open_shared_storage(settings.storage or default_journal(cfg),
                                Heartbeat(interval, grace), lambda study, trial: retry(study, trial, knob_names))
-
-
-class _AskTellGridSampler(optuna.samplers.GridSampler):
-    """GridSampler without its end-of-grid `study.stop()`, which raises outside `study.optimize`
-    (optuna#4121, #5141); the driver stops asking by itself when a study has its trials."""
-
-    def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial, state: TrialState,
-                    values: Sequence[float] | None) -> None:
-        return None
 
 
 def retry(study: optuna.Study, trial: optuna.trial.FrozenTrial, names: set[str]) -> None:
@@ -370,16 +366,15 @@ def open_study(search: Search, target: Target, shared: SharedStorage) -> optuna.
                              f"with experiment.study.name=NAME")
     joined = int(study.user_attrs.get(WORKERS_ATTR, 0))
     study.set_user_attr(WORKERS_ATTR, joined + 1)
-    # The grid's order comes from the seed, so it stays fixed. Other samplers get a stream of their own per
-    # study (the profiles would otherwise be searched in lockstep) and per worker, counting a resumed run as
-    # a new worker (the same seed would replay the trials of the first worker).
-    seed = int(search.cfg.experiment.seed)
-    if search.sampler == "grid":
-        study.sampler = _AskTellGridSampler({d.name: list(d.values) for d in search.dims}, seed=seed)
-    else:
-        seed = zlib.crc32(f"{seed}:{target.study_name}:{joined}".encode())
-        study.sampler = (optuna.samplers.TPESampler(seed=seed) if search.sampler == "tpe" else
-                         optuna.samplers.NSGAIISampler(population_size=max(2, search.batch_size), seed=seed))
+    # A grid's trials are its points, enqueued one by one (`Driver._ask_trial`): no sampler draws them.
+    # Other samplers get a stream of their own per study (the profiles would otherwise be searched in
+    # lockstep) and per worker, counting a resumed run as a new worker (the same seed would replay the trials
+    # of the first worker).
+    seed = zlib.crc32(f"{search.cfg.experiment.seed}:{target.study_name}:{joined}".encode())
+    if search.sampler == "tpe":
+        study.sampler = optuna.samplers.TPESampler(seed=seed)
+    elif search.sampler == "nsga2":
+        study.sampler = optuna.samplers.NSGAIISampler(population_size=max(2, search.batch_size), seed=seed)
     return study
 
 
@@ -462,12 +457,23 @@ class Driver:
                 busy = self._running(study)
                 running += len(busy)
                 for _ in range(min(search.batch_size, search.n_trials - len(_completed(study)) - len(busy))):
-                    trial = study.ask()
+                    trial = self._ask_trial(study)
                     beats.add(trial._trial_id)  # Optuna's own heartbeat thread beats by this id too
                     knobs = {d.name: d.suggest(trial) for d in search.dims}
                     trial.set_user_attr(WORKER_ATTR, self.worker)  # last: the trial is asked whole
                     asked.append(Asked(target, study, trial, knobs))
         return bool(asked or running)
+
+    def _ask_trial(self, study: optuna.Study) -> Trial:
+        """The next trial: a waiting one (a retry) first; on a grid, else the first point no trial has done or
+        runs. Optuna's GridSampler counts a failed trial's point as done, so the point of a trial asked in part
+        (its worker stopped between two knobs) would never run; here it runs again."""
+        waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+        if self.search.grid and not waiting:
+            taken = [t.params for t in study.get_trials(deepcopy=False,
+                                                        states=(TrialState.COMPLETE, TrialState.RUNNING))]
+            study.enqueue_trial(next(p for p in self.search.grid if p not in taken))
+        return study.ask()
 
     def _running(self, study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
         """The study's running trials, once those of workers killed while asking are failed and asked again.
