@@ -14,14 +14,17 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Callable, Sequence
 
 import optuna
 import pandas as pd
+import psycopg
 import pytest
 from mlflow import MlflowClient
+from omegaconf import DictConfig
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
@@ -30,6 +33,7 @@ from paraphina.core.errors import ParaphinaError
 from paraphina.core.names import PARENT_TAG, STUDY_TAG, TRIAL_TAG
 from paraphina.experiments import exp03
 from paraphina.experiments import study as search
+from paraphina.experiments.records import ExperimentRecorder
 
 ROOT = Path(__file__).resolve().parents[1]
 TRIALS = 12
@@ -164,14 +168,19 @@ def test_workers_share_a_postgresql_study_and_an_mlflow_server(tmp_path: Path, p
         assert list(table["seed"]) == [0, 1] and table["eta"].iloc[0] == float(run.data.params["engine.mm.size_eta"])
 
 
+def small_search(tmp_path: Path, storage: str, tracking: str, name: str, *overrides: str) -> DictConfig:
+    """An in-process Exp03 TPE search of tiny trials, two a round, on `storage`, recording to `tracking`."""
+    return compose_config(["experiment.sampler=tpe", "experiment.batch_size=2", "ticks=60", "seeds=2",
+                           f"experiment.study.name={name}", "experiment.study.wait_interval=0.1",
+                           f"experiment.study.storage={storage}", f"tracking.uri={tracking}", f"paths.root={tmp_path}",
+                           *overrides], "exp03", environ={})
+
+
 def test_a_trial_whose_worker_died_before_its_first_beat_is_asked_again(tmp_path: Path, postgres_database: str,
                                                                         made_store: str) -> None:
     """On PostgreSQL the heartbeat never fails a running trial that has no beat; the next worker does."""
     def cfg(n_trials: int):
-        return compose_config(["experiment.sampler=tpe", f"experiment.n_trials={n_trials}", "experiment.batch_size=2",
-                               "ticks=60", "seeds=2", "experiment.study.name=early", "experiment.study.wait_interval=0.1",
-                               f"experiment.study.storage={postgres_database}", f"tracking.uri={made_store}",
-                               f"paths.root={tmp_path}"], "exp03", environ={})
+        return small_search(tmp_path, postgres_database, made_store, "early", f"experiment.n_trials={n_trials}")
 
     exp03.run(cfg(2))
     dead = optuna.load_study(study_name="early-balanced", storage=optuna.storages.RDBStorage(postgres_database)).ask()
@@ -190,6 +199,42 @@ def test_a_trial_whose_worker_died_before_its_first_beat_is_asked_again(tmp_path
     assert trials[dead.number].state == TrialState.FAIL and len(outcome.table) == 4
     assert [t.state for t in trials].count(TrialState.COMPLETE) == 4 and not [
         t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+
+
+def test_a_lost_database_stops_the_search_in_one_line_and_the_rerun_resumes(
+        tmp_path: Path, postgres_url: str, postgres_database: str, made_store: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The study's database goes away after the third trial is recorded: the worker's beats skip, its next use of
+    the storage ends the command in one line; once the database is back the same command completes the study."""
+    database = postgres_database.rsplit("/", 1)[1]
+
+    def connections(allowed: bool) -> None:
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            admin.execute(f"ALTER DATABASE {database} ALLOW_CONNECTIONS {str(allowed).lower()}")
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", [database])
+
+    record, recorded, thread_errors = ExperimentRecorder.log_point, [], []
+
+    def lose_the_database_at_the_third(self: ExperimentRecorder, *args: object, **kwargs: object) -> str:
+        recorded.append(record(self, *args, **kwargs))
+        if len(recorded) == 3:
+            connections(False)
+            time.sleep(1.5)   # past a heartbeat interval: the beat thread meets the lost database first
+        return recorded[-1]
+
+    overrides = ("experiment.n_trials=6", "experiment.study.heartbeat_interval=1", "experiment.study.grace_period=2")
+    monkeypatch.setattr(ExperimentRecorder, "log_point", lose_the_database_at_the_third)
+    monkeypatch.setattr(threading, "excepthook", thread_errors.append)
+    with pytest.raises(ParaphinaError, match=f"lost the Optuna storage {postgres_database}: .*(terminating connection|"
+                                             "not currently accepting connections).*run the same command again"):
+        exp03.run(small_search(tmp_path, postgres_database, made_store, "lost", *overrides))
+    assert thread_errors == [] and len(recorded) == 3
+    monkeypatch.setattr(ExperimentRecorder, "log_point", record)
+    connections(True)
+    outcome = exp03.run(small_search(tmp_path, postgres_database, made_store, "lost", *overrides))
+    trials = optuna.load_study(study_name="lost-balanced", storage=optuna.storages.RDBStorage(postgres_database)).trials
+    complete = [tuple(sorted(t.params.items())) for t in trials if t.state == TrialState.COMPLETE]
+    assert len(outcome.table) == 6 and len(set(complete)) == len(complete) == 6
 
 
 @pytest.mark.parametrize("overrides, message", [

@@ -412,7 +412,7 @@ class Driver:
         total = self.search.n_trials * len(self.studies)
         with (tqdm(total=total, initial=self._done(), desc=f"{self.search.cfg.experiment.id} trials",
                    unit="trial") as bar,
-              TrialBeats(self.shared.storage, self.shared.storage.get_heartbeat_interval()) as beats):
+              TrialBeats(self.shared) as beats):
             while self._round(beats):
                 bar.update(self._done() - bar.n)
 
@@ -573,15 +573,17 @@ def run_search(cfg: DictConfig, targets: Sequence[tuple[str, str]],
     search = Search.prepare(cfg, targets)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     shared = open_storage(cfg, search.knob_names)
-    with shared.lock():  # the studies and their parent run are created once, however many workers start
+    # the studies and their parent run are created once, under the lock, however many workers start
+    with shared.loss_stops_the_command(), shared.lock():
         studies = [open_study(search, t, shared) for t in search.targets]
         uids = ",".join(s.user_attrs[UID_ATTR] for s in studies)
         recorder = ExperimentRecorder(cfg, {STUDY_UIDS_TAG: uids}, resume_tag=STUDY_UIDS_TAG)
     with recorder:
-        Driver(search, studies, recorder, shared).run()
-        drop_orphans(recorder, studies)
-        outcome = SearchOutcome(search, [study_outcome(search, t, s) for t, s in zip(search.targets, studies)],
-                                shared.label)
+        with shared.loss_stops_the_command():
+            Driver(search, studies, recorder, shared).run()
+            drop_orphans(recorder, studies)
+            outcome = SearchOutcome(search, [study_outcome(search, t, s) for t, s in zip(search.targets, studies)],
+                                    shared.label)
         experiment_id = cfg.experiment.id
         metrics = {}
         for s in outcome.studies:

@@ -50,6 +50,19 @@ class SharedStorage:
     storage: BaseStorage
     label: str
     lock: Callable[[], AbstractContextManager[None]]
+    failures: tuple[type[BaseException], ...]   # what the storage raises when it is lost (a database down, a disk full)
+
+    @contextmanager
+    def loss_stops_the_command(self) -> Iterator[None]:
+        """A storage lost mid-search ends the command in one line: the completed trials are in the storage, and
+        the same command resumes them once it is back."""
+        try:
+            yield
+        except self.failures as exc:
+            while exc.__cause__ is not None:   # Optuna's message is generic; the driver's says what happened
+                exc = exc.__cause__
+            raise ParaphinaError(f"lost the Optuna storage {self.label}: {describe(exc)}; the completed trials are "
+                                 f"kept there: run the same command again once it is back") from None
 
 
 @contextmanager
@@ -150,7 +163,7 @@ def open_shared_storage(setting: str | Path, heartbeat: Heartbeat, on_stale: Sta
     except Exception as exc:  # drivers and databases raise many types
         raise ParaphinaError(f"cannot open the Optuna storage {label}: {describe(exc)}; "
                              f"check experiment.study.storage") from exc
-    return SharedStorage(storage, label, lock)
+    return SharedStorage(storage, label, lock, (optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError))
 
 
 def _journal(path: Path, heartbeat: Heartbeat, on_stale: StaleCallback) -> SharedStorage:
@@ -161,18 +174,20 @@ def _journal(path: Path, heartbeat: Heartbeat, on_stale: StaleCallback) -> Share
     except OSError as exc:
         raise ParaphinaError(f"cannot open the Optuna journal {path} ({exc.strerror}); "
                              f"set experiment.study.storage to a writable file") from exc
-    return SharedStorage(storage, str(path), functools.partial(file_lock, _lock_path(path)))
+    return SharedStorage(storage, str(path), functools.partial(file_lock, _lock_path(path)), (OSError,))
 
 
 class TrialBeats:
-    """A thread that beats the trials this worker runs, every `interval` seconds, until they are dropped.
+    """A thread that beats the trials this worker runs, every heartbeat interval, until they are dropped.
 
     A beat on a trial another worker has meanwhile failed (this worker was judged dead) is refused by the
-    storage; the trial is dropped here and its tell is refused the same way.
+    storage; the trial is dropped here and its tell is refused the same way. A beat the lost storage refuses is
+    skipped: the worker's next use of the storage says it is lost.
     """
 
-    def __init__(self, storage: BaseStorage, interval: int) -> None:
-        self.storage, self.interval = storage, interval
+    def __init__(self, shared: SharedStorage) -> None:
+        self.storage, self.failures = shared.storage, shared.failures
+        self.interval = shared.storage.get_heartbeat_interval()
         self._ids: set[int] = set()
         self._guard = threading.Lock()
         self._stop = threading.Event()
@@ -193,6 +208,8 @@ class TrialBeats:
             self.storage.record_heartbeat(trial_id)
         except optuna.exceptions.UpdateFinishedTrialError:
             self.drop([trial_id])
+        except self.failures:
+            pass
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
