@@ -66,6 +66,8 @@ COMMANDS: dict[str, tuple[list[str], dict[str, str], list[str]]] = {
                       {"PARAPHINA_TELEMETRY_MODE": "jsonl", "PARAPHINA_TELEMETRY_PATH": "tel/run.jsonl"}, []),
     "help": (["--help"], {}, []),
     "cfg_job": (["--cfg", "job", NO_TRACKING], {}, []),
+    "cfg_job_env": (["--cfg", "job", NO_TRACKING], {"PARAPHINA_HEDGE_BAND_BASE": "7",
+                                                     "PARAPHINA_RISK_PROFILE": "aggressive"}, []),
     "multirun": (["-m", "+profile=conservative,aggressive", "seed=1,2", "ticks=50", NO_TRACKING], {}, []),
     "sweep_without_m": (["seed=1,2", "ticks=5", NO_TRACKING], {}, []),
     "hydra_folders_asked": (["ticks=5", NO_TRACKING, "hydra.run.dir=out", "hydra.output_subdir=.hydra"], {}, []),
@@ -264,6 +266,12 @@ def test_cfg_job_prints_the_config(done):
     assert "final PnL" not in d.stdout  # printing the config does not run the engine
 
 
+def test_cfg_job_shows_what_the_environment_sets(done):
+    d = done["cfg_job_env"]
+    _ok(d)
+    assert "band_base: 7.0" in d.stdout and "profile_name: aggressive" in d.stdout
+
+
 def test_multirun_runs_four_jobs(done):
     d = done["multirun"]
     _ok(d)
@@ -355,6 +363,14 @@ def test_bench_reports_an_error_in_its_measuring_process():
     ("engine.risk.daily_loss_limit=0", "engine.risk.daily_loss_limit=0.0 must be positive"),
     ("market.vol_scale=-1", "market.vol_scale=-1.0 must not be negative (it is the factor on both regimes' "
                             "volatility; 0 gives a still market)"),
+    # each of these divides in the engine: 0 crashed the run, a negative value ran on nonsense
+    ("engine.volatility.vol_ref=0", "engine.volatility.vol_ref=0.0 must be positive"),
+    ("engine.risk.delta_hard_limit_usd_base=0", "engine.risk.delta_hard_limit_usd_base=0.0 must be positive"),
+    ("engine.toxicity.vol_tox_scale=0", "engine.toxicity.vol_tox_scale=0.0 must be positive"),
+    ("engine.toxicity.markout_tox_scale_bps=-8", "engine.toxicity.markout_tox_scale_bps=-8.0 must be positive"),
+    ("engine.mm.size_eta=-1", "engine.mm.size_eta=-1.0 must not be negative"),
+    ("engine.hedge.band_base=-5", "engine.hedge.band_base=-5.0 must not be negative"),
+    ("engine.hedge.hedge_max_step=-1", "engine.hedge.hedge_max_step=-1.0 must not be negative"),
 ])
 def test_out_of_range_numbers_stop_before_the_run(override, fragment):
     with pytest.raises(ParaphinaError) as error:
@@ -362,8 +378,9 @@ def test_out_of_range_numbers_stop_before_the_run(override, fragment):
     assert fragment in str(error.value) and "\n" not in str(error.value)
 
 
-def test_a_still_market_is_allowed():
-    assert compose_config(["market.vol_scale=0"], environ={}).market.vol_scale == 0.0
+def test_a_still_market_and_no_hedge_band_are_allowed():
+    cfg = compose_config(["market.vol_scale=0", "engine.hedge.band_base=0", "engine.mm.size_eta=0"], environ={})
+    assert (cfg.market.vol_scale, cfg.engine.hedge.band_base, cfg.engine.mm.size_eta) == (0.0, 0.0, 0.0)
 
 
 def test_a_composition_again_is_an_equal_independent_copy():

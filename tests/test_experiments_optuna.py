@@ -240,6 +240,17 @@ def test_a_profile_s_own_knobs_never_become_overrides_of_the_others(tmp_path: Pa
     assert sorted(study.run_overrides(applied)) == ["engine.mm.size_eta=0.07", "ticks=60"]   # relative to it
 
 
+def test_a_knob_set_by_the_environment_is_an_override_of_the_trials(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A trial's rerun command, and the study's definition a resume must match, carry what PARAPHINA_* set."""
+    monkeypatch.setenv("PARAPHINA_HEDGE_BAND_BASE", "7")
+    cfg = compose_config([f"paths.root={tmp_path}", "ticks=60", "seeds=2"], "exp03")
+    assert cfg.engine.hedge.band_base == 7.0
+    search = study.Search.prepare(cfg, [("balanced", "balanced")])
+    assert "engine.hedge.band_base=7.0" in search.targets[0].overrides
+    assert "engine.hedge.band_base=7.0" in search.command(search.targets[0], {"eta": 0.1, "vol_ref": 1e-4})
+
+
 @pytest.mark.usefixtures("store")
 def test_trial_config_is_the_cli_config_and_the_command_reruns_it(tmp_path: Path) -> None:
     cfg = compose(tmp_path, "exp03", "experiment.sampler=tpe", "experiment.n_trials=2", "experiment.batch_size=2",

@@ -1,5 +1,5 @@
 """Hydra's app runner for every entry point (so `-m`, `--cfg job` and `--help` work everywhere), with one-line
-errors and the original PARAPHINA_* variables applied under the command line's overrides."""
+errors and the original PARAPHINA_* variables given to Hydra as overrides under the command line's."""
 from __future__ import annotations
 
 import os
@@ -10,22 +10,16 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from paraphina.config import experiments
-from paraphina.config.loading import (CONF_DIR, compose_config, env_overrides, explain_hydra_error,
-                                      reject_appended_keys, resolve, validate)
+from paraphina.config.loading import CONF_DIR, env_overrides, explain_hydra_error, reject_appended_keys, resolve, validate
 from paraphina.core.cli import cli_errors, fail_after, reader_stopped
 from paraphina.core.errors import ParaphinaError
 
 FULL_ERROR_ENV = "HYDRA_FULL_ERROR"   # Hydra raises its errors instead of printing them over several lines
 
 
-def with_environment(cfg: DictConfig, config_name: str, ignored_env: Sequence[str] = ()) -> DictConfig:
-    """A job's config, resolved and checked, with the original environment variables applied under the command
-    line: when one is set, the config is composed again from them and the job's own overrides."""
-    environ = {k: v for k, v in os.environ.items() if k not in ignored_env}
-    overrides = task_overrides()
-    reject_appended_keys(overrides)
-    if env_overrides(environ, overrides):
-        return compose_config(overrides, config_name, environ)
+def checked(cfg: DictConfig) -> DictConfig:
+    """A job's config, resolved and checked as `compose_config` checks one."""
+    reject_appended_keys(task_overrides())
     resolve(cfg)
     validate(cfg)
     return cfg
@@ -41,13 +35,15 @@ def task_overrides() -> list[str]:
 def hydra_command(config_name: str, task: Callable[[DictConfig], object],
                   ignored_env: Sequence[str] = ()) -> Callable[..., None]:
     """The `main` of an entry point: Hydra's app runner on the primary config `config_name`, each job's config
-    (see `with_environment`) handed to `task`."""
+    (see `checked`) handed to `task`. The PARAPHINA_* variables not in `ignored_env` become overrides of the
+    command line for the keys it does not set, so `--cfg job`, the jobs and Hydra's record of their overrides
+    all show what runs."""
     import hydra
     from hydra.errors import HydraException
 
     def job(cfg: DictConfig) -> None:
         try:  # a job's exception would be logged over several lines by Hydra's job runner
-            task(with_environment(cfg, config_name, ignored_env))
+            task(checked(cfg))
         except ParaphinaError as exc:
             fail_after(str(exc), exc)
         except BrokenPipeError:   # Hydra's job runner would print the job's overrides as its error first
@@ -62,7 +58,9 @@ def hydra_command(config_name: str, task: Callable[[DictConfig], object],
         """Run the command line `argv` (default: this process's) through Hydra; tests call it in-process."""
         experiments.register(config_name)
         saved = sys.argv, os.environ.get(FULL_ERROR_ENV)
-        sys.argv = sys.argv if argv is None else [sys.argv[0], *argv]
+        given = sys.argv[1:] if argv is None else list(argv)
+        environ = {k: v for k, v in os.environ.items() if k not in ignored_env}
+        sys.argv = [sys.argv[0], *given, *env_overrides(environ, given)]
         os.environ[FULL_ERROR_ENV] = "1"
         try:
             app()

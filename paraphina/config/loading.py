@@ -59,9 +59,16 @@ POSITIVE_KEYS: dict[str, str] = {
     "market.outage.mean_ticks": "ticks an outage lasts on average",
     "market.s0": "the starting price in USD",
     "engine.risk.daily_loss_limit": "the session loss in USD that fires the kill switch",
+    "engine.risk.delta_hard_limit_usd_base": "the delta hard limit in USD that the volatility ratio scales",
+    "engine.volatility.vol_ref": "the reference volatility that the volatility ratio divides by",
+    "engine.toxicity.vol_tox_scale": "the excess of local over effective volatility that makes a venue toxic",
+    "engine.toxicity.markout_tox_scale_bps": "the adverse markout in bps that makes a venue toxic",
 }
 NON_NEGATIVE_KEYS: dict[str, str] = {
     "market.vol_scale": "the factor on both regimes' volatility; 0 gives a still market",
+    "engine.mm.size_eta": "the quote size's shrinkage with inventory; 0 keeps the base size",
+    "engine.hedge.band_base": "the inventory band in TAO the hedge leaves alone; 0 hedges all of it",
+    "engine.hedge.hedge_max_step": "the most TAO one hedge order may take; 0 never hedges",
 }
 """Engine and market knobs with a sign, and what they mean (for the message): checked in the config and in
 the values a grid or a search gives them per run."""

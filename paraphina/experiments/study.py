@@ -172,8 +172,9 @@ def run_overrides(cfg: DictConfig, skip: Sequence[str] = ()) -> list[str]:
     sections = (*grid.PER_RUN_SECTIONS, "ticks")
     mine = flat_config(cfg, sections)
     # cfg is the centre unless composed with +profile (its profile_name names the default profile either way):
-    # measure against whichever of the two it is, so a profile's own knobs never become overrides of the others'
-    plain, profiled = compose_config([]), compose_config([f"+profile={cfg.profile_name}"])
+    # measure against whichever of the two it is, so a profile's own knobs never become overrides of the others'.
+    # Both are composed without the environment, so what a PARAPHINA_* variable set becomes an override too.
+    plain, profiled = compose_config([], environ={}), compose_config([f"+profile={cfg.profile_name}"], environ={})
 
     def agreement(other: DictConfig) -> int:
         return sum(mine.get(key) == text for key, text in flat_config(other, sections).items())
@@ -185,7 +186,7 @@ def run_overrides(cfg: DictConfig, skip: Sequence[str] = ()) -> list[str]:
     scenario = cfg.market.scenario
     if scenario != composed.market.scenario and (CONF_DIR / "market" / f"{scenario}.yaml").is_file():
         group = [f"market={scenario}"]
-        composed = compose_config(reference + group)
+        composed = compose_config(reference + group, environ={})
     theirs = flat_config(composed, sections)
     return group + [f"{key}={_hydra_value(OmegaConf.select(cfg, key))}" for key, text in mine.items()
                     if text != theirs.get(key) and key not in skip]
