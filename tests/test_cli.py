@@ -6,6 +6,7 @@ tests read the results. One command runs as a real interpreter start, to check t
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
 import importlib
 import io
@@ -23,6 +24,7 @@ from omegaconf import OmegaConf
 
 from paraphina import bench
 from paraphina.config.loading import compose_config, files_state
+from paraphina.core.cli import port_number
 from paraphina.core.errors import ParaphinaError
 from paraphina.run import main as run_main
 
@@ -433,3 +435,10 @@ def test_multirun_jobs_write_separate_telemetry(tmp_path):
                            "telemetry.mode=jsonl", f"telemetry.path={tmp_path / 'tel' / 'run.jsonl'}"], tmp_path, {})
     assert done.returncode == 0, done.stderr
     assert sorted(p.name for p in (tmp_path / "tel").iterdir()) == ["run-j0.jsonl", "run-j1.jsonl"]
+
+
+@pytest.mark.parametrize("text", ["0", "65536", "99999", "-1", "5000.5", "http"])
+def test_a_port_outside_1_to_65535_is_refused(text):
+    with pytest.raises(argparse.ArgumentTypeError, match=f"'{re.escape(text)}' is not a"):
+        port_number(text)
+    assert port_number("65535") == 65535 and port_number("1") == 1

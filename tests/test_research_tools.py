@@ -166,6 +166,9 @@ def test_summary_of_file_and_missing_dataset(tmp_path: Path, made_store: str, ca
     missing_store = f"sqlite:///{tmp_path / 'nowhere' / 'mlflow.db'}"
     err = one_line_error(capsys, lambda: summary.main(["--dataset", "alpha", "--tracking-uri", missing_store]))
     assert "no tracking store" in err and not (tmp_path / "nowhere").exists()
+    for uri in ("foo://x", str(tmp_path)):   # no MLflow store has that scheme; a path is the file store
+        err = one_line_error(capsys, lambda: summary.main(["--dataset", "alpha", "--tracking-uri", uri]))
+        assert f"tracking URI {uri} has the scheme" in err and "use sqlite:///PATH/mlflow.db" in err
 
 
 def test_telemetry_summary_records_nothing(tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -262,3 +262,28 @@ def test_a_stop_signal_waits_for_the_write_in_progress() -> None:
             done.append("written")
     assert done == ["written"] and stopped.value.signum == signal.SIGTERM
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL   # the command's handlers are gone after it
+
+
+def test_a_stopped_search_exits_as_a_shell_reports_the_signal_and_says_what_it_kept(
+        tmp_path: Path, made_store: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    """SIGTERM mid-round: exit status 143 and `stopped by SIGTERM`, then the trials kept and how to resume."""
+    from paraphina.experiments import exp03
+    from paraphina.experiments.records import ExperimentRecorder
+
+    record, recorded = ExperimentRecorder.log_point, []
+
+    def stop_at_the_second(self: ExperimentRecorder, *args: object, **kwargs: object) -> str:
+        recorded.append(record(self, *args, **kwargs))
+        if len(recorded) == 2:   # recorded, not yet told
+            os.kill(os.getpid(), signal.SIGTERM)
+        return recorded[-1]
+
+    monkeypatch.setattr(ExperimentRecorder, "log_point", stop_at_the_second)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        exp03.main(["experiment.batch_size=4", "ticks=60", "seeds=2", f"tracking.uri={made_store}",
+                    f"experiment.study.storage={tmp_path / 'optuna.journal'}"])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert exit_.value.code == 128 + signal.SIGTERM
+    assert err.startswith("error: stopped by SIGTERM; 1 completed trials are saved in the studies "
+                          "exp03-grid-60x2-balanced; run the same command again to resume"), err

@@ -14,6 +14,7 @@ from paraphina.core.errors import EXIT_USER_ERROR, ParaphinaError
 from paraphina.core.stops import Stopped, end_open_work, stop_signals
 
 T = TypeVar("T")
+MAX_PORT = 65535
 
 
 def fail(message: str, code: int = EXIT_USER_ERROR) -> NoReturn:
@@ -56,7 +57,8 @@ def cli_errors(main: Callable[..., T]) -> Callable[..., T]:
             reader_stopped()
         except KeyboardInterrupt as exc:  # exit status 128 + the signal's number, as a shell reports it
             signum = exc.signum if isinstance(exc, Stopped) else signal.SIGINT
-            fail_after(f"stopped by {signal.Signals(signum).name}", exc, 128 + signum)
+            notes = getattr(exc, "__notes__", [])   # what the stopped work kept, where it says so
+            fail_after("; ".join([f"stopped by {signal.Signals(signum).name}", *notes]), exc, 128 + signum)
         except BaseException as exc:
             end_open_work(exc)
             raise
@@ -90,6 +92,14 @@ def positive_int(text: str) -> int:
         value = 0
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    return value
+
+
+def port_number(text: str) -> int:
+    """argparse type: a TCP port, 1 to 65535."""
+    value = positive_int(text)
+    if value > MAX_PORT:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port (1 to {MAX_PORT})")
     return value
 
 

@@ -439,10 +439,9 @@ class Driver:
                             requeue(a.study, a.trial, self.search.knob_names)
             except Exception:  # the storage itself failed: the heartbeat fails what is left RUNNING
                 pass
-            if isinstance(exc, KeyboardInterrupt):
-                raise ParaphinaError(f"interrupted; {self._done()} completed trials are saved in the studies "
-                                     f"{', '.join(s.study_name for s in self.studies)}; "
-                                     f"run the same command again to resume") from None
+            if isinstance(exc, KeyboardInterrupt):  # the command's stop line says what is kept
+                exc.add_note(f"{self._done()} completed trials are saved in the studies "
+                             f"{', '.join(s.study_name for s in self.studies)}; run the same command again to resume")
             raise
         finally:
             beats.drop(a.trial._trial_id for a in asked)

@@ -27,6 +27,9 @@ SQLITE_PREFIX = "sqlite:///"
 STORE_LOCK_NAME = ".store.lock"
 ARTIFACTS_DIR_NAME = "artifacts"
 PAGE_SIZE = 1000   # runs or experiments a search returns at once (MLflow's default)
+TRACKING_SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql", "mssql", "databricks")
+"""The URI schemes of MLflow's tracking stores (a database, a server); a path or a file: URI names MLflow's file
+store, which MLflow 3 keeps in maintenance and refuses to open: refused here first, with the fix."""
 _CHECKPOINT_AT_EXIT: set[Path] = set()  # stores whose write-ahead log this process folds back at exit
 
 
@@ -43,8 +46,14 @@ def sqlite_path(uri: str) -> Path | None:
 
 
 def resolve_tracking_uri(configured: str | None, store: str | Path) -> str:
-    """The URI to use: `tracking.uri` from the config, else $MLFLOW_TRACKING_URI, else the SQLite store in `store`."""
+    """The URI to use: `tracking.uri` from the config, else $MLFLOW_TRACKING_URI, else the SQLite store in `store`;
+    one of a scheme MLflow cannot keep runs in stops here, for readers and writers alike."""
     uri = configured or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(store)
+    scheme = uri.split("://", 1)[0].split("+", 1)[0] if "://" in uri else ""
+    if scheme not in TRACKING_SCHEMES:
+        raise ParaphinaError(f"tracking URI {uri} has the scheme '{scheme}', which MLflow keeps no runs in; use "
+                             f"sqlite:///PATH/mlflow.db or http://HOST:PORT (tracking.uri, --tracking-uri or "
+                             f"MLFLOW_TRACKING_URI)")
     path = sqlite_path(uri)
     return uri if path is None else f"{SQLITE_PREFIX}{path}"
 

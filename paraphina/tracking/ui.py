@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from paraphina.config.loading import compose_config
-from paraphina.core.cli import ToolParser, cli_errors
+from paraphina.core.cli import ToolParser, cli_errors, port_number, positive_int
 from paraphina.core.errors import ParaphinaError
 from paraphina.tracking.store import ARTIFACTS_DIR_NAME, prepare_store, reachable_uri, sqlite_path
 
@@ -63,8 +63,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         description="Start the MLflow UI on the project's tracking store (Ctrl-C stops it).",
     )
     parser.add_argument("--host", default=DEFAULT_HOST, help=f"interface to listen on (default: {DEFAULT_HOST})")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default: {DEFAULT_PORT})")
-    parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
+    parser.add_argument("--port", type=port_number, default=DEFAULT_PORT, help=f"port (default: {DEFAULT_PORT})")
+    parser.add_argument("--workers", type=positive_int, default=DEFAULT_WORKERS,
                         help=f"server worker processes (default: {DEFAULT_WORKERS})")  # fmt: skip
     parser.add_argument("--tracking-uri", metavar="URI", help="store to serve (default: $MLFLOW_TRACKING_URI, "
                         "else the project's mlruns/mlflow.db)")  # fmt: skip
