@@ -373,11 +373,25 @@ def test_bench_reports_an_error_in_its_measuring_process():
     ("engine.mm.size_eta=-1", "engine.mm.size_eta=-1.0 must not be negative"),
     ("engine.hedge.band_base=-5", "engine.hedge.band_base=-5.0 must not be negative"),
     ("engine.hedge.hedge_max_step=-1", "engine.hedge.hedge_max_step=-1.0 must not be negative"),
+    # past int64 the engine's arrays overflowed in a traceback
+    ("ticks=99999999999999999999", "ticks=99999999999999999999 must be at most 2**53"),
+    ("seed=99999999999999999999", "seed=99999999999999999999 must be at most 2**53"),
 ])
 def test_out_of_range_numbers_stop_before_the_run(override, fragment):
     with pytest.raises(ParaphinaError) as error:
         compose_config([override], environ={})
     assert fragment in str(error.value) and "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("experiment.batch_sizes=[a]", "experiment.batch_sizes=['a'] must be a non-empty list of whole numbers"),
+    ("experiment.thread_counts=[]", "experiment.thread_counts=[] must be a non-empty list of whole numbers"),
+    ("experiment.repeats=0", "experiment.repeats=0 must be at least 1"),
+])
+def test_bad_benchmark_settings_stop_before_it_runs(override, message):
+    with pytest.raises(ParaphinaError) as error:
+        compose_config([override], "bench", environ={})
+    assert str(error.value) == message
 
 
 def test_a_still_market_and_no_hedge_band_are_allowed():

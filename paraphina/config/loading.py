@@ -51,9 +51,12 @@ MINIMUMS: dict[str, int] = {
     "experiment.seed": 0, "experiment.n_trials": 1, "experiment.batch_size": 1, "experiment.show_top": 1,
     "experiment.top_n": 1, "experiment.summary_top": 1, "runs_per_profile": 1,
     "experiment.decisive.max_runs_per_profile": 1, "experiment.decisive.looks": 1, "experiment.batch_sizes": 1,
-    "experiment.thread_counts": 1,
+    "experiment.thread_counts": 1, "experiment.repeats": 1,
 }
 """Smallest values of counts; a list (the benchmark's batch sizes) is checked value by value."""
+MAX_COUNT = 2**53
+"""The largest count or seed: every count, and a seed plus its run's index, stays exact in the engine's int64 and
+float64 arithmetic."""
 POSITIVE_KEYS: dict[str, str] = {
     "engine.tick_ms": "milliseconds a tick lasts",
     "market.outage.mean_ticks": "ticks an outage lasts on average",
@@ -262,6 +265,7 @@ MAX_PLANNED_FRACTION = 0.9   # at 0.99 of a 1 % budget the runs-needed search al
 RANGES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("ticks", lambda v: v <= 0, "must be a positive number of ticks, e.g. ticks=2000"),
     ("runs", lambda v: v < 1, "must be at least 1, e.g. runs=64"),
+    *((key, lambda v: v > MAX_COUNT, f"must be at most 2**53 = {MAX_COUNT}") for key in ("ticks", "runs")),
     ("world_model.confidence", lambda v: not 0 < v < 1, "must be between 0 and 1, e.g. 0.95"),
     ("world_model.power", lambda v: not 0 < v < 1, "must lie strictly between 0 and 1, e.g. 0.8"),
     ("world_model.planned_fraction", lambda v: not 0 < v <= MAX_PLANNED_FRACTION,
@@ -287,9 +291,16 @@ def validate(cfg: DictConfig) -> None:
     """Checks the schema cannot express: positive counts, venue list lengths, known modes and profiles."""
     for key, minimum in MINIMUMS.items():
         value = OmegaConf.select(cfg, key)
+        if value is None:
+            continue
         values = list(value) if OmegaConf.is_list(value) else [value]
-        if any(v is not None and v < minimum for v in values):
+        if not values or not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+            kind = "a non-empty list of whole numbers" if OmegaConf.is_list(value) else "a whole number"
+            raise ParaphinaError(f"{key}={values if OmegaConf.is_list(value) else value} must be {kind}")
+        if min(values) < minimum:
             raise ParaphinaError(f"{key}={value} must be at least {minimum}")
+        if max(values) > MAX_COUNT:
+            raise ParaphinaError(f"{key}={max(values)} must be at most 2**53 = {MAX_COUNT}")
     for key in (*POSITIVE_KEYS, *NON_NEGATIVE_KEYS):
         check_knob(key, [OmegaConf.select(cfg, key)])
     for key, choices in CHOICES.items():
