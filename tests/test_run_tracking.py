@@ -26,6 +26,7 @@ from paraphina.world_model.summary import format_summary, global_summary, per_pr
 from paraphina.formats.telemetry import load_telemetry, run_metrics
 from paraphina.runner.job import execute
 from paraphina.runner.batch import config_hash, run_batch
+from paraphina.runner.telemetry import telemetry_paths
 from paraphina.core.names import KNOB_CONFIG_KEYS, METRIC_KEYS, MICROSTRUCTURE_KEYS, ROW_KNOBS
 from paraphina.tracking.datasets import load_dataset
 from paraphina.tracking.runs import PARENT_TAG, flatten_params
@@ -294,3 +295,13 @@ def test_unreachable_server_stops_before_the_engine(tmp_path: Path) -> None:
     assert "Traceback" not in done.stderr
     assert done.stdout == ""  # no header, no engine run, no recording
     assert list(tmp_path.iterdir()) == []  # no fallback store either
+
+
+@pytest.mark.parametrize("template, job, expected", [
+    ("tel/run.jsonl", None, ["tel/run-s3.jsonl", "tel/run-s4.jsonl"]),
+    ("tel/run.jsonl.gz", None, ["tel/run-s3.jsonl.gz", "tel/run-s4.jsonl.gz"]),   # was run.jsonl-s3.gz
+    ("tel/m.jsonl.gz", 1, ["tel/m-s3-j1.jsonl.gz", "tel/m-s4-j1.jsonl.gz"]),
+    ("v1.2/run", None, ["v1.2/run-s3", "v1.2/run-s4"]),                         # a dot in a folder is no extension
+])
+def test_each_run_s_telemetry_file_gets_its_suffix_before_the_extensions(template, job, expected):
+    assert [str(p) for p in telemetry_paths(template, [3, 4], ["balanced"] * 2, job)] == expected

@@ -26,8 +26,12 @@ AFTER_REGIME_KEYS = ("q_global_tao", "dollar_delta_usd", "basis_usd", "fair_valu
 
 
 def _with_suffix(text: str, suffix: str) -> str:
-    stem, dot, ext = text.rpartition(".")
-    return f"{stem}{suffix}.{ext}" if dot and "/" not in ext else f"{text}{suffix}"
+    """`suffix` before the file's extension: `run.jsonl` -> `run-s0.jsonl`, `run.jsonl.gz` -> `run-s0.jsonl.gz`."""
+    folder, slash, name = text.rpartition("/")
+    compressed = name.endswith(".gz")
+    stem, dot, ext = name.removesuffix(".gz").rpartition(".")
+    name = f"{stem}{suffix}.{ext}" if dot and stem else f"{name.removesuffix('.gz')}{suffix}"
+    return f"{folder}{slash}{name}{'.gz' if compressed else ''}"
 
 
 def telemetry_paths(template: str, seeds: Sequence[int], profiles: Sequence[str], job: int | None = None
