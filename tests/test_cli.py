@@ -383,14 +383,17 @@ def test_out_of_range_numbers_stop_before_the_run(override, fragment):
     assert fragment in str(error.value) and "\n" not in str(error.value)
 
 
-@pytest.mark.parametrize("override, message", [
-    ("experiment.batch_sizes=[a]", "experiment.batch_sizes=['a'] must be a non-empty list of whole numbers"),
-    ("experiment.thread_counts=[]", "experiment.thread_counts=[] must be a non-empty list of whole numbers"),
-    ("experiment.repeats=0", "experiment.repeats=0 must be at least 1"),
+@pytest.mark.parametrize("config, override, message", [
+    ("bench", "experiment.batch_sizes=[a]", "experiment.batch_sizes=['a'] must be a non-empty list of whole numbers"),
+    ("bench", "experiment.thread_counts=[]", "experiment.thread_counts=[] must be a non-empty list of whole numbers"),
+    ("bench", "experiment.repeats=0", "experiment.repeats=0 must be at least 1"),
+    # these named runs=0, the key each is turned into
+    ("calibrate", "experiment.seeds=0", "experiment.seeds=0 must be at least 1"),
+    ("tracking_bench", "experiment.batch_runs=0", "experiment.batch_runs=0 must be at least 1"),
 ])
-def test_bad_benchmark_settings_stop_before_it_runs(override, message):
+def test_bad_tool_settings_stop_before_it_runs_naming_the_setting(config, override, message):
     with pytest.raises(ParaphinaError) as error:
-        compose_config([override], "bench", environ={})
+        compose_config([override], config, environ={})
     assert str(error.value) == message
 
 

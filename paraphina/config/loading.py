@@ -51,7 +51,7 @@ MINIMUMS: dict[str, int] = {
     "experiment.seed": 0, "experiment.n_trials": 1, "experiment.batch_size": 1, "experiment.show_top": 1,
     "experiment.top_n": 1, "experiment.summary_top": 1, "runs_per_profile": 1,
     "experiment.decisive.max_runs_per_profile": 1, "experiment.decisive.looks": 1, "experiment.batch_sizes": 1,
-    "experiment.thread_counts": 1, "experiment.repeats": 1,
+    "experiment.thread_counts": 1, "experiment.repeats": 1, "experiment.seeds": 1, "experiment.batch_runs": 1,
 }
 """Smallest values of counts; a list (the benchmark's batch sizes) is checked value by value."""
 MAX_COUNT = 2**53
@@ -146,7 +146,7 @@ def explain_hydra_error(exc: BaseException) -> str:
     first = (str(getattr(cause, "msg", None) or cause).strip().splitlines() or [type(cause).__name__])[0]
     key = getattr(cause, "full_key", None)
     if isinstance(cause, (ConfigAttributeError, ConfigKeyError)) and key:
-        return f"unknown config key '{key}'; check its spelling (python -m paraphina.run --cfg job lists every key)"
+        return f"unknown config key '{key}'; check its spelling (the command with --cfg job lists every key)"
     expected = _expected_kind(cause, key)
     if key and expected:
         return f"bad value for '{key}': {getattr(cause, 'value', None)!r} is not {expected}"
