@@ -71,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     done = clean(uri, Path(cfg.paths.sweeps))
     print(f"marked {done['killed']} run(s) of stopped commands KILLED; deleted {done['rows']} research row(s) "
           f"that never finished and {done['parents']} parent run(s) of them ({uri}); removed {done['files']} "
-          f"file(s) or folder(s) they left in {cfg.paths.sweeps}")
+          f"file(s) or folder(s) they left in {Path(cfg.paths.sweeps).absolute()}")
 
 
 if __name__ == "__main__":
