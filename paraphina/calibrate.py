@@ -11,6 +11,7 @@ from scipy import stats
 
 from paraphina.config.commands import hydra_command, task_overrides
 from paraphina.config.loading import compose_config
+from paraphina.core.errors import ParaphinaError
 from paraphina.engine.simulate import BatchResult
 from paraphina.runner.batch import run_batch
 from paraphina.world_model.tiers import horizon_note
@@ -81,8 +82,7 @@ def figures(cfg: DictConfig, result: BatchResult) -> dict[str, float]:
     }
 
 
-def measure(overrides: list[str], seeds: int) -> dict[str, float]:
-    cfg = compose_config([f"runs={seeds}", *overrides], "calibrate")
+def measure(cfg: DictConfig) -> dict[str, float]:
     result, _ = run_batch(cfg, rows_every=cfg.experiment.probe_every)
     return figures(cfg, result)
 
@@ -96,11 +96,19 @@ def calibrate(base: DictConfig) -> None:
     is composed again from the command line's overrides."""
     overrides = task_overrides()
     exp = base.experiment
+    if not exp.profiles or not exp.scenarios:
+        raise ParaphinaError("experiment.profiles and experiment.scenarios must each name at least one, e.g. "
+                             "experiment.profiles=[balanced] 'experiment.scenarios=[default]'")
+    # every config is composed, so checked, before any is measured
+    profiles = {p: compose_config([f"runs={exp.seeds}", f"+profile={p}", *overrides], "calibrate")
+                for p in exp.profiles}
+    scenarios = {s: compose_config([f"runs={exp.scenario_seeds}", f"market={s}", *overrides], "calibrate")
+                 for s in exp.scenarios}
     note = horizon_note(base.ticks, base.world_model.session_ticks)
     if note:
         print(note)
     print(f"calibration: market={base.market.scenario}  {exp.seeds} seeds x {base.ticks} ticks per profile")
-    measured = {p: measure([f"+profile={p}", *overrides], exp.seeds) for p in exp.profiles}
+    measured = {p: measure(cfg) for p, cfg in profiles.items()}
     lines = []
     for fig in FIGURES:
         low, high = exp.targets[fig.key]
@@ -122,8 +130,8 @@ def calibrate(base: DictConfig) -> None:
           + ", ".join(f"{k:.3f}" for k in kills))
     print(f"\nmicrostructure per scenario ({exp.scenario_seeds} seeds x {base.ticks} ticks, the balanced centre)")
     rows = []
-    for scenario in exp.scenarios:
-        f = measure([f"market={scenario}", *overrides], exp.scenario_seeds)
+    for scenario, cfg in scenarios.items():
+        f = measure(cfg)
         rows.append({"scenario": scenario, "fill rate": f"{f['fill_rate']:.1%}",
                      "capture bps": f"{f['spread_capture_bps']:.2f}", "adverse share": f"{f['adverse_share']:.2f}",
                      "net edge bps": f"{f['net_edge_bps']:.2f}", "sharpe": f"{f['daily_sharpe']:.2f}",

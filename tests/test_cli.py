@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from paraphina import bench
+from paraphina import bench, calibrate
 from paraphina.config.loading import compose_config, files_state
 from paraphina.core.cli import port_number
 from paraphina.core.errors import ParaphinaError
@@ -321,6 +321,19 @@ def test_commands_are_hydra_apps(module, settings, capsys):
     with pytest.raises(SystemExit) as stop:
         main(["--bogus"])
     assert stop.value.code == 2 and "unrecognized arguments: --bogus" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("override, message", [
+    ("experiment.scenarios=[default,nope]", "error: unknown market 'nope'"),
+    ("experiment.profiles=[balanced,nope]", "error: unknown profile 'nope'"),
+    ("experiment.scenarios=[]", "error: experiment.profiles and experiment.scenarios must each name at least one"),
+])
+def test_calibrate_checks_every_profile_and_scenario_before_it_measures(override, message, capsys):
+    """A bad name last in the list used to stop only after every profile and scenario before it had run."""
+    with pytest.raises(SystemExit) as stop:
+        calibrate.main([override, "ticks=10", "experiment.seeds=2", "experiment.scenario_seeds=2"])
+    captured = capsys.readouterr()
+    assert stop.value.code == 2 and captured.out == "" and captured.err.startswith(message), captured
 
 
 def test_a_long_batch_shows_progress(tmp_path):
