@@ -91,6 +91,17 @@ def parent_artifacts(uri: str, run_id: str) -> set[str]:
             if not f.is_dir}
 
 
+def test_multirun_jobs_of_an_experiment_keep_their_own_tables(tmp_path: Path, empty_store: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """`exp02 -m seed=1,2`: both jobs wrote sweeps/exp02/exp02_hedge_band.csv, the second over the first."""
+    monkeypatch.chdir(tmp_path)
+    uri = copy_store(empty_store, tmp_path / "mlflow.db")
+    exp02.main(["-m", "seed=1,2", *overrides(uri, *GRIDS["exp02"])])
+    tables = sorted(tmp_path.glob("sweeps/multirun/*/*/exp02/exp02_hedge_band.csv"))
+    assert [path.parent.parent.name for path in tables] == ["0", "1"]
+    assert not pd.read_csv(tables[0]).equals(pd.read_csv(tables[1]))   # seeds 1 and 2
+
+
 def test_exp02_records_points_and_heatmaps(store: str, grids: dict[str, pd.DataFrame]) -> None:
     table = grids["exp02"]
     assert sorted(zip(table["q0"], table["band"])) == [(0, 2.5), (0, 10), (25, 2.5), (25, 10)]

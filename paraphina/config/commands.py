@@ -18,9 +18,15 @@ FULL_ERROR_ENV = "HYDRA_FULL_ERROR"   # Hydra raises its errors instead of print
 
 
 def checked(cfg: DictConfig) -> DictConfig:
-    """A job's config, resolved and checked as `compose_config` checks one."""
+    """A job's config, resolved and checked as `compose_config` checks one. A job of a multirun keeps its tables
+    and plots in its own folder (`sweeps/multirun/<time>/<job>/`), so that jobs do not overwrite each other's."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
     reject_appended_keys(task_overrides())
     resolve(cfg)
+    if HydraConfig.get().mode == RunMode.MULTIRUN:
+        cfg.paths.sweeps = HydraConfig.get().runtime.output_dir
     validate(cfg)
     return cfg
 
