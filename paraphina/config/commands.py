@@ -10,7 +10,8 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from paraphina.config import experiments
-from paraphina.config.loading import CONF_DIR, env_overrides, explain_hydra_error, reject_appended_keys, resolve, validate
+from paraphina.config.loading import (CONF_DIR, env_overrides, explain_hydra_error, reject_appended_keys, resolve,
+                                      validate)
 from paraphina.core.cli import cli_errors, fail_after, reader_stopped
 from paraphina.core.errors import ParaphinaError
 

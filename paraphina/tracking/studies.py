@@ -50,7 +50,7 @@ class SharedStorage:
     storage: BaseStorage
     label: str
     lock: Callable[[], AbstractContextManager[None]]
-    failures: tuple[type[BaseException], ...]   # what the storage raises when it is lost (a database down, a disk full)
+    failures: tuple[type[BaseException], ...]   # what it raises when lost (a database down, a disk full)
 
     @contextmanager
     def loss_stops_the_command(self) -> Iterator[None]:
@@ -163,7 +163,8 @@ def open_shared_storage(setting: str | Path, heartbeat: Heartbeat, on_stale: Sta
     except Exception as exc:  # drivers and databases raise many types
         raise ParaphinaError(f"cannot open the Optuna storage {label}: {describe(exc)}; "
                              f"check experiment.study.storage") from exc
-    return SharedStorage(storage, label, lock, (optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError))
+    failures = (optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError)
+    return SharedStorage(storage, label, lock, failures)
 
 
 def _journal(path: Path, heartbeat: Heartbeat, on_stale: StaleCallback) -> SharedStorage:
