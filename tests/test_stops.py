@@ -218,9 +218,11 @@ def test_clean_removes_the_files_of_stopped_commands_only(tmp_path: Path, made_s
     finished = writer.start_parent(RunRecord(name="exp13-done"))
     writer.finish(finished)
     sweeps = tmp_path / "sweeps"
-    for run_id in (killed, finished):
-        (sweeps / "exp13" / "telemetry" / run_id).mkdir(parents=True)
-        (sweeps / "exp13" / "telemetry" / run_id / "balanced_s0.jsonl.gz").write_bytes(b"x")
+    job = sweeps / "multirun" / "2026-12-02_03-00-00" / "1"   # an exp13 job of a multirun keeps its own folder
+    for folder in (sweeps, job):
+        for run_id in (killed, finished):
+            (folder / "exp13" / "telemetry" / run_id).mkdir(parents=True)
+            (folder / "exp13" / "telemetry" / run_id / "balanced_s0.jsonl.gz").write_bytes(b"x")
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     host = socket.gethostname()
@@ -235,10 +237,11 @@ def test_clean_removes_the_files_of_stopped_commands_only(tmp_path: Path, made_s
     for path in (gone, older, live, elsewhere, half_table, writing):
         path.write_text("{}\n")
     done = clean.clean(uri, sweeps)
-    assert done["files"] == 4
+    assert done["files"] == 5
     assert not gone.exists() and not older.exists() and live.exists() and elsewhere.exists()
     assert not half_table.exists() and writing.exists()
-    assert sorted(p.name for p in (sweeps / "exp13" / "telemetry").iterdir()) == [finished]
+    for folder in (sweeps, job):
+        assert sorted(p.name for p in (folder / "exp13" / "telemetry").iterdir()) == [finished]
 
 
 def test_a_live_process_is_told_from_a_reused_pid() -> None:

@@ -44,7 +44,7 @@ def remove_stopped_files(client: MlflowClient, sweeps: Path) -> int:
         if writer and writer.group(2) in (None, host) and process_gone(int(writer.group(1)), None):
             part.unlink(missing_ok=True)
             removed += 1
-    for folder in sweeps.glob("*/telemetry/*") if sweeps.is_dir() else []:
+    for folder in sweeps.glob("**/telemetry/*") if sweeps.is_dir() else []:   # a multirun job's too
         if folder.is_dir() and RUN_ID.fullmatch(folder.name) and run_status(client, folder.name) in STOPPED:
             shutil.rmtree(folder, ignore_errors=True)
             removed += 1
