@@ -59,6 +59,8 @@ COMMANDS: dict[str, tuple[list[str], dict[str, str], list[str]]] = {
     "bad_band": (["engine.hedge.band_base=wide", "ticks=5", NO_TRACKING], {}, []),
     "bad_band_env": (["ticks=5", NO_TRACKING], {"PARAPHINA_HEDGE_BAND_BASE": "wide"}, []),
     "bad_profile_env": (["ticks=5", NO_TRACKING], {"PARAPHINA_RISK_PROFILE": "reckless"}, []),
+    "bad_mode_env": (["ticks=5", NO_TRACKING], {"PARAPHINA_TELEMETRY_MODE": "xml"}, []),
+    "negative_loss_env": (["ticks=5", NO_TRACKING], {"PARAPHINA_DAILY_LOSS_LIMIT": "-5"}, []),
     "unwritable_telemetry": (["ticks=5", "telemetry.mode=jsonl", "telemetry.path=blocker/run.jsonl", NO_TRACKING],
                              {}, ["blocker"]),
     "env_profile": (["ticks=20", NO_TRACKING], {"PARAPHINA_RISK_PROFILE": "conservative"}, []),
@@ -82,7 +84,7 @@ COMMANDS: dict[str, tuple[list[str], dict[str, str], list[str]]] = {
 }
 
 BAD_INPUT = ["unknown_profile", "ticks_zero", "ticks_negative", "runs_zero", "typo_key", "bad_band", "bad_band_env",
-             "bad_profile_env", "unwritable_telemetry", "sweep_without_m", "bad_interpolation", "bad_parse",
+             "bad_profile_env", "bad_mode_env", "negative_loss_env", "unwritable_telemetry", "sweep_without_m", "bad_interpolation", "bad_parse",
              "negative_loss_limit", "unknown_placeholder", "unsearchable_dataset"]
 
 
@@ -193,7 +195,9 @@ def test_bad_input_is_one_line_error(done, name):
 
 @pytest.mark.parametrize("name,fragments", [
     ("unknown_profile", ["reckless", "aggressive", "balanced", "conservative"]),
-    ("bad_profile_env", ["reckless", "aggressive", "balanced", "conservative"]),
+    ("bad_profile_env", ["reckless", "aggressive", "balanced", "conservative", "(set by PARAPHINA_RISK_PROFILE)"]),
+    ("bad_mode_env", ["error: telemetry.mode='xml' is not one of off, jsonl (set by PARAPHINA_TELEMETRY_MODE)"]),
+    ("negative_loss_env", ["engine.risk.daily_loss_limit=-5.0 must be positive", "(set by PARAPHINA_DAILY_LOSS_LIMIT)"]),
     ("ticks_zero", ["ticks"]),
     ("ticks_negative", ["ticks"]),
     ("runs_zero", ["runs"]),

@@ -10,12 +10,20 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from paraphina.config import experiments
-from paraphina.config.loading import (CONF_DIR, env_overrides, explain_hydra_error, reject_appended_keys, resolve,
-                                      validate)
+from paraphina.config.loading import (CONF_DIR, NUMERIC_ENV_KEYS, PROFILE_ENV, TEXT_ENV_KEYS, env_overrides,
+                                      explain_hydra_error, override_key, reject_appended_keys, resolve, validate)
 from paraphina.core.cli import cli_errors, fail_after, reader_stopped
 from paraphina.core.errors import ParaphinaError
 
 FULL_ERROR_ENV = "HYDRA_FULL_ERROR"   # Hydra raises its errors instead of printing them over several lines
+VARIABLE_OF = {key: var for var, key in {**NUMERIC_ENV_KEYS, **TEXT_ENV_KEYS, PROFILE_ENV: "profile"}.items()}
+"""The config key each original environment variable sets -> that variable."""
+
+
+def naming_variables(message: str, set_by: dict[str, str]) -> str:
+    """An error about a value that a PARAPHINA_* variable set, saying so: the user typed the variable, not the key."""
+    named = [var for key, var in set_by.items() if message.startswith((f"{key}=", f"unknown {key} "))]
+    return f"{message} (set by {', '.join(named)})" if named else message
 
 
 def checked(cfg: DictConfig) -> DictConfig:
@@ -48,15 +56,17 @@ def hydra_command(config_name: str, task: Callable[[DictConfig], object],
     import hydra
     from hydra.errors import HydraException
 
+    set_by: dict[str, str] = {}   # this command line's keys that a variable set -> the variable
+
     def job(cfg: DictConfig) -> None:
         try:  # a job's exception would be logged over several lines by Hydra's job runner
             task(checked(cfg))
         except ParaphinaError as exc:
-            fail_after(str(exc), exc)
+            fail_after(naming_variables(str(exc), set_by), exc)
         except BrokenPipeError:   # Hydra's job runner would print the job's overrides as its error first
             reader_stopped()
         except OmegaConfBaseException as exc:
-            fail_after(explain_hydra_error(exc), exc)
+            fail_after(naming_variables(explain_hydra_error(exc), set_by), exc)
 
     app = hydra.main(config_path=str(CONF_DIR), config_name=config_name, version_base="1.3")(job)
 
@@ -67,12 +77,15 @@ def hydra_command(config_name: str, task: Callable[[DictConfig], object],
         saved = sys.argv, os.environ.get(FULL_ERROR_ENV)
         given = sys.argv[1:] if argv is None else list(argv)
         environ = {k: v for k, v in os.environ.items() if k not in ignored_env}
-        sys.argv = [sys.argv[0], *given, *env_overrides(environ, given)]
+        from_environment = env_overrides(environ, given)
+        set_by.clear()
+        set_by.update({override_key(o): VARIABLE_OF[override_key(o)] for o in from_environment})
+        sys.argv = [sys.argv[0], *given, *from_environment]
         os.environ[FULL_ERROR_ENV] = "1"
         try:
             app()
         except (HydraException, OmegaConfBaseException) as exc:
-            raise ParaphinaError(explain_hydra_error(exc)) from exc
+            raise ParaphinaError(naming_variables(explain_hydra_error(exc), set_by)) from exc
         finally:
             sys.argv = saved[0]
             if saved[1] is None:
