@@ -28,10 +28,10 @@ AFTER_REGIME_KEYS = ("q_global_tao", "dollar_delta_usd", "basis_usd", "fair_valu
 def _with_suffix(text: str, suffix: str) -> str:
     """`suffix` before the file's extension: `run.jsonl` -> `run-s0.jsonl`, `run.jsonl.gz` -> `run-s0.jsonl.gz`."""
     folder, slash, name = text.rpartition("/")
-    compressed = name.endswith(".gz")
-    stem, dot, ext = name.removesuffix(".gz").rpartition(".")
-    name = f"{stem}{suffix}.{ext}" if dot and stem else f"{name.removesuffix('.gz')}{suffix}"
-    return f"{folder}{slash}{name}{'.gz' if compressed else ''}"
+    base = name.removesuffix(".gz")
+    gzip = name[len(base):]
+    stem, dot, ext = base.rpartition(".")
+    return f"{folder}{slash}{f'{stem}{suffix}.{ext}' if dot and stem else f'{base}{suffix}'}{gzip}"
 
 
 def telemetry_paths(template: str, seeds: Sequence[int], profiles: Sequence[str], job: int | None = None

@@ -38,6 +38,12 @@ def default_tracking_uri(store: str | Path) -> str:
     return f"{SQLITE_PREFIX}{Path(store).absolute() / 'mlflow.db'}"
 
 
+def url_scheme(url: str) -> str:
+    """The scheme of a database or server URL without its driver: `postgresql+psycopg://...` -> `postgresql`;
+    "" for a path."""
+    return url.split("://", 1)[0].split("+", 1)[0] if "://" in url else ""
+
+
 def sqlite_path(uri: str) -> Path | None:
     """The database file of a `sqlite:///` URI (relative paths taken from the current folder), else None."""
     if not uri.startswith(SQLITE_PREFIX):
@@ -49,7 +55,7 @@ def resolve_tracking_uri(configured: str | None, store: str | Path) -> str:
     """The URI to use: `tracking.uri` from the config, else $MLFLOW_TRACKING_URI, else the SQLite store in `store`;
     one of a scheme MLflow cannot keep runs in stops here, for readers and writers alike."""
     uri = configured or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(store)
-    scheme = uri.split("://", 1)[0].split("+", 1)[0] if "://" in uri else ""
+    scheme = url_scheme(uri)
     if scheme not in TRACKING_SCHEMES:
         raise ParaphinaError(f"tracking URI {uri} has the scheme '{scheme}', which MLflow keeps no runs in; use "
                              f"sqlite:///PATH/mlflow.db or http://HOST:PORT (tracking.uri, --tracking-uri or "

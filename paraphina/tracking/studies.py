@@ -20,7 +20,7 @@ from optuna.storages.journal import BaseJournalBackend, JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
 from paraphina.core.errors import ParaphinaError
-from paraphina.tracking.store import describe, file_lock
+from paraphina.tracking.store import describe, file_lock, url_scheme
 
 if TYPE_CHECKING:
     import sqlalchemy
@@ -145,7 +145,7 @@ def open_shared_storage(setting: str | Path, heartbeat: Heartbeat, on_stale: Sta
     if "://" not in text:
         return _journal(Path(text).expanduser().absolute(), heartbeat, on_stale)
     label = re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", text)
-    scheme = text.split("://", 1)[0].split("+", 1)[0]
+    scheme = url_scheme(text)
     if scheme not in URL_SCHEMES:
         raise ParaphinaError(f"experiment.study.storage={label}: workers share a postgresql:// or sqlite:/// "
                              f"database or a journal file path; use one of those")
