@@ -8,11 +8,14 @@ from __future__ import annotations
 import os
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import pytest
 
 from paraphina.config.loading import compose_config, to_plain
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
 
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -166,20 +169,37 @@ def serving(command: list[str], folder: Path, port: int) -> Iterator[str]:
         server.wait()
 
 
-@pytest.fixture
-def mlflow_server(tmp_path, empty_store):
-    """A real MLflow server on 127.0.0.1 (free port, SQLite backend and artifacts under tmp_path), started the
-    way `make ui` starts it (`python -m paraphina.tracking.ui`) on a store made already; yields its http URI
-    and stops it afterwards."""
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory, empty_store):
+    """A real MLflow server on 127.0.0.1 (free port, SQLite backend and artifacts in a temp folder), started the
+    way `make ui` starts it (`python -m paraphina.tracking.ui`) on a store made already, once per test file (a
+    start costs seconds of CPU); yields its http URI and stops it afterwards."""
     import sys
 
     port = free_port()
-    folder = tmp_path / "server"
+    folder = tmp_path_factory.mktemp("server")
     copy_store(empty_store, folder / "mlflow.db")
     command = [sys.executable, "-m", "paraphina.tracking.ui", "--port", str(port),
                "--tracking-uri", f"sqlite:///{folder / 'mlflow.db'}"]  # fmt: skip
     with serving(command, folder, port) as uri:
         yield uri
+
+
+def as_a_command(monkeypatch: pytest.MonkeyPatch, cwd: Path, **extra: str) -> None:
+    """This process set up as a test starts a command (in `cwd`, no PARAPHINA_* or MLFLOW_* variable but
+    `extra`), to call the command's main here."""
+    monkeypatch.chdir(cwd)
+    for name in [n for n in os.environ if n.startswith(("PARAPHINA_", "MLFLOW_"))]:
+        monkeypatch.delenv(name)
+    for name, value in extra.items():
+        monkeypatch.setenv(name, value)
+
+
+def experiment_runs(client: MlflowClient, name: str = "paraphina") -> list:
+    """Every run of the MLflow experiment `name`, which must exist."""
+    experiment = client.get_experiment_by_name(name)
+    assert experiment is not None, f"no experiment {name}"
+    return client.search_runs([experiment.experiment_id], max_results=1000)
 
 
 # --- PostgreSQL for the many-workers tests (a throwaway cluster on 127.0.0.1; .ci/run installs the server) ---

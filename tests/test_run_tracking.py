@@ -17,7 +17,7 @@ from mlflow import MlflowClient
 from scipy import stats as scipy_stats
 from omegaconf import OmegaConf
 
-from conftest import free_port
+from conftest import as_a_command, experiment_runs, free_port
 from paraphina import run as run_command
 from paraphina.config.loading import compose_config, to_plain
 from paraphina.engine.simulate import SERIES_KEYS
@@ -53,24 +53,9 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def as_a_command(monkeypatch: pytest.MonkeyPatch, cwd: Path, **extra: str) -> None:
-    """This process set up as `run_cli` starts a command (in `cwd`, `clean_env(**extra)`), to call its main here."""
-    monkeypatch.chdir(cwd)
-    for name in [n for n in os.environ if n.startswith(("PARAPHINA_", "MLFLOW_"))]:
-        monkeypatch.delenv(name)
-    for name, value in extra.items():
-        monkeypatch.setenv(name, value)
-
-
 def run_cli(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "paraphina.run", *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=SUBPROCESS_TIMEOUT_S)  # fmt: skip
-
-
-def experiment_runs(client: MlflowClient, name: str = "paraphina") -> list:
-    experiment = client.get_experiment_by_name(name)
-    assert experiment is not None, f"no experiment {name}"
-    return client.search_runs([experiment.experiment_id], max_results=1000)
 
 
 def test_single_run_params_tags_metrics_series_artifacts(tmp_path: Path, made_store: str) -> None:
@@ -263,28 +248,6 @@ def test_large_batch_is_one_run_with_its_seeds_as_rows(tmp_path: Path, made_stor
     columns = [c for c in rows.columns if c != "timestamp_utc"]
     pd.testing.assert_frame_equal(again[columns].sort_values("final_pnl").reset_index(drop=True),
                                   rows[columns].sort_values("final_pnl").reset_index(drop=True))
-
-
-def test_engine_cli_records_on_a_real_server(tmp_path: Path, mlflow_server: str, monkeypatch, capsys) -> None:
-    overrides = ["+profile=conservative", "seed=5", "ticks=60"]
-    as_a_command(monkeypatch, tmp_path, MLFLOW_TRACKING_URI=mlflow_server)
-    run_command.main(overrides)   # the main of the command
-    out = capsys.readouterr().out
-    client = MlflowClient(mlflow_server)  # everything below is read back over HTTP
-    (run,) = experiment_runs(client)
-    assert run.info.run_id in out and mlflow_server in out
-    cfg = compose_config([*overrides, "tracking.enabled=false"], environ={})
-    result = run_batch(cfg)[0]
-    assert run.data.tags["profile"] == "conservative" and run.data.tags["seed"] == "5"
-    assert run.data.tags["config_hash"] == config_hash(cfg)
-    for key, value in result.run_metrics(0).items():
-        if value is not None:
-            assert run.data.metrics[key] == float(value), key
-    history = client.get_metric_history(run.info.run_id, "pnl_total")
-    assert sorted(m.step for m in history) == result.series_steps.tolist()
-    local = Path(client.download_artifacts(run.info.run_id, "config.yaml", str(tmp_path / "download")))
-    assert OmegaConf.create(local.read_text()).seed == 5
-    assert not (tmp_path / "mlruns").exists() and not (tmp_path / "mlflow.db").exists()
 
 
 def test_unreachable_server_stops_before_the_engine(tmp_path: Path) -> None:

@@ -30,7 +30,7 @@ from paraphina.tracking.store import prepare_store, process_gone, process_identi
 
 STOP_TIMEOUT_S = 120
 RECORD_EXP13 = ["ticks=60", "runs_per_profile=3", "dataset=stops", "telemetry.every=20"]
-RECORD_BATCH = ["runs=60", "ticks=50", "seed=11", "dataset=batch"]
+RECORD_BATCH = ["runs=30", "ticks=50", "seed=11", "dataset=batch"]
 VARYING = ["timestamp_utc", "telemetry_path"]  # when and where a row was written, not what it measured
 
 
@@ -129,7 +129,7 @@ def test_sigint_during_exp13_marks_its_runs_killed_and_removes_its_telemetry(tmp
 
 def test_sigterm_during_a_batch_record_and_a_rerun_replaces_rather_than_doubles(tmp_path: Path, made_store: str,
                                                                               uninterrupted_rows):
-    rows = random.Random(14).randint(1, 50)
+    rows = random.Random(14).randint(1, 25)
     telemetry = ["telemetry.mode=jsonl", "telemetry.path=sweeps/t/run.jsonl"]
     done = stop_after_rows(["paraphina.run", *RECORD_BATCH, *telemetry], tmp_path,
                            signal.SIGTERM, rows)
@@ -147,10 +147,10 @@ def test_sigkill_during_an_import_adds_no_rows_and_the_next_command_ends_its_run
     source = tmp_path / "original.jsonl"
     lines = [{"timestamp_utc": f"2025-03-01T10:{i // 60:02d}:{i % 60:02d}Z", "label": f"r{i:03d}",
               "profile": "balanced", "num_ticks": 2000, "final_pnl": float(i), "max_drawdown": 1.0 + i,
-              "kill_switch": False} for i in range(120)]
+              "kill_switch": False} for i in range(60)]
     lines.append(lines[0])  # a row the file holds twice is two rows
     source.write_text("".join(json.dumps(line) + "\n" for line in lines))
-    rows = random.Random(15).randint(1, 100)
+    rows = random.Random(15).randint(1, 50)
     done = stop_after_rows(["paraphina.research.transfer", "import", "--input", str(source), "--dataset", "v"],
                            tmp_path, signal.SIGKILL, rows)
     assert done.returncode == -signal.SIGKILL

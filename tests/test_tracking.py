@@ -1,4 +1,5 @@
-"""The MLflow tracking layer against real stores: a SQLite file in tmp_path and a real `mlflow server`."""
+"""The MLflow tracking layer against real stores: a SQLite file in tmp_path and a real `mlflow server` (one per
+file, shared by the tests that record through it: each uses an MLflow experiment of its own)."""
 from __future__ import annotations
 
 import multiprocessing
@@ -10,11 +11,15 @@ import numpy as np
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
+from omegaconf import OmegaConf
 
 import paraphina.tracking.store as store_module
-from conftest import free_port
+from conftest import as_a_command, experiment_runs, free_port
+from paraphina import run as run_command
+from paraphina.config.loading import compose_config
 from paraphina.core.errors import ParaphinaError
 from paraphina.formats.dataset import ROW_KEYS, make_row
+from paraphina.runner.batch import config_hash, run_batch
 from paraphina.tracking.datasets import list_datasets, load_dataset, row_to_record
 from paraphina.tracking.runs import PARENT_TAG, RunRecord, RunWriter, flatten_params, git_commit
 from paraphina.tracking.store import (
@@ -241,3 +246,25 @@ def test_http_server_round_trip(tmp_path: Path, mlflow_server: str) -> None:
     assert len(client.get_metric_history(run_id, "pnl_total")) == 200
     local = Path(client.download_artifacts(run_id, "", str(tmp_path / "download")))
     assert (local / "config.yaml").read_text() == record.texts["config.yaml"]
+
+
+def test_engine_cli_records_on_a_real_server(tmp_path: Path, mlflow_server: str, monkeypatch, capsys) -> None:
+    overrides = ["+profile=conservative", "seed=5", "ticks=60"]
+    as_a_command(monkeypatch, tmp_path, MLFLOW_TRACKING_URI=mlflow_server)
+    run_command.main(overrides)   # the main of the command
+    out = capsys.readouterr().out
+    client = MlflowClient(mlflow_server)  # everything below is read back over HTTP
+    (run,) = experiment_runs(client)
+    assert run.info.run_id in out and mlflow_server in out
+    cfg = compose_config([*overrides, "tracking.enabled=false"], environ={})
+    result = run_batch(cfg)[0]
+    assert run.data.tags["profile"] == "conservative" and run.data.tags["seed"] == "5"
+    assert run.data.tags["config_hash"] == config_hash(cfg)
+    for key, value in result.run_metrics(0).items():
+        if value is not None:
+            assert run.data.metrics[key] == float(value), key
+    history = client.get_metric_history(run.info.run_id, "pnl_total")
+    assert sorted(m.step for m in history) == result.series_steps.tolist()
+    local = Path(client.download_artifacts(run.info.run_id, "config.yaml", str(tmp_path / "download")))
+    assert OmegaConf.create(local.read_text()).seed == 5
+    assert not (tmp_path / "mlruns").exists() and not (tmp_path / "mlflow.db").exists()

@@ -36,10 +36,12 @@ from paraphina.experiments import study as search
 from paraphina.experiments.records import ExperimentRecorder
 
 ROOT = Path(__file__).resolve().parents[1]
-TRIALS = 12
+TRIALS = 6
 STUDY = "workers-balanced"
-# Rounds of ~1.5 s (2 trials x 2 seeds x 900k ticks), so the third worker joins while trials run and the
-# kill finds some; beats every second, a dead worker's trials retried 2 s after its last beat.
+# Rounds (2 trials x 2 seeds x 900k ticks) last longer than a worker takes to start, so the third worker joins
+# while the first two run their first rounds and the kill finds running trials; the budget is little more than
+# those first rounds, so the survivors' work after the kill is about one round: the dead worker's trials, asked
+# again 2 s after its last beat (beats every second), beside the last trials of the budget.
 WORKER = ["experiment.sampler=tpe", f"experiment.n_trials={TRIALS}", "experiment.batch_size=2", "ticks=900000",
           "seeds=2", "execution.threads=1", "experiment.study.name=workers", "experiment.study.heartbeat_interval=1",
           "experiment.study.grace_period=2", "experiment.study.wait_interval=0.2"]
