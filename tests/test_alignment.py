@@ -17,6 +17,7 @@ from omegaconf import OmegaConf
 
 from paraphina.config.loading import compose_config
 from paraphina.experiments import alignment, exp10, exp11, exp12, exp13, sequential_runs
+from paraphina.experiments.study import with_overrides
 from paraphina.formats.dataset import append_rows, make_row
 from paraphina.tracking.datasets import load_dataset, row_to_record
 from paraphina.tracking.runs import RunRecord, RunWriter
@@ -36,7 +37,14 @@ def uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, made_store: str) -> str
 
 
 def compose(name: str, uri: str, *overrides: str):
-    return compose_config([*overrides, f"tracking.uri={uri}"], name, environ={})
+    """The experiment's config recording to `uri`: composed once per test process for the same overrides (a
+    compose per test, whose store differs, cost a third of this file's time), the store set on a copy."""
+    return with_overrides(compose_config(overrides, name, environ={}), [f"tracking.uri={uri}"])
+
+
+def command(module, uri: str, *overrides: str) -> None:
+    """What the experiment's command line runs, on its composed config (tests of the command line call `main`)."""
+    module.command(compose(module.__name__.rsplit(".", 1)[1], uri, *overrides))
 
 
 def record_parent(uri: str, experiment_id: str, children: list[RunRecord]) -> str:
@@ -94,7 +102,7 @@ def kill_plan(budget: float) -> int:
 
 def test_runs_needed_follow_the_configured_power_and_planned_rate(uri, capsys):
     record_dataset(uri, "plan", research_rows({"conservative": CONSERVATIVE}))
-    exp11.main(["dataset=plan", f"tracking.uri={uri}", "world_model.power=0.9", "world_model.planned_fraction=0.2"])
+    command(exp11, uri, "dataset=plan", "world_model.power=0.9", "world_model.planned_fraction=0.2")
     out = capsys.readouterr().out
     table = exp11.run(compose("exp11", uri, "dataset=plan", "world_model.power=0.9",
                               "world_model.planned_fraction=0.2")).set_index("profile")
@@ -109,7 +117,7 @@ BALANCED = [(10.0, 100.0, False), (20.0, 300.0, False)]
 
 def test_exp11_flags_margins_scores_and_verdicts_match_a_hand_computation(uri, capsys):
     record_dataset(uri, "hand", research_rows({"conservative": CONSERVATIVE, "balanced": BALANCED}))
-    exp11.main(["dataset=hand", f"tracking.uri={uri}"])
+    command(exp11, uri, "dataset=hand")
     out = capsys.readouterr().out
     cfg = compose("exp11", uri, "dataset=hand")
     table = exp11.run(cfg).set_index("profile")
@@ -184,7 +192,7 @@ def test_exp11_interval_edges_zero_all_kills_and_budget_on_the_boundary(uri, tmp
     tiers = "world_model.tiers.balanced.max_kill_prob=0.5"
     few = "world_model.min_n=2"  # judge the means of these few hand-made runs
     for dataset in ("edges", str(jsonl)):  # an MLflow dataset and the original JSONL file give the same checks
-        exp11.main([f"dataset={dataset}", tiers, few, f"tracking.uri={uri}"])
+        command(exp11, uri, f"dataset={dataset}", tiers, few)
         out = capsys.readouterr().out
         table = exp11.run(compose("exp11", uri, f"dataset={dataset}", tiers, few)).set_index("profile")
 
@@ -216,7 +224,8 @@ def test_exp11_bad_inputs_say_what_is_wrong(uri, capsys):
         assert exc.value.code == 2
         return capsys.readouterr().err
 
-    assert "no dataset 'nope'" in error("dataset=nope") and "hand, odd" in error("dataset=nope")
+    missing = error("dataset=nope")
+    assert "no dataset 'nope'" in missing and "hand, odd" in missing
     assert "needs dataset=NAME" in error()
     assert "profile 'mystery' has no risk tier" in error("dataset=hand", "filter.profile=mystery")
     assert "unknown profile 'mystery'; choose one of" in error("dataset=hand", "profile=mystery")
@@ -227,7 +236,7 @@ def test_exp11_bad_inputs_say_what_is_wrong(uri, capsys):
         "dataset=hand", "profile=conservative", "label_contains=zzz")
     assert "no such dataset file" in error("dataset=missing/file.jsonl")
     # a profile without a tier among others is reported by name and skipped
-    exp11.main(["dataset=hand", f"tracking.uri={uri}"])
+    command(exp11, uri, "dataset=hand")
     assert "profile 'mystery' (2 run(s) in dataset 'hand') has no risk tier; skipped" in capsys.readouterr().out
 
 
@@ -279,7 +288,7 @@ def test_exp12_tunes_by_the_rule_with_loss_tightening_and_the_floor(uri, capsys,
         exp11_child("balanced", "a", 3, 2, 1000.0),                       # pooled: 4 runs, 3 kills, dd 1250
         exp11_child("balanced", "b", 1, 1, 2000.0),                       # kill ratio 0.75/0.05 = 15 -> floor 0.1
     ])                                                                     # aggressive: no alignment record
-    exp12.main([f"tracking.uri={uri}"])
+    command(exp12, uri)
     out = capsys.readouterr().out
     tuned, report = exp12.run(compose("exp12", uri))
     tuned, report = tuned.set_index("tier"), report.set_index("tier")
@@ -329,13 +338,13 @@ def exp08_child(profile: str, runs: list[tuple[float, float, bool]]) -> RunRecor
 def test_exp10_design_vs_validation_and_a_tier_without_validation(uri, capsys):
     record_exp07(uri, {"conservative": (100.0, 40.0, 2500.0, 0.0), "balanced": (50.0, 10.0, 100.0, 0.1),
                        "aggressive": (-600.0, 10.0, 100.0, 0.1)})
-    exp10.main([f"tracking.uri={uri}"])  # exp08 never ran: every tier says so, no crash
+    command(exp10, uri)  # exp08 never ran: every tier says so, no crash
     out = capsys.readouterr().out
     assert out.count("note: tier") == 3 and out.count("no validation records") == 6  # table and notes
 
     record_parent(uri, "exp08", [exp08_child("conservative", CONSERVATIVE),
                                  exp08_child("aggressive", [(10.0, 100.0, False), (30.0, 300.0, False)])])
-    exp10.main([f"tracking.uri={uri}", "world_model.min_n=2"])
+    command(exp10, uri, "world_model.min_n=2")
     out = capsys.readouterr().out
     table = exp10.run(compose("exp10", uri, "world_model.min_n=2")).set_index("tier")
 
@@ -404,9 +413,9 @@ def test_exp13_minimal_command_end_to_end_then_exp12_from_its_alignment(uri, tmp
 
 
 def test_exp13_records_a_profile_s_many_seeds_as_one_run_with_a_table(uri):
-    command = ["ticks=40", "runs_per_profile=3", "profiles=[conservative,aggressive]", "dataset=tables",
-               f"tracking.uri={uri}"]
-    exp13.main([*command, "tracking.seed_children_below=3"])
+    args = ["ticks=40", "runs_per_profile=3", "profiles=[conservative,aggressive]", "dataset=tables",
+            f"tracking.uri={uri}"]
+    exp13.main([*args, "tracking.seed_children_below=3"])
     client = tracking_client(uri)
     runs = client.search_runs([client.get_experiment_by_name(NAMES["exp13"]).experiment_id], "tags.dataset = 'tables'")
     assert sorted(r.info.run_name for r in runs) == ["exp13_aggressive_r000-r002", "exp13_conservative_r000-r002"]
@@ -414,7 +423,7 @@ def test_exp13_records_a_profile_s_many_seeds_as_one_run_with_a_table(uri):
     as_tables = load_dataset(uri, "tables")
     assert sorted(as_tables["label"]) == sorted(f"exp13_{p}_r{i:03d}" for p in ("aggressive", "conservative")
                                                 for i in range(3))
-    exp13.main(command)   # the same rows as child runs replace the tables' rows
+    exp13.main(args)   # the same rows as child runs replace the tables' rows
     as_children = load_dataset(uri, "tables")
     kept = [c for c in as_tables.columns if c not in ("timestamp_utc", "telemetry_path")]
     pd.testing.assert_frame_equal(as_children[kept].sort_values("label").reset_index(drop=True),
@@ -485,7 +494,7 @@ def test_exp11_checks_every_profile_against_every_tier(uri, tmp_path, capsys):
             "aggressive": [(300.0 + i % 7, 1500.0 + i % 4, i % 5 == 0) for i in range(60)]}
     jsonl = tmp_path / "tiers.jsonl"
     append_rows(jsonl, research_rows(runs))
-    exp11.main([f"dataset={jsonl}", f"tracking.uri={uri}"])
+    command(exp11, uri, f"dataset={jsonl}")
     out = capsys.readouterr().out
     across = exp11.run(compose("exp11", uri, f"dataset={jsonl}")).attrs["cross_tiers"].set_index("profile")
     assert list(across.columns) == ["conservative", "balanced", "aggressive"]
@@ -503,7 +512,7 @@ def test_exp11_notes_repeated_runs_and_mixed_lengths(uri, capsys):
     longer[0]["num_ticks"] = 2000
     again = [{**row, "timestamp_utc": "2025-01-02T00:00:00Z"} for row in rows]  # the same runs, recorded later
     record_dataset(uri, "twice", rows + again + longer)
-    exp11.main(["dataset=twice", f"tracking.uri={uri}"])
+    command(exp11, uri, "dataset=twice")
     out = capsys.readouterr().out
     assert "2 run(s) in dataset 'twice' repeat another run" in out
     assert "profile 'balanced' in dataset 'twice' mixes runs of 100, 2000 ticks" in out
@@ -511,7 +520,7 @@ def test_exp11_notes_repeated_runs_and_mixed_lengths(uri, capsys):
     killed = research_rows({"conservative": [(1.0, 1.0, False), (-5.0, 9.0, True)]}, label="kill")
     killed[1]["num_ticks"] = 40  # the kill switch ended it at tick 40 of 100: the same horizon, not a mix
     record_dataset(uri, "killed", killed)
-    exp11.main(["dataset=killed", f"tracking.uri={uri}"])
+    command(exp11, uri, "dataset=killed")
     assert "mixes runs" not in capsys.readouterr().out
 
 

@@ -19,6 +19,7 @@ from paraphina.config.loading import compose_config, to_plain
 from paraphina.core.names import METRIC_KEYS, MICROSTRUCTURE_KEYS
 from paraphina.engine.params import build_params
 from paraphina.engine.simulate import RowRequest, Threads, series_ticks, simulate
+from paraphina.experiments.study import with_overrides
 from paraphina.formats.telemetry import load_telemetry, run_metrics
 from paraphina.runner.batch import config_hash, run_batch
 
@@ -43,13 +44,20 @@ KILL_KNOBS = {
 KILL_TICKS = 300
 
 
+GROUP_OVERRIDES = ("market=", "+profile=")
+
+
 @functools.lru_cache(maxsize=None)
-def _compose(overrides: tuple[str, ...]):
-    return compose_config(list(overrides), environ={})
+def _compose(groups: tuple[str, ...]):
+    return compose_config(list(groups), environ={})
 
 
 def compose(*overrides: str):
-    return _compose(tuple(overrides))
+    """The config of `overrides`: its config groups composed once per test process, its values set on a copy (as
+    a search sets a trial's knobs, equal to composing them: tests/test_experiments_optuna.py), so that hypothesis'
+    examples do not cost a Hydra compose each."""
+    groups = tuple(o for o in overrides if o.startswith(GROUP_OVERRIDES))
+    return with_overrides(_compose(groups), [o for o in overrides if o not in groups])
 
 
 def run_to(directory: Path, overrides: tuple[str, ...], seeds=None, per_run=None, name="run"):

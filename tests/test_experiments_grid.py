@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from conftest import copy_store
 from paraphina.config.loading import CONF_DIR, compose_config
@@ -21,6 +21,7 @@ from paraphina.experiments.cli import flat_config
 from paraphina.core.names import PROFILE_KNOBS
 from paraphina.experiments.profiles import profile_yaml, profiles_batch
 from paraphina.experiments.records import ExperimentRecorder, latest_points, sweeps_dir
+from paraphina.experiments.study import with_overrides
 from paraphina.runner.batch import run_batch, run_many
 from paraphina.tracking.runs import PARENT_TAG
 from paraphina.tracking.store import tracking_client
@@ -53,6 +54,12 @@ def overrides(uri: str, *extra: str) -> list[str]:
     return [*TINY, f"tracking.uri={uri}", *extra]
 
 
+def compose(name: str, uri: str, *extra: str) -> DictConfig:
+    """The config of `overrides(uri, *extra)`: composed once per test process for the same `extra` (a compose
+    per store cost a third of this file's time), the store set on a copy."""
+    return with_overrides(compose_config([*TINY, *extra], name), [f"tracking.uri={uri}"])
+
+
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory, empty_store: Path) -> str:
     return copy_store(empty_store, tmp_path_factory.mktemp("mlruns") / "mlflow.db")
@@ -61,14 +68,14 @@ def store(tmp_path_factory: pytest.TempPathFactory, empty_store: Path) -> str:
 @pytest.fixture(scope="module")
 def grids(store: str) -> dict[str, pd.DataFrame]:
     """Exp02 and Exp04 run once on 2 x 2 grids into the module's store (Exp05 and Exp07 read them)."""
-    return {name: module.run(compose_config(overrides(store, *GRIDS[name]), name))
+    return {name: module.run(compose(name, store, *GRIDS[name]))
             for name, module in (("exp02", exp02), ("exp04", exp04))}
 
 
 def assert_children_match(uri: str, experiment_id: str, table: pd.DataFrame, keys: dict[str, str]) -> pd.DataFrame:
     """The latest parent of `experiment_id` has one FINISHED child per table row, params and metrics equal; a
     child names a knob by its config key only (`keys`: the table's name of a knob -> its key)."""
-    cfg = compose_config(overrides(uri), experiment_id)
+    cfg = compose(experiment_id, uri)
     children, parent = latest_points(cfg, experiment_id)
     client = tracking_client(uri)
     assert client.get_run(parent["run_id"]).info.status == "FINISHED"
@@ -106,7 +113,7 @@ def test_exp02_records_points_and_heatmaps(store: str, grids: dict[str, pd.DataF
     table = grids["exp02"]
     assert sorted(zip(table["q0"], table["band"])) == [(0, 2.5), (0, 10), (25, 2.5), (25, 10)]
     assert_children_match(store, "exp02", table, {"q0": "engine.initial_q_tao", "band": "engine.hedge.band_base"})
-    parent = latest_points(compose_config(overrides(store), "exp02"), "exp02")[1]["run_id"]
+    parent = latest_points(compose("exp02", store), "exp02")[1]["run_id"]
     run = tracking_client(store).get_run(parent)
     assert run.info.run_name == "exp02-grid-30x2"  # named by what it is
     assert {k: v for k, v in run.data.metrics.items() if k.startswith(("pnl_mean.", "kill_prob."))} == {
@@ -114,7 +121,7 @@ def test_exp02_records_points_and_heatmaps(store: str, grids: dict[str, pd.DataF
         "kill_prob.min": table["kill_prob"].min(), "kill_prob.max": table["kill_prob"].max()}
     assert parent_artifacts(store, parent) >= {"config.yaml", "tables/exp02_hedge_band.csv",
                                                "plots/exp02_heatmap_pnl_mean.png", "plots/exp02_heatmap_dd_mean.png"}
-    out = sweeps_dir(compose_config(overrides(store), "exp02"))
+    out = sweeps_dir(compose("exp02", store))
     assert (out / "exp02_heatmap_pnl_mean.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -125,7 +132,7 @@ def test_exp04_records_points(store: str, grids: dict[str, pd.DataFrame]) -> Non
 
 def test_exp05_ranks_latest_records_by_tier_score(store: str, grids: dict[str, pd.DataFrame],
                                                   capsys: pytest.CaptureFixture) -> None:
-    cfg = compose_config(overrides(store, "experiment.top_n=3"), "exp05")
+    cfg = compose("exp05", store, "experiment.top_n=3")
     top = exp05.run(cfg)
     assert "exp03: left out of the report: no finished exp03 records" in capsys.readouterr().out
     assert list(top) == ["exp02", "exp04"]
@@ -146,7 +153,7 @@ def test_exp05_ranks_latest_records_by_tier_score(store: str, grids: dict[str, p
 
 
 def test_exp07_on_the_exp04_grid(store: str, grids: dict[str, pd.DataFrame]) -> None:
-    cfg = compose_config(overrides(store), "exp07")
+    cfg = compose("exp07", store)
     presets = exp07.run(cfg)
     assert list(presets["tier"]) == ["conservative", "balanced", "aggressive"]
     children, _ = latest_points(cfg, "exp07")
@@ -159,15 +166,15 @@ def test_exp07_on_the_exp04_grid(store: str, grids: dict[str, pd.DataFrame]) -> 
 
 def test_exp10_says_when_validation_reuses_the_design_seeds(made_store: str, capsys) -> None:
     uri = made_store
-    exp04.run(compose_config(overrides(uri, *GRIDS["exp04"]), "exp04"))   # design seeds 0, 1
-    exp07.run(compose_config(overrides(uri), "exp07"))
+    exp04.run(compose("exp04", uri, *GRIDS["exp04"]))   # design seeds 0, 1
+    exp07.run(compose("exp07", uri))
     reused = overrides(uri, "experiment.seed_offset=1")   # seeds 1, 2: seed 1 was a design seed
     exp08.run(compose_config(reused, "exp08"), reused)
-    table = exp10.run(compose_config(overrides(uri), "exp10")).set_index("tier")
+    table = exp10.run(compose("exp10", uri)).set_index("tier")
     assert (table["status"] == exp10.SEED_OVERLAP).all()
     fresh = overrides(uri)   # the default offset: seeds 1000000, 1000001
     exp08.run(compose_config(fresh, "exp08"), fresh)
-    assert (exp10.run(compose_config(overrides(uri), "exp10"))["status"] == "ok").all()
+    assert (exp10.run(compose("exp10", uri))["status"] == "ok").all()
 
 
 def test_exp08_validates_profiles_in_one_batch(store: str) -> None:
@@ -237,7 +244,7 @@ def test_profiles_batch_equals_separate_runs() -> None:
 def record_exp04_points(uri: str, points: dict[str, tuple[float, float, float, float, float, float]],
                         *extra: str) -> None:
     """A finished Exp04 invocation by hand: name -> (q0, loss_limit, pnl_mean, pnl_std, dd_mean, kill_prob)."""
-    cfg = compose_config(overrides(uri, *extra), "exp04")
+    cfg = compose("exp04", uri, *extra)
     with ExperimentRecorder(cfg) as recorder:
         for name, (q0, loss, pnl_mean, pnl_std, dd_mean, kill_prob) in points.items():
             recorder.log_point(name, {"engine.initial_q_tao": q0, "engine.risk.daily_loss_limit": loss,
@@ -250,16 +257,16 @@ def test_exp07_envelope_keeps_presets_within_the_regime_fractions(made_store: st
     uri = made_store
     record_exp04_points(uri, {"A": (0, 2000, 100, 50, 500, 0.0)})
     with pytest.raises(ParaphinaError, match="lack metric.s. frac_normal, frac_warning, frac_hard"):
-        exp07.run(compose_config(overrides(uri, "experiment.envelope=true"), "exp07"))
+        exp07.run(compose("exp07", uri, "experiment.envelope=true"))
     time.sleep(0.01)
-    cfg = compose_config(overrides(uri), "exp04")
+    cfg = compose("exp04", uri)
     with ExperimentRecorder(cfg) as recorder:   # sweeps a non-profile knob
         for name, sigma in (("lo", 2e-5), ("hi", 1e-3)):
             recorder.log_point(name, {"engine.volatility.sigma_min": sigma},
                                {"pnl_mean": 1.0, "pnl_std": 1.0, "dd_mean": 1.0, "kill_prob": 0.0})
         recorder.finish()
     with pytest.raises(ParaphinaError, match="varies engine.volatility.sigma_min, which a profile does not set"):
-        exp07.run(compose_config(overrides(uri), "exp07"))
+        exp07.run(compose("exp07", uri))
     time.sleep(0.01)
     with ExperimentRecorder(cfg) as recorder:
         for name, q0, pnl, warning in (("calm", 0, 900.0, 0.05), ("busy", 25, 1000.0, 0.30)):
@@ -267,9 +274,9 @@ def test_exp07_envelope_keeps_presets_within_the_regime_fractions(made_store: st
                                {"pnl_mean": pnl, "pnl_std": 10.0, "dd_mean": 100.0, "kill_prob": 0.0,
                                 "frac_normal": 0.94 - warning, "frac_warning": warning, "frac_hard": 0.01})
         recorder.finish()
-    best = exp07.run(compose_config(overrides(uri), "exp07")).set_index("tier")["source_run"]
+    best = exp07.run(compose("exp07", uri)).set_index("tier")["source_run"]
     assert set(best) == {"busy"}                                    # the best score everywhere ...
-    inside = exp07.run(compose_config(overrides(uri, "experiment.envelope=true"), "exp07")).set_index("tier")
+    inside = exp07.run(compose("exp07", uri, "experiment.envelope=true")).set_index("tier")
     assert set(inside["source_run"]) == {"calm"} and inside["in_envelope"].all()   # ... is in Warning 30 % of a day
     assert ("note: tiers conservative, balanced, aggressive share the preset calm: on this grid the tiers allowing "
             "more risk gain no score from it") in capsys.readouterr().err
@@ -286,7 +293,7 @@ def test_exp07_picks_the_presets_budgets_and_score_imply(made_store: str, capsys
         "D": (50, 8000, -1000, 500, 9000, 0.5),  # fails everything
         "E": (-50, 6000, 200, 20, 800, 0.03),    # balanced: passes, score -49 (best there)
     }, "engine.hedge.band_base=3.5", "engine.mm.size_eta=0.07")
-    cfg = compose_config(overrides(uri, "experiment.kill_headroom=1"), "exp07")   # the budgets themselves
+    cfg = compose("exp07", uri, "experiment.kill_headroom=1")   # the budgets themselves
     presets = exp07.run(cfg).set_index("tier")
     assert presets["source_run"].to_dict() == {"conservative": "C", "balanced": "E", "aggressive": "B"}
     assert presets["relaxed"].to_dict() == {"conservative": True, "balanced": False, "aggressive": False}
@@ -324,13 +331,13 @@ def test_exp07_installs_presets_as_live_profiles_all_or_none(tmp_path: Path, mad
     record_exp04_points(uri, points)
     install = ["experiment.install=true", f"experiment.install_dir={live}"]
     with pytest.raises(ParaphinaError, match=r"not installed: the preset of tier\(s\) conservative is relaxed"):
-        exp07.run(compose_config(overrides(uri, *install), "exp07"))
+        exp07.run(compose("exp07", uri, *install))
     assert sorted(p.name for p in live.iterdir()) == ["balanced.yaml"]  # nothing written, not even balanced
     assert (live / "balanced.yaml").read_text() == "# the old live profile\n"
 
     time.sleep(0.01)
     record_exp04_points(uri, {**points, "C": (-25, 2000, 50, 10, 500, 0.0)})  # now within conservative's
-    cfg = compose_config(overrides(uri, *install), "exp07")
+    cfg = compose("exp07", uri, *install)
     exp07.run(cfg)
     assert sorted(p.name for p in live.iterdir()) == ["aggressive.yaml", "balanced.yaml", "conservative.yaml"]
     for tier in ("conservative", "balanced", "aggressive"):
@@ -356,9 +363,9 @@ def test_an_appended_axis_sweeps_its_key(tmp_path: Path, made_store: str,
                                         capsys: pytest.CaptureFixture) -> None:
     uri = made_store
     axis = "+experiment.grid.delta={key: engine.risk.delta_hard_limit_usd_base, values: [40000, 90000]}"
-    table = exp04.run(compose_config(overrides(uri, *GRIDS["exp04"], axis), "exp04"))
+    table = exp04.run(compose("exp04", uri, *GRIDS["exp04"], axis))
     assert len(table) == 2 * 2 * 1 * 2 and sorted(set(table["delta"])) == [40000.0, 90000.0]
-    points, _ = latest_points(compose_config(overrides(uri), "exp04"), "exp04")
+    points, _ = latest_points(compose("exp04", uri), "exp04")
     assert sorted(set(points["engine.risk.delta_hard_limit_usd_base"].astype(float))) == [40000.0, 90000.0]
     capsys.readouterr()   # the sweep's own progress bar, drawn when it runs past the bar's delay
     for bad, named in (("+experiment.grid.eta={key: engine.mm.size_eta}", "grid axis 'eta' must be {key: "),
@@ -371,11 +378,13 @@ def test_an_appended_axis_sweeps_its_key(tmp_path: Path, made_store: str,
                        ("+experiment.grid.m={key: engine.mm, values: [1]}", "engine.mm is not a numeric knob"),
                        ("+experiment.grid.e={key: engine.mm.size_eta, values: 3}", "values=3 must be a list"),
                        ("+experiment.grid.e={key: engine.mm.size_eta, values: [nan]}", "must be finite numbers")):
-        with pytest.raises(SystemExit) as stop:
-            exp04.main(overrides(sqlite_uri(tmp_path / "bad"), bad))
-        assert stop.value.code == 2
-        err = capsys.readouterr().err.strip().splitlines()
-        assert len(err) == 1 and named in err[0], err
+        # the error the command line prints in one line (cli_errors: test_cli), without a Hydra app run per case
+        with pytest.raises(ParaphinaError) as error:
+            exp04.run(compose("exp04", sqlite_uri(tmp_path / "bad"), bad))
+        assert "\n" not in str(error.value) and named in str(error.value), error.value
+    with pytest.raises(SystemExit) as stop:   # and one of them from the command line
+        exp04.main(overrides(sqlite_uri(tmp_path / "bad"), "+experiment.grid.e={key: engine.mm.size_eta, values: 3}"))
+    assert stop.value.code == 2 and capsys.readouterr().err.strip().count("\n") == 0
     assert not (tmp_path / "bad").exists()   # stopped before the store was touched
     with pytest.raises(SystemExit):
         exp08.main(overrides(sqlite_uri(tmp_path / "bad"), axis))
@@ -440,7 +449,7 @@ def test_exp06_failed_step_is_reported_and_the_rest_run(made_store: str, capsys:
     assert "unknown config key 'experiment.grid.q0.valuez'" in out
     assert err.strip().splitlines()[-1] == "error: 1 step(s) failed: exp04"
 
-    cfg = compose_config(overrides(uri), "exp06")
+    cfg = compose("exp06", uri)
     assert len(latest_points(cfg, "exp02")[0]) == 5 and len(latest_points(cfg, "exp08")[0]) == 3
     with pytest.raises(ParaphinaError, match="no finished exp04 records"):
         latest_points(cfg, "exp04")

@@ -11,7 +11,7 @@ from paraphina.config.commands import hydra_command
 from paraphina.core.names import REGIME_NAMES
 from paraphina.experiments.cli import print_horizon_note, print_table
 from paraphina.experiments.grid import axes_from_config
-from paraphina.experiments.records import ExperimentRecorder, parent_metrics
+from paraphina.experiments.records import ExperimentRecorder, parent_metrics, sweeps_dir
 from paraphina.experiments.sweep import run_sweep
 
 
@@ -31,6 +31,7 @@ def command(cfg: DictConfig) -> None:
     table = run(cfg)
     print_table(table, [*cfg.experiment.grid, "pnl_mean", "dd_mean", "kill_prob", "frac_normal", "frac_warning",
                         "frac_hard", "final_regime"])
+    print(f"tables in {sweeps_dir(cfg)}")
 
 
 main = hydra_command("exp04", command)

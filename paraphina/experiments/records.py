@@ -54,9 +54,10 @@ def per_seed_table(result: BatchResult, rows: np.ndarray, point: Mapping[str, fl
 
 def point_summaries(result: BatchResult, point_index: np.ndarray, points: Sequence[Mapping[str, float]],
                     confidence: float) -> pd.DataFrame:
-    """The aggregate metrics of each point over its seeds, one row per point, knobs first."""
+    """The aggregate metrics of each point over its seeds, one row per point, knobs first; `runs` a count (an
+    MLflow metric, so a float, in the aggregates)."""
     return pd.DataFrame([{**point, **aggregate_metrics(result, confidence, np.flatnonzero(point_index == p))}
-                         for p, point in enumerate(points)])
+                         for p, point in enumerate(points)]).astype({"runs": int})
 
 
 def parent_metrics(table: pd.DataFrame, keys: Sequence[str], by: str | None = None) -> dict[str, float]:
