@@ -42,9 +42,11 @@ def store(tmp_path: Path, empty_store: Path) -> str:
 
 
 def compose(tmp_path: Path, config: str, *overrides: str):
-    return compose_config([f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
-                           f"experiment.study.storage={tmp_path}/optuna.journal", "ticks=60", "seeds=2",
-                           *overrides], config, environ={})
+    """The search's config with its store and study journal in tmp_path (unless `overrides` set them): composed once
+    per test process for the same overrides, the test's own paths set on a copy."""
+    own = [f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", f"experiment.study.storage={tmp_path}/optuna.journal"]
+    own = [o for o in own if not any(given.startswith(o.split("=", 1)[0] + "=") for given in overrides)]
+    return study.with_overrides(compose_config(["ticks=60", "seeds=2", *overrides], config, environ={}), own)
 
 
 def load(tmp_path: Path, name: str) -> optuna.Study:
