@@ -1,4 +1,5 @@
-"""Every engine run in MLflow, checked against the engine's own numbers on real stores (SQLite, a real server)."""
+"""Every engine run in MLflow, checked against the engine's own numbers on real SQLite stores (a run recorded
+through a real server: tests/test_tracking.py, which shares its server among its tests)."""
 from __future__ import annotations
 
 import math
