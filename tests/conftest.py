@@ -8,11 +8,13 @@ from __future__ import annotations
 import os
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 import pytest
 
-from paraphina.config.loading import compose_config, to_plain
+from omegaconf import DictConfig
+
+from paraphina.config.loading import compose_config, override_key, to_plain
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -78,6 +80,17 @@ def no_experiment_schemas_stored() -> None:
 def cfg():
     """The base config (balanced centre, default market) with ticks=50."""
     return compose_config(["ticks=50"], environ={})
+
+
+def compose_for_test(overrides: Sequence[str], config_name: str, own: Sequence[str]) -> DictConfig:
+    """`compose_config(overrides + own)`, where `own` are a test's own settings (its temp store, its journal): the
+    composition of `overrides` is kept for the process, `own` set on a copy (as a search sets a trial's knobs), so
+    tests whose stores differ share it. An `own` setting whose key `overrides` sets is left out (theirs wins)."""
+    from paraphina.experiments.study import with_overrides
+
+    given = {override_key(o) for o in overrides}
+    return with_overrides(compose_config(overrides, config_name, environ={}),
+                          [o for o in own if override_key(o) not in given])
 
 
 @pytest.fixture(scope="session")

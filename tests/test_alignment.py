@@ -15,9 +15,9 @@ import pytest
 from scipy import stats
 from omegaconf import OmegaConf
 
+from conftest import compose_for_test
 from paraphina.config.loading import compose_config
 from paraphina.experiments import alignment, exp10, exp11, exp12, exp13, sequential_runs
-from paraphina.experiments.study import with_overrides
 from paraphina.formats.dataset import append_rows, make_row
 from paraphina.tracking.datasets import load_dataset, row_to_record
 from paraphina.tracking.runs import RunRecord, RunWriter
@@ -37,9 +37,7 @@ def uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, made_store: str) -> str
 
 
 def compose(name: str, uri: str, *overrides: str):
-    """The experiment's config recording to `uri`: composed once per test process for the same overrides (a
-    compose per test, whose store differs, cost a third of this file's time), the store set on a copy."""
-    return with_overrides(compose_config(overrides, name, environ={}), [f"tracking.uri={uri}"])
+    return compose_for_test(overrides, name, [f"tracking.uri={uri}"])
 
 
 def command(module, uri: str, *overrides: str) -> None:

@@ -84,8 +84,8 @@ COMMANDS: dict[str, tuple[list[str], dict[str, str], list[str]]] = {
 }
 
 BAD_INPUT = ["unknown_profile", "ticks_zero", "ticks_negative", "runs_zero", "typo_key", "bad_band", "bad_band_env",
-             "bad_profile_env", "bad_mode_env", "negative_loss_env", "unwritable_telemetry", "sweep_without_m", "bad_interpolation", "bad_parse",
-             "negative_loss_limit", "unknown_placeholder", "unsearchable_dataset"]
+             "bad_profile_env", "bad_mode_env", "negative_loss_env", "unwritable_telemetry", "sweep_without_m",
+             "bad_interpolation", "bad_parse", "negative_loss_limit", "unknown_placeholder", "unsearchable_dataset"]
 
 
 def run_in_process(args: list[str], cwd: Path, extra_env: dict[str, str]) -> Done:
@@ -197,7 +197,8 @@ def test_bad_input_is_one_line_error(done, name):
     ("unknown_profile", ["reckless", "aggressive", "balanced", "conservative"]),
     ("bad_profile_env", ["reckless", "aggressive", "balanced", "conservative", "(set by PARAPHINA_RISK_PROFILE)"]),
     ("bad_mode_env", ["error: telemetry.mode='xml' is not one of off, jsonl (set by PARAPHINA_TELEMETRY_MODE)"]),
-    ("negative_loss_env", ["engine.risk.daily_loss_limit=-5.0 must be positive", "(set by PARAPHINA_DAILY_LOSS_LIMIT)"]),
+    ("negative_loss_env", ["engine.risk.daily_loss_limit=-5.0 must be positive",
+                           "(set by PARAPHINA_DAILY_LOSS_LIMIT)"]),
     ("ticks_zero", ["ticks"]),
     ("ticks_negative", ["ticks"]),
     ("runs_zero", ["runs"]),

@@ -3,7 +3,6 @@ telemetry rows, online metrics = metrics from the telemetry file, independence o
 """
 from __future__ import annotations
 
-import functools
 import json
 import math
 import tempfile
@@ -15,11 +14,11 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
+from conftest import compose_for_test
 from paraphina.config.loading import compose_config, to_plain
 from paraphina.core.names import METRIC_KEYS, MICROSTRUCTURE_KEYS
 from paraphina.engine.params import build_params
 from paraphina.engine.simulate import RowRequest, Threads, series_ticks, simulate
-from paraphina.experiments.study import with_overrides
 from paraphina.formats.telemetry import load_telemetry, run_metrics
 from paraphina.runner.batch import config_hash, run_batch
 
@@ -47,17 +46,11 @@ KILL_TICKS = 300
 GROUP_OVERRIDES = ("market=", "+profile=")
 
 
-@functools.lru_cache(maxsize=None)
-def _compose(groups: tuple[str, ...]):
-    return compose_config(list(groups), environ={})
-
-
 def compose(*overrides: str):
-    """The config of `overrides`: its config groups composed once per test process, its values set on a copy (as
-    a search sets a trial's knobs, equal to composing them: tests/test_experiments_optuna.py), so that hypothesis'
-    examples do not cost a Hydra compose each."""
-    groups = tuple(o for o in overrides if o.startswith(GROUP_OVERRIDES))
-    return with_overrides(_compose(groups), [o for o in overrides if o not in groups])
+    """The config of `overrides`: its config groups composed once per test process, its values set on a copy
+    (conftest.compose_for_test), so that hypothesis' examples do not cost a Hydra compose each."""
+    groups = [o for o in overrides if o.startswith(GROUP_OVERRIDES)]
+    return compose_for_test(groups, "config", [o for o in overrides if o not in groups])
 
 
 def run_to(directory: Path, overrides: tuple[str, ...], seeds=None, per_run=None, name="run"):

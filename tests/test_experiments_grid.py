@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from omegaconf import DictConfig, OmegaConf
 
-from conftest import copy_store
+from conftest import compose_for_test, copy_store
 from paraphina.config.loading import CONF_DIR, compose_config
 from paraphina.core.errors import ParaphinaError
 from paraphina.experiments import exp02, exp04, exp05, exp06, exp07, exp08, exp10
@@ -21,7 +21,6 @@ from paraphina.experiments.cli import flat_config
 from paraphina.core.names import PROFILE_KNOBS
 from paraphina.experiments.profiles import profile_yaml, profiles_batch
 from paraphina.experiments.records import ExperimentRecorder, latest_points, sweeps_dir
-from paraphina.experiments.study import with_overrides
 from paraphina.runner.batch import run_batch, run_many
 from paraphina.tracking.runs import PARENT_TAG
 from paraphina.tracking.store import tracking_client
@@ -55,9 +54,8 @@ def overrides(uri: str, *extra: str) -> list[str]:
 
 
 def compose(name: str, uri: str, *extra: str) -> DictConfig:
-    """The config of `overrides(uri, *extra)`: composed once per test process for the same `extra` (a compose
-    per store cost a third of this file's time), the store set on a copy."""
-    return with_overrides(compose_config([*TINY, *extra], name), [f"tracking.uri={uri}"])
+    """The config of `overrides(uri, *extra)`."""
+    return compose_for_test([*TINY, *extra], name, [f"tracking.uri={uri}"])
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from mlflow import MlflowClient
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
-from conftest import copy_store
+from conftest import compose_for_test, copy_store
 from paraphina.config.loading import compose_config
 from paraphina.core.errors import ParaphinaError
 from paraphina.experiments import exp03, exp09, study
@@ -42,11 +42,10 @@ def store(tmp_path: Path, empty_store: Path) -> str:
 
 
 def compose(tmp_path: Path, config: str, *overrides: str):
-    """The search's config with its store and study journal in tmp_path (unless `overrides` set them): composed once
-    per test process for the same overrides, the test's own paths set on a copy."""
-    own = [f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", f"experiment.study.storage={tmp_path}/optuna.journal"]
-    own = [o for o in own if not any(given.startswith(o.split("=", 1)[0] + "=") for given in overrides)]
-    return study.with_overrides(compose_config(["ticks=60", "seeds=2", *overrides], config, environ={}), own)
+    """The search's config with its store and study journal in tmp_path, unless `overrides` set them."""
+    return compose_for_test(["ticks=60", "seeds=2", *overrides], config,
+                            [f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
+                             f"experiment.study.storage={tmp_path}/optuna.journal"])
 
 
 def load(tmp_path: Path, name: str) -> optuna.Study:
