@@ -83,14 +83,11 @@ def cfg():
 
 
 def compose_for_test(overrides: Sequence[str], config_name: str, own: Sequence[str]) -> DictConfig:
-    """`compose_config(overrides + own)`, where `own` are a test's own settings (its temp store, its journal): the
-    composition of `overrides` is kept for the process, `own` set on a copy (as a search sets a trial's knobs), so
-    tests whose stores differ share it. An `own` setting whose key `overrides` sets is left out (theirs wins)."""
-    from paraphina.experiments.study import with_overrides
-
+    """`compose_config(overrides + own)`, where `own` are a test's own settings (its temp store, its journal) that
+    `overrides` may set too (theirs win): the groups' composition is kept for the process, so tests whose stores
+    differ share it."""
     given = {override_key(o) for o in overrides}
-    return with_overrides(compose_config(overrides, config_name, environ={}),
-                          [o for o in own if override_key(o) not in given])
+    return compose_config([*overrides, *(o for o in own if override_key(o) not in given)], config_name, environ={})
 
 
 @pytest.fixture(scope="session")

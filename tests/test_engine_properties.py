@@ -14,7 +14,6 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
-from conftest import compose_for_test
 from paraphina.config.loading import compose_config, to_plain
 from paraphina.core.names import METRIC_KEYS, MICROSTRUCTURE_KEYS
 from paraphina.engine.params import build_params
@@ -43,14 +42,10 @@ KILL_KNOBS = {
 KILL_TICKS = 300
 
 
-GROUP_OVERRIDES = ("market=", "+profile=")
-
-
 def compose(*overrides: str):
-    """The config of `overrides`: its config groups composed once per test process, its values set on a copy
-    (conftest.compose_for_test), so that hypothesis' examples do not cost a Hydra compose each."""
-    groups = [o for o in overrides if o.startswith(GROUP_OVERRIDES)]
-    return compose_for_test(groups, "config", [o for o in overrides if o not in groups])
+    """The config of `overrides` (their config groups are composed once per test process, so hypothesis'
+    examples cost no Hydra composition each)."""
+    return compose_config(list(overrides), environ={})
 
 
 def run_to(directory: Path, overrides: tuple[str, ...], seeds=None, per_run=None, name="run"):

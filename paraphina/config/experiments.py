@@ -180,18 +180,23 @@ SCHEMAS: dict[str, type] = {
 }
 
 
+SCHEMA_GROUP = "schema"
+"""The config group of the structured schemas, which live in Hydra's ConfigStore rather than in conf/."""
+
+
 @functools.lru_cache(maxsize=None)
 def register(name: str) -> None:
     """Put the engine's schema, and experiment `name`'s schema and primary config, in Hydra's ConfigStore, once
     and only when `name` is composed (building a schema costs ~30 ms); other names are left alone."""
     store = ConfigStore.instance()
-    store.store(group="schema", name="paraphina", node=ParaphinaConfig, package="_global_")
+    store.store(group=SCHEMA_GROUP, name="paraphina", node=ParaphinaConfig, package="_global_")
     if name not in SCHEMAS:
         return
-    store.store(group="schema", name=name, node=SCHEMAS[name], package="_global_")
+    store.store(group=SCHEMA_GROUP, name=name, node=SCHEMAS[name], package="_global_")
     help_text = {"app_name": f"paraphina.experiments.{name}",
                  "header": f"paraphina.experiments.{name}: the settings of conf/experiment/{name}.yaml on conf/config.yaml.",
                  "footer": "Override any key above with key=value; sweep with -m key=a,b; show the composed config "
                            "with --cfg job."}
-    store.store(name=name, node={"defaults": ["config", {"experiment": name}, "_self_", {"override schema": name}],
+    store.store(name=name, node={"defaults": ["config", {"experiment": name}, "_self_",
+                                              {f"override {SCHEMA_GROUP}": name}],
                                  "hydra": {"job": {"name": name}, "help": help_text}})

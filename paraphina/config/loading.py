@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
 from hydra.errors import MissingConfigException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
@@ -172,25 +173,53 @@ def compose_config(overrides: Sequence[str] = (), config_name: str = "config",
                    environ: Mapping[str, str] | None = None) -> DictConfig:
     """Compose conf/ with the environment's and the caller's overrides; resolve; validate; raise ParaphinaError.
 
-    The same composition again in one process (a command composes each profile every round) is a copy of the
-    first, about 20x faster, unless a file of conf/ changed since (an installed preset, an edit in a notebook) or an
-    override interpolates (`${...}` may read the clock or the environment)."""
+    Hydra composes the config groups an override list chooses (its defaults list), then sets the list's
+    `key=value` overrides on the result. The first step is kept per process, so a composition whose groups were
+    composed before (a command's profiles every round, a test's temp store) costs a copy and Hydra's second
+    step, a tenth of the time; an edited file of conf/, an override that interpolates (`${...}` may read the clock
+    or the environment) or one that fails (for Hydra's own message) composes afresh."""
     environ = os.environ if environ is None else environ
     overrides = list(overrides)
     reject_appended_keys(overrides)
     full = (*env_overrides(environ, overrides), *overrides)
-    if any("${" in override for override in full):
-        return _compose(full, config_name)
-    return copy.deepcopy(_composed(full, config_name, files_state(CONF_DIR)))
+    if not any("${" in override for override in full):
+        try:
+            parsed = override_parser().parse_overrides(list(full))
+            values = [o for o in parsed if _is_value_override(o)]
+            job, hydra_node = _composed(tuple(o.input_line for o in parsed if o not in values), config_name,
+                                        files_state(CONF_DIR))
+            cfg = copy.deepcopy(job)
+            set_values(cfg, values)
+            return _finished(cfg, hydra_node)
+        except (OverrideParseException, OmegaConfBaseException):
+            pass   # Hydra's own composition below names the problem as a command's does
+    job, hydra_node = _compose(full, config_name)
+    return _finished(job, hydra_node)
+
+
+def _is_value_override(override: Override) -> bool:
+    """A plain `key=value` of the job's config: Hydra sets it after composing the groups, as `set_values` does
+    (group choices, `+`/`~` edits, sweeps and the `hydra.` settings take part in the composition itself)."""
+    key = override.key_or_group
+    group = "." not in key and (key == experiments.SCHEMA_GROUP or (CONF_DIR / key).is_dir())
+    return not (group or key.startswith("hydra") or override.package is not None or override.is_sweep_override()
+                or override.is_delete() or override.is_add() or override.is_force_add())
+
+
+def set_values(cfg: DictConfig, overrides: Sequence[Override]) -> None:
+    """Set value overrides on a composed config in place, as Hydra sets a command line's on its composition."""
+    for override in overrides:
+        OmegaConf.update(cfg, override.key_or_group, override.value(), merge=True)
 
 
 @functools.lru_cache(maxsize=COMPOSED_KEPT)
-def _composed(full: tuple[str, ...], config_name: str, conf_state: tuple) -> DictConfig:
+def _composed(chosen: tuple[str, ...], config_name: str, conf_state: tuple) -> tuple[DictConfig, DictConfig]:
     """`_compose`, kept: `conf_state` takes part in the cache's key only, so an edited conf/ composes afresh."""
-    return _compose(full, config_name)
+    return _compose(chosen, config_name)
 
 
-def _compose(full: Sequence[str], config_name: str) -> DictConfig:
+def _compose(full: Sequence[str], config_name: str) -> tuple[DictConfig, DictConfig]:
+    """Hydra's composition: the job's config, unresolved, and Hydra's node apart (`${hydra:...}` reads it)."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
@@ -198,13 +227,32 @@ def _compose(full: Sequence[str], config_name: str) -> DictConfig:
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR), job_name="paraphina"):
-            cfg = job_config(compose(config_name=config_name, overrides=list(full), return_hydra_config=True))
-    except ParaphinaError:
-        raise
+            cfg = compose(config_name=config_name, overrides=list(full), return_hydra_config=True)
     except Exception as exc:  # Hydra and OmegaConf raise many types; all are the user's input here
         raise ParaphinaError(explain_hydra_error(exc)) from exc
     finally:
         GlobalHydra.instance().clear()
+    hydra_node = OmegaConf.masked_copy(cfg, "hydra")
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg, hydra_node
+
+
+def _finished(cfg: DictConfig, hydra_node: DictConfig) -> DictConfig:
+    """A composed job config resolved, every value as in a job of Hydra's app runner, and validated.
+
+    `${hydra:...}` values (e.g. Exp11's `${hydra:runtime.choices.profile}`) read the composition's own Hydra
+    node; the app runner's Hydra config, if any, is left as it was."""
+    from hydra.core.hydra_config import HydraConfig
+
+    current = HydraConfig.instance()
+    previous, current.cfg = current.cfg, hydra_node
+    try:
+        resolve(cfg)
+    except OmegaConfBaseException as exc:
+        raise ParaphinaError(explain_hydra_error(exc)) from exc
+    finally:
+        current.cfg = previous
     validate(cfg)
     return cfg
 
@@ -213,26 +261,6 @@ def files_state(folder: Path) -> tuple[tuple[str, int, int, int], ...]:
     """What the YAML files under `folder` are now, in a millisecond: each one's path, inode, size and mtime."""
     stats = ((str(path), path.stat()) for path in folder.rglob("*.yaml"))
     return tuple(sorted((name, st.st_ino, st.st_size, st.st_mtime_ns) for name, st in stats))
-
-
-def job_config(cfg: DictConfig) -> DictConfig:
-    """A composed config without Hydra's node, every value resolved as in a job of Hydra's app runner.
-
-    `${hydra:...}` values (e.g. Exp11's `${hydra:runtime.choices.profile}`) read the config's own Hydra node;
-    the app runner's Hydra config, if any, is left as it was.
-    """
-    from hydra.core.hydra_config import HydraConfig
-
-    current = HydraConfig.instance()
-    previous = current.cfg
-    current.set_config(cfg)
-    try:
-        with open_dict(cfg):
-            del cfg["hydra"]
-        resolve(cfg)
-    finally:
-        current.cfg = previous
-    return cfg
 
 
 def resolve(cfg: DictConfig) -> None:
