@@ -4,7 +4,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 from omegaconf import DictConfig
@@ -78,12 +78,14 @@ def run_many(cfg: DictConfig, seeds: np.ndarray, per_run: Mapping[str, Sequence[
 
 def run_batch(cfg: DictConfig, seeds: Sequence[int] | None = None,
               per_run: Mapping[str, Sequence[float]] | None = None, profiles: Sequence[str] | None = None,
-              job: int | None = None, rows_every: int | None = None) -> tuple[BatchResult, list]:
+              job: int | None = None, rows_every: int | None = None,
+              started: Callable[[], None] | None = None) -> tuple[BatchResult, list]:
     """Run the batch the config describes (or `seeds` with `per_run` knobs), writing telemetry if on.
 
     Returns the result and the telemetry files written (empty when telemetry is off). Telemetry paths are
-    checked before the engine starts; files appear only when the batch completes. `rows_every` asks for
-    every run's rows in the result (calibration probes); telemetry rows come every `telemetry.every` ticks.
+    checked before the engine starts (then `started` is called: a command's header follows no error); files
+    appear only when the batch completes. `rows_every` asks for every run's rows in the result (calibration
+    probes); telemetry rows come every `telemetry.every` ticks.
     """
     seeds = run_seeds(cfg) if seeds is None else np.asarray(seeds, dtype=np.int64)
     writer = None
@@ -93,6 +95,8 @@ def run_batch(cfg: DictConfig, seeds: Sequence[int] | None = None,
         writer = TelemetryWriter(telemetry_paths(cfg.telemetry.path, seeds, names, job), cfg.engine.venues.names)
         every = cfg.telemetry.every
     with writer if writer else contextlib.nullcontext():
+        if started:
+            started()
         result = run_many(cfg, seeds, per_run, f"engine {len(seeds)} runs", series_every(cfg), every)
         if writer:
             writer.write(result.rows)

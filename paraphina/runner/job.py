@@ -18,9 +18,8 @@ def execute(cfg: DictConfig, parent_run_id: str | None = None, job: int | None =
 
         opening = open_session(cfg)
     chash = config_hash(cfg)
-    print(report.header(cfg, chash), flush=True)
     try:
-        result, telemetry = run_batch(cfg, job=job)
+        result, telemetry = run_batch(cfg, job=job, started=lambda: print(report.header(cfg, chash), flush=True))
     except BaseException:
         if opening is not None:  # a stop waits for the store's preparation: a schema half made breaks the store
             opening.exception()
