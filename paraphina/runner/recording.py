@@ -3,6 +3,7 @@ run (aggregates, a fan chart, its seeds' research rows as a Parquet table) and, 
 from __future__ import annotations
 
 import tempfile
+import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,6 +93,9 @@ def open_session(cfg: DictConfig) -> Future[TrackingSession]:
     Python's lock): importing MLflow and preparing the store take about 1.5 s, and the plots' library 0.3-0.5 s
     more. The store is checked for reachability at once, so an unusable store still stops the command first."""
     reachable_uri(cfg.tracking.uri, cfg.paths.store, cfg.tracking.reachability_timeout_s)
+    # requests silences urllib3's warning that SOCKS proxies need PySocks as MLflow imports it; a first compile
+    # of the engine meanwhile restores the warning filters it saved, dropping that silence (a warning on stderr)
+    warnings.filterwarnings("ignore", module="urllib3.contrib.socks")
 
     def opened() -> TrackingSession:
         session = TrackingSession.open(cfg)
