@@ -431,21 +431,23 @@ def test_a_composition_again_is_an_equal_independent_copy():
     assert env_set.engine.hedge.band_base == 7.0   # the environment's overrides are part of what is reused
 
 
-@pytest.mark.parametrize("config_name, overrides", [
-    ("config", ["profile_name=aggressive"]),              # risk_tier interpolates it: set before resolving
-    ("config", ["+profile=conservative", "engine.mm.size_eta=0.3", "seed=4", "market=volatile"]),
+@pytest.mark.parametrize("config_name, overrides, expected", [
+    ("config", ["profile_name=aggressive"], {"risk_tier": "aggressive"}),   # interpolates it: set before resolving
+    ("config", ["+profile=conservative", "engine.mm.size_eta=0.3", "seed=4", "market=volatile"],
+     {"engine.mm.size_eta": 0.3, "market.scenario": "volatile", "profile_name": "conservative"}),
     ("config", ["execution.threads=1", "world_model.tiers.aggressive.max_kill_prob=0.2",
-                "tracking.uri=sqlite:///x.db"]),
-    ("exp11", ["profile=aggressive", "label_contains=w1"]),   # filter.profile reads Hydra's choice of the group
-    ("exp03", ["experiment.space.eta={low: 0.01}", "experiment.n_trials=3"]),   # a dict merges into the space
+                "tracking.uri=sqlite:///x.db"], {"world_model.tiers.aggressive.max_kill_prob": 0.2}),
+    ("exp11", ["profile=aggressive", "label_contains=w1"],   # filter.profile reads Hydra's choice of the group
+     {"filter.profile": "aggressive", "filter.label_contains": "w1"}),
+    ("exp03", ["experiment.space.eta={low: 0.01}", "experiment.n_trials=3"],   # a dict merges into the space
+     {"experiment.space.eta.low": 0.01, "experiment.n_trials": 3}),
 ])
-def test_values_set_on_a_kept_composition_equal_hydra_composing_the_whole_list(config_name, overrides):
+def test_values_set_on_a_kept_composition_equal_hydra_composing_the_whole_list(config_name, overrides, expected):
     compose_config([], config_name, environ={})   # the groups' composition kept before the values come
     fast = compose_config(overrides, config_name, environ={})
     whole = loading._finished(*loading._compose(overrides, config_name))
     assert OmegaConf.to_container(fast) == OmegaConf.to_container(whole)
-    if overrides == ["profile_name=aggressive"]:
-        assert fast.risk_tier == "aggressive"
+    assert {key: OmegaConf.select(fast, key) for key in expected} == expected
 
 
 def test_an_interpolating_override_is_composed_afresh():

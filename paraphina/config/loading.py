@@ -175,7 +175,7 @@ def compose_config(overrides: Sequence[str] = (), config_name: str = "config",
 
     Hydra composes the config groups an override list chooses (its defaults list), then sets the list's
     `key=value` overrides on the result. The first step is kept per process, so a composition whose groups were
-    composed before (a command's profiles every round, a test's temp store) costs a copy and Hydra's second
+    composed before (the benchmark's batch sizes, a test's temp store) costs a copy and Hydra's second
     step, a tenth of the time; an edited file of conf/, an override that interpolates (`${...}` may read the clock
     or the environment) or one that fails (for Hydra's own message) composes afresh."""
     environ = os.environ if environ is None else environ
