@@ -2,8 +2,6 @@
 section 9 (version 2), then the microstructure facts per market scenario and the profiles' kill-probability order."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
@@ -13,34 +11,24 @@ from paraphina.config.commands import hydra_command, task_overrides
 from paraphina.config.loading import compose_config
 from paraphina.core.errors import ParaphinaError
 from paraphina.engine.simulate import BatchResult
+from paraphina.experiments.cli import print_horizon_note
 from paraphina.runner.batch import run_batch
-from paraphina.world_model.tiers import horizon_note
 
-
-@dataclass(frozen=True)
-class Figure:
-    """One row of the target table: how to compute it from a batch, and its key in `experiment.targets`."""
-
-    key: str
-    label: str
-    unit: str
-
-
-FIGURES = (
-    Figure("fill_rate", "MM fills per quoted side per second", "%"),
-    Figure("half_spread_ratio", "quoted half-spread / book half-spread", "x"),
-    Figure("spread_capture_bps", "spread capture", "bps"),
-    Figure("adverse_share", "adverse selection: -30 s markout / spread capture", "x"),
-    Figure("net_edge_bps", "net edge per MM notional, after fees and hedging", "bps"),
-    Figure("daily_sharpe", "session PnL mean / std", "x"),
-    Figure("frac_normal", "regime Normal", "%"),
-    Figure("frac_warning", "regime Warning", "%"),
-    Figure("frac_hard", "regime HardLimit", "%"),
-    Figure("calm_sigma_bps", "calm sigma (per sqrt(s), jumps apart)", "bps"),
-    Figure("big_jumps_per_day", "jumps of 2 % or more per day", "/day"),
-    Figure("stressed_disabled", "venues Disabled in the stressed regime", "%"),
-    Figure("calm_disabled", "venues Disabled in the calm regime", "%"),
-    Figure("tracking_error", "fair-value tracking in calm: median |ln(fair / S)|", "%"),
+FIGURES = (  # the rows of the target table: (key in `experiment.targets` and `figures`, label, unit)
+    ("fill_rate", "MM fills per quoted side per second", "%"),
+    ("half_spread_ratio", "quoted half-spread / book half-spread", "x"),
+    ("spread_capture_bps", "spread capture", "bps"),
+    ("adverse_share", "adverse selection: -30 s markout / spread capture", "x"),
+    ("net_edge_bps", "net edge per MM notional, after fees and hedging", "bps"),
+    ("daily_sharpe", "session PnL mean / std", "x"),
+    ("frac_normal", "regime Normal", "%"),
+    ("frac_warning", "regime Warning", "%"),
+    ("frac_hard", "regime HardLimit", "%"),
+    ("calm_sigma_bps", "calm sigma (per sqrt(s), jumps apart)", "bps"),
+    ("big_jumps_per_day", "jumps of 2 % or more per day", "/day"),
+    ("stressed_disabled", "venues Disabled in the stressed regime", "%"),
+    ("calm_disabled", "venues Disabled in the calm regime", "%"),
+    ("tracking_error", "fair-value tracking in calm: median |ln(fair / S)|", "%"),
 )
 
 
@@ -56,8 +44,7 @@ def figures(cfg: DictConfig, result: BatchResult) -> dict[str, float]:
     big = cfg.experiment.big_jump
     p_big = stats.norm.sf(big, jumps.mean, jumps.std) + stats.norm.cdf(-big, jumps.mean, jumps.std) if jumps.std > 0 \
         else float(abs(jumps.mean) >= big)
-    rows = [result.rows.of(j) for j in range(len(result.rows.runs))]
-    every = np.concatenate(rows)
+    every = np.concatenate([result.rows.of(j) for j in range(len(result.rows.runs))])
     calm = every["market_stressed"] == 0.0
     error = np.abs(np.log(every["fair_value"][calm] / every["true_fair"][calm]))
     return {
@@ -104,19 +91,15 @@ def calibrate(base: DictConfig) -> None:
                 for p in exp.profiles}
     scenarios = {s: compose_config([f"runs={exp.scenario_seeds}", f"market={s}", *overrides], "calibrate")
                  for s in exp.scenarios}
-    note = horizon_note(base.ticks, base.world_model.session_ticks)
-    if note:
-        print(note)
+    print_horizon_note(base)
     print(f"calibration: market={base.market.scenario}  {exp.seeds} seeds x {base.ticks} ticks per profile")
     measured = {p: measure(cfg) for p, cfg in profiles.items()}
     lines = []
-    for fig in FIGURES:
-        low, high = exp.targets[fig.key]
-        cells = []
-        for p in exp.profiles:
-            value = measured[p][fig.key]
-            cells.append(f"{shown(value, fig.unit)} {'ok' if low <= value <= high else 'FAIL'}")
-        lines.append([fig.label, f"{shown(low, fig.unit)}-{shown(high, fig.unit)}", *cells])
+    for key, label, unit in FIGURES:
+        low, high = exp.targets[key]
+        values = [measured[p][key] for p in exp.profiles]
+        lines.append([label, f"{shown(low, unit)}-{shown(high, unit)}",
+                      *(f"{shown(v, unit)} {'ok' if low <= v <= high else 'FAIL'}" for v in values)])
     table = pd.DataFrame(lines, columns=["figure", "target", *exp.profiles])
     with pd.option_context("display.width", 200, "display.max_colwidth", 60):
         print(table.to_string(index=False))

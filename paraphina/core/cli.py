@@ -73,26 +73,21 @@ class ToolParser(argparse.ArgumentParser):
         raise ParaphinaError(f"{self.prog}: {message}; see {self.prog} --help")
 
 
-def finite_float(text: str) -> float:
-    """argparse type: a finite number."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
-    return value
+def _argument_type(convert: Callable[[str], T], valid: Callable[[T], bool], what: str) -> Callable[[str], T]:
+    """An argparse type: `convert(text)` where it succeeds and is `valid`, else the error "'text' is not `what`"."""
+    def parse(text: str) -> T:
+        try:
+            value = convert(text)
+        except ValueError:
+            value = None
+        if value is None or not valid(value):
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}")
+        return value
+    return parse
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
-    return value
+finite_float = _argument_type(float, math.isfinite, "a finite number")
+positive_int = _argument_type(int, lambda value: value >= 1, "a positive integer")
 
 
 def port_number(text: str) -> int:

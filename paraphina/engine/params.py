@@ -18,11 +18,6 @@ from paraphina.core.errors import ParaphinaError
 SECTIONS = ("engine", "market")
 
 
-def _is_text(value: Any) -> bool:
-    return isinstance(value, str) or value is None or (
-        isinstance(value, (list, tuple)) and bool(value) and isinstance(value[0], str))
-
-
 def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """Numeric leaves of a config tree by field name, e.g. {'hedge_band_base': 5.625, 'venues_k': [...]}."""
     out: dict[str, Any] = {}
@@ -30,17 +25,10 @@ def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         name = f"{prefix}{key}"
         if isinstance(value, Mapping):
             out.update(_flatten(value, name + "_"))
-        elif not _is_text(value):
+        elif not (isinstance(value, str) or value is None
+                  or (isinstance(value, (list, tuple)) and bool(value) and isinstance(value[0], str))):
             out[name] = value
     return out
-
-
-def field_name(dotted: str) -> str:
-    """The record field of a dotted config key: 'engine.hedge.band_base' -> 'hedge_band_base'."""
-    section, _, rest = dotted.partition(".")
-    if section not in SECTIONS or not rest:
-        raise ParaphinaError(f"per-run parameter '{dotted}' is not an engine or market knob")
-    return rest.replace(".", "_")
 
 
 @dataclass
@@ -59,18 +47,6 @@ class Params:
         return len(self.venue_names)
 
 
-def _dtype(leaves: Mapping[str, Any], n_venues: int) -> np.dtype:
-    fields = []
-    for name, value in leaves.items():
-        if isinstance(value, (list, tuple)):
-            if len(value) != n_venues:
-                raise ParaphinaError(f"'{name}' has {len(value)} values for {n_venues} venues; give one per venue")
-            fields.append((name, np.float64, (n_venues,)))
-        else:
-            fields.append((name, np.float64))
-    return np.dtype(fields, align=True)
-
-
 def build_params(engine: Mapping[str, Any], market: Mapping[str, Any], runs: int,
                  per_run: Mapping[str, Any] | None = None) -> Params:
     """Parameters for a batch of `runs`; `per_run` maps dotted keys (`engine.hedge.band_base`) to one value per
@@ -79,11 +55,17 @@ def build_params(engine: Mapping[str, Any], market: Mapping[str, Any], runs: int
     leaves = {**_flatten(engine), **_flatten(market)}
     if len(leaves) != len(_flatten(engine)) + len(_flatten(market)):
         raise ParaphinaError("engine and market knobs share a field name; rename one of them")
-    table = np.zeros(runs, dtype=_dtype(leaves, len(names)))
+    for name, value in leaves.items():
+        if isinstance(value, (list, tuple)) and len(value) != len(names):
+            raise ParaphinaError(f"'{name}' has {len(value)} values for {len(names)} venues; give one per venue")
+    table = np.zeros(runs, np.dtype([(name, np.float64, np.shape(value)) for name, value in leaves.items()], align=True))
     for name, value in leaves.items():
         table[name] = np.asarray(value, dtype=float)
     for dotted, values in (per_run or {}).items():
-        name = field_name(dotted)
+        section, _, rest = dotted.partition(".")  # 'engine.hedge.band_base' -> field 'hedge_band_base'
+        if section not in SECTIONS or not rest:
+            raise ParaphinaError(f"per-run parameter '{dotted}' is not an engine or market knob")
+        name = rest.replace(".", "_")
         if name not in leaves:
             raise ParaphinaError(f"per-run parameter '{dotted}' is not a numeric engine or market knob")
         arr = np.asarray(values, dtype=float)

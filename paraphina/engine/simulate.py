@@ -81,12 +81,6 @@ class BatchResult:
 _LOADED: set = set()
 
 
-def _cache_folder() -> Path:
-    """Where numba caches the engine's compiled functions (one folder for every module of the package): its
-    own answer, because NUMBA_CACHE_DIR lays the folders out by a hash of the source path."""
-    return Path(run_serial._cache._cache_path)
-
-
 def _drop_stale_cache() -> None:
     """Delete the compiled cache when any engine source changed since it was written.
 
@@ -96,7 +90,7 @@ def _drop_stale_cache() -> None:
     """
     sources = sorted(Path(__file__).resolve().parent.glob("*.py"))
     digest = hashlib.sha256(b"".join(p.read_bytes() for p in sources)).hexdigest()
-    folder = _cache_folder()
+    folder = Path(run_serial._cache._cache_path)  # numba's own answer: NUMBA_CACHE_DIR lays folders out by a hash
     stamp = folder / "engine-sources.sha256"
     if stamp.is_file() and stamp.read_text() == digest:
         return
