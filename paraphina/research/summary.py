@@ -8,7 +8,7 @@ from paraphina.config.loading import compose_config
 from paraphina.core.cli import ToolParser, add_tracking_argument, cli_errors, positive_int
 from paraphina.formats.dataset import read_rows
 from paraphina.tracking.datasets import load_dataset
-from paraphina.tracking.store import existing_store_uri
+from paraphina.tracking.store import reachable_uri
 from paraphina.world_model.summary import format_summary
 
 
@@ -32,7 +32,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.input is not None:
         df = read_rows(args.input)
     else:
-        df = load_dataset(existing_store_uri(args.tracking_uri, cfg.paths.store, cfg.tracking.reachability_timeout_s), args.dataset)
+        uri = reachable_uri(args.tracking_uri, cfg.paths.store, cfg.tracking.reachability_timeout_s, existing=True)
+        df = load_dataset(uri, args.dataset)
     print(format_summary(df, args.top, cfg.world_model.utility_dd_weight))
 
 

@@ -19,7 +19,7 @@ from paraphina.formats.dataset import ROW_FIELDS, ROW_KEYS, append_rows, check_a
 from paraphina.formats.telemetry import BOOL, INT, NUMBER
 from paraphina.tracking.datasets import content_key, held_rows, load_dataset, research_writer, row_to_record
 from paraphina.tracking.runs import Ending, RunRecord
-from paraphina.tracking.store import existing_store_uri, reachable_uri
+from paraphina.tracking.store import reachable_uri
 
 
 _CONVERTERS = {INT: int, BOOL: bool, NUMBER: float}
@@ -29,8 +29,8 @@ def frame_to_rows(df: pd.DataFrame) -> list[dict[str, Any]]:
     """Research rows (a DataFrame with ROW_KEYS columns) as JSON-ready dicts in the original key order."""
     convert = {key: _CONVERTERS.get(ROW_FIELDS[key].kind, str) for key in ROW_KEYS}
     return [
-        {key: None if value is None or value is pd.NA or (not isinstance(value, str) and pd.isna(value))
-         else convert[key](value) for key, value in record.items()}
+        {key: None if not isinstance(value, str) and pd.isna(value) else convert[key](value)
+         for key, value in record.items()}
         for record in df.loc[:, list(ROW_KEYS)].to_dict("records")
     ]
 
@@ -125,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     cfg = compose_config()
     store, timeout_s = cfg.paths.store, cfg.tracking.reachability_timeout_s
     if args.command == "export":
-        uri = existing_store_uri(args.tracking_uri, store, timeout_s)
+        uri = reachable_uri(args.tracking_uri, store, timeout_s, existing=True)
         n = export_dataset(uri, args.dataset, args.out, args.append)
         print(f"exported {n} rows of dataset '{args.dataset}' ({uri}) to {args.out}")
     else:

@@ -16,7 +16,7 @@ from paraphina.core.errors import ParaphinaError
 from paraphina.core.files import WRITTEN_BY
 from paraphina.core.names import PART_SUFFIX
 from paraphina.tracking.datasets import remove_unfinished_rows
-from paraphina.tracking.store import describe, existing_store_uri, mark_stopped_in_store, process_gone, tracking_client
+from paraphina.tracking.store import describe, mark_stopped_in_store, process_gone, reachable_uri, tracking_client
 
 RUN_ID = re.compile(r"[0-9a-f]{32}")
 STOPPED = ("KILLED", "FAILED")
@@ -67,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     add_tracking_argument(parser)
     args = parser.parse_args(argv)
     cfg = compose_config()
-    uri = existing_store_uri(args.tracking_uri, cfg.paths.store, cfg.tracking.reachability_timeout_s)
+    uri = reachable_uri(args.tracking_uri, cfg.paths.store, cfg.tracking.reachability_timeout_s, existing=True)
     done = clean(uri, Path(cfg.paths.sweeps))
     print(f"marked {done['killed']} run(s) of stopped commands KILLED; deleted {done['rows']} research row(s) "
           f"that never finished and {done['parents']} parent run(s) of them ({uri}); removed {done['files']} "

@@ -6,7 +6,7 @@ import hashlib
 import json
 import sys
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
@@ -18,8 +18,7 @@ from paraphina.core.names import (DATASET_TAG, KIND_TAG, METRIC_KEYS, PARENT_TAG
 from paraphina.formats.dataset import ROW_FIELDS, ROW_KEYS
 from paraphina.formats.telemetry import BOOL, INT, NUMBER, STR
 from paraphina.tracking.runs import Ending, RunRecord, RunWriter
-from paraphina.tracking.store import (all_experiment_ids, all_runs, describe, mark_stopped_runs, prepare_store,
-                                      tracking_client)
+from paraphina.tracking.store import all_runs, describe, mark_stopped_runs, prepare_store, tracking_client
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -85,19 +84,13 @@ def records_to_rows(runs_df: pd.DataFrame) -> pd.DataFrame:
 def _runs_frame(runs: Iterable[Run]) -> pd.DataFrame:
     """Runs as a DataFrame with the columns of `mlflow.search_runs` (run_id, metrics.*, params.*, tags.*), each
     with its row's key and start time."""
-    return pd.DataFrame.from_records(
-        [
-            {
-                "run_id": run.info.run_id,
-                "key": run.data.tags.get(ROW_KEY_TAG, run.info.run_id),
-                "start_time": run.info.start_time,
-                **{f"metrics.{key}": value for key, value in run.data.metrics.items()},
-                **{f"params.{key}": value for key, value in run.data.params.items()},
-                **{f"tags.{key}": value for key, value in run.data.tags.items()},
-            }
-            for run in runs
-        ]
-    )
+    return pd.DataFrame.from_records([
+        {"run_id": run.info.run_id, "key": run.data.tags.get(ROW_KEY_TAG, run.info.run_id),
+         "start_time": run.info.start_time,
+         **{f"{kind}.{key}": value for kind in ("metrics", "params", "tags")
+            for key, value in getattr(run.data, kind).items()}}
+        for run in runs
+    ])
 
 
 def _table_frame(client: MlflowClient, run: Run) -> pd.DataFrame:
@@ -115,7 +108,7 @@ def _search_all(tracking_uri: str, filter_string: str) -> list[Run]:
     """Every active run of every active experiment matching `filter_string`, oldest first."""
     client = tracking_client(tracking_uri)
     try:
-        return all_runs(client, all_experiment_ids(client), filter_string, ["attributes.start_time ASC"])
+        return all_runs(client, None, filter_string, ["attributes.start_time ASC"])
     except Exception as exc:
         raise ParaphinaError(f"cannot search runs in {tracking_uri}: {describe(exc)}") from exc
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 import numpy as np
+from omegaconf import OmegaConf
 
 from paraphina.core.errors import ParaphinaError
 from paraphina.core.names import PARENT_TAG
@@ -39,24 +40,12 @@ class RunRecord:
 
 
 def param_text(value: object) -> str:
-    """A param value as MLflow stores it: sequences as JSON, None as "None", the rest as str()."""
-    if _is_sequence(value):
-        return json.dumps(_plain(value))
+    """A param value as MLflow stores it: sequences (lists, arrays, ListConfigs; not text) as JSON, None as "None",
+    the rest as str()."""
+    if isinstance(value, (Sequence, np.ndarray)) and not isinstance(value, (str, bytes)):
+        return json.dumps(value, default=lambda v: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v)
+                          else v.tolist())
     return str(value)
-
-
-def _is_sequence(value: object) -> bool:
-    """Lists, tuples, arrays and OmegaConf ListConfigs, but not text."""
-    return isinstance(value, (Sequence, np.ndarray)) and not isinstance(value, (str, bytes))
-
-
-def _plain(value: object) -> object:
-    """Nested containers (OmegaConf, numpy) as plain JSON-ready Python values."""
-    if isinstance(value, Mapping):
-        return {str(key): _plain(item) for key, item in value.items()}
-    if _is_sequence(value):
-        return [_plain(item) for item in value]
-    return value.item() if isinstance(value, np.generic) else value
 
 
 def flatten_params(mapping: Mapping, prefix: str = "") -> dict[str, str]:

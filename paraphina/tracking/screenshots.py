@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 from paraphina.config.commands import hydra_command
 from paraphina.core.errors import ParaphinaError
 from paraphina.core.names import ENGINE_RUN_KIND, EXPERIMENT_KIND, KIND_TAG
-from paraphina.tracking.store import check_reachable, existing_store_uri, tracking_client
+from paraphina.tracking.store import check_reachable, reachable_uri, tracking_client
 from paraphina.tracking.ui import check_port_free, page, ui_command, url
 
 
@@ -74,7 +74,7 @@ def screenshot(shots: DictConfig, address: str, png: Path) -> None:
 def take(cfg: DictConfig) -> None:
     """Take the README's pictures of the UI on the store of `cfg`."""
     shots = cfg.experiment
-    uri = existing_store_uri(cfg.tracking.uri, cfg.paths.store, cfg.tracking.reachability_timeout_s)
+    uri = reachable_uri(cfg.tracking.uri, cfg.paths.store, cfg.tracking.reachability_timeout_s, existing=True)
     search = latest_run(uri, cfg.experiment_names[shots.parent_of], EXPERIMENT_KIND)
     engine = latest_run(uri, cfg.tracking.experiment, ENGINE_RUN_KIND, "pnl_total")
     out = Path(shots.out)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import fcntl
+import functools
 import logging
 import os
 import socket
@@ -13,7 +14,7 @@ import urllib.request
 import warnings
 from contextlib import closing, contextmanager, nullcontext
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 from paraphina.core.errors import ParaphinaError
 from paraphina.core.names import HOST_TAG, PID_STARTED_TAG, PID_TAG
@@ -74,18 +75,12 @@ def check_reachable(uri: str, timeout_s: float) -> None:
         _check_folder(path)
 
 
-def reachable_uri(tracking_uri: str | None, store: str | Path, timeout_s: float) -> str:
-    """The store to write to (flag, else $MLFLOW_TRACKING_URI, else the one in `store`), checked: fails in one line."""
-    uri = resolve_tracking_uri(tracking_uri, store)
-    check_reachable(uri, timeout_s)
-    return uri
-
-
-def existing_store_uri(tracking_uri: str | None, store: str | Path, timeout_s: float) -> str:
-    """The resolved, reachable store for reading; a SQLite file that does not exist yet is an error."""
+def reachable_uri(tracking_uri: str | None, store: str | Path, timeout_s: float, existing: bool = False) -> str:
+    """The store to write to (flag, else $MLFLOW_TRACKING_URI, else the one in `store`), checked: fails in one line.
+    For reading (`existing`), a SQLite file that does not exist yet is an error."""
     uri = resolve_tracking_uri(tracking_uri, store)
     path = sqlite_path(uri)
-    if path is not None and not path.exists():
+    if existing and path is not None and not path.exists():
         raise ParaphinaError(
             f"no tracking store at {path}; record runs first or point --tracking-uri / MLFLOW_TRACKING_URI to one"
         )
@@ -115,9 +110,7 @@ def _check_folder(db_path: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ParaphinaError(f"tracking store folder {folder} cannot be created ({exc.strerror}); {fix}") from exc
-    blocked = folder if not os.access(folder, os.W_OK) else None
-    if blocked is None and db_path.exists() and not os.access(db_path, os.W_OK):
-        blocked = db_path
+    blocked = next((path for path in (folder, db_path) if path.exists() and not os.access(path, os.W_OK)), None)
     if blocked is not None:
         raise ParaphinaError(f"tracking store {blocked} is not writable; {fix}")
 
@@ -163,21 +156,18 @@ def describe(exc: BaseException, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def all_runs(client: MlflowClient, experiment_ids: list[str], filter_string: str = "",
+def all_runs(client: MlflowClient, experiment_ids: list[str] | None, filter_string: str = "",
              order_by: list[str] | None = None) -> list[Run]:
-    """Every run a search matches, page after page (one search returns a page, so a single call can truncate)."""
+    """Every run a search matches in `experiment_ids` (None: every active experiment), page after page (one search
+    returns a page, so a single call can truncate)."""
     from mlflow.utils import get_results_from_paginated_fn
 
-    return get_results_from_paginated_fn(lambda size, token: client.search_runs(
-        experiment_ids, filter_string, max_results=size, order_by=order_by, page_token=token), PAGE_SIZE)
+    def every(search: Callable) -> list:
+        return get_results_from_paginated_fn(lambda size, token: search(max_results=size, page_token=token), PAGE_SIZE)
 
-
-def all_experiment_ids(client: MlflowClient) -> list[str]:
-    """The ids of every active experiment, page after page."""
-    from mlflow.utils import get_results_from_paginated_fn
-
-    return [experiment.experiment_id for experiment in get_results_from_paginated_fn(
-        lambda size, token: client.search_experiments(max_results=size, page_token=token), PAGE_SIZE)]
+    if experiment_ids is None:
+        experiment_ids = [experiment.experiment_id for experiment in every(client.search_experiments)]
+    return every(functools.partial(client.search_runs, experiment_ids, filter_string, order_by=order_by))
 
 
 def process_identity(pid: int) -> str | None:
@@ -239,7 +229,7 @@ def mark_stopped_in_store(client: MlflowClient) -> int:
     host = socket.gethostname()
     if "'" in host:
         return 0
-    running = all_runs(client, all_experiment_ids(client),
+    running = all_runs(client, None,
                        f"attributes.status = 'RUNNING' and tags.`{HOST_TAG}` = '{host}'")
     return len(mark_stopped_runs(client, running))
 
