@@ -12,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from paraphina.config.loading import is_dataset_file
 from paraphina.core.errors import ParaphinaError
-from paraphina.experiments.records import latest_points, store_uri, tracking_client_of
+from paraphina.experiments.records import latest_points, store_uri
 from paraphina.world_model.power import runs_to_decide
 from paraphina.world_model.tiers import RiskTier, budget_margins, tier_score, tiers_from_mapping
 from paraphina.world_model.verdicts import CheckRules, check_tier, holm_alarms, is_decided, quantile_interval
@@ -59,13 +59,13 @@ def point_checks(tier: RiskTier, pnl_mean: float, pnl_std: float, dd_mean: float
             "score": float(tier_score(tier, pnl_mean, pnl_std, dd_mean, kill_prob))}
 
 
-def run_checks(tier: RiskTier, final_pnl: Sequence[float], max_drawdown: Sequence[float],
-               kill_switch: Sequence[bool], rules: CheckRules) -> dict:
-    """One group's runs against its tier: point checks and, per budget, bounds, verdict, runs needed and the
-    p-value of `violated` (for Holm's alarms). pnl_std is 0 for a single run, as in aggregate_metrics."""
-    pnl = np.asarray(final_pnl, dtype=float).ravel()
-    drawdowns = np.asarray(max_drawdown, dtype=float).ravel()
-    kills = np.asarray(kill_switch, dtype=bool).ravel()
+def run_checks(tier: RiskTier, runs: pd.DataFrame, rules: CheckRules) -> dict:
+    """One group's runs (final_pnl, max_drawdown, kill_switch) against its tier: point checks and, per budget,
+    bounds, verdict, runs needed and the p-value of `violated` (for Holm's alarms). pnl_std is 0 for a single run,
+    as in aggregate_metrics."""
+    pnl = np.asarray(runs["final_pnl"], dtype=float).ravel()
+    drawdowns = np.asarray(runs["max_drawdown"], dtype=float).ravel()
+    kills = np.asarray(runs["kill_switch"], dtype=bool).ravel()
     if pnl.size == 0:
         raise ParaphinaError(f"tier {tier.name!r}: no runs to check")
     checks = check_tier(tier, pnl, drawdowns, kills, rules)
@@ -89,7 +89,7 @@ def cross_tiers(rows: pd.DataFrame, tiers: Mapping[str, RiskTier], rules: CheckR
     """Every profile's runs against every tier: one row per profile, one column per tier holding the overall
     verdict (Holm's `violated` alarms over all these checks marked `violated!`). The tiers discriminate when a
     riskier profile is violated under a stricter tier while each profile keeps its own."""
-    checks = [{"profile": profile, **group_run_checks(tier, group, rules)}
+    checks = [{"profile": profile, **run_checks(tier, group, rules)}
               for profile, group in rows.groupby("profile", sort=False) for tier in tiers.values()]
     table = add_alarms(checks_frame(checks), rules.alpha)
     alarmed = table[[f"{b.prefix}_alarm" for b in BUDGETS]].any(axis=1)
@@ -134,10 +134,6 @@ def label_text(labels: pd.Series) -> pd.Series:
     return labels.map(lambda v: "" if v is None or pd.isna(v) or str(v) in ("None", "nan") else str(v))
 
 
-def group_run_checks(tier: RiskTier, group: pd.DataFrame, rules: CheckRules) -> dict:
-    return run_checks(tier, group["final_pnl"], group["max_drawdown"], group["kill_switch"], rules)
-
-
 def group_checks(rows: pd.DataFrame, tiers: Mapping[str, RiskTier], rules: CheckRules,
                  by_label: bool = False) -> pd.DataFrame:
     """One row of checks per group of research rows (by profile, and label), in tier order, with Holm's alarms;
@@ -146,7 +142,7 @@ def group_checks(rows: pd.DataFrame, tiers: Mapping[str, RiskTier], rules: Check
     data = rows.assign(label=label_text(rows["label"])) if by_label else rows
     order = {name: i for i, name in enumerate(tiers)}
     groups = sorted(data.groupby(keys, sort=False), key=lambda g: (order[g[0][0]], g[0]))  # keys are tuples
-    out = [{**dict(zip(keys, key)), **group_run_checks(tiers[key[0]], group, rules)} for key, group in groups]
+    out = [{**dict(zip(keys, key)), **run_checks(tiers[key[0]], group, rules)} for key, group in groups]
     return add_alarms(checks_frame(out), rules.alpha)
 
 
@@ -226,12 +222,6 @@ def load_rows(cfg: DictConfig, dataset: str, source_run: str | None = None) -> p
 # --- earlier experiments' records ----------------------------------------------------------------
 
 
-def child_tags(cfg: DictConfig, run_ids: Iterable[str]) -> list[dict[str, str]]:
-    """The tags of each run (records.latest_points gives params and metrics only)."""
-    client = tracking_client_of(cfg)
-    return [dict(client.get_run(run_id).data.tags) for run_id in run_ids]
-
-
 def latest_presets(cfg: DictConfig) -> tuple[pd.DataFrame, str]:
     """The presets of the latest Exp07 invocation, one per tier (tier and relaxed columns from the tags),
     and that invocation's run id."""
@@ -239,7 +229,7 @@ def latest_presets(cfg: DictConfig) -> tuple[pd.DataFrame, str]:
     if presets.empty:
         raise ParaphinaError(f"the latest exp07 run {info['run_id']} has no presets; rerun python -m "
                              f"paraphina.experiments.exp07")
-    tags = child_tags(cfg, presets["run_id"])
+    tags = info["child_tags"]
     presets["tier"] = [t.get("tier") or name.removeprefix("preset-") for t, name in zip(tags, presets["run_name"])]
     presets["relaxed"] = [t.get("relaxed", "false").lower() == "true" for t in tags]
     presets["source_run_id"] = [t.get("source_run") for t in tags]
@@ -278,8 +268,6 @@ def runs_needed_note(rules: CheckRules) -> str:
 def estimate_text(value: float, budget: str) -> str:
     """An estimate as the budget it is checked against reads (`budget` as in verdict_rows, e.g. 'kill_prob <= 0.01'):
     a probability with 3 decimals, an amount in USD with 1; infinite bounds as inf / -inf."""
-    if not math.isfinite(value):
-        return "inf" if value > 0 else "-inf"
     return f"{value:.3f}" if budget.startswith("kill") else f"{value:,.1f}"
 
 

@@ -30,7 +30,7 @@ def plots(outcome: SearchOutcome, folder: Path) -> list[Path]:
     best = int(np.flatnonzero(table["trial"] == study.best["trial"].iloc[0])[0])
     return [plot_trials_scatter(table[columns.name].to_numpy(), table[rows.name].to_numpy(),
                                 table["pnl_mean"].to_numpy(), folder / f"exp03_{search.sampler}_pnl_mean.png", title,
-                                (columns.name, rows.name, "pnl_mean"), log=(columns.log, rows.log), best=best)]
+                                (columns.name, rows.name, "pnl_mean"), best, log=(columns.log, rows.log))]
 
 
 def run(cfg: DictConfig) -> SearchOutcome:

@@ -6,7 +6,6 @@ drawdown and kill gaps are expected.
 """
 from __future__ import annotations
 
-import os
 import tempfile
 from pathlib import Path
 from typing import Iterable
@@ -19,7 +18,8 @@ from paraphina.core.errors import ParaphinaError
 from paraphina.core.names import PARENT_TAG
 from paraphina.experiments import alignment
 from paraphina.experiments.cli import print_table
-from paraphina.experiments.records import ExperimentRecorder, latest_points, tracking_client_of
+from paraphina.experiments.records import ExperimentRecorder, latest_points, store_uri
+from paraphina.tracking.store import tracking_client
 
 PER_SEED_ARTIFACT = "per_seed.csv"
 NO_VALIDATION = "no validation records"
@@ -42,11 +42,10 @@ def validation_runs(cfg: DictConfig) -> tuple[dict[str, pd.DataFrame], str | Non
         points, info = latest_points(cfg, "exp08")
     except ParaphinaError:
         return {}, None
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    client = tracking_client_of(cfg)
+    client = tracking_client(store_uri(cfg))
     out: dict[str, list[pd.DataFrame]] = {}
     with tempfile.TemporaryDirectory(prefix="paraphina-exp10-") as tmp:
-        for run_id, tags in zip(points.get("run_id", []), alignment.child_tags(cfg, points.get("run_id", []))):
+        for run_id, tags in zip(points.get("run_id", []), info["child_tags"]):
             profile = tags.get("profile")
             if profile is None:
                 continue
@@ -62,7 +61,7 @@ def validation_runs(cfg: DictConfig) -> tuple[dict[str, pd.DataFrame], str | Non
 def design_seeds(cfg: DictConfig, source_runs: Iterable[str | None]) -> set[int]:
     """The seeds the presets were chosen on: those of the grid invocations their points belong to (none known
     for presets recorded without their point)."""
-    client = tracking_client_of(cfg)
+    client = tracking_client(store_uri(cfg))
     parents = {client.get_run(run_id).data.tags.get(PARENT_TAG) for run_id in set(source_runs) if run_id}
     seeds: set[int] = set()
     for parent in parents - {None}:
@@ -71,10 +70,6 @@ def design_seeds(cfg: DictConfig, source_runs: Iterable[str | None]) -> set[int]
             first = int(params["seed"])
             seeds.update(range(first, first + int(params["seeds"])))
     return seeds
-
-
-def _prefixed(prefix: str, values: dict) -> dict:
-    return {f"{prefix}{k}": v for k, v in values.items()}
 
 
 def run(cfg: DictConfig) -> pd.DataFrame:
@@ -92,18 +87,17 @@ def run(cfg: DictConfig) -> pd.DataFrame:
         else:
             p = preset.iloc[0]
             row.update(design_run=p["run_name"], design_relaxed=bool(p["relaxed"]))
-            row.update(_prefixed("design_", alignment.point_checks(tier, p["pnl_mean"], p["pnl_std"], p["dd_mean"],
-                                                                   p["kill_prob"])))
+            point = alignment.point_checks(tier, p["pnl_mean"], p["pnl_std"], p["dd_mean"], p["kill_prob"])
+            row.update({f"design_{k}": v for k, v in point.items()})
         runs = validation.get(name)
         if runs is None or runs.empty:
             status.append(NO_VALIDATION)
         else:
             if chosen_on & set(runs["seed"].astype(int)):
                 status.append(SEED_OVERLAP)
-            checks = alignment.run_checks(tier, runs["final_pnl"], runs["max_drawdown"],
-                                          runs["kill_switch"].astype(bool), alignment.check_rules(cfg))
+            checks = alignment.run_checks(tier, runs, alignment.check_rules(cfg))
             val_checks.append(checks)
-            row.update(_prefixed("val_", {k: v for k, v in checks.items() if k != "tier"}))
+            row.update({f"val_{k}": v for k, v in checks.items() if k != "tier"})
             row["alignment_score"] = row.pop("val_score")
             if "design_pnl_mean" in row:
                 row.update({f"gap_{m}": row[f"val_{m}"] - row[f"design_{m}"] for m in GAP_METRICS})

@@ -6,7 +6,7 @@ import functools
 import shutil
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -22,18 +22,10 @@ from paraphina.runner.recording import TrackingSession
 from paraphina.tracking.runs import RunRecord, flatten_params
 from paraphina.tracking.store import all_runs, describe, resolve_tracking_uri, tracking_client
 
-if TYPE_CHECKING:
-    from mlflow import MlflowClient
-
 
 def store_uri(cfg: DictConfig) -> str:
     """The tracking URI of the config's store."""
     return resolve_tracking_uri(cfg.tracking.uri, cfg.paths.store)
-
-
-def tracking_client_of(cfg: DictConfig) -> "MlflowClient":
-    """An MlflowClient on the config's store."""
-    return tracking_client(store_uri(cfg))
 
 
 def sweeps_dir(cfg: DictConfig) -> Path:
@@ -153,7 +145,8 @@ class ExperimentRecorder:
 
 def latest_points(cfg: DictConfig, experiment_id: str) -> tuple[pd.DataFrame, dict]:
     """The children of the latest finished invocation of an experiment (params as floats, metrics) and its
-    parent's run id, start time and params; the error when there is none names the command to run."""
+    parent's run id, start time and params, and each child's tags; the error when there is none names the
+    command to run."""
     uri = store_uri(cfg)
     client = tracking_client(uri)
     name = cfg.experiment_names[experiment_id]
@@ -177,4 +170,5 @@ def latest_points(cfg: DictConfig, experiment_id: str) -> tuple[pd.DataFrame, di
         row.update(run.data.metrics)
         rows.append(row)
     return pd.DataFrame(rows), {"run_id": parent.info.run_id, "start_time": parent.info.start_time,
-                                "params": dict(parent.data.params)}
+                                "params": dict(parent.data.params),
+                                "child_tags": [dict(run.data.tags) for run in children]}

@@ -63,9 +63,7 @@ def plot_fan(
     axes.plot(steps, sample, color="grey", linewidth=0.4, alpha=0.7)
     axes.plot(steps, p50, color="tab:blue", linewidth=1.5, label="median")
     axes.axhline(0.0, color="black", linewidth=0.5)
-    axes.set_xlabel("tick")
-    axes.set_ylabel("PnL (USD)")
-    axes.set_title(f"{title} ({paths.shape[1]} runs)")
+    axes.set(xlabel="tick", ylabel="PnL (USD)", title=f"{title} ({paths.shape[1]} runs)")
     axes.legend(loc="upper left", fontsize="small", frameon=False)
     figure.subplots_adjust(left=0.12, right=0.97, top=0.9, bottom=0.14)
     return _save(figure, path, dpi)
@@ -81,9 +79,7 @@ def plot_heatmap(table: pd.DataFrame, x: str, y: str, value: str, path: str | Pa
     figure.colorbar(image, ax=axes, label=value)
     axes.set_xticks(range(grid.shape[1]), [f"{v:g}" for v in grid.columns])
     axes.set_yticks(range(grid.shape[0]), [f"{v:g}" for v in grid.index])
-    axes.set_xlabel(x)
-    axes.set_ylabel(y)
-    axes.set_title(title)
+    axes.set(xlabel=x, ylabel=y, title=title)
     middle = np.nanmean(cells) if np.isfinite(cells).any() else 0.0
     for (row, col), cell in np.ndenumerate(cells):
         axes.text(col, row, f"{cell:,.0f}" if abs(cell) >= 100 else f"{cell:,.2f}", ha="center", va="center",
@@ -93,8 +89,8 @@ def plot_heatmap(table: pd.DataFrame, x: str, y: str, value: str, path: str | Pa
 
 
 def plot_trials_scatter(x: np.ndarray, y: np.ndarray, value: np.ndarray, path: str | Path, title: str,
-                        labels: tuple[str, str, str], log: tuple[bool, bool] = (False, False),
-                        best: int | None = None, dpi: int = 80) -> Path:
+                        labels: tuple[str, str, str], best: int, log: tuple[bool, bool] = (False, False),
+                        dpi: int = 80) -> Path:
     """Trials of a continuous search in a 2-D knob plane, coloured by `value`; `best` (an index) starred.
 
     The view of a heatmap for samplers that do not lay their trials on a grid. `labels` are x, y and value.
@@ -102,19 +98,15 @@ def plot_trials_scatter(x: np.ndarray, y: np.ndarray, value: np.ndarray, path: s
     figure, (axes,) = _figure(6.5, 4.8)
     points = axes.scatter(x, y, c=value, cmap="viridis", s=36, edgecolors="black", linewidths=0.3)
     figure.colorbar(points, ax=axes, label=labels[2])
-    if best is not None:
-        axes.scatter([x[best]], [y[best]], marker="*", s=260, color="red", edgecolors="black", label="best")
-        axes.legend(loc="best", fontsize="small", frameon=False)
+    axes.scatter([x[best]], [y[best]], marker="*", s=260, color="red", edgecolors="black", label="best")
+    axes.legend(loc="best", fontsize="small", frameon=False)
     from matplotlib.ticker import FormatStrFormatter
 
-    axes.set_xscale("log" if log[0] else "linear")
-    axes.set_yscale("log" if log[1] else "linear")
+    axes.set(xscale="log" if log[0] else "linear", yscale="log" if log[1] else "linear", xlabel=labels[0],
+             ylabel=labels[1], title=title)
     for axis in (axes.xaxis, axes.yaxis):  # plain numbers (0.02), not powers of ten, on log axes too
         axis.set_major_formatter(FormatStrFormatter("%g"))
         axis.set_minor_formatter(FormatStrFormatter("%g"))
-    axes.set_xlabel(labels[0])
-    axes.set_ylabel(labels[1])
-    axes.set_title(title)
     figure.tight_layout()
     return _save(figure, path, dpi)
 
@@ -133,8 +125,7 @@ def plot_pareto_fronts(panels: dict[str, tuple[np.ndarray, np.ndarray, np.ndarra
         axes.plot(dd[front][order], pnl[front][order], color="black", linewidth=0.8)
         axes.scatter(dd[front], pnl[front], s=80, facecolors="none", edgecolors="black", linewidths=1.0,
                      label=f"Pareto front ({int(front.sum())})")
-        axes.set_title(name)
-        axes.set_xlabel("mean max drawdown (USD)")
+        axes.set(title=name, xlabel="mean max drawdown (USD)")
         axes.legend(loc="lower right", fontsize="small", frameon=False)
     all_axes[0].set_ylabel("mean final PnL (USD)")
     if points is not None:

@@ -147,9 +147,7 @@ def records_frame(
     df = pd.DataFrame.from_records(records)
     df = df.drop(columns=[c for c in df.columns
                           if df[c].dtype == object and df[c].map(lambda v: isinstance(v, (dict, list))).any()])
-    for key, field in fields.items():
-        if field.kind is NUMBER and key in df.columns:
-            df[key] = df[key].astype(float)
+    df = df.astype({key: float for key, field in fields.items() if field.kind is NUMBER and key in df.columns})
     for col in df.columns:
         if df[col].dtype.kind == "f":
             bad = np.flatnonzero(np.isinf(df[col].to_numpy()))

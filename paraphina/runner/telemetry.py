@@ -10,8 +10,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
-
 from paraphina.core.errors import ParaphinaError
 from paraphina.core.files import writer_tag
 from paraphina.core.names import PART_SUFFIX, REGIME_NAMES, STATUS_NAMES
