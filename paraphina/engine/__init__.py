@@ -1,1 +1,1 @@
-"""The vectorised market-making engine: state arrays of shape (runs, venues), one pass for a batch."""
+"""The market-making engine: one compiled numba kernel per run (a function per spec step), run over a batch."""
