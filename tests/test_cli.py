@@ -82,11 +82,13 @@ COMMANDS: dict[str, tuple[list[str], dict[str, str], list[str]]] = {
     "negative_loss_limit": (["ticks=5", "engine.risk.daily_loss_limit=-100"], {}, []),
     "unknown_placeholder": (["ticks=5", "runs=2", "telemetry.mode=jsonl", "telemetry.path='tel/{sed}.jsonl'"], {}, []),
     "unsearchable_dataset": (["ticks=5", "dataset=\"it's\""], {}, []),
+    "too_many_runs": (["ticks=5", f"runs={2**40}"], {}, []),
 }
 
 BAD_INPUT = ["unknown_profile", "ticks_zero", "ticks_negative", "runs_zero", "typo_key", "bad_band", "bad_band_env",
              "bad_profile_env", "bad_mode_env", "negative_loss_env", "unwritable_telemetry", "sweep_without_m",
-             "bad_interpolation", "bad_parse", "negative_loss_limit", "unknown_placeholder", "unsearchable_dataset"]
+             "bad_interpolation", "bad_parse", "negative_loss_limit", "unknown_placeholder", "unsearchable_dataset",
+             "too_many_runs"]
 
 
 def run_in_process(args: list[str], cwd: Path, extra_env: dict[str, str]) -> Done:
@@ -215,6 +217,8 @@ def test_bad_input_is_one_line_error(done, name):
                              "hold {seed}, {profile}, {job}"]),
     ("unsearchable_dataset", ["error: dataset name \"it's\" cannot be searched for in MLflow; use only letters, "
                               "digits, '_', '-' and '.'"]),
+    ("too_many_runs", ["error: 1,099,511,627,776 runs of 5 ticks keep about", "GiB of results, more than the",
+                       "runs per command"]),
 ])
 def test_error_messages_name_the_problem(done, name, fragments):
     message = done[name].stderr
@@ -222,7 +226,8 @@ def test_error_messages_name_the_problem(done, name, fragments):
         assert fragment in message, (fragment, message)
 
 
-@pytest.mark.parametrize("name", ["negative_loss_limit", "unknown_placeholder", "unsearchable_dataset"])
+@pytest.mark.parametrize("name", ["negative_loss_limit", "unknown_placeholder", "unsearchable_dataset",
+                                  "too_many_runs"])
 def test_bad_knobs_and_names_stop_before_anything_is_written(done, name):
     d = done[name]
     assert d.stdout == "" and list(d.cwd.iterdir()) == []  # no engine run, no store, no telemetry

@@ -47,7 +47,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
 }
 MINIMUMS: dict[str, int] = {
     "seed": 0, "seeds": 1, "tracking.series_points": 1, "execution.chunk_runs": 1, "execution.threads": 0,
-    "execution.serial_below": 0, "telemetry.every": 1, "world_model.session_ticks": 1,
+    "execution.serial_below": 0, "execution.result_copies": 1, "telemetry.every": 1, "world_model.session_ticks": 1,
     # the experiments' seeds and counts, where the config has them
     "experiment.seed": 0, "experiment.n_trials": 1, "experiment.batch_size": 1, "experiment.show_top": 1,
     "experiment.top_n": 1, "experiment.summary_top": 1, "runs_per_profile": 1,

@@ -264,6 +264,7 @@ class ExecutionConfig:
     serial_below: int = MISSING
     chunk_runs: int = MISSING
     progress_after_s: float = MISSING
+    result_copies: int = MISSING
 
 
 @dataclass

@@ -36,8 +36,8 @@ def reader_stopped() -> NoReturn:
 
 
 def cli_errors(main: Callable[..., T]) -> Callable[..., T]:
-    """Wrap a command-line entry point so ParaphinaError ends the program with a one-line message, and SIGINT or
-    SIGTERM with one line saying what became of the unfinished work (see `core.stops`).
+    """Wrap a command-line entry point so ParaphinaError (or MemoryError) ends the program with a one-line message,
+    and SIGINT or SIGTERM with one line saying what became of the unfinished work (see `core.stops`).
 
     It also freezes the heap at exit: the interpreter's final collections over what MLflow, SQLAlchemy and
     pandas allocated add about a second to every command. Registered when the command starts, it runs after
@@ -55,6 +55,8 @@ def cli_errors(main: Callable[..., T]) -> Callable[..., T]:
             fail_after(str(exc), exc)
         except BrokenPipeError:
             reader_stopped()
+        except MemoryError as exc:  # numpy's allocation failures: what asked too much, and how to ask less
+            fail_after(f"out of memory: {exc or 'an allocation failed'}; run fewer runs or seeds per command", exc)
         except KeyboardInterrupt as exc:  # exit status 128 + the signal's number, as a shell reports it
             signum = exc.signum if isinstance(exc, Stopped) else signal.SIGINT
             notes = getattr(exc, "__notes__", [])   # what the stopped work kept, where it says so

@@ -11,8 +11,10 @@ from omegaconf import DictConfig
 from tqdm import tqdm
 
 from paraphina.config.loading import to_plain
+from paraphina.core.errors import ParaphinaError
+from paraphina.engine.kernel import OUTCOME_DTYPE, SERIES_DTYPE, row_dtype
 from paraphina.engine.params import Params, build_params
-from paraphina.engine.simulate import BatchResult, RowRequest, Threads, TickRows, simulate
+from paraphina.engine.simulate import BatchResult, RowRequest, Threads, TickRows, series_ticks, simulate
 from paraphina.runner.telemetry import TelemetryWriter, telemetry_paths
 
 
@@ -40,6 +42,28 @@ def engine_params(cfg: DictConfig, runs: int, per_run: Mapping[str, Sequence[flo
     return build_params(plain["engine"], plain["market"], runs, per_run)
 
 
+def available_memory() -> int | None:
+    """Bytes this machine can still give (Linux's MemAvailable); None where the system does not say."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            return next(int(line.split()[1]) * 1024 for line in meminfo if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError):
+        return None
+
+
+def check_memory(cfg: DictConfig, runs: int, series_every: int, rows_every: int) -> None:
+    """Stop in one line before a batch whose results cannot fit in free memory: every run's results are kept
+    until the batch ends, so numpy would fail, or the system kill the command, minutes into the batch."""
+    rows = (-(-cfg.ticks // rows_every) + 1) * row_dtype(len(cfg.engine.venues.names)).itemsize if rows_every else 0
+    per_run = OUTCOME_DTYPE.itemsize + len(series_ticks(cfg.ticks, series_every)) * SERIES_DTYPE.itemsize + rows
+    need, free = cfg.execution.result_copies * runs * per_run, available_memory()
+    if free is not None and need > free:
+        fix = "telemetry.every=N to keep fewer rows, " if rows_every else ""
+        raise ParaphinaError(f"{runs:,} runs of {cfg.ticks:,} ticks keep about {need / 2**30:,.1f} GiB of results, "
+                             f"more than the {free / 2**30:,.1f} GiB free here; run at most "
+                             f"{max(free // (need // runs), 1):,} runs per command ({fix}or split the seeds: seed=...)")
+
+
 def merge(parts: Sequence[BatchResult]) -> BatchResult:
     """One result from the results of consecutive chunks of a batch, runs in chunk order."""
     starts = np.cumsum([0, *(len(p.seeds) for p in parts[:-1])])
@@ -60,9 +84,11 @@ def merge(parts: Sequence[BatchResult]) -> BatchResult:
 
 def run_many(cfg: DictConfig, seeds: np.ndarray, per_run: Mapping[str, Sequence[float]] | None, desc: str,
              series_every: int = 0, rows_every: int = 0) -> BatchResult:
-    """Simulate runs (seed i with the i-th value of each per-run knob) in chunks of `execution.chunk_runs`, so
-    memory stays flat and a progress bar shows once a batch has run `execution.progress_after_s`."""
+    """Simulate runs (seed i with the i-th value of each per-run knob) in chunks of `execution.chunk_runs`, so the
+    engine's working memory stays flat and a progress bar shows once a batch has run `execution.progress_after_s`;
+    a batch whose results cannot fit in free memory stops before it starts."""
     n, chunk = len(seeds), cfg.execution.chunk_runs
+    check_memory(cfg, n, series_every, rows_every)
     threads = Threads(threads=cfg.execution.threads, serial_below=cfg.execution.serial_below)
     parts: list[BatchResult] = []
     with tqdm(total=n * cfg.ticks, desc=desc, unit="run-tick", unit_scale=True, leave=False,
