@@ -239,6 +239,38 @@ def test_a_lost_database_stops_the_search_in_one_line_and_the_rerun_resumes(
     assert len(outcome.table) == 6 and len(set(complete)) == len(complete) == 6
 
 
+def test_a_lost_journal_stops_the_search_in_one_line_and_another_files_error_is_its_own(
+        tmp_path: Path, made_store: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The journal turns into a folder after the third trial is recorded: the search ends saying the storage is
+    lost, and resumes once the file is back. A failing write of another file is not called a lost storage."""
+    journal = tmp_path / "studies.journal"
+    record, recorded = ExperimentRecorder.log_point, []
+
+    def lose_the_journal_at_the_third(self: ExperimentRecorder, *args: object, **kwargs: object) -> str:
+        recorded.append(record(self, *args, **kwargs))
+        if len(recorded) == 3:
+            journal.rename(tmp_path / "aside.journal")
+            journal.mkdir()
+        return recorded[-1]
+
+    monkeypatch.setattr(ExperimentRecorder, "log_point", lose_the_journal_at_the_third)
+    with pytest.raises(ParaphinaError, match=f"lost the Optuna storage {journal}: .*run the same command again"):
+        exp03.run(small_search(tmp_path, str(journal), made_store, "journal", "experiment.n_trials=6"))
+    journal.rmdir()
+    (tmp_path / "aside.journal").rename(journal)
+
+    def disk_full(self: ExperimentRecorder, *args: object, **kwargs: object) -> str:
+        raise OSError(28, "No space left on device", str(tmp_path / "per_seed.csv"))
+
+    monkeypatch.setattr(ExperimentRecorder, "log_point", disk_full)
+    with pytest.raises(OSError, match="No space left on device") as error:
+        exp03.run(small_search(tmp_path, str(journal), made_store, "journal", "experiment.n_trials=6"))
+    assert not isinstance(error.value, ParaphinaError)
+    monkeypatch.setattr(ExperimentRecorder, "log_point", record)
+    outcome = exp03.run(small_search(tmp_path, str(journal), made_store, "journal", "experiment.n_trials=6"))
+    assert len(outcome.table) == 6
+
+
 @pytest.mark.parametrize("overrides, message", [
     (["experiment.study.heartbeat_interval=5", "experiment.study.grace_period=5"],
      "heartbeat_interval=5 and grace_period=5 need 0 < heartbeat_interval < grace_period"),

@@ -106,6 +106,41 @@ def _lock_path(path: Path, suffix: str = LOCK_SUFFIX) -> Path:
     return path.with_name(path.name + suffix)
 
 
+class JournalLost(OSError):
+    """An OSError of a journal's own files (the journal, its locks): a search tells it from its other files'."""
+
+
+@contextmanager
+def _journal_errors() -> Iterator[None]:
+    try:
+        yield
+    except JournalLost:
+        raise
+    except OSError as exc:
+        raise JournalLost(exc.errno, exc.strerror, exc.filename) from exc
+
+
+class _JournalFile(JournalFileBackend):
+    """A journal file whose reads and appends raise JournalLost when they fail."""
+
+    def read_logs(self, log_number_from: int) -> Iterator[dict]:
+        with _journal_errors():
+            yield from super().read_logs(log_number_from)
+
+    def append_logs(self, logs: list[dict]) -> None:
+        with _journal_errors():
+            super().append_logs(logs)
+
+
+@contextmanager
+def _workers_lock(path: Path) -> Iterator[None]:
+    """The journal workers' file lock; failing to take it is JournalLost, what fails under it is not."""
+    with ExitStack() as held:
+        with _journal_errors():
+            held.enter_context(file_lock(path))
+        yield
+
+
 class _AppendLock:
     """The journal's append lock as an flock: Optuna's default, a symlink, outlives a killed worker and
     blocks every other for its 30 s grace period; an flock dies with its process."""
@@ -170,12 +205,12 @@ def open_shared_storage(setting: str | Path, heartbeat: Heartbeat, on_stale: Sta
 def _journal(path: Path, heartbeat: Heartbeat, on_stale: StaleCallback) -> SharedStorage:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        backend = JournalFileBackend(str(path), lock_obj=_AppendLock(_lock_path(path, APPEND_LOCK_SUFFIX)))
+        backend = _JournalFile(str(path), lock_obj=_AppendLock(_lock_path(path, APPEND_LOCK_SUFFIX)))
         storage = JournalHeartbeatStorage(backend, heartbeat, on_stale)
     except OSError as exc:
         raise ParaphinaError(f"cannot open the Optuna journal {path} ({exc.strerror}); "
                              f"set experiment.study.storage to a writable file") from exc
-    return SharedStorage(storage, str(path), functools.partial(file_lock, _lock_path(path)), (OSError,))
+    return SharedStorage(storage, str(path), functools.partial(_workers_lock, _lock_path(path)), (JournalLost,))
 
 
 class TrialBeats:
