@@ -439,7 +439,8 @@ def test_exp13_decisive_stops_at_the_cap_and_overrides_reach_every_profile(uri, 
     assert (rows["daily_loss_limit"] == 3500.0).all()  # the command's override reached every profile
     assert "target decisive" in out and "sequential plan ended at its last look" in out
     assert "inconclusive (plan ended)" in out and "needs ?" not in out   # 5 runs cannot show a 1 % budget kept
-    assert "sequential kill-probability test against a 1 % budget: 5 looks" in out  # the plan, printed first
+    plan = out.index("sequential kill-probability test against a 1 % budget: 5 looks")
+    assert plan < out.index("round 1:")  # the plan is printed before any of its runs
     assert "look 1 of 5: conservative at 1 runs" in out
     assert sorted(rows.loc[rows["profile"] == "conservative", "label"])[:2] == ["dec_conservative_r000",
                                                                                  "dec_conservative_r001"]

@@ -20,7 +20,8 @@ from paraphina.core.names import PROFILE_KNOBS, SEED_OFFSET_TAG
 from paraphina.experiments.cli import print_horizon_note, print_table
 from paraphina.experiments.profiles import config_knobs, profiles_batch
 from paraphina.experiments.records import ExperimentRecorder, parent_metrics, point_summaries, sweeps_dir
-from paraphina.experiments.sequential_runs import ProfileRuns, SequentialPlan, check_plans, sequential_rounds
+from paraphina.experiments.sequential_runs import (ProfileRuns, SequentialPlan, announced_plans, check_plans,
+                                                   sequential_rounds)
 from paraphina.engine.simulate import BatchResult
 from paraphina.runner.batch import merge
 
@@ -72,7 +73,8 @@ def sequential_validation(cfg: DictConfig, overrides: Sequence[str], profiles: l
             measured[p].add(result.metrics, batch.rows(p))
         return result, np.array([profiles.index(group[i]) for i in batch.profile_index])
 
-    plans, rounds = sequential_rounds(cfg, measured, run)
+    plans = announced_plans(cfg, profiles)
+    rounds = sequential_rounds(cfg, plans, measured, run)
     parts, index = zip(*rounds)
     return merge(parts), np.concatenate(index), plans
 

@@ -24,7 +24,8 @@ from paraphina.core.names import DATASET_SOURCE_TAG, EXPERIMENT_TAG, KIND_TAG, R
 from paraphina.experiments import alignment, exp11
 from paraphina.experiments.cli import print_horizon_note
 from paraphina.experiments.profiles import profiles_batch
-from paraphina.experiments.sequential_runs import ProfileRuns, SequentialPlan, check_plans, sequential_rounds
+from paraphina.experiments.sequential_runs import (ProfileRuns, SequentialPlan, announced_plans, check_plans,
+                                                   sequential_rounds)
 from paraphina.experiments.records import ExperimentRecorder, sweeps_dir
 from paraphina.runner.aggregates import aggregate_metrics
 from paraphina.runner.batch import config_hash, run_batch
@@ -194,15 +195,14 @@ def run(cfg: DictConfig, overrides: Sequence[str]) -> dict:
     measured = {p: ProfileRuns() for p in cfg.profiles}
     tags = {DATASET_SOURCE_TAG: cfg.dataset}
     with ExperimentRecorder(cfg, extra_tags=tags) as recorder, removed_unless_done([telemetry_dir(cfg, recorder)]):
+        plans = announced_plans(cfg, list(cfg.profiles)) if cfg.target == Target.decisive else {}
         n = cfg.runs_per_profile
         rounds = [run_round(cfg, recorder, overrides, cfg.profiles, n, 0, True, measured)]
         print(f"round 1: {len(cfg.profiles)} profile(s) x {n} seed(s): engine {rounds[0]['engine_s']:.2f} s, "
               f"{rounds[0]['runs']} research rows recorded in {rounds[0]['record_s']:.2f} s", flush=True)
-        plans = {}
-        if cfg.target == Target.decisive:  # the rounds the sequential plans add, recorded as research rows too
-            plans, more = sequential_rounds(cfg, measured, functools.partial(
+        if plans:  # the rounds the sequential plans add, recorded as research rows too
+            rounds += sequential_rounds(cfg, plans, measured, functools.partial(
                 run_round, cfg, recorder, overrides, telemetry=cfg.experiment.decisive.telemetry, measured=measured))
-            rounds += more
 
         rows = alignment.load_rows(cfg, cfg.dataset, recorder.parent_id)
         summary = format_summary(rows, int(cfg.experiment.summary_top), cfg.world_model.utility_dd_weight)

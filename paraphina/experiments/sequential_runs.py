@@ -103,18 +103,23 @@ def look_verdicts(cfg: DictConfig, plan: SequentialPlan, tier: RiskTier, runs: P
             for prefix, verdict in found.items()}
 
 
-def sequential_rounds(cfg: DictConfig, measured: dict[str, ProfileRuns],
-                      run_round: RunRound) -> tuple[dict[str, SequentialPlan], list]:
-    """Run every profile through its planned looks until all its budgets are decided or its last look; returns
-    the plans and what each `run_round` call returned.
+def announced_plans(cfg: DictConfig, profiles: Sequence[str]) -> dict[str, SequentialPlan]:
+    """Each profile's plan, printed before any of its runs."""
+    plans = plan_profiles(cfg, profiles)
+    for p, plan in plans.items():
+        print(f"{p}: {describe_design(plan.design)}", flush=True)
+    return plans
+
+
+def sequential_rounds(cfg: DictConfig, plans: dict[str, SequentialPlan], measured: dict[str, ProfileRuns],
+                      run_round: RunRound) -> list:
+    """Run every profile through its planned looks until all its budgets are decided or its last look (the
+    plans keep their looks and verdicts); returns what each `run_round` call returned.
 
     Profiles at the same look share one `run_round` call, and every profile keeps the seeds seed, seed+1, ...
     (common random numbers); runs already in `measured` count toward the first looks.
     """
     tiers = alignment.load_tiers(cfg)
-    plans = plan_profiles(cfg, list(measured))
-    for p, plan in plans.items():
-        print(f"{p}: {describe_design(plan.design)}", flush=True)
     active = [p for p in plans if len(measured[p].final_pnl) <= plans[p].design.cap]
     rounds = []
     while active:
@@ -139,4 +144,4 @@ def sequential_rounds(cfg: DictConfig, measured: dict[str, ProfileRuns],
                 plan.look += 1
                 still.append(p)
         active = still
-    return plans, rounds
+    return rounds
