@@ -266,7 +266,11 @@ def test_help(done):
     d = done["help"]
     _ok(d)
     assert "paraphina.run" in d.stdout
-    assert "profile" in d.stdout
+    groups = d.stdout.split("== Configuration groups", 1)[1].split("== Config ==", 1)[0]
+    scenarios = sorted(p.stem for p in (loading.CONF_DIR / "market").glob("*.yaml"))
+    assert f"market: {', '.join(scenarios)}" in groups and "profile: aggressive, balanced, conservative" in groups
+    # the groups a command composes itself are not offered: run refuses experiment=, schema= and decisive=
+    assert not any(f"\n{group}:" in groups for group in ("experiment", "schema", "decisive", "paths", "engine"))
 
 
 def test_cfg_job_prints_the_config(done):

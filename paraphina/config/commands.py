@@ -47,6 +47,13 @@ def task_overrides() -> list[str]:
     return OmegaConf.to_container(HydraConfig.get().overrides.task)  # as typed: `label=${x}` stays as it is
 
 
+def group_options(*groups: str) -> str:
+    """`--help`'s list of the config groups a user picks from, with their options in conf/ (Hydra's own list
+    also names the groups the commands compose themselves: experiment, decisive, the schemas)."""
+    return "\n".join(f"{group}: {', '.join(sorted(p.stem for p in (CONF_DIR / group).glob('*.yaml')))}"
+                     for group in groups)
+
+
 def hydra_command(config_name: str, task: Callable[[DictConfig], object],
                   ignored_env: Sequence[str] = ()) -> Callable[..., None]:
     """The `main` of an entry point: Hydra's app runner on the primary config `config_name`, each job's config
@@ -74,6 +81,7 @@ def hydra_command(config_name: str, task: Callable[[DictConfig], object],
     def main(argv: Sequence[str] | None = None) -> None:
         """Run the command line `argv` (default: this process's) through Hydra; tests call it in-process."""
         experiments.register(config_name)
+        OmegaConf.register_new_resolver("paraphina_groups", group_options, replace=True)
         saved = sys.argv, os.environ.get(FULL_ERROR_ENV)
         given = sys.argv[1:] if argv is None else list(argv)
         environ = {k: v for k, v in os.environ.items() if k not in ignored_env}
