@@ -532,3 +532,12 @@ def test_exp10_and_exp12_name_the_missing_step(uri, capsys):
     assert "no finished exp07 records" in error(exp10) and "exp07 first" in error(exp12)
     record_exp07(uri)
     assert "no finished exp11 records" in error(exp12)
+
+
+@pytest.mark.parametrize("value, budget, shown", [
+    (0.0123456, "kill_prob <= 0.01", "0.012"), (1234.56, "dd_mean <= 5000", "1,234.6"),
+    (math.inf, "dd_p95 <= 5000", "inf"), (-math.inf, "pnl_mean >= 0", "-inf"), (math.inf, "kill_prob <= 0.01", "inf"),
+    (math.nan, "dd_mean <= 5000", "nan"),
+])
+def test_estimates_read_as_their_budget_does(value, budget, shown):
+    assert alignment.estimate_text(value, budget) == shown

@@ -10,9 +10,11 @@ from paraphina.config.loading import compose_config
 from paraphina.core.cli import cli_errors
 from paraphina.core.errors import ParaphinaError
 from paraphina.engine.kernel import OUTCOME_DTYPE, SERIES_DTYPE, row_dtype
-from paraphina.runner.batch import check_memory, series_every
+from paraphina.runner import batch
+from paraphina.runner.batch import available_memory, check_memory, series_every
 
 DAY = 86_400
+needs_meminfo = pytest.mark.skipif(available_memory() is None, reason="the system does not say its free memory")
 
 
 def _refusal(cfg, runs: int, rows_every: int = 0) -> str:
@@ -21,6 +23,7 @@ def _refusal(cfg, runs: int, rows_every: int = 0) -> str:
     return str(refused.value)
 
 
+@needs_meminfo
 def test_the_estimate_counts_each_runs_outcome_series_and_rows():
     cfg = compose_config([f"ticks={DAY}"], environ={})
     copies = cfg.execution.result_copies
@@ -35,6 +38,7 @@ def test_the_estimate_counts_each_runs_outcome_series_and_rows():
     assert "telemetry.every=N" in message
 
 
+@needs_meminfo
 def test_the_limit_it_names_is_the_limit_it_keeps():
     cfg = compose_config([f"ticks={DAY}"], environ={})
     limit = int(re.search(r"run at most ([\d,]+) runs per command", _refusal(cfg, 2**40))[1].replace(",", ""))
@@ -43,14 +47,27 @@ def test_the_limit_it_names_is_the_limit_it_keeps():
     _refusal(cfg, limit * 2)
 
 
-def test_an_allocation_that_fails_ends_the_command_in_one_line(capsys):
+def test_a_run_that_cannot_fit_names_the_ticks_or_rows_to_cut(monkeypatch):
+    cfg = compose_config([f"ticks={DAY}"], environ={})
+    monkeypatch.setattr(batch, "available_memory", lambda: 1000)   # a machine with 1,000 bytes free
+    assert "not one run fits: use fewer ticks or telemetry.every=N keeps fewer rows" in _refusal(cfg, 1, rows_every=1)
+    monkeypatch.setattr(batch, "available_memory", lambda: None)   # a system that does not say: no check
+    check_memory(cfg, 2**40, series_every(cfg), 0)
+
+
+@pytest.mark.parametrize("failure, line", [
+    (lambda: np.empty(2**50), "error: out of memory: Unable to allocate 8.00 PiB"),   # refused at once, untouched
+    (MemoryError, "error: out of memory: an allocation failed; run fewer runs or seeds per command"),
+    (lambda: open("/nonexistent-folder/table.csv", "w"), "error: /nonexistent-folder/table.csv: No such file or "
+                                                         "directory; free disk space or fix the path"),
+])
+def test_what_the_machine_refuses_ends_the_command_in_one_line(capsys, failure, line):
     @cli_errors
     def command() -> None:
-        np.empty(2**50)   # 8 PiB: refused at once, nothing is touched
+        raise failure() if isinstance(failure, type) else failure()
 
     with pytest.raises(SystemExit) as stop:
         command()
     assert stop.value.code == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1, err
-    assert err.startswith("error: out of memory: Unable to allocate 8.00 PiB") and "fewer runs or seeds" in err
+    assert err.count("\n") == 1 and err.startswith(line), err

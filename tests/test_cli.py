@@ -23,6 +23,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from paraphina import bench, calibrate
+from paraphina import run as run_module
 from paraphina.config import loading
 from paraphina.config.loading import compose_config, files_state
 from paraphina.core.cli import port_number
@@ -121,6 +122,20 @@ def done(tmp_path_factory) -> dict[str, Done]:
             (cwd / f).write_text("a file, not a folder\n")
         results[name] = run_in_process(args, cwd, extra_env)
     return results
+
+
+@pytest.mark.parametrize("refusal, line", [
+    (MemoryError("Unable to allocate 9.00 TiB"), "error: out of memory: Unable to allocate 9.00 TiB; run fewer runs"),
+    (OSError(28, "No space left on device", "sweeps/t.jsonl"), "error: sweeps/t.jsonl: No space left on device; free"),
+])
+def test_what_the_machine_refuses_a_job_is_its_one_line(tmp_path, monkeypatch, refusal, line):
+    """Inside Hydra's job runner too, which would otherwise log the job's overrides as an error first."""
+    def refused(*_: object, **__: object) -> None:
+        raise refusal
+
+    monkeypatch.setattr(run_module, "execute", refused)
+    d = run_in_process(["ticks=5", NO_TRACKING], tmp_path, {})
+    assert d.returncode == 2 and d.stderr.count("\n") == 1 and d.stderr.startswith(line), d.stderr
 
 
 def test_the_module_runs_as_a_program(tmp_path):

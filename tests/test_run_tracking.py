@@ -2,7 +2,6 @@
 through a real server: tests/test_tracking.py, which shares its server among its tests)."""
 from __future__ import annotations
 
-import math
 import os
 import shutil
 import sqlite3

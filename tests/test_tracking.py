@@ -13,7 +13,6 @@ import pytest
 from mlflow import MlflowClient
 from omegaconf import OmegaConf
 
-import paraphina.tracking.store as store_module
 from conftest import as_a_command, experiment_runs, free_port
 from paraphina import run as run_command
 from paraphina.config.loading import compose_config

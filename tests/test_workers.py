@@ -34,6 +34,7 @@ from paraphina.core.names import PARENT_TAG, STUDY_TAG, TRIAL_TAG
 from paraphina.experiments import exp03
 from paraphina.experiments import study as search
 from paraphina.experiments.records import ExperimentRecorder
+from paraphina.tracking.studies import Heartbeat, open_shared_storage
 
 ROOT = Path(__file__).resolve().parents[1]
 TRIALS = 6
@@ -269,6 +270,19 @@ def test_a_lost_journal_stops_the_search_in_one_line_and_another_files_error_is_
     monkeypatch.setattr(ExperimentRecorder, "log_point", record)
     outcome = exp03.run(small_search(tmp_path, str(journal), made_store, "journal", "experiment.n_trials=6"))
     assert len(outcome.table) == 6
+
+
+def test_the_journal_workers_lock_is_the_storage_but_the_work_under_it_is_not(tmp_path: Path) -> None:
+    shared = open_shared_storage(tmp_path / "studies.journal", Heartbeat(1, 2), lambda *_: None)
+    with pytest.raises(OSError, match="No space left") as error, shared.loss_stops_the_command(), shared.lock():
+        raise OSError(28, "No space left on device", str(tmp_path / "table.csv"))
+    assert not isinstance(error.value, ParaphinaError)
+    lock = tmp_path / "studies.journal.workers-lock"
+    lock.unlink()
+    lock.mkdir()   # the lock cannot be taken: its file is a folder
+    with pytest.raises(ParaphinaError, match="lost the Optuna storage .*studies.journal: .*Is a directory"):
+        with shared.loss_stops_the_command(), shared.lock():
+            pass
 
 
 @pytest.mark.parametrize("overrides, message", [

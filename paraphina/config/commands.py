@@ -12,7 +12,7 @@ from omegaconf.errors import OmegaConfBaseException
 from paraphina.config import experiments
 from paraphina.config.loading import (CONF_DIR, NUMERIC_ENV_KEYS, PROFILE_ENV, TEXT_ENV_KEYS, env_overrides,
                                       explain_hydra_error, override_key, reject_appended_keys, resolve, validate)
-from paraphina.core.cli import cli_errors, fail_after, reader_stopped
+from paraphina.core.cli import MACHINE_ERRORS, cli_errors, fail_after, machine_problem, reader_stopped
 from paraphina.core.errors import ParaphinaError
 
 FULL_ERROR_ENV = "HYDRA_FULL_ERROR"   # Hydra raises its errors instead of printing them over several lines
@@ -72,6 +72,8 @@ def hydra_command(config_name: str, task: Callable[[DictConfig], object],
             fail_after(naming_variables(str(exc), set_by), exc)
         except BrokenPipeError:   # Hydra's job runner would print the job's overrides as its error first
             reader_stopped()
+        except MACHINE_ERRORS as exc:
+            fail_after(machine_problem(exc), exc)
         except OmegaConfBaseException as exc:
             fail_after(naming_variables(explain_hydra_error(exc), set_by), exc)
 

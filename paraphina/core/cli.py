@@ -15,6 +15,8 @@ from paraphina.core.stops import Stopped, end_open_work, stop_signals
 
 T = TypeVar("T")
 MAX_PORT = 65535
+MACHINE_ERRORS = (MemoryError, OSError)
+"""What the machine refuses a command (memory, a disk, a path): one line too, not a traceback."""
 
 
 def fail(message: str, code: int = EXIT_USER_ERROR) -> NoReturn:
@@ -28,6 +30,15 @@ def fail_after(message: str, exc: BaseException, code: int = EXIT_USER_ERROR) ->
     fail("; ".join([message, *end_open_work(exc)]), code)
 
 
+def machine_problem(exc: BaseException) -> str:
+    """The one line for a MACHINE_ERRORS exception: what was refused, and how to ask less or free it."""
+    if isinstance(exc, MemoryError):   # numpy's allocation failures say how much they asked for
+        return f"out of memory: {str(exc) or 'an allocation failed'}; run fewer runs or seeds per command"
+    where = " -> ".join(str(name) for name in (exc.filename, exc.filename2) if name is not None) or "a file"
+    return (f"{where}: {exc.strerror or exc}; free disk space or fix the path or its permissions, then run the same "
+            f"command again")
+
+
 def reader_stopped() -> NoReturn:
     """End quietly with status 0: the output was piped into a command that stopped reading (e.g. head), and the
     interpreter's flush of stdout at exit would fail again on stderr."""
@@ -36,8 +47,9 @@ def reader_stopped() -> NoReturn:
 
 
 def cli_errors(main: Callable[..., T]) -> Callable[..., T]:
-    """Wrap a command-line entry point so ParaphinaError (or MemoryError) ends the program with a one-line message,
-    and SIGINT or SIGTERM with one line saying what became of the unfinished work (see `core.stops`).
+    """Wrap a command-line entry point so ParaphinaError (or what the machine refuses, MACHINE_ERRORS) ends the
+    program with a one-line message, and SIGINT or SIGTERM with one line saying what became of the unfinished work
+    (see `core.stops`).
 
     It also freezes the heap at exit: the interpreter's final collections over what MLflow, SQLAlchemy and
     pandas allocated add about a second to every command. Registered when the command starts, it runs after
@@ -55,8 +67,8 @@ def cli_errors(main: Callable[..., T]) -> Callable[..., T]:
             fail_after(str(exc), exc)
         except BrokenPipeError:
             reader_stopped()
-        except MemoryError as exc:  # numpy's allocation failures: what asked too much, and how to ask less
-            fail_after(f"out of memory: {exc or 'an allocation failed'}; run fewer runs or seeds per command", exc)
+        except MACHINE_ERRORS as exc:
+            fail_after(machine_problem(exc), exc)
         except KeyboardInterrupt as exc:  # exit status 128 + the signal's number, as a shell reports it
             signum = exc.signum if isinstance(exc, Stopped) else signal.SIGINT
             notes = getattr(exc, "__notes__", [])   # what the stopped work kept, where it says so

@@ -1,1 +1,1 @@
-"""The market-making engine: one compiled numba kernel per run (a function per spec step), run over a batch."""
+"""The market-making engine: one compiled numba kernel (a function per spec step) run for every run of a batch."""

@@ -28,6 +28,11 @@ def series_every(cfg: DictConfig) -> int:
     return max(1, cfg.ticks // cfg.tracking.series_points)
 
 
+def telemetry_every(cfg: DictConfig) -> int:
+    """Ticks between the telemetry rows each run keeps until its file is written; 0 with telemetry off."""
+    return cfg.telemetry.every if cfg.telemetry.mode == "jsonl" else 0
+
+
 def config_hash(cfg: DictConfig) -> str:
     """Short hash of what decides a run's path apart from its seed: engine, market and ticks."""
     plain = to_plain(cfg)
@@ -58,10 +63,11 @@ def check_memory(cfg: DictConfig, runs: int, series_every: int, rows_every: int)
     per_run = OUTCOME_DTYPE.itemsize + len(series_ticks(cfg.ticks, series_every)) * SERIES_DTYPE.itemsize + rows
     need, free = cfg.execution.result_copies * runs * per_run, available_memory()
     if free is not None and need > free:
-        fix = "telemetry.every=N to keep fewer rows, " if rows_every else ""
+        fits, rows_fix = free // (need // runs), "telemetry.every=N keeps fewer rows" if rows_every else ""
+        fix = (f"run at most {fits:,} runs per command ({rows_fix + ', ' if rows_fix else ''}or split the seeds: "
+               f"seed=...)" if fits else f"not one run fits: use fewer ticks{' or ' + rows_fix if rows_fix else ''}")
         raise ParaphinaError(f"{runs:,} runs of {cfg.ticks:,} ticks keep about {need / 2**30:,.1f} GiB of results, "
-                             f"more than the {free / 2**30:,.1f} GiB free here; run at most "
-                             f"{max(free // (need // runs), 1):,} runs per command ({fix}or split the seeds: seed=...)")
+                             f"more than the {free / 2**30:,.1f} GiB free here; {fix}")
 
 
 def merge(parts: Sequence[BatchResult]) -> BatchResult:
@@ -115,11 +121,10 @@ def run_batch(cfg: DictConfig, seeds: Sequence[int] | None = None,
     """
     seeds = run_seeds(cfg) if seeds is None else np.asarray(seeds, dtype=np.int64)
     writer = None
-    every = rows_every or 0
+    every = telemetry_every(cfg) or rows_every or 0
     if cfg.telemetry.mode == "jsonl":
         names = profiles or [cfg.profile_name] * len(seeds)
         writer = TelemetryWriter(telemetry_paths(cfg.telemetry.path, seeds, names, job), cfg.engine.venues.names)
-        every = cfg.telemetry.every
     with writer if writer else contextlib.nullcontext():
         if started:
             started()

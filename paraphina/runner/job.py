@@ -5,14 +5,14 @@ from omegaconf import DictConfig
 
 from paraphina.config.loading import validate
 from paraphina.runner import report
-from paraphina.runner.batch import check_memory, config_hash, run_batch, series_every
+from paraphina.runner.batch import check_memory, config_hash, run_batch, series_every, telemetry_every
 from paraphina.runner.telemetry import removed_unless_done
 
 
 def execute(cfg: DictConfig, parent_run_id: str | None = None, job: int | None = None) -> str | None:
     """One job (number `job` of a multirun, under `parent_run_id`); returns the run id, None without tracking."""
     validate(cfg)
-    check_memory(cfg, cfg.runs, series_every(cfg), cfg.telemetry.every if cfg.telemetry.mode == "jsonl" else 0)
+    check_memory(cfg, cfg.runs, series_every(cfg), telemetry_every(cfg))
     opening = None
     if cfg.tracking.enabled:
         from paraphina.runner.recording import open_session  # brings pandas (0.2 s), not needed without tracking

@@ -43,9 +43,17 @@ def param_text(value: object) -> str:
     """A param value as MLflow stores it: sequences (lists, arrays, ListConfigs; not text) as JSON, None as "None",
     the rest as str()."""
     if isinstance(value, (Sequence, np.ndarray)) and not isinstance(value, (str, bytes)):
-        return json.dumps(value, default=lambda v: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v)
-                          else v.tolist())
+        return json.dumps(value, default=_json_ready)
     return str(value)
+
+
+def _json_ready(value: object) -> object:
+    """What json.dumps cannot write itself: OmegaConf containers and numpy values."""
+    if OmegaConf.is_config(value):
+        return OmegaConf.to_container(value, resolve=True)
+    if isinstance(value, (np.ndarray, np.generic)):
+        return value.tolist()
+    raise TypeError(f"a param value of type {type(value).__name__} has no JSON form")
 
 
 def flatten_params(mapping: Mapping, prefix: str = "") -> dict[str, str]:

@@ -117,7 +117,8 @@ def _journal_errors() -> Iterator[None]:
     except JournalLost:
         raise
     except OSError as exc:
-        raise JournalLost(exc.errno, exc.strerror, exc.filename) from exc
+        raise (JournalLost(*exc.args) if exc.errno is None else
+               JournalLost(exc.errno, exc.strerror, exc.filename, None, exc.filename2)) from exc
 
 
 class _JournalFile(JournalFileBackend):
