@@ -86,6 +86,12 @@ def calibrate(base: DictConfig) -> None:
     if not exp.profiles or not exp.scenarios:
         raise ParaphinaError("experiment.profiles and experiment.scenarios must each name at least one, e.g. "
                              "experiment.profiles=[balanced] 'experiment.scenarios=[default]'")
+    for key, _, _ in FIGURES:
+        target = exp.targets[key]
+        if not (len(target) == 2 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in target)
+                and target[0] <= target[1]):
+            raise ParaphinaError(f"experiment.targets.{key}={list(target)} must be [low, high], two numbers with "
+                                 f"low <= high")
     # every config is composed, so checked, before any is measured
     profiles = {p: compose_config([f"runs={exp.seeds}", f"+profile={p}", *overrides], "calibrate")
                 for p in exp.profiles}

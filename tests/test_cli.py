@@ -84,12 +84,15 @@ COMMANDS: dict[str, tuple[list[str], dict[str, str], list[str]]] = {
     "unknown_placeholder": (["ticks=5", "runs=2", "telemetry.mode=jsonl", "telemetry.path='tel/{sed}.jsonl'"], {}, []),
     "unsearchable_dataset": (["ticks=5", "dataset=\"it's\""], {}, []),
     "too_many_runs": (["ticks=5", f"runs={2**40}"], {}, []),
+    "nan_knob": (["ticks=5", "engine.venues.gamma=[0.1,0.1,nan,0.1,0.1]"], {}, []),
+    "removed_group": (["ticks=5", "~market", NO_TRACKING], {}, []),
+    "multirun_with_cfg": (["-m", "--cfg", "job", "ticks=5,6", NO_TRACKING], {}, []),
 }
 
 BAD_INPUT = ["unknown_profile", "ticks_zero", "ticks_negative", "runs_zero", "typo_key", "bad_band", "bad_band_env",
              "bad_profile_env", "bad_mode_env", "negative_loss_env", "unwritable_telemetry", "sweep_without_m",
              "bad_interpolation", "bad_parse", "negative_loss_limit", "unknown_placeholder", "unsearchable_dataset",
-             "too_many_runs"]
+             "too_many_runs", "nan_knob", "removed_group", "multirun_with_cfg"]
 
 
 def run_in_process(args: list[str], cwd: Path, extra_env: dict[str, str]) -> Done:
@@ -234,6 +237,9 @@ def test_bad_input_is_one_line_error(done, name):
                               "digits, '_', '-' and '.'"]),
     ("too_many_runs", ["error: 1,099,511,627,776 runs of 5 ticks keep about", "GiB of results, more than the",
                        "runs per command"]),
+    ("nan_knob", ["error: engine.venues.gamma[2]=nan must be a finite number"]),
+    ("removed_group", ["error: market.", "has no value (a ~ override removed its group"]),
+    ("multirun_with_cfg", ["error: Only one of --run, --multirun, --cfg", "see --help"]),
 ])
 def test_error_messages_name_the_problem(done, name, fragments):
     message = done[name].stderr
@@ -242,7 +248,7 @@ def test_error_messages_name_the_problem(done, name, fragments):
 
 
 @pytest.mark.parametrize("name", ["negative_loss_limit", "unknown_placeholder", "unsearchable_dataset",
-                                  "too_many_runs"])
+                                  "too_many_runs", "nan_knob"])
 def test_bad_knobs_and_names_stop_before_anything_is_written(done, name):
     d = done[name]
     assert d.stdout == "" and list(d.cwd.iterdir()) == []  # no engine run, no store, no telemetry
@@ -357,6 +363,9 @@ def test_commands_are_hydra_apps(module, settings, capsys):
     ("experiment.scenarios=[default,nope]", "error: unknown market 'nope'"),
     ("experiment.profiles=[balanced,nope]", "error: unknown profile 'nope'"),
     ("experiment.scenarios=[]", "error: experiment.profiles and experiment.scenarios must each name at least one"),
+    ("experiment.targets.fill_rate=[0.5,0.1]", "error: experiment.targets.fill_rate=[0.5, 0.1] must be [low, high]"),
+    ("experiment.targets.fill_rate=[a,b]", "error: experiment.targets.fill_rate=['a', 'b'] must be [low, high]"),
+    ("experiment.probe_every=0", "error: experiment.probe_every=0 must be at least 1"),
 ])
 def test_calibrate_checks_every_profile_and_scenario_before_it_measures(override, message, capsys):
     """A bad name last in the list used to stop only after every profile and scenario before it had run."""
@@ -364,6 +373,18 @@ def test_calibrate_checks_every_profile_and_scenario_before_it_measures(override
         calibrate.main([override, "ticks=10", "experiment.seeds=2", "experiment.scenario_seeds=2"])
     captured = capsys.readouterr()
     assert stop.value.code == 2 and captured.out == "" and captured.err.startswith(message), captured
+
+
+@pytest.mark.parametrize("config, override, message", [
+    ("exp08", "experiment.seed_offset=-5", "experiment.seed_offset=-5 must be at least 0"),
+    ("tracking_bench", "experiment.single_repeats=0", "experiment.single_repeats=0 must be at least 1"),
+    ("screenshots", "experiment.port=99999", "experiment.port=99999 must be a port number, at most 65535"),
+    ("screenshots", "experiment.port=abc", "experiment.port=abc must be a whole number"),
+    ("config", "tracking.reachability_timeout_s=-1", "tracking.reachability_timeout_s=-1.0 must be a positive number"),
+])
+def test_the_tools_settings_are_checked_as_they_compose(config, override, message):
+    with pytest.raises(ParaphinaError, match=re.escape(message)):
+        compose_config([override], config, environ={})
 
 
 def test_a_long_batch_shows_progress(tmp_path):

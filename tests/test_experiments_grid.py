@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from conftest import compose_for_test, copy_store
 from paraphina.config.loading import CONF_DIR, compose_config
 from paraphina.core.errors import ParaphinaError
-from paraphina.experiments import exp02, exp04, exp05, exp06, exp07, exp08, exp10
+from paraphina.experiments import exp02, exp04, exp05, exp06, exp07, exp08, exp10, exp11
 from paraphina.experiments.cli import flat_config
 from paraphina.core.names import PROFILE_KNOBS
 from paraphina.experiments.profiles import profile_yaml, profiles_batch
@@ -375,7 +375,8 @@ def test_an_appended_axis_sweeps_its_key(tmp_path: Path, made_store: str,
                        ("+experiment.grid.s={key: seed, values: [1]}", "must name an engine or market knob"),
                        ("+experiment.grid.m={key: engine.mm, values: [1]}", "engine.mm is not a numeric knob"),
                        ("+experiment.grid.e={key: engine.mm.size_eta, values: 3}", "values=3 must be a list"),
-                       ("+experiment.grid.e={key: engine.mm.size_eta, values: [nan]}", "must be finite numbers")):
+                       ("+experiment.grid.e={key: engine.mm.size_eta, values: [nan]}",
+                        "experiment.grid.e.values[0]=nan must be a finite number")):
         # the error the command line prints in one line (cli_errors: test_cli), without a Hydra app run per case
         with pytest.raises(ParaphinaError) as error:
             exp04.run(compose("exp04", sqlite_uri(tmp_path / "bad"), bad))
@@ -453,3 +454,14 @@ def test_exp06_failed_step_is_reported_and_the_rest_run(made_store: str, capsys:
         latest_points(cfg, "exp04")
     suite = latest_points(cfg, "exp06")[1]["run_id"]
     assert "tables/exp06_status.csv" in parent_artifacts(uri, suite)
+
+
+def test_steps_that_read_records_make_no_store_where_there_is_none(tmp_path: Path) -> None:
+    """Exp07 before Exp04, or Exp11 on a dataset, in a fresh folder: the one-line error, and no new store (an
+    MLflow client makes its database, printing its INFO lines, as soon as it opens one)."""
+    uri = sqlite_uri(tmp_path / "store")
+    with pytest.raises(ParaphinaError, match="no finished exp04 records .* run python -m paraphina.experiments.exp04"):
+        exp07.run(compose("exp07", uri))
+    with pytest.raises(ParaphinaError, match="no dataset 'nope' .* datasets there: none yet"):
+        exp11.run(compose("exp11", uri, "dataset=nope"))
+    assert not (tmp_path / "store").exists()

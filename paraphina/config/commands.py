@@ -64,8 +64,10 @@ def hydra_command(config_name: str, task: Callable[[DictConfig], object],
     from hydra.errors import HydraException
 
     set_by: dict[str, str] = {}   # this command line's keys that a variable set -> the variable
+    jobs: list[None] = []         # one entry per job started by this command line
 
     def job(cfg: DictConfig) -> None:
+        jobs.append(None)
         try:  # a job's exception would be logged over several lines by Hydra's job runner
             task(checked(cfg))
         except ParaphinaError as exc:
@@ -89,6 +91,7 @@ def hydra_command(config_name: str, task: Callable[[DictConfig], object],
         environ = {k: v for k, v in os.environ.items() if k not in ignored_env}
         from_environment = env_overrides(environ, given)
         set_by.clear()
+        jobs.clear()
         set_by.update({override_key(o): VARIABLE_OF[override_key(o)] for o in from_environment})
         sys.argv = [sys.argv[0], *given, *from_environment]
         os.environ[FULL_ERROR_ENV] = "1"
@@ -96,6 +99,10 @@ def hydra_command(config_name: str, task: Callable[[DictConfig], object],
             app()
         except (HydraException, OmegaConfBaseException) as exc:
             raise ParaphinaError(naming_variables(explain_hydra_error(exc), set_by)) from exc
+        except ValueError as exc:   # before any job, Hydra's refusal of its flags (-m with --cfg); after, a bug
+            if jobs:
+                raise
+            raise ParaphinaError(f"{exc}; see --help") from exc
         finally:
             sys.argv = saved[0]
             if saved[1] is None:

@@ -10,16 +10,16 @@ import re
 import typing
 from argparse import ArgumentTypeError
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from hydra.errors import MissingConfigException, OverrideParseException
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import MISSING, DictConfig, OmegaConf, open_dict
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from paraphina.config import experiments
-from paraphina.core.cli import finite_float
+from paraphina.core.cli import MAX_PORT, finite_float
 from paraphina.core.errors import ParaphinaError
 from paraphina.core.names import DD_STATISTICS, REGIME_FRACTIONS, TELEMETRY_PLACEHOLDERS
 
@@ -53,6 +53,7 @@ MINIMUMS: dict[str, int] = {
     "experiment.top_n": 1, "experiment.summary_top": 1, "runs_per_profile": 1,
     "experiment.decisive.max_runs_per_profile": 1, "experiment.decisive.looks": 1, "experiment.batch_sizes": 1,
     "experiment.thread_counts": 1, "experiment.repeats": 1, "experiment.seeds": 1, "experiment.batch_runs": 1,
+    "experiment.seed_offset": 0, "experiment.probe_every": 1, "experiment.single_repeats": 1, "experiment.port": 1,
 }
 """Smallest values of counts; a list (the benchmark's batch sizes) is checked value by value."""
 MAX_COUNT = 2**53
@@ -295,6 +296,8 @@ RANGES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("runs", lambda v: v < 1, "must be at least 1, e.g. runs=64"),
     *((key, lambda v: v > MAX_COUNT, f"must be at most 2**53 = {MAX_COUNT}") for key in ("ticks", "runs")),
     ("world_model.confidence", lambda v: not 0 < v < 1, "must be between 0 and 1, e.g. 0.95"),
+    ("tracking.reachability_timeout_s", lambda v: not v > 0, "must be a positive number of seconds"),
+    ("experiment.port", lambda v: v > MAX_PORT, f"must be a port number, at most {MAX_PORT}"),
     ("world_model.power", lambda v: not 0 < v < 1, "must lie strictly between 0 and 1, e.g. 0.8"),
     ("world_model.planned_fraction", lambda v: not 0 < v <= MAX_PLANNED_FRACTION,
      f"must lie in (0, {MAX_PLANNED_FRACTION}]: a kill rate nearer its budget needs millions of runs to show ok"),
@@ -315,8 +318,23 @@ RANGES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
 checked after the venue lists' lengths."""
 
 
+def unusable_values(tree: Any, key: str = "") -> Iterator[str]:
+    """What is wrong with the NaN or infinite numbers and the missing values (`???`) of a plain config tree."""
+    items = tree.items() if isinstance(tree, dict) else enumerate(tree) if isinstance(tree, list) else ()
+    for name, value in items:
+        where = f"{key}[{name}]" if isinstance(tree, list) else f"{key}.{name}" if key else str(name)
+        if isinstance(value, float) and not math.isfinite(value):
+            yield f"{where}={value} must be a finite number"
+        elif value == MISSING:
+            yield f"{where} has no value (a ~ override removed its group, or its file leaves it out); keep the group"
+        yield from unusable_values(value, where)
+
+
 def validate(cfg: DictConfig) -> None:
-    """Checks the schema cannot express: positive counts, venue list lengths, known modes and profiles."""
+    """Checks the schema cannot express: finite numbers, positive counts, venue list lengths, known modes and
+    profiles."""
+    for problem in unusable_values(OmegaConf.to_container(cfg)):
+        raise ParaphinaError(problem)
     for key, minimum in MINIMUMS.items():
         value = OmegaConf.select(cfg, key)
         if value is None:
