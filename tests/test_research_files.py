@@ -1,6 +1,7 @@
 """File-level research tools: telemetry metrics, dataset files (errors, concurrent appends), summaries."""
 from __future__ import annotations
 
+import gzip
 import json
 import multiprocessing
 from pathlib import Path
@@ -174,6 +175,21 @@ def test_telemetry_rows_out_of_tick_order_are_errors(tmp_path: Path, ts: list[in
 def test_rows_every_n_ticks_are_in_order(tmp_path: Path) -> None:
     path = write_lines(tmp_path / "every.jsonl", [json.dumps(tick(t, 1.0)) for t in (0, 60, 120, 179)])
     assert run_metrics(load_telemetry(path))["num_ticks"] == 180
+
+
+@pytest.mark.parametrize("damage, reason", [
+    (lambda data: data[: len(data) // 2], "Compressed file ended before the end-of-stream marker"),   # cut off
+    (lambda data: data[:40] + b"x" * 20 + data[60:], "Error -3 while decompressing data"),          # corrupted
+    (lambda data: b"plain text, no gzip\n", "Not a gzipped file"),
+])
+def test_a_damaged_gzip_file_is_one_line(tmp_path: Path, damage, reason: str) -> None:
+    rows = "".join(json.dumps({"t": t, "pnl_total": 0.0}) + "\n" for t in range(2000))
+    path = tmp_path / "run.jsonl.gz"
+    path.write_bytes(damage(gzip.compress(rows.encode())))
+    for read in (load_telemetry, read_rows):
+        with pytest.raises(ParaphinaError, match=f"^{path}: cannot read the .* file \\({reason}") as info:
+            read(path)
+        assert "\n" not in str(info.value)
 
 
 @pytest.mark.parametrize("content", [None, "", "\n\n"])

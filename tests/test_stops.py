@@ -20,7 +20,7 @@ from conftest import copy_store
 from paraphina import run as run_command
 from paraphina.core.errors import ParaphinaError
 from paraphina.core.names import DATASET_TAG, PARENT_TAG, PID_TAG
-from paraphina.core.stops import Stopped, stop_signals, uninterrupted
+from paraphina.core.stops import Stopped, raise_if_stopped, stop_signals, uninterrupted
 from paraphina.experiments import exp13
 from paraphina.research import summary, transfer
 from paraphina.tracking import clean
@@ -265,6 +265,26 @@ def test_a_stop_signal_waits_for_the_write_in_progress() -> None:
             done.append("written")
     assert done == ["written"] and stopped.value.signum == signal.SIGTERM
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL   # the command's handlers are gone after it
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")   # the lost Stopped, as reported
+def test_a_stop_lost_in_a_finalizer_is_raised_again_between_steps() -> None:
+    """Python prints and drops an exception raised in `__del__` (or a garbage-collector callback): the stop is
+    raised again at the command's next step, so Ctrl-C never lets a command run on to exit 0."""
+    class Finalized:
+        def __del__(self) -> None:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)   # the handler runs here, inside the finalizer
+
+    went_on = []
+    with stop_signals():
+        with pytest.raises(Stopped) as stopped:
+            Finalized()   # dropped at once: its __del__ raises Stopped, which Python ignores
+            went_on.append(True)   # as after a stop lost in MLflow's callbacks
+            raise_if_stopped()
+    assert went_on and stopped.value.signum == signal.SIGINT
+    with stop_signals():   # the next command of the process starts afresh
+        raise_if_stopped()
 
 
 def test_a_stopped_search_exits_as_a_shell_reports_the_signal_and_says_what_it_kept(

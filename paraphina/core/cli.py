@@ -11,7 +11,7 @@ import sys
 from typing import Callable, NoReturn, TypeVar
 
 from paraphina.core.errors import EXIT_USER_ERROR, ParaphinaError
-from paraphina.core.stops import Stopped, end_open_work, stop_signals
+from paraphina.core.stops import Stopped, end_open_work, raise_if_stopped, stop_signals
 
 T = TypeVar("T")
 MAX_PORT = 65535
@@ -62,7 +62,9 @@ def cli_errors(main: Callable[..., T]) -> Callable[..., T]:
         atexit.register(gc.freeze)
         try:
             with stop_signals():
-                return main(*args, **kwargs)
+                done = main(*args, **kwargs)
+                raise_if_stopped()   # a stop the work went on through ends the command as a stop
+                return done
         except ParaphinaError as exc:
             fail_after(str(exc), exc)
         except BrokenPipeError:

@@ -24,6 +24,7 @@ class _State:
 
     depth = 0
     pending: int | None = None
+    raised: int | None = None     # a signal whose Stopped was raised: Python drops one raised in a finalizer
     hooks: list[StopHook] = []
     resets: list[Callable[[], None]] = []
 
@@ -33,7 +34,15 @@ def _on_signal(signum: int, frame: object) -> None:
     if _State.depth:
         _State.pending = signum
         return
+    _State.raised = signum
     raise Stopped(signum)
+
+
+def raise_if_stopped() -> None:
+    """Raise `Stopped` again for a stop signal whose `Stopped` was lost: one that arrives in a garbage-collector
+    callback or a `__del__` is printed and dropped by Python. Called between a command's steps."""
+    if _State.raised is not None and threading.current_thread() is threading.main_thread():
+        raise Stopped(_State.raised)
 
 
 @contextmanager
@@ -71,7 +80,7 @@ def _signals_to(handler: Callable | int) -> Iterator[None]:
 def stop_signals() -> Iterator[None]:
     """SIGINT and SIGTERM raise `Stopped` while the block (a command) runs, in the main thread; the hooks forget
     what earlier commands of the process left them."""
-    _State.pending = None
+    _State.pending = _State.raised = None
     for reset in _State.resets:
         reset()
     with _signals_to(_on_signal):

@@ -20,7 +20,7 @@ from paraphina.core.errors import ParaphinaError
 from paraphina.runner.aggregates import aggregate_metrics
 from paraphina.runner.recording import TrackingSession
 from paraphina.tracking.runs import RunRecord, flatten_params
-from paraphina.tracking.store import all_runs, describe, resolve_tracking_uri, tracking_client
+from paraphina.tracking.store import all_runs, describe, resolve_tracking_uri, sqlite_path, tracking_client
 
 
 def store_uri(cfg: DictConfig) -> str:
@@ -148,9 +148,9 @@ def latest_points(cfg: DictConfig, experiment_id: str) -> tuple[pd.DataFrame, di
     parent's run id, start time and params, and each child's tags; the error when there is none names the
     command to run."""
     uri = store_uri(cfg)
-    client = tracking_client(uri)
-    name = cfg.experiment_names[experiment_id]
-    experiment = client.get_experiment_by_name(name)
+    path = sqlite_path(uri)   # a store not made yet holds no records: opening a client on it would make it
+    client = None if path is not None and not path.exists() else tracking_client(uri)
+    experiment = client and client.get_experiment_by_name(cfg.experiment_names[experiment_id])
     parents = [] if experiment is None else client.search_runs(
         [experiment.experiment_id], f"tags.`{KIND_TAG}` = '{EXPERIMENT_KIND}' and attributes.status = 'FINISHED'",
         order_by=["attributes.start_time DESC"], max_results=1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -111,8 +112,9 @@ def read_jsonl(path: str | os.PathLike[str], what: str, skip_blank: bool = True
                 linenos.append(lineno)
     except FileNotFoundError:
         raise ParaphinaError(f"{os.fspath(path)}: no such {what} file; check the path") from None
-    except (OSError, EOFError) as exc:  # gzip's BadGzipFile is an OSError; a cut-off .gz ends in EOFError
-        raise ParaphinaError(f"{os.fspath(path)}: cannot read the {what} file ({exc.strerror or exc})") from None
+    except (OSError, EOFError, zlib.error) as exc:  # a .gz: not gzip (OSError), cut off (EOFError), corrupt (zlib)
+        reason = getattr(exc, "strerror", None) or exc
+        raise ParaphinaError(f"{os.fspath(path)}: cannot read the {what} file ({reason})") from None
     if not records:
         raise ParaphinaError(f"{os.fspath(path)}: empty {what} file (no JSON lines); point to a file with data")
     if blank and not skip_blank:

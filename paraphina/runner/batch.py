@@ -12,6 +12,7 @@ from tqdm import tqdm
 
 from paraphina.config.loading import to_plain
 from paraphina.core.errors import ParaphinaError
+from paraphina.core.stops import raise_if_stopped
 from paraphina.engine.kernel import OUTCOME_DTYPE, SERIES_DTYPE, row_dtype
 from paraphina.engine.params import Params, build_params
 from paraphina.engine.simulate import BatchResult, RowRequest, Threads, TickRows, series_ticks, simulate
@@ -105,6 +106,7 @@ def run_many(cfg: DictConfig, seeds: np.ndarray, per_run: Mapping[str, Sequence[
             record = RowRequest(runs=tuple(range(hi - lo)), every=rows_every) if rows_every else None
             parts.append(simulate(params, cfg.ticks, seeds[lo:hi], threads, series_every=series_every, record=record))
             bar.update((hi - lo) * cfg.ticks)
+            raise_if_stopped()
     return merge(parts)
 
 

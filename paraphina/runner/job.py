@@ -4,6 +4,7 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 from paraphina.config.loading import validate
+from paraphina.core.stops import raise_if_stopped
 from paraphina.runner import report
 from paraphina.runner.batch import check_memory, config_hash, run_batch, series_every, telemetry_every
 from paraphina.runner.telemetry import removed_unless_done
@@ -25,8 +26,8 @@ def execute(cfg: DictConfig, parent_run_id: str | None = None, job: int | None =
         if opening is not None:  # a stop waits for the store's preparation: a schema half made breaks the store
             opening.exception()
         raise
-    session = opening.result() if opening is not None else None
-    with removed_unless_done(telemetry):
+    with removed_unless_done(telemetry):  # a stop while the store still opens removes them too
+        session = opening.result() if opening is not None else None
         print(report.run_summary(result) if cfg.runs == 1 else report.batch_summary(result, cfg.world_model.confidence))
         print(report.engine_time(result, cfg.ticks))
         if telemetry:
@@ -34,6 +35,7 @@ def execute(cfg: DictConfig, parent_run_id: str | None = None, job: int | None =
             print(f"  telemetry      {shown}")
         if session is None:
             return None
+        raise_if_stopped()
         run_id = session.record_batch(cfg, result, chash, telemetry, parent_run_id)
     print(f"  mlflow         run {run_id} in experiment '{cfg.tracking.experiment}' ({session.uri})")
     return run_id

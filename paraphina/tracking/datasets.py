@@ -18,7 +18,8 @@ from paraphina.core.names import (DATASET_TAG, KIND_TAG, METRIC_KEYS, PARENT_TAG
 from paraphina.formats.dataset import ROW_FIELDS, ROW_KEYS
 from paraphina.formats.telemetry import BOOL, INT, NUMBER, STR
 from paraphina.tracking.runs import Ending, RunRecord, RunWriter
-from paraphina.tracking.store import all_runs, describe, mark_stopped_runs, prepare_store, tracking_client
+from paraphina.tracking.store import (all_runs, describe, mark_stopped_runs, prepare_store, sqlite_path,
+                                      tracking_client)
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -105,7 +106,11 @@ def _table_frame(client: MlflowClient, run: Run) -> pd.DataFrame:
 
 
 def _search_all(tracking_uri: str, filter_string: str) -> list[Run]:
-    """Every active run of every active experiment matching `filter_string`, oldest first."""
+    """Every active run of every active experiment matching `filter_string`, oldest first (none in a store not
+    made yet, which a client would make)."""
+    path = sqlite_path(tracking_uri)
+    if path is not None and not path.exists():
+        return []
     client = tracking_client(tracking_uri)
     try:
         return all_runs(client, None, filter_string, ["attributes.start_time ASC"])
