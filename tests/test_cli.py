@@ -375,18 +375,6 @@ def test_calibrate_checks_every_profile_and_scenario_before_it_measures(override
     assert stop.value.code == 2 and captured.out == "" and captured.err.startswith(message), captured
 
 
-@pytest.mark.parametrize("config, override, message", [
-    ("exp08", "experiment.seed_offset=-5", "experiment.seed_offset=-5 must be at least 0"),
-    ("tracking_bench", "experiment.single_repeats=0", "experiment.single_repeats=0 must be at least 1"),
-    ("screenshots", "experiment.port=99999", "experiment.port=99999 must be a port number, at most 65535"),
-    ("screenshots", "experiment.port=abc", "experiment.port=abc must be a whole number"),
-    ("config", "tracking.reachability_timeout_s=-1", "tracking.reachability_timeout_s=-1.0 must be a positive number"),
-])
-def test_the_tools_settings_are_checked_as_they_compose(config, override, message):
-    with pytest.raises(ParaphinaError, match=re.escape(message)):
-        compose_config([override], config, environ={})
-
-
 def test_a_long_batch_shows_progress(tmp_path):
     quiet = run_in_process(["runs=4", "ticks=20", NO_TRACKING], tmp_path, {})
     shown = run_in_process(["runs=4", "ticks=20", NO_TRACKING, "execution.chunk_runs=1",
@@ -454,6 +442,12 @@ def test_out_of_range_numbers_stop_before_the_run(override, fragment):
     # these named runs=0, the key each is turned into
     ("calibrate", "experiment.seeds=0", "experiment.seeds=0 must be at least 1"),
     ("tracking_bench", "experiment.batch_runs=0", "experiment.batch_runs=0 must be at least 1"),
+    ("exp08", "experiment.seed_offset=-5", "experiment.seed_offset=-5 must be at least 0"),
+    ("tracking_bench", "experiment.single_repeats=0", "experiment.single_repeats=0 must be at least 1"),
+    ("screenshots", "experiment.port=99999", "experiment.port=99999 must be a port number, at most 65535"),
+    ("screenshots", "experiment.port=abc", "experiment.port=abc must be a whole number"),
+    ("config", "tracking.reachability_timeout_s=-1", "tracking.reachability_timeout_s=-1.0 must be a positive number "
+                                                     "of seconds"),
 ])
 def test_bad_tool_settings_stop_before_it_runs_naming_the_setting(config, override, message):
     with pytest.raises(ParaphinaError) as error:
