@@ -246,6 +246,7 @@ def test_a_lost_journal_stops_the_search_in_one_line_and_another_files_error_is_
     lost, and resumes once the file is back. A failing write of another file is not called a lost storage."""
     journal = tmp_path / "studies.journal"
     record, recorded = ExperimentRecorder.log_point, []
+    settings = ("experiment.n_trials=6", "experiment.study.heartbeat_interval=1", "experiment.study.grace_period=2")
 
     def lose_the_journal_at_the_third(self: ExperimentRecorder, *args: object, **kwargs: object) -> str:
         recorded.append(record(self, *args, **kwargs))
@@ -256,7 +257,7 @@ def test_a_lost_journal_stops_the_search_in_one_line_and_another_files_error_is_
 
     monkeypatch.setattr(ExperimentRecorder, "log_point", lose_the_journal_at_the_third)
     with pytest.raises(ParaphinaError, match=f"lost the Optuna storage {journal}: .*run the same command again"):
-        exp03.run(small_search(tmp_path, str(journal), made_store, "journal", "experiment.n_trials=6"))
+        exp03.run(small_search(tmp_path, str(journal), made_store, "journal", *settings))
     journal.rmdir()
     (tmp_path / "aside.journal").rename(journal)
 
@@ -265,10 +266,10 @@ def test_a_lost_journal_stops_the_search_in_one_line_and_another_files_error_is_
 
     monkeypatch.setattr(ExperimentRecorder, "log_point", disk_full)
     with pytest.raises(OSError, match="No space left on device") as error:
-        exp03.run(small_search(tmp_path, str(journal), made_store, "journal", "experiment.n_trials=6"))
+        exp03.run(small_search(tmp_path, str(journal), made_store, "journal", *settings))
     assert not isinstance(error.value, ParaphinaError)
     monkeypatch.setattr(ExperimentRecorder, "log_point", record)
-    outcome = exp03.run(small_search(tmp_path, str(journal), made_store, "journal", "experiment.n_trials=6"))
+    outcome = exp03.run(small_search(tmp_path, str(journal), made_store, "journal", *settings))
     assert len(outcome.table) == 6
 
 
