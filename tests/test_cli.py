@@ -448,6 +448,10 @@ def test_out_of_range_numbers_stop_before_the_run(override, fragment):
     ("screenshots", "experiment.port=abc", "experiment.port=abc must be a whole number"),
     ("config", "tracking.reachability_timeout_s=-1", "tracking.reachability_timeout_s=-1.0 must be a positive number "
                                                      "of seconds"),
+    ("config", "tracking.end_attempts=0", "tracking.end_attempts=0 must be at least 1"),
+    ("config", "tracking.end_wait_s=-1", "tracking.end_wait_s=-1.0 must not be negative (seconds between tries to end "
+                                         "a run)"),
+    ("config", "tracking.seed_children_below=-1", "tracking.seed_children_below=-1 must be at least 0"),
 ])
 def test_bad_tool_settings_stop_before_it_runs_naming_the_setting(config, override, message):
     with pytest.raises(ParaphinaError) as error:

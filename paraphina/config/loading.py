@@ -54,6 +54,7 @@ MINIMUMS: dict[str, int] = {
     "experiment.decisive.max_runs_per_profile": 1, "experiment.decisive.looks": 1, "experiment.batch_sizes": 1,
     "experiment.thread_counts": 1, "experiment.repeats": 1, "experiment.seeds": 1, "experiment.batch_runs": 1,
     "experiment.seed_offset": 0, "experiment.probe_every": 1, "experiment.single_repeats": 1, "experiment.port": 1,
+    "tracking.end_attempts": 1, "tracking.seed_children_below": 0,
 }
 """Smallest values of counts; a list (the benchmark's batch sizes) is checked value by value."""
 MAX_COUNT = 2**53
@@ -297,6 +298,7 @@ RANGES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     *((key, lambda v: v > MAX_COUNT, f"must be at most 2**53 = {MAX_COUNT}") for key in ("ticks", "runs")),
     ("world_model.confidence", lambda v: not 0 < v < 1, "must be between 0 and 1, e.g. 0.95"),
     ("tracking.reachability_timeout_s", lambda v: not v > 0, "must be a positive number of seconds"),
+    ("tracking.end_wait_s", lambda v: v < 0, "must not be negative (seconds between tries to end a run)"),
     ("experiment.port", lambda v: v > MAX_PORT, f"must be a port number, at most {MAX_PORT}"),
     ("world_model.power", lambda v: not 0 < v < 1, "must lie strictly between 0 and 1, e.g. 0.8"),
     ("world_model.planned_fraction", lambda v: not 0 < v <= MAX_PLANNED_FRACTION,
